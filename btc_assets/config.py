@@ -1,0 +1,80 @@
+"""Where the project keeps its state, and the run profiles.
+
+``BTC_ASSETS_HOME`` (default ``./data``) holds everything that must survive a restart:
+
+* ``raw/``         inputs (downloads are cached here; user files are read where they are and never modified)
+* ``warehouse/``   materialisations, one Parquet file per asset and partition, plus ``catalog.duckdb``
+* ``checkpoints/`` resumable optimisation state
+* ``reports/``     plots and the HTML report
+* ``dagster/``     the Dagster instance (``DAGSTER_HOME``): run history, materialisations, staleness
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOME = "./data"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The folders under one ``BTC_ASSETS_HOME``."""
+
+    home: Path
+
+    @classmethod
+    def from_env(cls, home: str | os.PathLike[str] | None = None) -> Paths:
+        return cls(Path(home or os.environ.get("BTC_ASSETS_HOME") or DEFAULT_HOME).expanduser().resolve())
+
+    @property
+    def raw(self) -> Path:
+        return self.home / "raw"
+
+    @property
+    def warehouse(self) -> Path:
+        return self.home / "warehouse"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.home / "checkpoints"
+
+    @property
+    def reports(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    def ensure(self) -> Paths:
+        for folder in (self.raw, self.warehouse, self.checkpoints, self.reports, self.dagster_home):
+            folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Size of a study. Later stages read their settings from here."""
+
+    name: str
+    description: str
+    n_seeds: int
+
+
+PROFILES: dict[str, Profile] = {
+    "quick": Profile("quick", "whole graph end to end in under 2 minutes on 2 cores, tiny settings", n_seeds=2),
+    "integration": Profile("integration", "real data, all stages, several seeds, under 10 minutes", n_seeds=3),
+    "full": Profile("full", "30 seeds, K=5, 300 trials per phase, all folds", n_seeds=30),
+}
+DEFAULT_PROFILE = "quick"
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """The named profile (default: ``BTC_ASSETS_PROFILE`` or ``quick``)."""
+    name = name or os.environ.get("BTC_ASSETS_PROFILE") or DEFAULT_PROFILE
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None

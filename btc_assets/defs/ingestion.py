@@ -1,0 +1,83 @@
+"""Ingestion assets: raw OHLCV and funding (content-hash data versions) and the clean hourly grid."""
+
+
+import dagster as dg
+import pandas as pd
+
+from btc_assets import ingestion
+from btc_assets.defs.resources import MarketSource, ProjectHome
+
+GROUP = "ingestion"
+
+
+def _raw_output(context: dg.AssetExecutionContext, loaded: ingestion.Loaded, what: str, source: str) -> dg.Output:
+    frame = loaded.frame
+    version = ingestion.frame_hash(frame)
+    for line in loaded.repairs:
+        context.log.warning(line)
+    ts = frame["timestamp"]
+    return dg.Output(
+        frame,
+        data_version=dg.DataVersion(version[:24]),
+        metadata={
+            "source": source,
+            "files": dg.MetadataValue.md("\n".join(f"- `{r.file}`: {r.rows_in} rows in, {r.rows_out} kept"
+                                                   for r in loaded.reports) or "-"),
+            "repairs": dg.MetadataValue.md("\n".join(f"- {r}" for r in loaded.repairs) or "none"),
+            "first": str(ts.iloc[0]) if len(ts) else "-",
+            "last": str(ts.iloc[-1]) if len(ts) else "-",
+            "content_hash": version,
+            "what": what,
+        },
+    )
+
+
+@dg.asset(group_name=GROUP, kinds={"python", "parquet"}, code_version="1")
+def raw_ohlcv(context: dg.AssetExecutionContext, project: ProjectHome, market_source: MarketSource) -> dg.Output:
+    """Hourly OHLCV bars as the source delivers them, validated (bad input fails with file, row and rule).
+
+    The data version is a content hash of the validated bars, so re-reading unchanged input leaves everything
+    downstream up to date and changed input makes it stale.
+    """
+    settings = market_source.settings()
+    context.log.info(f"market data source: {settings.describe()}")
+    loaded = ingestion.load_market_ohlcv(settings, project.paths.raw, progress=context.log.info)
+    return _raw_output(context, loaded, "ohlcv", settings.describe())
+
+
+@dg.asset(group_name=GROUP, kinds={"python", "parquet"}, code_version="1")
+def raw_funding(context: dg.AssetExecutionContext, project: ProjectHome, market_source: MarketSource) -> dg.Output:
+    """Perpetual funding settlements (rate per interval, settlement time on the hour), validated.
+
+    Empty when the source has no funding (spot-only files); data version = content hash, as for ``raw_ohlcv``.
+    """
+    settings = market_source.settings()
+    loaded = ingestion.load_market_funding(settings, project.paths.raw, progress=context.log.info)
+    return _raw_output(context, loaded, "funding", settings.describe())
+
+
+@dg.asset(group_name=GROUP, kinds={"python", "parquet"}, code_version="1")
+def market_bars(context: dg.AssetExecutionContext, raw_ohlcv: pd.DataFrame, raw_funding: pd.DataFrame) -> dg.Output:
+    """The clean hourly UTC grid: every hour present, missing exchange hours flagged (prices NaN, never invented),
+    funding rate and payment time on the bar that closes at each settlement."""
+    built = ingestion.build_market_bars(raw_ohlcv, raw_funding)
+    bars, gaps = built.bars, built.gaps
+    if built.funding_outside_bars:
+        context.log.info(f"{built.funding_outside_bars} funding settlement(s) fall outside the bar range")
+    largest = gaps.sort_values("hours", ascending=False).head(10)
+    return dg.Output(
+        bars,
+        metadata={
+            "hours": len(bars),
+            "missing_hours": int(bars["missing"].sum()),
+            "gaps": len(gaps),
+            "largest_gaps": dg.MetadataValue.md(largest.to_markdown(index=False) if len(gaps) else "no gaps"),
+            "funding_settlements": int(bars["funding_time"].notna().sum()),
+            "funding_known_share": float(bars["funding_known"].mean()),
+            "first": str(bars["timestamp"].iloc[0]),
+            "last": str(bars["timestamp"].iloc[-1]),
+        },
+    )
+
+
+assets = [raw_ohlcv, raw_funding, market_bars]

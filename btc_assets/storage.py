@@ -1,0 +1,133 @@
+"""Warehouse storage: atomic Parquet files per asset and partition, DuckDB views over them.
+
+Layout under ``warehouse/``: ``<asset>/data.parquet`` for an unpartitioned asset and
+``<asset>/partition=<key>/data.parquet`` for a partitioned one (hive style, so DuckDB adds a ``partition``
+column). Writers only ever write Parquet (temp file + rename, so a reader or a crash never sees half a file).
+DuckDB never holds a write lock across runs: queries run in an in-memory DuckDB whose views read the Parquet
+files, and ``catalog.duckdb`` (the same views, for external tools) is rebuilt in a temp file and renamed into
+place; readers open it read-only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+CATALOG = "catalog.duckdb"
+_SAFE = re.compile(r"^[A-Za-z0-9_.=-]+$")
+
+
+def _temp_beside(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> Path:
+    """Write ``frame`` to ``path`` atomically: a temp file in the same folder, fsync, then rename over."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_beside(path)
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        with open(tmp, "wb") as handle:
+            pq.write_table(table, handle, compression="zstd")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+class Warehouse:
+    """The Parquet warehouse under one folder and its DuckDB query layer."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path_for(self, asset: str, partition: str | None = None) -> Path:
+        """Where one asset (partition) lives."""
+        for part in (asset, partition):
+            if part is not None and not _SAFE.match(part):
+                raise ValueError(f"unsafe name for a warehouse path: {part!r}")
+        folder = self.root / asset
+        if partition is not None:
+            folder = folder / f"partition={partition}"
+        return folder / "data.parquet"
+
+    def write(self, frame: pd.DataFrame, asset: str, partition: str | None = None) -> Path:
+        return atomic_write_parquet(frame, self.path_for(asset, partition))
+
+    def read(self, asset: str, partition: str | None = None) -> pd.DataFrame:
+        path = self.path_for(asset, partition)
+        if not path.exists():
+            raise FileNotFoundError(f"{asset}{'/' + partition if partition else ''} is not materialised: {path}")
+        return pd.read_parquet(path)
+
+    def tables(self) -> dict[str, str]:
+        """Asset name → the ``read_parquet`` expression over its files, for every asset with data."""
+        out: dict[str, str] = {}
+        if not self.root.exists():
+            return out
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and _SAFE.match(p.name)):
+            if (folder / "data.parquet").exists():
+                out[folder.name] = f"read_parquet('{(folder / 'data.parquet').as_posix()}')"
+            elif any(folder.glob("partition=*/data.parquet")):
+                glob = (folder / "partition=*" / "data.parquet").as_posix()
+                out[folder.name] = f"read_parquet('{glob}', hive_partitioning = true)"
+        return out
+
+    def _define_views(self, con: duckdb.DuckDBPyConnection) -> None:
+        for name, source in self.tables().items():
+            con.execute(f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM {source}')
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """An in-memory DuckDB with one view per asset: nothing on disk is locked."""
+        con = duckdb.connect(":memory:")
+        try:
+            self._define_views(con)
+            yield con
+        finally:
+            con.close()
+
+    def query(self, sql: str) -> pd.DataFrame:
+        """Run one SQL statement against the warehouse views."""
+        with self.connect() as con:
+            cursor = con.execute(sql)
+            wide = [d[0] for d in cursor.description if str(d[1]) in ("HUGEINT", "UHUGEINT")]
+            frame = cursor.df()
+        # DuckDB's 128-bit integers (sum, count_if) arrive as float64; give users integers back
+        for column in wide:
+            if frame[column].dropna().mod(1).eq(0).all():
+                frame[column] = frame[column].astype("Int64")
+        return frame
+
+    def refresh_catalog(self) -> Path:
+        """Rebuild ``catalog.duckdb`` (views only) in a temp file and rename it into place."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        target = self.root / CATALOG
+        tmp = _temp_beside(target)
+        try:
+            con = duckdb.connect(str(tmp))
+            try:
+                self._define_views(con)
+                con.execute("CHECKPOINT")
+            finally:
+                con.close()
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+            Path(f"{tmp}.wal").unlink(missing_ok=True)
+        return target
+
+    def open_catalog(self) -> duckdb.DuckDBPyConnection:
+        """Open the catalog read-only (what external readers should do too)."""
+        return duckdb.connect(str(self.root / CATALOG), read_only=True)

@@ -1,0 +1,63 @@
+"""Shared fixtures: small valid market files in every supported layout, and the real data folder."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_ohlcv(n: int = 48, start: str = "2024-01-01", seed: int = 0) -> pd.DataFrame:
+    """A valid canonical hourly OHLCV frame (random walk, OHLC consistent)."""
+    rng = np.random.default_rng(seed)
+    ts = pd.date_range(start, periods=n, freq="h", tz="UTC", unit="ms")
+    close = 40_000 * np.exp(np.cumsum(rng.normal(0, 0.005, n)))
+    open_ = np.r_[40_000.0, close[:-1]]
+    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.003, n))
+    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.003, n))
+    volume = rng.lognormal(3, 0.5, n)
+    return pd.DataFrame({"timestamp": ts, "open": open_.round(2), "high": high.round(2), "low": low.round(2),
+                         "close": close.round(2), "volume": volume.round(5)})
+
+
+def make_funding(start: str = "2024-01-01 08:00", n: int = 6) -> pd.DataFrame:
+    ts = pd.date_range(start, periods=n, freq="8h", tz="UTC", unit="ms")
+    return pd.DataFrame({"timestamp": ts, "funding_rate": np.linspace(-0.0002, 0.0003, n)})
+
+
+def binance_kline_rows(frame: pd.DataFrame, unit: str = "ms") -> pd.DataFrame:
+    """The 12-column Binance public-data layout for a canonical frame."""
+    scale = 1_000 if unit == "us" else 1
+    open_time = frame["timestamp"].astype("datetime64[ms, UTC]").astype("int64") * scale
+    return pd.DataFrame({
+        "open_time": open_time, "open": frame["open"], "high": frame["high"], "low": frame["low"],
+        "close": frame["close"], "volume": frame["volume"], "close_time": open_time + 3_600_000 * scale - 1,
+        "quote_volume": frame["volume"] * frame["close"], "count": 100, "taker_buy_volume": frame["volume"] / 2,
+        "taker_buy_quote_volume": frame["volume"] * frame["close"] / 2, "ignore": 0,
+    })
+
+
+@pytest.fixture
+def ohlcv() -> pd.DataFrame:
+    return make_ohlcv()
+
+
+@pytest.fixture
+def funding() -> pd.DataFrame:
+    return make_funding()
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "btcusdt_1h.parquet").exists():
+        pytest.skip(f"real data not found at {SHARED_DATA}")
+    return SHARED_DATA

@@ -1,0 +1,116 @@
+"""The Dagster layer: definitions load, assets materialise into the warehouse, data versions drive staleness."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+from dagster._core.loader import LoadingContextForTest
+
+from btc_assets.defs import ALL_ASSETS, build_definitions, defs
+from btc_assets.defs.resources import MarketSource, default_resources
+from btc_assets_tests.conftest import make_funding, make_ohlcv
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def stale_status(instance: dg.DagsterInstance, key: str) -> StaleStatus:
+    resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(), LoadingContextForTest(instance))
+    return resolver.get_status(dg.AssetKey(key))
+
+
+def resources(tmp_path: Path, **source: str) -> dict[str, object]:
+    res = default_resources(tmp_path)
+    res["market_source"] = MarketSource(**source)
+    return res
+
+
+def test_all_definitions_load() -> None:
+    keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
+    assert {"raw_ohlcv", "raw_funding", "market_bars"} <= keys
+    for spec in defs.resolve_all_asset_specs():
+        assert spec.description, f"{spec.key} needs a docstring"
+        assert spec.group_name and spec.group_name != "default", spec.key
+        assert spec.kinds, spec.key
+        assert spec.code_version, spec.key
+    assert defs.resolve_job_def("btc_study") is not None
+
+
+def test_dagster_cli_validates_workspace(tmp_path: Path) -> None:
+    env = {"BTC_ASSETS_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path), "PATH": str(Path(sys.executable).parent)}
+    done = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Validation successful" in done.stdout + done.stderr
+
+
+def test_materialize_demo(tmp_path: Path) -> None:
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(ALL_ASSETS, resources=resources(tmp_path, source="demo"), instance=instance)
+        assert result.success
+    bars = pd.read_parquet(tmp_path / "warehouse" / "market_bars" / "data.parquet")
+    assert 50_000 < len(bars) < 56_000  # about 6 years of hours
+    assert bars["missing"].sum() > 0  # the demo market has a few outages, kept visible
+    meta = result.asset_materializations_for_node("market_bars")[0].metadata
+    assert meta["missing_hours"].value == int(bars["missing"].sum())
+    assert (tmp_path / "warehouse" / "catalog.duckdb").exists()
+
+
+def test_materialize_real_files(tmp_path: Path, shared_data: Path) -> None:
+    res = resources(tmp_path, source="files", ohlcv=str(shared_data / "btcusdt_1h.parquet"),
+                    funding=str(shared_data / "btcusdt_funding_8h.parquet"))
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(ALL_ASSETS, resources=res, instance=instance)
+    assert result.success
+    meta = result.asset_materializations_for_node("market_bars")[0].metadata
+    assert meta["gaps"].value == 28 and meta["missing_hours"].value == 128
+    assert "2018-02-08 01:00" in meta["largest_gaps"].value
+
+
+def test_bad_input_fails_the_run_with_file_row_rule(tmp_path: Path) -> None:
+    frame = make_ohlcv(30)
+    frame.loc[4, "close"] = -1.0
+    bad = tmp_path / "bad.csv"
+    frame.to_csv(bad, index=False)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(ALL_ASSETS, resources=resources(tmp_path, source="files", ohlcv=str(bad)),
+                                instance=instance, raise_on_error=False, selection=["raw_ohlcv"])
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    message = str(failure.step_failure_data.error.cause or failure.step_failure_data.error)
+    assert str(bad) in message and "row 5" in message and "non-positive-price" in message
+
+
+def test_content_hash_data_versions_drive_staleness(tmp_path: Path) -> None:
+    """Unchanged input keeps downstream fresh when re-read; changed input makes it stale."""
+    ohlcv_file, funding_file = tmp_path / "o.csv", tmp_path / "f.csv"
+    make_ohlcv(72).to_csv(ohlcv_file, index=False)
+    make_funding(n=8).to_csv(funding_file, index=False)
+    res = resources(tmp_path, source="files", ohlcv=str(ohlcv_file), funding=str(funding_file))
+    with dg.instance_for_test() as instance:
+        assert dg.materialize(ALL_ASSETS, resources=res, instance=instance).success
+        assert stale_status(instance, "market_bars") == StaleStatus.FRESH
+
+        assert dg.materialize(ALL_ASSETS, resources=res, instance=instance, selection=["raw_ohlcv"]).success
+        assert stale_status(instance, "market_bars") == StaleStatus.FRESH, "same content, same data version"
+
+        make_ohlcv(72, seed=1).to_csv(ohlcv_file, index=False)
+        assert dg.materialize(ALL_ASSETS, resources=res, instance=instance, selection=["raw_ohlcv"]).success
+        assert stale_status(instance, "market_bars") == StaleStatus.STALE
+        assert stale_status(instance, "raw_funding") == StaleStatus.FRESH
+
+
+@pytest.mark.parametrize("home_env", [True, False])
+def test_resources_follow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, home_env: bool) -> None:
+    if home_env:
+        monkeypatch.setenv("BTC_ASSETS_HOME", str(tmp_path / "envhome"))
+        project = build_definitions().resources["project"]
+        assert project.paths.home == tmp_path / "envhome"
+    else:
+        project = build_definitions(str(tmp_path / "explicit")).resources["project"]
+        assert project.paths.home == tmp_path / "explicit"
