@@ -11,9 +11,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from btc_assets.schedule import FoldSchedule
 
 DEFAULT_HOME = "./data"
 
@@ -55,16 +58,55 @@ class Paths:
 
 
 @dataclass(frozen=True)
+class VolatilitySettings:
+    """Realized windows and the GARCH specification (see ``btc_assets.volatility``)."""
+
+    realized_window: int = 24
+    refit_every: str = "MS"
+    train_window: int | None = 17_520
+    vol: str = "GARCH"
+    dist: str = "t"
+    seasonal: bool = True
+
+
+@dataclass(frozen=True)
+class RegimeSettings:
+    """Student-t HMM settings (see ``btc_assets.regimes``)."""
+
+    n_states: int = 5
+    covariance_type: str = "full"
+    n_restarts: int = 4
+    n_iter: int = 100
+    tol: float = 2e-5  # EM stops when the log-likelihood gains less than this per observation
+    sticky: float = 200.0  # extra Dirichlet prior mass on staying in a state (transmat_prior diagonal)
+    lfp_window: int = 256
+    lfp_min_period: int = 48
+    seed: int = 12345
+
+
+@dataclass(frozen=True)
 class Profile:
-    """Size of a study. Later stages read their settings from here."""
+    """Size and settings of a study; each stage reads its own section."""
 
     name: str
     description: str
     n_seeds: int
+    schedule: FoldSchedule = field(default_factory=FoldSchedule)
+    volatility: VolatilitySettings = field(default_factory=VolatilitySettings)
+    regimes: RegimeSettings = field(default_factory=RegimeSettings)
+
+
+def settings_hash(*sections: object) -> str:
+    """A short stable hash of settings sections, used in code versions so a config change makes assets stale."""
+    text = repr([(type(s).__name__, asdict(s)) for s in sections])  # type: ignore[call-overload]
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 PROFILES: dict[str, Profile] = {
-    "quick": Profile("quick", "whole graph end to end in under 2 minutes on 2 cores, tiny settings", n_seeds=2),
+    "quick": Profile(
+        "quick", "whole graph end to end in under 2 minutes on 2 cores, tiny settings", n_seeds=2,
+        regimes=RegimeSettings(n_restarts=2, n_iter=40),
+    ),
     "integration": Profile("integration", "real data, all stages, several seeds, under 10 minutes", n_seeds=3),
     "full": Profile("full", "30 seeds, K=5, 300 trials per phase, all folds", n_seeds=30),
 }

@@ -35,6 +35,8 @@ def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_beside(path)
     try:
+        frame = frame.copy(deep=False)
+        frame.attrs = {}  # in-memory annotations (e.g. fit diagnostics) are not part of the stored data
         table = pa.Table.from_pandas(frame, preserve_index=False)
         with open(tmp, "wb") as handle:
             pq.write_table(table, handle, compression="zstd")

@@ -56,7 +56,7 @@ def funding() -> pd.DataFrame:
     return make_funding()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "btcusdt_1h.parquet").exists():
         pytest.skip(f"real data not found at {SHARED_DATA}")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
@@ -59,6 +60,28 @@ def test_materialize_demo(tmp_path: Path) -> None:
     meta = result.asset_materializations_for_node("market_bars")[0].metadata
     assert meta["missing_hours"].value == int(bars["missing"].sum())
     assert (tmp_path / "warehouse" / "catalog.duckdb").exists()
+    check_volatility_and_regimes(tmp_path, result, n_bars=len(bars))
+
+
+def check_volatility_and_regimes(home: Path, result: dg.ExecuteInProcessResult, n_bars: int) -> None:
+    """Both issue-3 assets materialised with sane content and the metadata the UI shows."""
+    vol = pd.read_parquet(home / "warehouse" / "volatility" / "data.parquet")
+    assert len(vol) == n_bars and vol["sigma"].notna().mean() > 0.9
+    assert {"rv_cc", "rv_parkinson", "rv_gk", "rv_yz", "sigma", "sigma_bar", "refit_id"} <= set(vol.columns)
+    regime_mats = result.asset_materializations_for_node("regimes")  # the multi-asset node
+    assert len(regime_mats) == 2
+    meta = {m.asset_key.to_user_string(): m.metadata for m in regime_mats}
+    losses = result.asset_materializations_for_node("volatility")[0].metadata["forecast_losses"].value
+    assert losses["qlike"] < losses["qlike_baseline"]  # GARCH beats the rolling-window baseline
+    probs = pd.read_parquet(home / "warehouse" / "regime_probabilities" / "data.parquet")
+    p_cols = [f"p_{k}" for k in range(5)]
+    assert set(probs["segment"]) == {"train", "purge", "test"}
+    np.testing.assert_allclose(probs[p_cols].sum(axis=1), 1.0, atol=1e-9)
+    phases = pd.read_parquet(home / "warehouse" / "regime_phases" / "data.parquet")
+    assert phases.groupby("refit")["name"].apply(list).map(len).eq(5).all()
+    assert (phases["nu"] > 2).all() and (phases["bic"] <= phases["gaussian_bic"]).all()
+    assert "gaussian_bic" in meta["regime_probabilities"]["refit_summary"].value
+    assert "nu" in meta["regime_phases"]["last_refit_phases"].value
 
 
 def test_materialize_real_files(tmp_path: Path, shared_data: Path) -> None:
@@ -70,6 +93,9 @@ def test_materialize_real_files(tmp_path: Path, shared_data: Path) -> None:
     meta = result.asset_materializations_for_node("market_bars")[0].metadata
     assert meta["gaps"].value == 28 and meta["missing_hours"].value == 128
     assert "2018-02-08 01:00" in meta["largest_gaps"].value
+    check_volatility_and_regimes(tmp_path, result, n_bars=76_671)
+    phases = pd.read_parquet(tmp_path / "warehouse" / "regime_phases" / "data.parquet")
+    assert phases["refit"].nunique() == 14  # one refit per fold of the default schedule
 
 
 def test_bad_input_fails_the_run_with_file_row_rule(tmp_path: Path) -> None:
@@ -92,8 +118,9 @@ def test_content_hash_data_versions_drive_staleness(tmp_path: Path) -> None:
     make_ohlcv(72).to_csv(ohlcv_file, index=False)
     make_funding(n=8).to_csv(funding_file, index=False)
     res = resources(tmp_path, source="files", ohlcv=str(ohlcv_file), funding=str(funding_file))
+    ingestion = dg.AssetSelection.groups("ingestion")
     with dg.instance_for_test() as instance:
-        assert dg.materialize(ALL_ASSETS, resources=res, instance=instance).success
+        assert dg.materialize(ALL_ASSETS, resources=res, instance=instance, selection=ingestion).success
         assert stale_status(instance, "market_bars") == StaleStatus.FRESH
 
         assert dg.materialize(ALL_ASSETS, resources=res, instance=instance, selection=["raw_ohlcv"]).success

@@ -667,7 +667,8 @@ def test_download_source_materialises_market_bars(archive: Server, tmp_path: Pat
     resources = default_resources(tmp_path / "home")
     resources["market_source"] = MarketSource(source="download", start="2024-11")
     with dg.instance_for_test() as instance:
-        result = dg.materialize(ALL_ASSETS, resources=resources, instance=instance)
+        result = dg.materialize(ALL_ASSETS, resources=resources, instance=instance,
+                                selection=dg.AssetSelection.groups("ingestion"))
     assert result.success
     bars = pd.read_parquet(tmp_path / "home" / "warehouse" / "market_bars" / "data.parquet")
     assert bars["timestamp"].iloc[0] == pd.Timestamp("2024-11-01", tz="UTC")

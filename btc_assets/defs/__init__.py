@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from btc_assets.defs import ingestion
+from btc_assets.defs import ingestion, regimes, volatility
 from btc_assets.defs.resources import default_resources
 
-ALL_ASSETS = [*ingestion.assets]
+ALL_ASSETS = [*ingestion.assets, *volatility.assets, *regimes.assets]
 
 study_job = dg.define_asset_job(
     "btc_study", selection=dg.AssetSelection.all(), description="Materialise the whole asset chain."

@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from btc_assets.config import Paths
+from btc_assets.config import Paths, Profile, get_profile
 from btc_assets.ingestion import SourceSettings
 from btc_assets.storage import Warehouse
 
@@ -20,6 +20,19 @@ class ProjectHome(dg.ConfigurableResource):
     @property
     def paths(self) -> Paths:
         return Paths.from_env(self.home or None).ensure()
+
+
+class StudySettings(dg.ConfigurableResource):
+    """The study profile (``quick`` | ``integration`` | ``full``); empty = ``BTC_ASSETS_PROFILE`` or ``quick``.
+
+    Assets' code versions include a hash of the settings they use (taken from the profile in force when the
+    definitions load), so changing a stage's settings makes that stage and everything below it stale.
+    """
+
+    profile: str = ""
+
+    def get(self) -> Profile:
+        return get_profile(self.profile or None)
 
 
 class MarketSource(dg.ConfigurableResource):
@@ -69,5 +82,6 @@ def default_resources(home: str | os.PathLike[str] | None = None) -> dict[str, o
     return {
         "project": ProjectHome(home=home_str),
         "market_source": MarketSource(),
+        "study": StudySettings(),
         "io_manager": ParquetIOManager(home=home_str),
     }

@@ -1,0 +1,36 @@
+"""Stage 3 of the chain: market regimes from a Student-t HMM, strictly causal (no Dagster in here).
+
+``StudentTHMM`` (``hmm``) is the model; ``features`` builds its causal inputs; ``phases`` names states canonically;
+``walkforward`` refits at every fold start and filters (never smooths) each refit's train and test stretch.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from btc_assets.config import RegimeSettings
+from btc_assets.regimes.features import FEATURES, regime_features
+from btc_assets.regimes.hmm import StudentTHMM
+from btc_assets.regimes.phases import canonical_phases
+from btc_assets.regimes.walkforward import RegimeFit, fit_walk_forward, out_of_sample
+from btc_assets.schedule import FoldSchedule
+
+
+def compute_regimes(bars: pd.DataFrame, volatility: pd.DataFrame, schedule: FoldSchedule,
+                    settings: RegimeSettings) -> RegimeFit:
+    """Features from the hourly grid and the volatility table, then the walk-forward fit over ``schedule``."""
+    features = regime_features(bars, volatility["sigma"], volatility["sigma_bar"], settings.lfp_window,
+                               settings.lfp_min_period)
+    return fit_walk_forward(features, schedule.folds_for(bars["timestamp"]), settings)
+
+
+__all__ = [
+    "FEATURES",
+    "RegimeFit",
+    "StudentTHMM",
+    "canonical_phases",
+    "compute_regimes",
+    "fit_walk_forward",
+    "out_of_sample",
+    "regime_features",
+]

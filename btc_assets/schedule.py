@@ -1,0 +1,65 @@
+"""The walk-forward fold schedule shared by every stage (GARCH refits, HMM refits, the optimiser).
+
+Fold k tests on ``[test_start, test_end)`` with ``test_start = first + warmup + k * test``; it trains on
+``[train_start, train_end)`` with ``train_end = test_start - purge`` (a purge gap keeps features that look back
+across the boundary from leaking test-window information into training labels). Anchored folds train from the first
+bar; rolling folds train on a window of constant length ``warmup - purge`` ending at ``train_end``. The last,
+shorter fold is kept when it covers at least ``min_last_test`` of a full test window. All bounds are UTC bar open
+times; ends are exclusive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One walk-forward fold; ``*_end`` bounds are exclusive."""
+
+    index: int
+    train_start: pd.Timestamp
+    train_end: pd.Timestamp
+    test_start: pd.Timestamp
+    test_end: pd.Timestamp
+
+    def train_mask(self, ts: pd.Series | pd.DatetimeIndex) -> pd.Series:
+        return (ts >= self.train_start) & (ts < self.train_end)
+
+    def test_mask(self, ts: pd.Series | pd.DatetimeIndex) -> pd.Series:
+        return (ts >= self.test_start) & (ts < self.test_end)
+
+
+@dataclass(frozen=True)
+class FoldSchedule:
+    """How the history is cut into walk-forward folds (defaults: 2-year warm-up, 6-month tests, 1-day purge)."""
+
+    warmup: str = "730D"
+    test: str = "182D"
+    purge: str = "24h"
+    anchored: bool = True
+    min_last_test: float = 0.5
+
+    def folds(self, first: pd.Timestamp, end: pd.Timestamp) -> list[Fold]:
+        """Folds over bars from ``first`` up to (excluding) ``end``."""
+        warmup, test, purge = pd.Timedelta(self.warmup), pd.Timedelta(self.test), pd.Timedelta(self.purge)
+        if purge >= warmup:
+            raise ValueError("the purge gap must be shorter than the warm-up")
+        out: list[Fold] = []
+        test_start = first + warmup
+        while test_start < end:
+            test_end = min(test_start + test, end)
+            if test_end - test_start < test * self.min_last_test and out:
+                break
+            train_end = test_start - purge
+            train_start = first if self.anchored else train_end - (warmup - purge)
+            out.append(Fold(len(out), train_start, train_end, test_start, test_end))
+            test_start = test_end
+        return out
+
+    def folds_for(self, timestamps: pd.Series) -> list[Fold]:
+        """Folds over an hourly bar series (end = one hour after the last bar)."""
+        ts = pd.Series(timestamps)
+        return self.folds(ts.iloc[0], ts.iloc[-1] + pd.Timedelta(hours=1))
