@@ -84,6 +84,41 @@ class RegimeSettings:
     seed: int = 12345
 
 
+EXPERTS: tuple[str, ...] = ("trend", "mean_reversion", "breakout", "carry")
+
+
+def default_gating() -> tuple[tuple[float, ...], ...]:
+    """Starting gating matrix G (phases calm, trend_up, chop, trend_down, crash × experts trend, mean_reversion,
+    breakout, carry); rows on the simplex. A prior for the optimiser, not a fitted result."""
+    return (
+        (0.2, 0.3, 0.1, 0.4),
+        (0.6, 0.0, 0.3, 0.1),
+        (0.0, 0.7, 0.0, 0.3),
+        (0.6, 0.0, 0.3, 0.1),
+        (0.3, 0.0, 0.5, 0.2),
+    )
+
+
+@dataclass(frozen=True)
+class PortfolioSettings:
+    """Mixture-of-experts portfolio and its costs (see ``btc_assets.portfolio``). Costs are always on."""
+
+    gating: tuple[tuple[float, ...], ...] = field(default_factory=default_gating)
+    hard_switch: bool = False
+    vol_targeting: bool = True
+    vol_target: float = 0.5  # annualised
+    lev_max: float = 2.0
+    dd_max: float = 0.25
+    k_min: float = 0.25
+    rearm: float = 0.5
+    band: float = 0.2  # trade only when the target moves by more than 20 % of equity (hourly bars)
+    fee_bps: float = 4.0  # taker fee on perpetual futures
+    slip_bps: float = 2.0
+    slip_vol_coef: float = 0.0
+    ruin_floor: float = 0.5
+    assumed_funding: float = 0.0001  # per 8 h, charged where the funding history is unknown (before it starts)
+
+
 @dataclass(frozen=True)
 class Profile:
     """Size and settings of a study; each stage reads its own section."""
@@ -94,6 +129,7 @@ class Profile:
     schedule: FoldSchedule = field(default_factory=FoldSchedule)
     volatility: VolatilitySettings = field(default_factory=VolatilitySettings)
     regimes: RegimeSettings = field(default_factory=RegimeSettings)
+    portfolio: PortfolioSettings = field(default_factory=PortfolioSettings)
 
 
 def settings_hash(*sections: object) -> str:

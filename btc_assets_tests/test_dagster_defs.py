@@ -82,6 +82,24 @@ def check_volatility_and_regimes(home: Path, result: dg.ExecuteInProcessResult, 
     assert (phases["nu"] > 2).all() and (phases["bic"] <= phases["gaussian_bic"]).all()
     assert "gaussian_bic" in meta["regime_probabilities"]["refit_summary"].value
     assert "nu" in meta["regime_phases"]["last_refit_phases"].value
+    check_experts_and_portfolio(home, result, n_bars)
+
+
+def check_experts_and_portfolio(home: Path, result: dg.ExecuteInProcessResult, n_bars: int) -> None:
+    """The issue-4 assets: signals in [-1, 1]; the portfolio with costs, metrics and both charts in metadata."""
+    signals = pd.read_parquet(home / "warehouse" / "expert_signals" / "data.parquet")
+    assert len(signals) == n_bars
+    values = signals[["trend", "mean_reversion", "breakout", "carry"]]
+    assert values.abs().max().max() <= 1.0 and (values != 0).mean().min() > 0.01
+    book = pd.read_parquet(home / "warehouse" / "moe_portfolio" / "data.parquet")
+    assert len(book) == n_bars and (book["gross_exposure"] <= 2.0 + 1e-9).all()
+    assert book["fee_cost"].sum() > 0 and book["funding_pnl"].abs().sum() > 0  # costs are always on
+    meta = result.asset_materializations_for_node("moe_portfolio")[0].metadata
+    for key in ("equity_drawdown", "regime_shaded_price"):
+        assert meta[key].value.startswith("![") and "data:image/png;base64," in meta[key].value
+        assert (home / "reports" / f"{'moe_' if key == 'equity_drawdown' else ''}{key}.png").stat().st_size > 10_000
+    for row in ("strategy", "buy_and_hold", "vol_targeted_buy_and_hold"):
+        assert row in meta["metrics"].value
 
 
 def test_materialize_real_files(tmp_path: Path, shared_data: Path) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from btc_assets.defs import ingestion, regimes, volatility
+from btc_assets.defs import experts, ingestion, portfolio, regimes, volatility
 from btc_assets.defs.resources import default_resources
 
-ALL_ASSETS = [*ingestion.assets, *volatility.assets, *regimes.assets]
+ALL_ASSETS = [*ingestion.assets, *volatility.assets, *regimes.assets, *experts.assets, *portfolio.assets]
 
 study_job = dg.define_asset_job(
     "btc_study", selection=dg.AssetSelection.all(), description="Materialise the whole asset chain."

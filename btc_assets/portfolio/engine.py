@@ -1,0 +1,660 @@
+"""Volatility-targeted mixture-of-experts backtest on the hourly grid: a numba kernel and a pandas reference.
+
+Units and conventions
+* Bars t = 0 … n-1 are rows of the hourly grid. Equity starts at 1 (before bar 0) and compounds multiplicatively:
+  equity_t = max(0, equity_{t-1} · (1 + r_t)). Bar 0 holds no position (r_0 = 0).
+* Positions are exposures in units of equity (1.0 = notional equal to equity). A position is held as a *constant
+  fraction* of equity between trades: the drift of the fraction within a bar is not traded nor charged, costs are
+  paid only on changes of the target fraction.
+* ``d`` is the directional (perp) position; ``c`` the carry position, signed as its perp leg: c < 0 is short perp +
+  long spot (earns positive funding), c > 0 long perp + short spot. The spot leg is assumed to hedge the perp leg
+  perfectly: carry has no price P&L (basis moves are ignored) and no directional exposure. Carry trades are paid on
+  both legs (2·|Δc| of notional).
+* Gross exposure = |d| + 2|c| (the notional of every leg), net exposure = d.
+
+At the close of bar t (inputs at indices ≤ t and the equity at close t only)
+1. Drawdown DD_t = 1 − equity_t / max_{s≤t} equity_s (the peak includes the initial equity 1).
+2. Throttle (disabled, = 1, when dd_max ≤ 0): raw_t = min(1, max(k_min, 1 − DD_t/D_max)). Hysteresis: the throttle
+   follows raw_t down at once (thr_t = min(thr_{t-1}, raw_t)); it may rise again (thr_t = raw_t) only once
+   DD_t ≤ rearm · D_max. Initially thr = 1.
+3. Gating weights w(t) = probs[t] @ gating (soft) or gating[argmax probs[t]] (hard; first maximum on ties).
+   A row of ``probs`` with any NaN is unknown: both targets are 0 (flat).
+4. Leverage lev_t = min(L_max, vol_target / sigma_hat_t) with vol targeting, 1 without. With vol targeting a
+   NaN or non-positive sigma_hat_t means no position (both targets 0, lev_t reported as 0); without vol targeting
+   sigma_hat only feeds the optional vol-proportional slippage.
+5. Directional target d*_t = Σ_{e≠carry} w_e(t)·x_e(t) · lev_t · thr_t, clipped to ±L_max (x_e = experts[t, e],
+   NaN read as 0: the expert abstains). The per-expert contributions w_e·x_e·lev·thr are scaled by the same clip
+   factor, so they sum to d*_t.
+6. Rebalance band on d: the new position is d*_t if |d*_t − d| > band or d*_t == 0 (going flat is never blocked),
+   otherwise d is kept.
+7. Carry target c*_t = w_carry(t)·x_carry(t) (no leverage nor throttle), clipped to ±cap with
+   cap = max(0, (L_max − |d_new|)/2) so that gross ≤ L_max (directional exposure has priority). Band as in 6, and
+   the carry is also traded whenever the current |c| exceeds cap.
+8. Ruin: once equity_t < ruin_floor (fraction of initial equity) or equity_t ≤ 0, both targets are 0 from then on.
+
+Execution one bar after the signal: the new positions are filled at open_[t+1] if bar t+1 is tradable; otherwise
+no trade happens on t+1 (positions and contributions carried) and the order is superseded by the one computed at the
+close of t+1. Bar t+1 then earns
+    r_{t+1} = d_old·(open_{t+1}/close_t − 1) + d_new·(close_{t+1}/open_{t+1} − 1)
+              − (|Δd| + 2|Δc|)·(fee_bps + slip_bps_t)·1e-4 − (d_new + c_new)·funding_{t+1}
+with slip_bps_t = slip_bps + slip_vol_coef·sigma_hat_t (sigma_hat annualised, e.g. 0.6; NaN adds nothing), known at
+the close of t. ``funding_{t+1}`` is the rate settled at the close of bar t+1: a long perp pays rate × notional.
+The two price terms are added, not compounded (a position held through the open earns gap + intraday return,
+not close_{t+1}/close_t − 1; the difference is the cross term, ~1e-5 per bar). Turnover is |Δd| + 2|Δc| (notional
+traded, in equity units). Everything at row t of the outputs: positions held
+during bar t (after the open fill), its costs / funding / return, the equity and drawdown at its close, and the
+lev / throttle / targets / weights computed at its close (which become positions at t+1).
+
+Implementation: the kernel works in blocks of 256 bars; the path-independent part of a block (gating weights,
+expert mix, leverage, price ratios, slippage rates) is computed first in vectorisable loops, then the sequential
+equity loop runs over the block. Nothing of a block is used before its bar, so causality is exact.
+
+:func:`run_portfolio` is the kernel behind a pandas frame; :func:`backtest_score` the same loop returning scalars
+only (for optimisers); :func:`run_portfolio_reference` a slow pandas/python transcription of the rules above that the
+tests hold the kernel to.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import astuple, dataclass
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from numba import njit
+
+# ------------------------------------------------------------------------------------------------------ parameters
+
+P_VOL_TARGET = 0
+P_LEV_MAX = 1
+P_VOL_TARGETING = 2
+P_DD_MAX = 3
+P_K_MIN = 4
+P_REARM = 5
+P_BAND = 6
+P_FEE_BPS = 7
+P_SLIP_BPS = 8
+P_SLIP_VOL_COEF = 9
+P_HARD_SWITCH = 10
+P_RUIN_FLOOR = 11
+N_PARAMS = 12
+
+
+@dataclass(frozen=True)
+class PortfolioParams:
+    """Named view of the ``params`` array (field order = the ``P_*`` indices). Flags are 0/1 in the array."""
+
+    vol_target: float = 0.4
+    lev_max: float = 2.0
+    vol_targeting: bool = True
+    dd_max: float = 0.25
+    k_min: float = 0.25
+    rearm: float = 0.5
+    band: float = 0.0
+    fee_bps: float = 4.0
+    slip_bps: float = 1.0
+    slip_vol_coef: float = 0.0
+    hard_switch: bool = False
+    ruin_floor: float = 0.5
+
+    def to_array(self) -> np.ndarray:
+        return np.array([float(v) for v in astuple(self)], dtype=np.float64)
+
+    @classmethod
+    def from_array(cls, arr: np.ndarray) -> PortfolioParams:
+        a = np.asarray(arr, dtype=np.float64)
+        values = [float(v) for v in a]
+        values[P_VOL_TARGETING] = bool(values[P_VOL_TARGETING])
+        values[P_HARD_SWITCH] = bool(values[P_HARD_SWITCH])
+        return cls(*values)
+
+
+assert len(PortfolioParams.__dataclass_fields__) == N_PARAMS
+
+# Columns of the per-bar output matrix of the kernel.
+B_POSITION = 0
+B_CARRY = 1
+B_TURNOVER = 2
+B_FEE = 3
+B_SLIP = 4
+B_FUNDING = 5
+B_RETURN = 6
+B_EQUITY = 7
+B_DRAWDOWN = 8
+B_LEVERAGE = 9
+B_THROTTLE = 10
+B_TARGET_POSITION = 11
+B_TARGET_CARRY = 12
+N_BAR_COLS = 13
+BAR_COLUMNS: tuple[str, ...] = ("position", "carry_position", "turnover", "fee_cost", "slippage_cost",
+                                "funding_pnl", "bar_return", "equity", "drawdown", "leverage", "throttle",
+                                "target_position", "target_carry")
+
+
+class Score(NamedTuple):
+    """Scalar summary of a run (:func:`backtest_score`)."""
+
+    log_growth: float  # log(final equity); -inf when equity hit 0
+    sum_return: float  # Σ r_t
+    sum_sq_return: float  # Σ r_t²
+    sum_sq_neg_return: float  # Σ min(r_t, 0)²
+    max_drawdown: float
+    turnover: float  # Σ (|Δd| + 2|Δc|)
+    costs: float  # Σ fees + slippage (fractions of equity, summed bar by bar)
+
+
+# ----------------------------------------------------------------------------------------------------------- kernel
+
+
+_BLOCK = 256  # bars per block: the path-independent pass over a block runs ahead of its sequential equity loop
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _gating_weights_row(probs, gating, t, hard, w):  # pragma: no cover - compiled
+    """Write w(t) into ``w``; False (w untouched) when probs[t] has a NaN."""
+    K = probs.shape[1]
+    E = gating.shape[1]
+    total = 0.0
+    for k in range(K):
+        total += probs[t, k]
+    if math.isnan(total):
+        return False
+    if hard:
+        best = 0
+        for k in range(1, K):
+            if probs[t, k] > probs[t, best]:
+                best = k
+        for e in range(E):
+            w[e] = gating[best, e]
+    else:
+        for e in range(E):
+            acc = 0.0
+            for k in range(K):
+                acc += probs[t, k] * gating[k, e]
+            w[e] = acc
+    return True
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def gating_weights(probs, gating, hard):  # pragma: no cover - compiled
+    """(n, E) gating weights for every bar (NaN rows where probs is unknown)."""
+    n = probs.shape[0]
+    E = gating.shape[1]
+    out = np.full((n, E), np.nan)
+    w = np.empty(E)
+    for t in range(n):
+        if _gating_weights_row(probs, gating, t, hard, w):
+            for e in range(E):
+                out[t, e] = w[e]
+    return out
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _block_pass(open_, close, experts, probs, gating, sigma_hat, carry_col, hard, vol_targeting, vol_target,
+                lev_max, slip_bps, slip_coef, t0, t1, sig_d, sig_c, lev_b, gap_b, bar_b, slip_b, p_b, x_b, w_b,
+                full, out_weights):  # pragma: no cover - compiled
+    """Everything that does not depend on the equity path, for bars t in [t0, t1) (row i = t - t0).
+
+    sig_d = lev_t · Σ_{e≠carry} w_e·x_e (NaN when there is no position to take: probs unknown, or sigma invalid
+    under vol targeting), sig_c = w_carry·x_carry, lev_b = lev_t, gap_b = open_t/close_{t-1} − 1,
+    bar_b = close_t/open_t − 1, slip_b = slippage rate of a fill decided at the close of t. No dependency across
+    bars: the block is transposed into p_b (K, B), x_b (E, B), w_b (E, B) so that the loops over bars run on
+    contiguous rows (vectorised). Each weight is 0 + Σ_k p_k·g_ke in index order, as in :func:`_gating_weights_row`.
+    With ``full`` the weights go to ``out_weights`` (NaN rows when unknown).
+    """
+    E = experts.shape[1]
+    K = probs.shape[1]
+    m = t1 - t0
+    for i in range(m):
+        for k in range(K):
+            p_b[k, i] = probs[t0 + i, k]
+        for e in range(E):
+            x_b[e, i] = experts[t0 + i, e]
+    # known: 0.0 where probs[t] is complete, NaN otherwise (the sum of probabilities is NaN iff one is NaN)
+    known = lev_b  # reuse: overwritten by the leverage below, after its last read
+    for i in range(m):
+        known[i] = 0.0
+    for k in range(K):
+        pk = p_b[k]
+        for i in range(m):
+            known[i] += pk[i]
+    if hard:
+        for i in range(m):
+            best = 0
+            pb = p_b[0, i]
+            for k in range(1, K):
+                if p_b[k, i] > pb:
+                    best = k
+                    pb = p_b[k, i]
+            for e in range(E):
+                w_b[e, i] = gating[best, e]
+    else:
+        for e in range(E):
+            we = w_b[e]
+            for i in range(m):
+                we[i] = 0.0
+            for k in range(K):
+                g = gating[k, e]
+                pk = p_b[k]
+                for i in range(m):
+                    we[i] += pk[i] * g
+    sd = sig_d
+    sc = sig_c
+    for i in range(m):
+        sd[i] = 0.0
+        sc[i] = 0.0
+    for e in range(E):
+        we = w_b[e]
+        xe = x_b[e]
+        if e == carry_col:
+            for i in range(m):
+                x = xe[i]
+                sc[i] = we[i] * x if x == x else 0.0
+        else:
+            for i in range(m):
+                x = xe[i]
+                sd[i] += we[i] * x if x == x else 0.0
+    if full:
+        for i in range(m):
+            ok = not math.isnan(known[i])
+            for e in range(E):
+                out_weights[t0 + i, e] = w_b[e, i] if ok else np.nan
+    for i in range(m):
+        t = t0 + i
+        ok = not math.isnan(known[i])
+        sig = sigma_hat[t]
+        if vol_targeting:
+            if sig > 0.0:  # False for NaN
+                lev = min(vol_target / sig, lev_max)
+            else:
+                lev = 0.0
+                ok = False
+        else:
+            lev = 1.0
+        lev_b[i] = lev
+        sd[i] = sd[i] * lev if ok else np.nan
+        if not ok:
+            sc[i] = 0.0
+        slip = slip_bps
+        if sig == sig:
+            slip += slip_coef * sig
+        slip_b[i] = slip * 1e-4
+    for i in range(m):
+        t = t0 + i
+        gap_b[i] = open_[t] / close[t - 1] - 1.0 if t > 0 else 0.0
+        bar_b[i] = close[t] / open_[t] - 1.0
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _simulate(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col,
+              out_bar, out_contrib, out_weights):  # pragma: no cover - compiled
+    """The per-bar loop (module docstring). Fills the outputs when they have n rows (pass 0-row arrays to skip).
+
+    Returns the :class:`Score` fields as a tuple.
+    """
+    n = close.shape[0]
+    E = experts.shape[1]
+    full = out_bar.shape[0] == n
+    vol_target = params[P_VOL_TARGET]
+    lev_max = params[P_LEV_MAX]
+    vol_targeting = params[P_VOL_TARGETING] != 0.0
+    dd_max = params[P_DD_MAX]
+    k_min = params[P_K_MIN]
+    rearm_dd = params[P_REARM] * dd_max
+    band = params[P_BAND]
+    fee_rate = params[P_FEE_BPS] * 1e-4
+    slip_bps = params[P_SLIP_BPS]
+    slip_coef = params[P_SLIP_VOL_COEF]
+    hard = params[P_HARD_SWITCH] != 0.0
+    ruin_floor = params[P_RUIN_FLOOR]
+    throttled = dd_max > 0.0
+    inv_dd_max = 1.0 / dd_max if throttled else 0.0
+
+    sig_d = np.empty(_BLOCK)
+    sig_c = np.empty(_BLOCK)
+    lev_b = np.empty(_BLOCK)
+    gap_b = np.empty(_BLOCK)
+    bar_b = np.empty(_BLOCK)
+    slip_b = np.empty(_BLOCK)
+    p_b = np.empty((probs.shape[1], _BLOCK))
+    x_b = np.empty((E, _BLOCK))
+    w_b = np.empty((E, _BLOCK))
+    comp = np.zeros(E)  # contributions of the pending order (full mode only)
+    cur = np.zeros(E)  # contributions of the held position (full mode only)
+    equity = 1.0
+    peak = 1.0
+    inv_peak = 1.0
+    raw_base = 1.0 - inv_dd_max
+    raw_slope = inv_dd_max
+    thr = 1.0
+    d = 0.0
+    c = 0.0
+    new_d = 0.0
+    new_c = 0.0
+    slip_rate = 0.0
+    ruined = False
+    sum_ret = 0.0
+    sum_sq = 0.0
+    sum_sq_neg = 0.0
+    max_dd = 0.0
+    total_turn = 0.0
+    total_cost = 0.0
+
+    for t0 in range(0, n, _BLOCK):
+        t1 = min(n, t0 + _BLOCK)
+        _block_pass(open_, close, experts, probs, gating, sigma_hat, carry_col, hard, vol_targeting, vol_target,
+                    lev_max, slip_bps, slip_coef, t0, t1, sig_d, sig_c, lev_b, gap_b, bar_b, slip_b, p_b, x_b,
+                    w_b, full, out_weights)
+        for t in range(t0, t1):
+            # Branch-free min / max / selects below: the outcomes are data-dependent (unpredictable) and sit on the
+            # loop-carried chain equity → drawdown → throttle → target → position → return → equity.
+            i = t - t0
+            ret = 0.0
+            turn = 0.0
+            fee = 0.0
+            slip = 0.0
+            fund = 0.0
+            if t > 0:
+                d_old = d
+                c_old = c
+                if tradable[t]:
+                    if full and new_d != d:
+                        for e in range(E):
+                            cur[e] = comp[e]
+                    d = new_d
+                    c = new_c
+                f_t = funding[t]
+                cost_rate = fee_rate + slip_rate
+                turn_d = abs(d - d_old)
+                turn_c = 2.0 * abs(c - c_old)
+                turn = turn_d + turn_c
+                fee = turn * fee_rate
+                slip = turn * slip_rate
+                fund = -(d + c) * f_t
+                # The same sum as the docstring's, grouped so the carry leg (the end of the chain) enters last.
+                ret = ((d_old * gap_b[i] + d * (bar_b[i] - f_t) - turn_d * cost_rate)
+                       - (c * f_t + turn_c * cost_rate))
+                equity = max(equity * (1.0 + ret), 0.0)
+                if equity > peak:
+                    peak = equity
+                    inv_peak = 1.0 / peak
+                    raw_slope = inv_peak * inv_dd_max
+            dd = 1.0 - equity * inv_peak
+            if equity < ruin_floor or equity <= 0.0:
+                ruined = True
+            # throttle with hysteresis: follows raw down at once, up only once dd <= rearm · dd_max
+            if throttled:
+                raw = min(1.0, max(k_min, raw_base + equity * raw_slope))  # = 1 − dd / dd_max
+                down = min(thr, raw)
+                thr = raw if dd <= rearm_dd else down
+            # targets at the close of t
+            sd = sig_d[i]
+            td = 0.0
+            tc = 0.0
+            if not (ruined or math.isnan(sd)):
+                td_raw = sd * thr
+                td = min(lev_max, max(-lev_max, td_raw))
+                tc = sig_c[i]
+                if full:
+                    scale = lev_b[i] * thr
+                    if td != td_raw:
+                        scale = scale * (lev_max / abs(td_raw))
+                    for e in range(E):
+                        x = experts[t, e]
+                        comp[e] = 0.0 if (e == carry_col or math.isnan(x)) else out_weights[t, e] * x * scale
+            elif full:
+                for e in range(E):
+                    comp[e] = 0.0
+            move_d = td == 0.0 or abs(td - d) > band
+            new_d = td if move_d else d
+            if full and not move_d:
+                for e in range(E):
+                    comp[e] = cur[e]
+            cap = max(0.0, (lev_max - abs(new_d)) * 0.5)
+            tc = min(cap, max(-cap, tc))
+            move_c = tc == 0.0 or abs(tc - c) > band or abs(c) > cap
+            new_c = tc if move_c else c
+            slip_rate = slip_b[i]
+
+            sum_ret += ret
+            sum_sq += ret * ret
+            neg = min(ret, 0.0)
+            sum_sq_neg += neg * neg
+            max_dd = max(max_dd, dd)
+            total_turn += turn
+            total_cost += fee + slip
+            if full:
+                out_bar[t, B_POSITION] = d
+                out_bar[t, B_CARRY] = c
+                out_bar[t, B_TURNOVER] = turn
+                out_bar[t, B_FEE] = fee
+                out_bar[t, B_SLIP] = slip
+                out_bar[t, B_FUNDING] = fund
+                out_bar[t, B_RETURN] = ret
+                out_bar[t, B_EQUITY] = equity
+                out_bar[t, B_DRAWDOWN] = dd
+                out_bar[t, B_LEVERAGE] = lev_b[i]
+                out_bar[t, B_THROTTLE] = thr
+                out_bar[t, B_TARGET_POSITION] = td
+                out_bar[t, B_TARGET_CARRY] = tc
+                for e in range(E):
+                    out_contrib[t, e] = cur[e]
+                if carry_col >= 0:
+                    out_contrib[t, carry_col] = c
+    log_growth = math.log(equity) if equity > 0.0 else -math.inf
+    return log_growth, sum_ret, sum_sq, sum_sq_neg, max_dd, total_turn, total_cost
+
+
+# -------------------------------------------------------------------------------------------------------- wrappers
+
+
+def _as_params(params: PortfolioParams | np.ndarray) -> np.ndarray:
+    arr = params.to_array() if isinstance(params, PortfolioParams) else np.ascontiguousarray(params, dtype=np.float64)
+    if arr.shape != (N_PARAMS,):
+        raise ValueError(f"params must have shape ({N_PARAMS},), got {arr.shape}")
+    return arr
+
+
+def _prepare(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col):
+    f64 = np.float64
+    close = np.ascontiguousarray(close, dtype=f64)
+    n = close.shape[0]
+    open_ = np.ascontiguousarray(open_, dtype=f64)
+    tradable = np.ascontiguousarray(tradable, dtype=np.bool_)
+    funding = np.ascontiguousarray(funding, dtype=f64)
+    sigma_hat = np.ascontiguousarray(sigma_hat, dtype=f64)
+    experts = np.ascontiguousarray(experts, dtype=f64)
+    probs = np.ascontiguousarray(probs, dtype=f64)
+    gating = np.ascontiguousarray(gating, dtype=f64)
+    if experts.ndim == 1:
+        experts = experts.reshape(-1, 1)
+    for name, arr in (("open_", open_), ("close", close), ("tradable", tradable), ("funding", funding),
+                      ("sigma_hat", sigma_hat)):
+        if arr.shape != (n,):
+            raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
+    E = experts.shape[1]
+    if experts.shape[0] != n or probs.ndim != 2 or probs.shape[0] != n:
+        raise ValueError("experts and probs must have n rows")
+    if gating.shape != (probs.shape[1], E):
+        raise ValueError(f"gating must have shape (K, E) = ({probs.shape[1]}, {E}), got {gating.shape}")
+    carry_col = int(carry_col)
+    if not -1 <= carry_col < E:
+        raise ValueError(f"carry_col must be -1 or a column of experts, got {carry_col}")
+    if n and not (np.all(np.isfinite(open_)) and np.all(np.isfinite(close)) and np.all(open_ > 0)
+                  and np.all(close > 0)):
+        raise ValueError("open_ and close must be positive and finite (forward-fill missing hours)")
+    if not np.all(np.isfinite(funding)):
+        raise ValueError("funding must be finite (0 on bars without a settlement)")
+    return open_, close, tradable, funding, experts, probs, gating, sigma_hat, _as_params(params), carry_col
+
+
+def run_portfolio_arrays(open_, close, tradable, funding, experts, probs, gating, sigma_hat,
+                         params: PortfolioParams | np.ndarray, carry_col: int = -1
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Score]:
+    """The kernel with full outputs: (bars (n, 13) in ``BAR_COLUMNS`` order, contributions (n, E),
+    weights (n, E), :class:`Score`)."""
+    args = _prepare(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col)
+    n, E = args[4].shape
+    bars = np.empty((n, N_BAR_COLS))
+    contrib = np.empty((n, E))
+    weights = np.empty((n, E))
+    score = _simulate(*args, bars, contrib, weights)
+    return bars, contrib, weights, Score(*score)
+
+
+def _frame(bars: np.ndarray, contrib: np.ndarray, weights: np.ndarray, index, expert_names) -> pd.DataFrame:
+    E = contrib.shape[1]
+    names = list(expert_names) if expert_names is not None else [f"e{e}" for e in range(E)]
+    if len(names) != E:
+        raise ValueError("expert_names must have one name per expert column")
+    out = pd.DataFrame(bars, columns=list(BAR_COLUMNS), index=index)
+    out.insert(2, "gross_exposure", out["position"].abs() + 2.0 * out["carry_position"].abs())
+    out.insert(3, "net_exposure", out["position"].to_numpy().copy())
+    for e, name in enumerate(names):
+        out[f"contrib_{name}"] = contrib[:, e]
+    for e, name in enumerate(names):
+        out[f"weight_{name}"] = weights[:, e]
+    return out
+
+
+def run_portfolio(open_, close, tradable, funding, experts, probs, gating, sigma_hat,
+                  params: PortfolioParams | np.ndarray, carry_col: int = -1, *, index=None,
+                  expert_names=None) -> pd.DataFrame:
+    """Run the backtest; one row per bar (see the module docstring for what each row holds).
+
+    Columns: position, carry_position, gross_exposure, net_exposure, turnover, fee_cost, slippage_cost,
+    funding_pnl, bar_return, equity, drawdown, leverage, throttle, target_position, target_carry,
+    contrib_<expert> (the part of the held position due to each expert; the carry column holds the carry
+    position) and weight_<expert> (gating weights at the close). The :class:`Score` is in ``attrs["score"]``.
+    """
+    bars, contrib, weights, score = run_portfolio_arrays(open_, close, tradable, funding, experts, probs, gating,
+                                                         sigma_hat, params, carry_col)
+    out = _frame(bars, contrib, weights, index, expert_names)
+    out.attrs["score"] = score._asdict()
+    return out
+
+
+_EMPTY_BARS = np.empty((0, N_BAR_COLS))
+
+
+def backtest_score(open_, close, tradable, funding, experts, probs, gating, sigma_hat,
+                   params: PortfolioParams | np.ndarray, carry_col: int = -1, *, check: bool = True) -> Score:
+    """Scalars only (no per-bar outputs). With ``check=False`` the inputs must already be C-contiguous arrays of
+    the right dtypes and shapes (float64, tradable bool, params (12,)): no conversion, no validation."""
+    if check:
+        args = _prepare(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col)
+    else:
+        args = (open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col)
+    empty = np.empty((0, args[4].shape[1]))
+    return Score(*_simulate(*args, _EMPTY_BARS, empty, empty))
+
+
+# ------------------------------------------------------------------------------------------------------- reference
+
+
+def run_portfolio_reference(open_, close, tradable, funding, experts, probs, gating, sigma_hat,
+                            params: PortfolioParams | np.ndarray, carry_col: int = -1, *, index=None,
+                            expert_names=None) -> pd.DataFrame:
+    """Slow, literal transcription of the module docstring with pandas objects and Python floats (tests only)."""
+    p = PortfolioParams.from_array(_as_params(params))
+    experts = np.asarray(experts, dtype=float)
+    if experts.ndim == 1:
+        experts = experts.reshape(-1, 1)
+    n, E = experts.shape
+    names = [f"e{e}" for e in range(E)]
+    bars = pd.DataFrame({"open": np.asarray(open_, float), "close": np.asarray(close, float),
+                         "tradable": np.asarray(tradable, bool), "funding": np.asarray(funding, float),
+                         "sigma": np.asarray(sigma_hat, float)})
+    X = pd.DataFrame(experts, columns=names)
+    P = pd.DataFrame(np.asarray(probs, float))
+    G = pd.DataFrame(np.asarray(gating, float), columns=names)
+    directional = [e for e in names if e != (names[carry_col] if carry_col >= 0 else None)]
+    carry = names[carry_col] if carry_col >= 0 else None
+
+    equity, peak, thr = 1.0, 1.0, 1.0
+    d, c = 0.0, 0.0
+    held_contrib = pd.Series(0.0, index=names)
+    order: dict | None = None  # decided at the previous close: d, c, contributions, slippage rate
+    ruined = False
+    rows: list[dict] = []
+    for t in range(n):
+        row = bars.iloc[t]
+        turn = fee = slip = fund = ret = 0.0
+        if t > 0:
+            prev_close = bars["close"].iloc[t - 1]
+            d_old, c_old = d, c
+            if row["tradable"]:
+                if order["d"] != d:
+                    d = order["d"]
+                    held_contrib = order["contrib"].copy()
+                c = order["c"]
+            turn = abs(d - d_old) + 2 * abs(c - c_old)
+            fee = turn * p.fee_bps * 1e-4
+            slip = turn * order["slip_rate"]
+            fund = -(d + c) * row["funding"]
+            ret = (d_old * (row["open"] / prev_close - 1) + d * (row["close"] / row["open"] - 1)
+                   - fee - slip + fund)
+            equity = max(0.0, equity * (1 + ret))
+            peak = max(peak, equity)
+        dd = 1 - equity / peak
+        ruined = ruined or equity < p.ruin_floor or equity <= 0
+        if p.dd_max > 0:
+            raw = min(1.0, max(p.k_min, 1 - dd / p.dd_max))
+            thr = raw if (raw < thr or dd <= p.rearm * p.dd_max) else thr
+        else:
+            thr = 1.0
+
+        pr = P.iloc[t]
+        known = not pr.isna().any()
+        if known:
+            w = G.iloc[int(np.argmax(pr.to_numpy()))] if p.hard_switch else pr @ G
+        else:
+            w = pd.Series(np.nan, index=names)
+        sig = row["sigma"]
+        if p.vol_targeting:
+            lev = min(p.lev_max, p.vol_target / sig) if sig > 0 else 0.0
+            known = known and sig > 0
+        else:
+            lev = 1.0
+        x = X.iloc[t].fillna(0.0)
+        contrib = pd.Series(0.0, index=names)
+        td = tc = 0.0
+        if known and not ruined:
+            contrib[directional] = w[directional] * x[directional] * (lev * thr)
+            td = float((w[directional] * x[directional]).sum()) * (lev * thr)
+            if abs(td) > p.lev_max:
+                contrib = contrib * (p.lev_max / abs(td))
+                td = float(np.sign(td)) * p.lev_max
+            if carry is not None:
+                tc = float(w[carry] * x[carry])
+        if td == 0 or abs(td - d) > p.band:
+            order_d, order_contrib = td, contrib
+        else:
+            order_d, order_contrib = d, held_contrib.copy()
+        cap = max(0.0, (p.lev_max - abs(order_d)) / 2)
+        tc = min(cap, max(-cap, tc))
+        order_c = tc if (tc == 0 or abs(tc - c) > p.band or abs(c) > cap) else c
+        slip_bps = p.slip_bps + (0.0 if np.isnan(sig) else p.slip_vol_coef * sig)
+        order = {"d": order_d, "c": order_c, "contrib": order_contrib, "slip_rate": slip_bps * 1e-4}
+
+        rec = {"position": d, "carry_position": c, "turnover": turn, "fee_cost": fee, "slippage_cost": slip,
+               "funding_pnl": fund, "bar_return": ret, "equity": equity, "drawdown": dd, "leverage": lev,
+               "throttle": thr, "target_position": td, "target_carry": tc}
+        shown = held_contrib.copy()
+        if carry is not None:
+            shown[carry] = c
+        rec.update({f"contrib_{e}": shown[e] for e in names})
+        rec.update({f"weight_{e}": w[e] for e in names})
+        rows.append(rec)
+    bar_cols = list(BAR_COLUMNS)
+    out = pd.DataFrame(rows, columns=bar_cols + [f"contrib_{e}" for e in names] + [f"weight_{e}" for e in names])
+    if n == 0:
+        out = out.astype(float)
+    out.index = index if index is not None else out.index
+    out.insert(2, "gross_exposure", out["position"].abs() + 2 * out["carry_position"].abs())
+    out.insert(3, "net_exposure", out["position"].to_numpy().copy())
+    if expert_names is not None:
+        out = out.rename(columns={f"{k}_{a}": f"{k}_{b}" for a, b in zip(names, expert_names, strict=True)
+                                  for k in ("contrib", "weight")})
+    return out

@@ -1,0 +1,398 @@
+"""Portfolio backtest: numba kernel vs the pandas reference, accounting invariants, causality, metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from btc_assets.portfolio import (
+    BAR_COLUMNS,
+    PortfolioParams,
+    backtest_score,
+    buy_and_hold,
+    gating_weights,
+    portfolio_metrics,
+    run_portfolio,
+    run_portfolio_reference,
+    vol_targeted_buy_and_hold,
+)
+
+E, K = 4, 5
+CARRY = 3
+
+
+def random_inputs(n: int = 600, seed: int = 0, *, missing: float = 0.03, nan_probs: float = 0.02,
+                  vol: float = 0.01, smooth: bool = False):
+    """Random hourly inputs: forward-filled prices on missing (non-tradable) hours, funding every 8 bars,
+    NaN probability rows and a NaN sigma warm-up."""
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, vol, n)))
+    open_ = np.r_[close[0], close[:-1]] * np.exp(rng.normal(0, vol / 5, n))
+    tradable = rng.random(n) > missing
+    tradable[0] = True
+    for t in np.flatnonzero(~tradable):  # a missing hour: prices carried from the previous close
+        open_[t] = close[t] = close[t - 1]
+    funding = np.where(np.arange(n) % 8 == 7, rng.normal(1e-4, 3e-4, n), 0.0)
+    if smooth:
+        z = np.zeros((n, E))
+        for t in range(1, n):
+            z[t] = 0.97 * z[t - 1] + rng.normal(0, 0.15, E)
+        experts = np.clip(z, -1, 1)
+    else:
+        experts = np.clip(rng.normal(0, 0.7, (n, E)), -1, 1)
+    experts[rng.random((n, E)) < 0.01] = np.nan
+    probs = rng.dirichlet(np.ones(K), n)
+    probs[rng.random(n) < nan_probs] = np.nan
+    gating = rng.dirichlet(np.ones(E), K)
+    sigma = rng.uniform(0.2, 1.2, n)
+    sigma[:20] = np.nan
+    return dict(open_=open_, close=close, tradable=tradable, funding=funding, experts=experts, probs=probs,
+                gating=gating, sigma_hat=sigma)
+
+
+def run(inputs, params, carry_col=CARRY):
+    return run_portfolio(**inputs, params=params, carry_col=carry_col)
+
+
+PARAM_SETS = {
+    "soft": PortfolioParams(band=0.0, slip_vol_coef=3.0),
+    "hard": PortfolioParams(hard_switch=True, band=0.0),
+    "band": PortfolioParams(band=0.15, fee_bps=10.0, slip_bps=5.0),
+    "throttle": PortfolioParams(dd_max=0.05, k_min=0.2, rearm=0.5, band=0.05, vol_target=1.0, lev_max=3.0,
+                                ruin_floor=0.0),
+    "no_vol_target": PortfolioParams(vol_targeting=False, lev_max=0.8, band=0.02),
+    "ruin": PortfolioParams(vol_target=2.0, lev_max=4.0, dd_max=0.0, ruin_floor=0.9, fee_bps=20.0),
+}
+
+
+@pytest.mark.parametrize("name", list(PARAM_SETS))
+@pytest.mark.parametrize("carry_col", [CARRY, -1])
+def test_kernel_matches_reference(name: str, carry_col: int) -> None:
+    params = PARAM_SETS[name]
+    inputs = random_inputs(500, seed=len(name) + carry_col, smooth=name in ("band", "throttle"))
+    fast = run(inputs, params, carry_col)
+    slow = run_portfolio_reference(**inputs, params=params, carry_col=carry_col)
+    assert list(fast.columns) == list(slow.columns)
+    np.testing.assert_allclose(fast.to_numpy(), slow.to_numpy(), rtol=0, atol=1e-9, equal_nan=True)
+    assert (fast["turnover"] > 0).sum() > (5 if name == "ruin" else 20)  # the run trades
+    if name == "throttle":
+        assert fast["throttle"].min() < 0.5  # the throttle engaged
+    if name == "band":
+        held = (fast["position"].diff() == 0) & (fast["target_position"].shift().ne(fast["position"]))
+        assert held.sum() > 10  # the band kept positions away from their targets
+    if name == "hard":
+        weights = fast.filter(like="weight_").dropna().to_numpy()
+        rows = {tuple(r) for r in inputs["gating"]}
+        assert all(tuple(w) in rows for w in weights)
+    if name == "ruin":
+        assert fast["equity"].min() < 0.9
+        after = fast.index[fast["equity"] < 0.9][0]
+        assert (fast.loc[after + 2:, "position"] == 0).all()
+
+
+def test_score_matches_frame() -> None:
+    inputs = random_inputs(700, seed=3)
+    params = PARAM_SETS["throttle"]
+    frame = run(inputs, params)
+    score = backtest_score(**inputs, params=params, carry_col=CARRY)
+    r = frame["bar_return"].to_numpy()
+    assert math.isclose(score.log_growth, math.log(frame["equity"].iloc[-1]), abs_tol=1e-12)
+    assert math.isclose(score.sum_return, r.sum(), abs_tol=1e-12)
+    assert math.isclose(score.sum_sq_return, (r * r).sum(), abs_tol=1e-12)
+    assert math.isclose(score.sum_sq_neg_return, (np.minimum(r, 0) ** 2).sum(), abs_tol=1e-12)
+    assert score.max_drawdown == frame["drawdown"].max()
+    assert math.isclose(score.turnover, frame["turnover"].sum(), abs_tol=1e-9)
+    assert math.isclose(score.costs, (frame["fee_cost"] + frame["slippage_cost"]).sum(), abs_tol=1e-12)
+    assert frame.attrs["score"] == score._asdict()
+
+
+def test_output_columns_and_contributions() -> None:
+    inputs = random_inputs(300, seed=5)
+    frame = run_portfolio(**inputs, params=PARAM_SETS["band"], carry_col=CARRY,
+                          index=pd.date_range("2024-01-01", periods=300, freq="h", tz="UTC"),
+                          expert_names=["trend", "revert", "noise", "carry"])
+    for col in (*BAR_COLUMNS, "gross_exposure", "net_exposure", "contrib_trend", "contrib_carry", "weight_carry"):
+        assert col in frame
+    directional = frame[["contrib_trend", "contrib_revert", "contrib_noise"]].sum(axis=1)
+    np.testing.assert_allclose(directional, frame["position"], atol=1e-12)
+    np.testing.assert_array_equal(frame["contrib_carry"], frame["carry_position"])
+    np.testing.assert_array_equal(frame["net_exposure"], frame["position"])
+
+
+# --------------------------------------------------------------------------------------------- accounting invariants
+
+
+def flat_market(n: int, price: float = 100.0):
+    return dict(open_=np.full(n, price), close=np.full(n, price), tradable=np.ones(n, bool), funding=np.zeros(n),
+                sigma_hat=np.full(n, 0.5))
+
+
+def single(expert: np.ndarray, gating=((1.0,),)):
+    """One regime (probs = 1) and the given experts (n, E) with gating row(s)."""
+    expert = np.asarray(expert, float)
+    if expert.ndim == 1:
+        expert = expert[:, None]
+    n = expert.shape[0]
+    return dict(experts=expert, probs=np.ones((n, 1)), gating=np.asarray(gating, float))
+
+
+PLAIN = PortfolioParams(vol_targeting=False, lev_max=1.0, dd_max=0.0, band=0.0, fee_bps=0.0, slip_bps=0.0,
+                        ruin_floor=0.0)
+
+
+def test_no_position_no_pnl_and_no_costs() -> None:
+    inputs = random_inputs(400, seed=7)
+    inputs["experts"] = np.zeros((400, E))
+    frame = run(inputs, PortfolioParams())
+    assert (frame[["position", "carry_position", "turnover", "fee_cost", "slippage_cost", "funding_pnl",
+                   "bar_return"]].to_numpy() == 0).all()
+    assert (frame["equity"] == 1.0).all()
+
+
+def test_flat_bars_earn_only_costs() -> None:
+    inputs = random_inputs(600, seed=8)
+    on = (np.arange(600) // 40) % 2 == 0  # exposure switched on and off in stretches
+    inputs["experts"] = np.where(on[:, None], inputs["experts"], 0.0)
+    frame = run(inputs, PortfolioParams(band=0.0), carry_col=CARRY)
+    flat_before = np.r_[True, (frame["position"].to_numpy()[:-1] == 0) & (frame["carry_position"].to_numpy()[:-1]
+                                                                          == 0)]
+    flat_now = (frame["position"] == 0).to_numpy() & (frame["carry_position"] == 0).to_numpy()
+    both = flat_before & flat_now
+    assert both.sum() > 100
+    np.testing.assert_array_equal(frame["bar_return"].to_numpy()[both], 0.0)
+    closing = flat_now & ~flat_before  # bars on which everything was closed at the open
+    assert closing.sum() > 3
+    r = frame["bar_return"].to_numpy()
+    # closing at the open: P&L is the gap of the old position plus costs only
+    prev = frame["position"].shift(1).to_numpy()
+    gap = inputs["open_"] / np.r_[np.nan, inputs["close"][:-1]] - 1
+    expected = prev * gap - frame["fee_cost"].to_numpy() - frame["slippage_cost"].to_numpy()
+    np.testing.assert_allclose(r[closing], expected[closing], atol=1e-15)
+
+
+def test_doubling_fees_doubles_fee_costs_exactly() -> None:
+    inputs = random_inputs(800, seed=9)
+    # no throttle, band 0 and no ruin stop: positions do not depend on the equity path, hence not on fees
+    base = PortfolioParams(dd_max=0.0, band=0.0, ruin_floor=0.0, fee_bps=3.0, slip_bps=2.0, slip_vol_coef=4.0)
+    one = run(inputs, base)
+    two = run(inputs, dataclasses.replace(base, fee_bps=6.0))
+    np.testing.assert_array_equal(one["position"], two["position"])
+    np.testing.assert_array_equal(one["carry_position"], two["carry_position"])
+    np.testing.assert_array_equal(two["fee_cost"].to_numpy(), 2.0 * one["fee_cost"].to_numpy())
+    np.testing.assert_array_equal(two["slippage_cost"], one["slippage_cost"])
+    assert one["fee_cost"].sum() > 0
+    assert two["equity"].iloc[-1] < one["equity"].iloc[-1]
+
+
+@pytest.mark.parametrize(("side", "rate"), [(1.0, 1e-3), (-1.0, 1e-3), (1.0, -1e-3), (-1.0, -1e-3)])
+def test_funding_sign_directional(side: float, rate: float) -> None:
+    n = 30
+    market = flat_market(n)
+    market["funding"][20] = rate
+    frame = run_portfolio(**market, **single(np.full(n, side)), params=PLAIN)
+    assert frame["position"].iloc[20] == side
+    # long pays positive funding (receives negative), short the reverse
+    assert frame["funding_pnl"].iloc[20] == -side * rate
+    assert frame["bar_return"].iloc[20] == -side * rate
+    assert (frame["bar_return"].drop(index=20) == 0).all()
+
+
+@pytest.mark.parametrize("carry_signal", [-1.0, 1.0])
+def test_funding_sign_carry_and_no_price_pnl(carry_signal: float) -> None:
+    n = 60
+    rng = np.random.default_rng(1)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, n)))
+    market = dict(open_=np.r_[100.0, close[:-1]], close=close, tradable=np.ones(n, bool), funding=np.zeros(n),
+                  sigma_hat=np.full(n, 0.5))
+    market["funding"][[15, 40]] = [2e-3, -1e-3]
+    experts = np.column_stack([np.zeros(n), np.full(n, carry_signal)])
+    params = dataclasses.replace(PLAIN, lev_max=2.0, fee_bps=5.0, slip_bps=1.0)
+    frame = run_portfolio(**market, **single(experts, gating=((0.5, 0.5),)), params=params, carry_col=1)
+    c = 0.5 * carry_signal
+    assert frame["carry_position"].iloc[1:].eq(c).all()
+    assert frame["position"].eq(0).all()
+    # short perp (c < 0) receives positive funding; no price P&L on the hedged carry; both legs pay costs
+    assert frame["funding_pnl"].iloc[15] == -c * 2e-3
+    assert frame["funding_pnl"].iloc[40] == c * 1e-3
+    assert frame["turnover"].iloc[1] == 2 * abs(c)
+    assert frame["fee_cost"].iloc[1] == pytest.approx(2 * abs(c) * 5e-4, abs=1e-18)
+    expected = frame["funding_pnl"] - frame["fee_cost"] - frame["slippage_cost"]
+    np.testing.assert_allclose(frame["bar_return"], expected, atol=1e-18)
+    assert frame["gross_exposure"].iloc[5] == 2 * abs(c)
+    assert frame["net_exposure"].iloc[5] == 0
+
+
+def test_leverage_never_exceeds_cap() -> None:
+    inputs = random_inputs(1500, seed=11)
+    inputs["sigma_hat"] = np.where(np.isnan(inputs["sigma_hat"]), np.nan, inputs["sigma_hat"] / 20)  # huge lev
+    inputs["experts"][:, :3] = np.sign(inputs["experts"][:, :3])
+    inputs["experts"][:, CARRY] = -1.0
+    for params in (PortfolioParams(lev_max=1.5, vol_target=3.0, band=0.0),
+                   PortfolioParams(lev_max=2.5, vol_target=3.0, band=0.3, hard_switch=True)):
+        frame = run(inputs, params)
+        lmax = params.lev_max
+        assert frame["leverage"].max() == lmax
+        assert frame["position"].abs().max() <= lmax
+        assert frame["gross_exposure"].max() <= lmax + 1e-12
+        if params.band == 0:
+            assert frame["gross_exposure"].max() == pytest.approx(lmax)  # the carry leg is cut to fit the cap
+        assert (frame["carry_position"] != 0).any()
+
+
+def test_throttle_engages_at_drawdown_with_hysteresis() -> None:
+    n = 200
+    price = np.r_[np.full(10, 100.0), 100 * 0.97 ** np.arange(1, 61), np.full(20, 100 * 0.97 ** 60)]
+    price = np.r_[price, price[-1] * 1.02 ** np.arange(1, n - len(price) + 1)]
+    market = flat_market(n)
+    market["open_"] = np.r_[price[0], price[:-1]]
+    market["close"] = price
+    params = dataclasses.replace(PLAIN, dd_max=0.2, k_min=0.25, rearm=0.5)
+    frame = run_portfolio(**market, **single(np.ones(n)), params=params)
+    dd = frame["drawdown"].to_numpy()
+    thr = frame["throttle"].to_numpy()
+    raw = np.clip(1 - dd / 0.2, 0.25, 1.0)
+    # independent recurrence: down at once, back up only once dd <= 0.1
+    expected = np.empty(n)
+    level = 1.0
+    for t in range(n):
+        level = raw[t] if (raw[t] < level or dd[t] <= 0.1) else level
+        expected[t] = level
+    np.testing.assert_allclose(thr, expected, atol=1e-12)
+    assert dd.max() >= 0.2
+    first = int(np.argmax(dd >= 0.75 * 0.2))  # 1 − dd/dd_max reaches k_min = 0.25 at dd = 0.15
+    assert dd[first - 1] < 0.15 <= dd[first]
+    assert thr[first] == 0.25 and thr[first - 1] > 0.25
+    assert (thr[dd >= 0.2] == 0.25).all()
+    assert frame["target_position"].iloc[first] == 0.25
+    assert frame["position"].iloc[first + 1] == 0.25
+    # during the recovery the throttle stays at its floor while 0.1 < dd < 0.2 ...
+    recovering = np.flatnonzero((np.arange(n) > int(np.argmax(dd))) & (dd > 0.1))
+    assert len(recovering) > 3 and (thr[recovering] == thr[recovering[0]]).all()
+    # ... and re-arms once dd <= rearm · dd_max
+    rearmed = np.flatnonzero((np.arange(n) > first) & (dd <= 0.1))
+    assert len(rearmed) and np.allclose(thr[rearmed], raw[rearmed], atol=1e-12)
+
+
+def test_execution_lag_and_missing_bar() -> None:
+    n = 40
+    signal = np.zeros(n)
+    signal[10:] = 1.0
+    frame = run_portfolio(**flat_market(n), **single(signal), params=PLAIN)
+    assert frame["target_position"].iloc[10] == 1.0
+    assert (frame["position"].iloc[:11] == 0).all()
+    assert frame["position"].iloc[11] == 1.0
+    market = flat_market(n)
+    market["tradable"][11] = False
+    frame = run_portfolio(**market, **single(signal), params=PLAIN)
+    assert frame["position"].iloc[11] == 0 and frame["turnover"].iloc[11] == 0
+    assert frame["position"].iloc[12] == 1.0
+
+
+def test_unknown_probs_or_sigma_means_flat() -> None:
+    inputs = random_inputs(300, seed=13, nan_probs=0.0)
+    inputs["probs"][100:110] = np.nan
+    inputs["sigma_hat"][200:205] = np.nan
+    frame = run(inputs, PortfolioParams(band=0.2))
+    assert (frame["position"].iloc[np.r_[101:111, 201:206, 1:21]] == 0).all()
+    assert (frame["carry_position"].iloc[np.r_[101:111, 201:206]] == 0).all()
+    assert frame["position"].iloc[111:200].ne(0).any()
+
+
+@pytest.mark.parametrize("cut", [50, 255, 256, 257, 400, 598])
+def test_causality(cut: int) -> None:
+    inputs = random_inputs(600, seed=17, smooth=True)
+    params = dataclasses.replace(PARAM_SETS["throttle"], band=0.03, slip_vol_coef=2.0, ruin_floor=0.2)
+    base = run(inputs, params)
+    rng = np.random.default_rng(cut)
+    later = slice(cut + 1, None)
+    bumped = {k: v.copy() for k, v in inputs.items()}
+    bumped["close"][later] *= np.exp(rng.normal(0, 0.05, 600 - cut - 1))
+    bumped["open_"][later] *= np.exp(rng.normal(0, 0.05, 600 - cut - 1))
+    bumped["funding"][later] = rng.normal(0, 1e-3, 600 - cut - 1)
+    bumped["experts"][later] = -bumped["experts"][later]
+    bumped["probs"][later] = rng.dirichlet(np.ones(K), 600 - cut - 1)
+    bumped["sigma_hat"][later] = rng.uniform(0.05, 3, 600 - cut - 1)
+    bumped["tradable"][cut + 2:] = ~bumped["tradable"][cut + 2:]  # whether bar t+1 trades is known at its open
+    moved = run(bumped, params)
+    held = ["position", "carry_position", *base.filter(like="contrib_").columns]
+    pd.testing.assert_frame_equal(moved.loc[:cut + 1, held], base.loc[:cut + 1, held], check_exact=True)
+    pd.testing.assert_frame_equal(moved.loc[:cut], base.loc[:cut], check_exact=True)
+    if cut + 2 < 600:
+        assert not moved.loc[cut + 2:, "position"].equals(base.loc[cut + 2:, "position"])
+
+
+@pytest.mark.parametrize("hard", [False, True])
+def test_gating_weights_sum_to_one(hard: bool) -> None:
+    inputs = random_inputs(500, seed=19)
+    weights = gating_weights(inputs["probs"], inputs["gating"], hard)
+    known = ~np.isnan(inputs["probs"]).any(axis=1)
+    assert np.isnan(weights[~known]).all()
+    np.testing.assert_allclose(weights[known].sum(axis=1), 1.0, atol=1e-12)
+    assert (weights[known] >= 0).all()
+    if hard:
+        np.testing.assert_array_equal(weights[known], inputs["gating"][inputs["probs"][known].argmax(axis=1)])
+    else:
+        np.testing.assert_allclose(weights[known], inputs["probs"][known] @ inputs["gating"], atol=1e-14)
+    frame = run(inputs, PortfolioParams(hard_switch=hard))
+    np.testing.assert_allclose(frame.filter(like="weight_").to_numpy(), weights, atol=1e-14, equal_nan=True)
+
+
+def test_bad_inputs_rejected() -> None:
+    inputs = random_inputs(50, seed=1)
+    with pytest.raises(ValueError, match="gating"):
+        run_portfolio(**{**inputs, "gating": inputs["gating"][:, :2]}, params=PortfolioParams())
+    with pytest.raises(ValueError, match="carry_col"):
+        run_portfolio(**inputs, params=PortfolioParams(), carry_col=7)
+    with pytest.raises(ValueError, match="params"):
+        run_portfolio(**inputs, params=np.zeros(3))
+
+
+# ---------------------------------------------------------------------------------------------------------- metrics
+
+
+def test_metrics_on_a_known_path() -> None:
+    idx = pd.date_range("2024-01-01", periods=24 * 60, freq="h", tz="UTC")
+    r = np.zeros(len(idx))
+    r[10] = 0.10
+    r[100] = -0.20
+    r[800] = 0.30
+    returns = pd.Series(r, index=idx)
+    equity = np.cumprod(1 + r)
+    m = portfolio_metrics(returns, equity, np.ones(len(idx)), np.full(len(idx), 1e-5), ruin_floor=0.9,
+                          exposure=np.ones(len(idx)))
+    assert m["final_equity"] == pytest.approx(1.1 * 0.8 * 1.3)
+    assert m["cagr"] == pytest.approx((1.1 * 0.8 * 1.3) ** (8760 / len(idx)) - 1)
+    assert m["max_drawdown"] == pytest.approx(0.2)
+    jan = 1.1 * 0.8 - 1
+    feb = 1.3 - 1
+    assert m["mean_monthly_return"] == pytest.approx((jan + feb) / 2)
+    assert m["tuw_longest_days"] == pytest.approx((800 - 100) / 24)  # under water on bars 100 … 799
+    assert m["tuw_share"] == pytest.approx(700 / len(idx))
+    assert m["hit_rate"] == pytest.approx(2 / len(idx))
+    assert m["survival"] == 0.0  # 0.88 < 0.9
+    assert m["turnover_annual"] == pytest.approx(8760)
+    assert m["sharpe"] == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(8760))
+    assert m["calmar"] == pytest.approx(m["cagr"] / 0.2)
+
+
+def test_buy_and_hold_baselines() -> None:
+    inputs = random_inputs(2000, seed=23, missing=0.0)
+    params = PortfolioParams(fee_bps=4.0, slip_bps=1.0, vol_target=0.3, lev_max=2.0)
+    bh = buy_and_hold(inputs["open_"], inputs["close"], inputs["tradable"], inputs["funding"], params)
+    assert bh["position"].iloc[0] == 0 and (bh["position"].iloc[1:] == 1.0).all()
+    assert bh["turnover"].sum() == 1.0
+    o, c, f = inputs["open_"], inputs["close"], inputs["funding"]
+    r = (o[1:] / c[:-1] - 1) * np.r_[0.0, np.ones(1998)] + (c[1:] / o[1:] - 1) - f[1:]
+    r[0] -= 5e-4  # fee + slippage of the entry
+    assert bh["equity"].iloc[-1] == pytest.approx(np.prod(1 + r), rel=1e-12)
+    vt = vol_targeted_buy_and_hold(inputs["open_"], inputs["close"], inputs["tradable"], inputs["funding"],
+                                   inputs["sigma_hat"], params)
+    assert vt["position"].max() <= 2.0 and vt["throttle"].eq(1.0).all()
+    lev = np.minimum(2.0, 0.3 / inputs["sigma_hat"])
+    np.testing.assert_allclose(vt["position"].iloc[22:], lev[21:-1], atol=1e-15)
+    m = portfolio_metrics(vt["bar_return"], vt["equity"], vt["turnover"], vt["fee_cost"] + vt["slippage_cost"])
+    assert np.isfinite([m["sharpe"], m["sortino"], m["ann_vol"], m["cagr"]]).all()
