@@ -191,6 +191,31 @@ def gating_weights(probs, gating, hard):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _transpose_rows(src, t0, m, dst):  # pragma: no cover - compiled
+    """dst[j, i] = src[t0 + i, j] for i < m: four columns per pass over the rows, so that the reads of a row stay
+    adjacent and the passes are unrolled whatever the (small, run-time) number of columns."""
+    J = src.shape[1]
+    j = 0
+    while j + 4 <= J:
+        d0 = dst[j]
+        d1 = dst[j + 1]
+        d2 = dst[j + 2]
+        d3 = dst[j + 3]
+        for i in range(m):
+            row = src[t0 + i]
+            d0[i] = row[j]
+            d1[i] = row[j + 1]
+            d2[i] = row[j + 2]
+            d3[i] = row[j + 3]
+        j += 4
+    while j < J:
+        dj = dst[j]
+        for i in range(m):
+            dj[i] = src[t0 + i, j]
+        j += 1
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _block_pass(open_, close, experts, probs, gating, sigma_hat, carry_col, hard, vol_targeting, vol_target,
                 lev_max, slip_bps, slip_coef, t0, t1, sig_d, sig_c, lev_b, gap_b, bar_b, slip_b, p_b, x_b, w_b,
                 full, out_weights):  # pragma: no cover - compiled
@@ -206,19 +231,26 @@ def _block_pass(open_, close, experts, probs, gating, sigma_hat, carry_col, hard
     E = experts.shape[1]
     K = probs.shape[1]
     m = t1 - t0
-    for i in range(m):
-        for k in range(K):
-            p_b[k, i] = probs[t0 + i, k]
-        for e in range(E):
-            x_b[e, i] = experts[t0 + i, e]
+    _transpose_rows(probs, t0, m, p_b)
+    _transpose_rows(experts, t0, m, x_b)
     # known: 0.0 where probs[t] is complete, NaN otherwise (the sum of probabilities is NaN iff one is NaN)
     known = lev_b  # reuse: overwritten by the leverage below, after its last read
     for i in range(m):
         known[i] = 0.0
-    for k in range(K):
+    k = 0
+    while k + 4 <= K:  # four rows of probabilities per pass
+        p0 = p_b[k]
+        p1 = p_b[k + 1]
+        p2 = p_b[k + 2]
+        p3 = p_b[k + 3]
+        for i in range(m):
+            known[i] = (((known[i] + p0[i]) + p1[i]) + p2[i]) + p3[i]
+        k += 4
+    while k < K:
         pk = p_b[k]
         for i in range(m):
             known[i] += pk[i]
+        k += 1
     if hard:
         for i in range(m):
             best = 0
@@ -234,11 +266,25 @@ def _block_pass(open_, close, experts, probs, gating, sigma_hat, carry_col, hard
             we = w_b[e]
             for i in range(m):
                 we[i] = 0.0
-            for k in range(K):
+            k = 0
+            while k + 4 <= K:  # four regimes per pass, added one after the other as in the loop below
+                p0 = p_b[k]
+                p1 = p_b[k + 1]
+                p2 = p_b[k + 2]
+                p3 = p_b[k + 3]
+                g0 = gating[k, e]
+                g1 = gating[k + 1, e]
+                g2 = gating[k + 2, e]
+                g3 = gating[k + 3, e]
+                for i in range(m):
+                    we[i] = (((we[i] + p0[i] * g0) + p1[i] * g1) + p2[i] * g2) + p3[i] * g3
+                k += 4
+            while k < K:
                 g = gating[k, e]
                 pk = p_b[k]
                 for i in range(m):
                     we[i] += pk[i] * g
+                k += 1
     sd = sig_d
     sc = sig_c
     for i in range(m):
@@ -260,10 +306,11 @@ def _block_pass(open_, close, experts, probs, gating, sigma_hat, carry_col, hard
             ok = not math.isnan(known[i])
             for e in range(E):
                 out_weights[t0 + i, e] = w_b[e, i] if ok else np.nan
+    # Views of the block indexed from 0 (a non-negative index needs no wrap-around, so the loops vectorise).
+    sig_v = sigma_hat[t0:t1]
     for i in range(m):
-        t = t0 + i
         ok = not math.isnan(known[i])
-        sig = sigma_hat[t]
+        sig = sig_v[i]
         if vol_targeting:
             if sig > 0.0:  # False for NaN
                 lev = min(vol_target / sig, lev_max)
@@ -280,22 +327,29 @@ def _block_pass(open_, close, experts, probs, gating, sigma_hat, carry_col, hard
         if sig == sig:
             slip += slip_coef * sig
         slip_b[i] = slip * 1e-4
-    for i in range(m):
-        t = t0 + i
-        gap_b[i] = open_[t] / close[t - 1] - 1.0 if t > 0 else 0.0
-        bar_b[i] = close[t] / open_[t] - 1.0
+    s = 1 if t0 == 0 else 0  # bar 0 has no previous close
+    if s == 1:
+        gap_b[0] = 0.0
+        bar_b[0] = close[0] / open_[0] - 1.0
+    open_v = open_[t0 + s:t1]
+    close_v = close[t0 + s:t1]
+    prev_v = close[t0 + s - 1:t1 - 1]
+    gap_v = gap_b[s:m]
+    bar_v = bar_b[s:m]
+    for i in range(m - s):
+        o = open_v[i]
+        gap_v[i] = o / prev_v[i] - 1.0
+        bar_v[i] = close_v[i] / o - 1.0
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _simulate(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col,
-              out_bar, out_contrib, out_weights):  # pragma: no cover - compiled
-    """The per-bar loop (module docstring). Fills the outputs when they have n rows (pass 0-row arrays to skip).
-
-    Returns the :class:`Score` fields as a tuple.
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col,
+                   out_bar, out_contrib, out_weights, full):  # pragma: no cover - compiled
+    """The per-bar loop (module docstring). Fills the outputs when ``full`` (a constant of each caller, so the
+    score-only loop carries none of the output code). Returns the :class:`Score` fields as a tuple.
     """
     n = close.shape[0]
     E = experts.shape[1]
-    full = out_bar.shape[0] == n
     vol_target = params[P_VOL_TARGET]
     lev_max = params[P_LEV_MAX]
     vol_targeting = params[P_VOL_TARGETING] != 0.0
@@ -347,8 +401,8 @@ def _simulate(open_, close, tradable, funding, experts, probs, gating, sigma_hat
                     lev_max, slip_bps, slip_coef, t0, t1, sig_d, sig_c, lev_b, gap_b, bar_b, slip_b, p_b, x_b,
                     w_b, full, out_weights)
         for t in range(t0, t1):
-            # Branch-free min / max / selects below: the outcomes are data-dependent (unpredictable) and sit on the
-            # loop-carried chain equity → drawdown → throttle → target → position → return → equity.
+            # Branch-free min / max below (data-dependent outcomes on the chain equity → drawdown → throttle →
+            # target); the rebalance decisions further down are branches, which cut that chain when predicted.
             i = t - t0
             ret = 0.0
             turn = 0.0
@@ -406,15 +460,18 @@ def _simulate(open_, close, tradable, funding, experts, probs, gating, sigma_hat
             elif full:
                 for e in range(E):
                     comp[e] = 0.0
-            move_d = td == 0.0 or abs(td - d) > band
-            new_d = td if move_d else d
-            if full and not move_d:
-                for e in range(E):
-                    comp[e] = cur[e]
+            # Rebalance decisions as branches, not selects: with a band the usual outcome is "keep" (and "move"
+            # without one), so the branch is predicted and the held position does not wait for the equity chain.
+            if td == 0.0 or abs(td - d) > band:
+                new_d = td
+            else:
+                new_d = d
+                if full:
+                    for e in range(E):
+                        comp[e] = cur[e]
             cap = max(0.0, (lev_max - abs(new_d)) * 0.5)
             tc = min(cap, max(-cap, tc))
-            move_c = tc == 0.0 or abs(tc - c) > band or abs(c) > cap
-            new_c = tc if move_c else c
+            new_c = tc if tc == 0.0 or abs(tc - c) > band or abs(c) > cap else c
             slip_rate = slip_b[i]
 
             sum_ret += ret
@@ -444,6 +501,23 @@ def _simulate(open_, close, tradable, funding, experts, probs, gating, sigma_hat
                     out_contrib[t, carry_col] = c
     log_growth = math.log(equity) if equity > 0.0 else -math.inf
     return log_growth, sum_ret, sum_sq, sum_sq_neg, max_dd, total_turn, total_cost
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _simulate_full(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col,
+                   out_bar, out_contrib, out_weights):  # pragma: no cover - compiled
+    """:func:`_simulate_impl` filling the per-bar outputs (n rows each)."""
+    return _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col,
+                          out_bar, out_contrib, out_weights, True)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _simulate_score(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params,
+                    carry_col):  # pragma: no cover - compiled
+    """:func:`_simulate_impl` returning the scalars only."""
+    empty = np.empty((0, 0))
+    return _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col,
+                          empty, empty, empty, False)
 
 
 # -------------------------------------------------------------------------------------------------------- wrappers
@@ -499,7 +573,7 @@ def run_portfolio_arrays(open_, close, tradable, funding, experts, probs, gating
     bars = np.empty((n, N_BAR_COLS))
     contrib = np.empty((n, E))
     weights = np.empty((n, E))
-    score = _simulate(*args, bars, contrib, weights)
+    score = _simulate_full(*args, bars, contrib, weights)
     return bars, contrib, weights, Score(*score)
 
 
@@ -535,9 +609,6 @@ def run_portfolio(open_, close, tradable, funding, experts, probs, gating, sigma
     return out
 
 
-_EMPTY_BARS = np.empty((0, N_BAR_COLS))
-
-
 def backtest_score(open_, close, tradable, funding, experts, probs, gating, sigma_hat,
                    params: PortfolioParams | np.ndarray, carry_col: int = -1, *, check: bool = True) -> Score:
     """Scalars only (no per-bar outputs). With ``check=False`` the inputs must already be C-contiguous arrays of
@@ -546,8 +617,7 @@ def backtest_score(open_, close, tradable, funding, experts, probs, gating, sigm
         args = _prepare(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col)
     else:
         args = (open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col)
-    empty = np.empty((0, args[4].shape[1]))
-    return Score(*_simulate(*args, _EMPTY_BARS, empty, empty))
+    return Score(*_simulate_score(*args))
 
 
 # ------------------------------------------------------------------------------------------------------- reference
