@@ -6,13 +6,13 @@ import dagster as dg
 import pandas as pd
 
 from btc_assets import experts
-from btc_assets.config import settings_hash
+from btc_assets.defs.resources import code_version
 
 GROUP = "experts"
 
 
 @dg.asset(group_name=GROUP, kinds={"python", "numba", "parquet"},
-          code_version=f"1-{settings_hash(experts.DEFAULT_CONFIGS)}")
+          code_version=code_version(1, experts.DEFAULT_CONFIGS))
 def expert_signals(context: dg.AssetExecutionContext, market_bars: pd.DataFrame) -> dg.Output:
     """Target position in [-1, 1] per hourly bar for each expert (default parameters; the walk-forward optimiser
     searches their ranges): Ichimoku trend, RSI/Bollinger mean reversion, Donchian/ATR breakout and funding carry

@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 
 from btc_assets import ingestion
-from btc_assets.defs.resources import MarketSource, ProjectHome
+from btc_assets.defs.resources import MarketSource, ProjectHome, code_version
 
 GROUP = "ingestion"
 
@@ -32,7 +32,7 @@ def _raw_output(context: dg.AssetExecutionContext, loaded: ingestion.Loaded, wha
     )
 
 
-@dg.asset(group_name=GROUP, kinds={"python", "parquet"}, code_version="1")
+@dg.asset(group_name=GROUP, kinds={"python", "parquet"}, code_version=code_version(1))
 def raw_ohlcv(context: dg.AssetExecutionContext, project: ProjectHome, market_source: MarketSource) -> dg.Output:
     """Hourly OHLCV bars as the source delivers them, validated (bad input fails with file, row and rule).
 
@@ -45,7 +45,7 @@ def raw_ohlcv(context: dg.AssetExecutionContext, project: ProjectHome, market_so
     return _raw_output(context, loaded, "ohlcv", settings.describe())
 
 
-@dg.asset(group_name=GROUP, kinds={"python", "parquet"}, code_version="1")
+@dg.asset(group_name=GROUP, kinds={"python", "parquet"}, code_version=code_version(1))
 def raw_funding(context: dg.AssetExecutionContext, project: ProjectHome, market_source: MarketSource) -> dg.Output:
     """Perpetual funding settlements (rate per interval, settlement time on the hour), validated.
 
@@ -56,7 +56,7 @@ def raw_funding(context: dg.AssetExecutionContext, project: ProjectHome, market_
     return _raw_output(context, loaded, "funding", settings.describe())
 
 
-@dg.asset(group_name=GROUP, kinds={"python", "parquet"}, code_version="1")
+@dg.asset(group_name=GROUP, kinds={"python", "parquet"}, code_version=code_version(1))
 def market_bars(context: dg.AssetExecutionContext, raw_ohlcv: pd.DataFrame, raw_funding: pd.DataFrame) -> dg.Output:
     """The clean hourly UTC grid: every hour present, missing exchange hours flagged (prices NaN, never invented),
     funding rate and payment time on the bar that closes at each settlement."""

@@ -4,14 +4,10 @@ import dagster as dg
 import pandas as pd
 
 from btc_assets import plots
-from btc_assets.config import get_profile, settings_hash
-from btc_assets.defs.resources import ProjectHome, StudySettings
+from btc_assets.defs.resources import LOAD_PROFILE, ProjectHome, StudySettings, code_version
 from btc_assets.portfolio.moe import compute_portfolio, prepare_inputs
 
 GROUP = "portfolio"
-_PROFILE = get_profile()
-
-
 def _attach(project: ProjectHome, name: str, png: bytes, alt: str) -> dg.MetadataValue:
     path = project.paths.reports / f"{name}.png"
     path.write_bytes(png)
@@ -19,7 +15,7 @@ def _attach(project: ProjectHome, name: str, png: bytes, alt: str) -> dg.Metadat
 
 
 @dg.asset(group_name=GROUP, kinds={"python", "numba", "parquet"},
-          code_version=f"1-{settings_hash(_PROFILE.portfolio)}")
+          code_version=code_version(1, LOAD_PROFILE.portfolio))
 def moe_portfolio(context: dg.AssetExecutionContext, project: ProjectHome, study: StudySettings,
                   market_bars: pd.DataFrame, volatility: pd.DataFrame, regime_probabilities: pd.DataFrame,
                   regime_phases: pd.DataFrame, expert_signals: pd.DataFrame) -> dg.Output:

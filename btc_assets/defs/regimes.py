@@ -3,29 +3,23 @@
 import dagster as dg
 import pandas as pd
 
-from btc_assets.config import get_profile, settings_hash
-from btc_assets.defs.resources import StudySettings
+from btc_assets.defs.resources import LOAD_PROFILE, StudySettings, code_version
 from btc_assets.regimes import FEATURES, compute_regimes
 
 GROUP = "regimes"
-_PROFILE = get_profile()
-
-
-def code_version() -> str:
-    return f"1-{settings_hash(_PROFILE.schedule, _PROFILE.regimes)}"
 
 
 @dg.multi_asset(
     group_name=GROUP,
     outs={
         "regime_probabilities": dg.AssetOut(
-            kinds={"python", "parquet"}, code_version=code_version(),
+            kinds={"python", "parquet"}, code_version=code_version(1, LOAD_PROFILE.schedule, LOAD_PROFILE.regimes),
             description="Filtered (forward-only) Student-t HMM phase probabilities per walk-forward refit: over the "
                         "refit's training window and the test window after it (columns p_0.. in canonical phase "
                         "order; segment = train | purge | test). Never smoothed.",
         ),
         "regime_phases": dg.AssetOut(
-            kinds={"python", "parquet"}, code_version=code_version(),
+            kinds={"python", "parquet"}, code_version=code_version(1, LOAD_PROFILE.schedule, LOAD_PROFILE.regimes),
             description="Per refit and phase: name, feature means, degrees of freedom ν, expected duration, and the "
                         "refit's likelihood, BIC and the Gaussian-HMM comparison.",
         ),

@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from btc_assets.config import Paths, Profile, get_profile
+from btc_assets.config import Paths, Profile, get_profile, settings_hash
 from btc_assets.ingestion import SourceSettings
 from btc_assets.storage import Warehouse
 
@@ -20,6 +20,15 @@ class ProjectHome(dg.ConfigurableResource):
     @property
     def paths(self) -> Paths:
         return Paths.from_env(self.home or None).ensure()
+
+
+LOAD_PROFILE: Profile = get_profile()  # the profile in force when the definitions load (BTC_ASSETS_PROFILE)
+
+
+def code_version(revision: int, *sections: object) -> str:
+    """An asset's code version: its code revision plus a hash of the settings sections it reads, so a settings
+    change makes exactly that asset (and what depends on it) stale."""
+    return f"{revision}-{settings_hash(*sections)}" if sections else str(revision)
 
 
 class StudySettings(dg.ConfigurableResource):

@@ -4,18 +4,13 @@ import dagster as dg
 import pandas as pd
 
 from btc_assets import volatility as vol
-from btc_assets.config import get_profile, settings_hash
-from btc_assets.defs.resources import StudySettings
+from btc_assets.defs.resources import LOAD_PROFILE, StudySettings, code_version
 
 GROUP = "volatility"
-_PROFILE = get_profile()
 
 
-def code_version() -> str:
-    return f"1-{settings_hash(_PROFILE.schedule, _PROFILE.volatility)}"
-
-
-@dg.asset(group_name=GROUP, kinds={"python", "parquet"}, code_version=code_version())
+@dg.asset(group_name=GROUP, kinds={"python", "parquet"},
+          code_version=code_version(1, LOAD_PROFILE.schedule, LOAD_PROFILE.volatility))
 def volatility(context: dg.AssetExecutionContext, study: StudySettings,
                market_bars: pd.DataFrame) -> dg.Output:
     """Per hourly bar: realized volatility (close-to-close, Parkinson, Garman–Klass, Yang–Zhang; trailing windows)
