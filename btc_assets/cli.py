@@ -18,7 +18,15 @@ DAGSTER_YAML = """\
 # Written by btc-assets. The instance keeps run history and materialisations so staleness survives restarts.
 telemetry:
   enabled: false
+concurrency:
+  pools:
+    default_limit: {pool_limit}  # the "wfa" pool: at most this many seeds optimise at once
 """
+
+
+def default_jobs() -> int:
+    """Seeds optimised at once by default: the cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _say(message: str) -> None:
@@ -32,7 +40,7 @@ def prepare_home(home: str | None) -> Paths:
     os.environ["DAGSTER_HOME"] = str(paths.dagster_home)
     config = paths.dagster_home / "dagster.yaml"
     if not config.exists():
-        config.write_text(DAGSTER_YAML)
+        config.write_text(DAGSTER_YAML.format(pool_limit=default_jobs()))
     return paths
 
 
@@ -47,13 +55,46 @@ def _apply_source_options(args: argparse.Namespace) -> None:
             os.environ[env] = value
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """Materialise the whole asset graph headlessly in the persistent instance."""
+def _quiet_dagster() -> None:
     import warnings
 
     import dagster as dg
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+
+def parse_seeds(text: str | None, default: int) -> list[int]:
+    """``"0-29"``, ``"0,3,7"`` or ``"5"`` → seed numbers (default: 0 … default-1)."""
+    from btc_assets.config import N_SEEDS
+
+    if not text:
+        return list(range(default))
+    seeds: list[int] = []
+    for part in text.split(","):
+        low, _, high = part.strip().partition("-")
+        seeds.extend(range(int(low), int(high or low) + 1))
+    if any(not 0 <= s < N_SEEDS for s in seeds):
+        raise SystemExit(f"seeds must be in 0..{N_SEEDS - 1}: {text}")
+    return sorted(set(seeds))
+
+
+def stale_statuses(instance, defs, keys, partition: str | None = None) -> dict[str, str]:
+    """Dagster's own stale status (FRESH / STALE / MISSING) per asset key (and partition)."""
+    import dagster as dg
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver
+    from dagster._core.loader import LoadingContextForTest
+
+    resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(), LoadingContextForTest(instance))
+    keys = [dg.AssetKey.from_coercible(k) if isinstance(k, str) else k for k in keys]
+    return {key.to_user_string(): resolver.get_status(key, partition).value for key in keys}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Materialise what is unsynced in the chain, then launch (or resume) every seed not yet done."""
+    import dagster as dg
+
+    _quiet_dagster()
     paths = prepare_home(args.home)
     _apply_source_options(args)
     profile = get_profile(args.profile)
@@ -63,22 +104,124 @@ def cmd_run(args: argparse.Namespace) -> int:
     defs = build_definitions()
     job = defs.resolve_job_def("btc_study")
     _say(f"btc-assets run: profile {profile.name} ({profile.description}); home {paths.home}")
+    options = {"tags": {"btc_assets/profile": profile.name}, "raise_on_error": False,
+               "run_config": {"loggers": {"console": {"config": {"log_level": args.log_level}}}}}
+    with dg.DagsterInstance.get() as instance:
+        # the raw inputs are re-read every time (cheap): their content hashes tell what changed downstream
+        raw = [dg.AssetKey("raw_ohlcv"), dg.AssetKey("raw_funding")]
+        result = job.execute_in_process(instance=instance, asset_selection=raw, **options)
+        if not result.success:
+            _report_failure(result)
+            return 1
+        chain = list(job.asset_layer.executable_asset_keys)
+        status = stale_statuses(instance, defs, chain)
+        changed = [dg.AssetKey.from_user_string(k) for k, v in status.items() if v != "FRESH"]
+        # what is not fresh, and everything below it in the chain (its inputs are about to change)
+        below = dg.AssetSelection.assets(*changed).downstream().resolve(defs.resolve_asset_graph())
+        unsynced = [k for k in chain if k in below]
+        if unsynced:
+            _say(f"materialising {', '.join(k.to_user_string() for k in unsynced)}")
+            result = job.execute_in_process(instance=instance, asset_selection=unsynced, **options)
+            if not result.success:
+                _report_failure(result)
+                return 1
+            _say(f"done: run {result.run_id}")
+        else:
+            _say("the chain up to the portfolio is up to date")
+    seeds = parse_seeds(args.seeds, profile.n_seeds)
+    failed = launch_seeds(paths, profile.name, seeds, args.jobs or default_jobs(), args.log_level)
+    if failed:
+        _say(f"FAILED seeds: {', '.join(failed)}; run the same command again to resume them")
+        return 1
+    _say(f"query it: btc-assets sql \"SELECT count(*) FROM market_bars\"  (warehouse {paths.warehouse}); "
+         "progress: btc-assets status")
+    return 0
+
+
+def _report_failure(result) -> None:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            _say(f"FAILED {event.step_key}: {event.step_failure_data.error.message.strip()}")
+
+
+def launch_seeds(paths: Paths, profile: str, seeds: list[int], jobs: int, log_level: str) -> list[str]:
+    """One run (and one process: fault isolation) per seed partition, ``jobs`` at a time; fresh seeds are
+    skipped. Returns the seeds that failed."""
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dagster as dg
+
+    from btc_assets.config import seed_key
+    from btc_assets.defs import build_definitions
+
+    defs = build_definitions()
+    keys = [seed_key(s) for s in seeds]
+    with dg.DagsterInstance.get() as instance:
+        todo = [k for k in keys if stale_statuses(instance, defs, ["wfa_results"], k)["wfa_results"] != "FRESH"]
+    skipped = sorted(set(keys) - set(todo))
+    if skipped:
+        _say(f"{len(skipped)} seed(s) already done and up to date, skipped: {', '.join(skipped)}")
+    if not todo:
+        return []
+    _say(f"optimising {len(todo)} seed(s), {jobs} at a time: {', '.join(todo)}")
+
+    def one(key: str) -> tuple[str, int]:
+        argv = [sys.executable, "-m", "btc_assets", "--home", str(paths.home), "seed", key,
+                "--profile", profile, "--log-level", log_level]
+        return key, subprocess.run(argv, check=False).returncode
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        results = list(pool.map(one, todo))
+    return [key for key, code in results if code != 0]
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    """Materialise one seed partition (the walk-forward optimisation of that seed) in this process."""
+    import dagster as dg
+
+    _quiet_dagster()
+    prepare_home(args.home)
+    profile = get_profile(args.profile)
+    os.environ["BTC_ASSETS_PROFILE"] = profile.name
+    from btc_assets.defs import build_definitions
+
+    job = build_definitions().resolve_job_def("wfa_seeds")
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(
-            instance=instance,
-            tags={"btc_assets/profile": profile.name},
-            run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
-            raise_on_error=False,
+            instance=instance, partition_key=args.partition, tags={"btc_assets/profile": profile.name},
+            run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}}, raise_on_error=False,
         )
     if not result.success:
-        for event in result.all_events:
-            if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-                _say(f"FAILED {event.step_key}: {event.step_failure_data.error.message.strip()}")
+        _report_failure(result)
         return 1
-    materialized = [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
-                    if e.asset_key is not None]
-    _say(f"done: run {result.run_id} materialised {', '.join(materialized)}")
-    _say(f"query it: btc-assets sql \"SELECT count(*) FROM market_bars\"  (warehouse {paths.warehouse})")
+    _say(f"{args.partition}: done (run {result.run_id})")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Every seed's state: materialised or not, and its latest progress record (fold, phase, trial, ETA)."""
+    from btc_assets.config import N_SEEDS, seed_key
+    from btc_assets.wfa import read_progress
+
+    paths = Paths.from_env(args.home)
+    progress = read_progress(paths.checkpoints)
+    rows = []
+    for i in range(N_SEEDS):
+        key = seed_key(i)
+        p = progress.get(key)
+        if p is None:
+            rows.append(f"{key}  not started")
+            continue
+        eta = p.get("eta_s")
+        best = p.get("best")
+        rows.append(
+            f"{key}  {p['state']:<8} fold {p['fold_position']}/{p['n_folds']}  phase {p['phase'] + 1}/{p['n_phases']}  "
+            f"trial {p['trial']}/{p['n_trials']}  ({p['trials_done']}/{p['trials_total']} trials)  "
+            f"best {'-' if best is None else f'{best:.4f}'}  "
+            f"ETA {'-' if eta is None else f'{eta / 60:.1f} min'}  updated {p['updated_at']}"
+        )
+    print("\n".join(rows))
     return 0
 
 
@@ -170,8 +313,19 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="materialise the whole asset graph in the persistent instance")
     run.add_argument("--profile", choices=list(PROFILES), default=None, help="study size (default quick)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument("--seeds", help="seed partitions to optimise, e.g. 0-29 or 0,3,7 (default: the profile's)")
+    run.add_argument("--jobs", type=int, default=0, help="seeds at once (default: number of cores)")
     source_options(run)
     run.set_defaults(func=cmd_run)
+
+    seed = sub.add_parser("seed", help="materialise one seed partition (walk-forward optimisation) here")
+    seed.add_argument("partition", help="seed_00 … seed_29")
+    seed.add_argument("--profile", choices=list(PROFILES), default=None)
+    seed.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    seed.set_defaults(func=cmd_seed)
+
+    status = sub.add_parser("status", help="every seed's progress (fold, phase, trial, best, ETA)")
+    status.set_defaults(func=cmd_status)
 
     ui = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on the same instance")
     ui.add_argument("--host", default="127.0.0.1")

@@ -84,6 +84,19 @@ class RegimeSettings:
     seed: int = 12345
 
 
+N_SEEDS = 30  # seed partitions seed_00 … seed_29; a profile's ``n_seeds`` says how many ``run`` launches
+
+
+def seed_key(seed: int) -> str:
+    return f"seed_{seed:02d}"
+
+
+def seed_from_key(key: str) -> int:
+    if not key.startswith("seed_") or not key[5:].isdigit():
+        raise ValueError(f"not a seed partition key: {key!r} (expected seed_00 … seed_{N_SEEDS - 1:02d})")
+    return int(key[5:])
+
+
 EXPERTS: tuple[str, ...] = ("trend", "mean_reversion", "breakout", "carry")
 
 
@@ -120,6 +133,29 @@ class PortfolioSettings:
 
 
 @dataclass(frozen=True)
+class WfaSettings:
+    """Walk-forward optimisation (see ``btc_assets.wfa``).
+
+    Per fold, the K phases are optimised in turn, ``n_trials`` trials each; the objective is computed on the
+    training window minus its last ``validation`` span (the inner validation slice), and the phase's winner is the
+    best validation score among the ``select_top`` best training scores.
+    """
+
+    n_trials: int = 300  # per (fold, phase)
+    sampler: str = "tpe"  # tpe (multivariate) | cmaes | random
+    n_startup_trials: int = 20  # random trials before the model-based sampler takes over
+    max_folds: int | None = None  # the last N folds only (None: all)
+    validation: str = "182D"
+    select_top: int = 5
+    turnover_penalty: float = 0.001  # per unit of annual turnover (equity traded per year)
+    drawdown_penalty: float = 1.0  # per unit of max drawdown
+    min_risk_scale: float = 0.25  # per-phase vol-target multiplier range
+    max_risk_scale: float = 2.0
+    storage: str = ""  # Optuna storage URL; empty: a journal file per seed under checkpoints/
+    progress_every: float = 600.0  # seconds between progress records (also written at every phase end)
+
+
+@dataclass(frozen=True)
 class Profile:
     """Size and settings of a study; each stage reads its own section."""
 
@@ -130,6 +166,7 @@ class Profile:
     volatility: VolatilitySettings = field(default_factory=VolatilitySettings)
     regimes: RegimeSettings = field(default_factory=RegimeSettings)
     portfolio: PortfolioSettings = field(default_factory=PortfolioSettings)
+    wfa: WfaSettings = field(default_factory=WfaSettings)
 
 
 def settings_hash(*sections: object) -> str:
@@ -142,8 +179,10 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(
         "quick", "whole graph end to end in under 2 minutes on 2 cores, tiny settings", n_seeds=2,
         regimes=RegimeSettings(n_restarts=2, n_iter=40),
+        wfa=WfaSettings(n_trials=6, n_startup_trials=3, max_folds=2, select_top=2),
     ),
-    "integration": Profile("integration", "real data, all stages, several seeds, under 10 minutes", n_seeds=3),
+    "integration": Profile("integration", "real data, all stages, several seeds, under 10 minutes", n_seeds=3,
+                           wfa=WfaSettings(n_trials=24, n_startup_trials=8, max_folds=4, select_top=3)),
     "full": Profile("full", "30 seeds, K=5, 300 trials per phase, all folds", n_seeds=30),
 }
 DEFAULT_PROFILE = "quick"

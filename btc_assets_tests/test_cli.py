@@ -41,17 +41,37 @@ def test_ingest_accepts_good_and_rejects_bad(tmp_path: Path) -> None:
 
 
 def test_run_keeps_history_in_persistent_instance(tmp_path: Path, shared_data: Path) -> None:
+    """``run`` materialises the chain, then the profile's seeds, two at once in separate processes (one run per
+    seed on the same SQLite instance: no storage lock); running it again skips what is done."""
     home = tmp_path / "home"
-    first = cli("run", "--profile", "quick", home=home, cwd=tmp_path)
+    first = cli("run", "--profile", "quick", "--jobs", "2", home=home, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "materialised" in first.stderr and "demo" in first.stderr
+    assert "materialising" in first.stderr and "optimising 2 seed(s), 2 at a time" in first.stderr
+    assert "seed_00: done" in first.stderr and "seed_01: done" in first.stderr
+    assert "concurrency:\n  pools:\n    default_limit:" in (home / "dagster" / "dagster.yaml").read_text()
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        runs = instance.get_runs()
+        seeds = [r for r in runs if r.job_name == "wfa_seeds"]
+        assert sorted(r.tags["dagster/partition"] for r in seeds) == ["seed_00", "seed_01"]
+        assert all(r.is_success for r in runs)
+        stats = [instance.get_run_stats(r.run_id) for r in seeds]
+        assert max(s.start_time for s in stats) < min(s.end_time for s in stats), "the two seeds did not overlap"
+
+    again = cli("run", "--profile", "quick", home=home, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "up to date" in again.stderr and "2 seed(s) already done and up to date, skipped" in again.stderr
+    status = cli("status", home=home)
+    lines = status.stdout.splitlines()
+    assert status.returncode == 0 and len(lines) == 30 and "seed_29  not started" in lines
+    assert lines[0].startswith("seed_00  done     fold 2/2  phase 5/5  trial 6/6  (60/60 trials)")
+
     second = cli("run", "--ohlcv", str(shared_data / "btcusdt_1h.parquet"),
                  "--funding", str(shared_data / "btcusdt_funding_8h.parquet"), home=home, cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert (home / "dagster" / "dagster.yaml").exists()
+    assert "different data" in second.stderr  # the seeds' checkpoints were made from the demo market
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         runs = instance.get_runs()
-        assert len(runs) == 2 and all(r.job_name == "btc_study" for r in runs)
+        assert sorted(r.job_name for r in runs) == ["btc_study"] * 5 + ["wfa_seeds"] * 4  # 3 raw re-reads
         assert instance.get_latest_materialization_event(dg.AssetKey("market_bars")) is not None
     out = cli("sql", "SELECT count(*) AS n, count_if(missing) AS gaps FROM market_bars", "--format", "csv",
               home=home)

@@ -13,16 +13,21 @@ import pytest
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._core.loader import LoadingContextForTest
 
-from btc_assets.defs import ALL_ASSETS, build_definitions, defs
+from btc_assets.defs import ALL_ASSETS, WFA_SELECTION, build_definitions, defs
 from btc_assets.defs.resources import MarketSource, default_resources
 from btc_assets_tests.conftest import make_funding, make_ohlcv
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def stale_status(instance: dg.DagsterInstance, key: str) -> StaleStatus:
-    resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(), LoadingContextForTest(instance))
-    return resolver.get_status(dg.AssetKey(key))
+CHAIN = dg.AssetSelection.all() - WFA_SELECTION
+
+
+def stale_status(instance: dg.DagsterInstance, key: str, partition: str | None = None,
+                 definitions: dg.Definitions = defs) -> StaleStatus:
+    graph = definitions.resolve_asset_graph()
+    resolver = CachingStaleStatusResolver(instance, graph, LoadingContextForTest(instance))
+    return resolver.get_status(dg.AssetKey(key), partition)
 
 
 def resources(tmp_path: Path, **source: str) -> dict[str, object]:
@@ -40,6 +45,12 @@ def test_all_definitions_load() -> None:
         assert spec.kinds, spec.key
         assert spec.code_version, spec.key
     assert defs.resolve_job_def("btc_study") is not None
+    seeds = defs.resolve_job_def("wfa_seeds")
+    assert seeds.partitions_def.get_partition_keys() == [f"seed_{i:02d}" for i in range(30)]
+    for key in ("wfa_results", "wfa_folds", "wfa_trials"):
+        spec = next(s for s in defs.resolve_all_asset_specs() if s.key == dg.AssetKey(key))
+        assert spec.partitions_def is seeds.partitions_def  # defined once
+    assert defs.resolve_assets_def("wfa_results").op.pool == "wfa"
 
 
 def test_dagster_cli_validates_workspace(tmp_path: Path) -> None:
@@ -50,17 +61,59 @@ def test_dagster_cli_validates_workspace(tmp_path: Path) -> None:
     assert "Validation successful" in done.stdout + done.stderr
 
 
-def test_materialize_demo(tmp_path: Path) -> None:
+def test_materialize_demo_then_a_seed_then_staleness(tmp_path: Path) -> None:
+    """The chain on the demo market, one seed partition, then a code-version bump of volatility: exactly the
+    assets and partitions downstream of it are stale (Dagster's own stale-status API)."""
     with dg.instance_for_test() as instance:
-        result = dg.materialize(ALL_ASSETS, resources=resources(tmp_path, source="demo"), instance=instance)
+        result = dg.materialize(ALL_ASSETS, resources=resources(tmp_path, source="demo"), instance=instance,
+                                selection=CHAIN)
         assert result.success
-    bars = pd.read_parquet(tmp_path / "warehouse" / "market_bars" / "data.parquet")
-    assert 50_000 < len(bars) < 56_000  # about 6 years of hours
-    assert bars["missing"].sum() > 0  # the demo market has a few outages, kept visible
-    meta = result.asset_materializations_for_node("market_bars")[0].metadata
-    assert meta["missing_hours"].value == int(bars["missing"].sum())
-    assert (tmp_path / "warehouse" / "catalog.duckdb").exists()
-    check_volatility_and_regimes(tmp_path, result, n_bars=len(bars))
+        bars = pd.read_parquet(tmp_path / "warehouse" / "market_bars" / "data.parquet")
+        assert 50_000 < len(bars) < 56_000  # about 6 years of hours
+        assert bars["missing"].sum() > 0  # the demo market has a few outages, kept visible
+        meta = result.asset_materializations_for_node("market_bars")[0].metadata
+        assert meta["missing_hours"].value == int(bars["missing"].sum())
+        assert (tmp_path / "warehouse" / "catalog.duckdb").exists()
+        check_volatility_and_regimes(tmp_path, result, n_bars=len(bars))
+
+        seed = dg.materialize(ALL_ASSETS, resources=resources(tmp_path, source="demo"), instance=instance,
+                              selection=WFA_SELECTION, partition_key="seed_00")
+        assert seed.success
+        check_seed(tmp_path, seed, "seed_00")
+        chain_keys = [k.to_user_string() for k in CHAIN.resolve(defs.resolve_asset_graph())]
+        assert all(stale_status(instance, k) == StaleStatus.FRESH for k in chain_keys)
+        assert stale_status(instance, "wfa_results", "seed_00") == StaleStatus.FRESH
+
+        bumped = dg.Definitions(
+            assets=[a.map_asset_specs(lambda s: s.replace_attributes(code_version="bumped"))
+                    if dg.AssetKey("volatility") in a.keys else a for a in ALL_ASSETS],
+            resources=resources(tmp_path, source="demo"),
+        )
+        assert stale_status(instance, "volatility", definitions=bumped) == StaleStatus.STALE
+        again = dg.materialize(bumped.assets, resources=resources(tmp_path, source="demo"), instance=instance,
+                               selection=["volatility"])
+        assert again.success
+        status = {k: stale_status(instance, k, definitions=bumped) for k in chain_keys}
+        downstream = {"regime_probabilities", "regime_phases", "moe_portfolio"}
+        assert {k for k, v in status.items() if v == StaleStatus.STALE} == downstream, status
+        assert {k for k, v in status.items() if v == StaleStatus.FRESH} == set(chain_keys) - downstream
+        for key in ("wfa_results", "wfa_folds", "wfa_trials"):
+            assert stale_status(instance, key, "seed_00", definitions=bumped) == StaleStatus.STALE
+            assert stale_status(instance, key, "seed_01", definitions=bumped) == StaleStatus.MISSING
+
+
+def check_seed(home: Path, result: dg.ExecuteInProcessResult, key: str) -> None:
+    """One seed partition: stitched out-of-sample bars, folds and every trial on disk, metadata for the UI."""
+    oos = pd.read_parquet(home / "warehouse" / "wfa_results" / f"partition={key}" / "data.parquet")
+    trials = pd.read_parquet(home / "warehouse" / "wfa_trials" / f"partition={key}" / "data.parquet")
+    folds = pd.read_parquet(home / "warehouse" / "wfa_folds" / f"partition={key}" / "data.parquet")
+    quick = defs.resources["study"].get().wfa
+    assert len(folds) == quick.max_folds and len(trials) == quick.max_folds * 5 * quick.n_trials
+    assert oos["fold"].nunique() == quick.max_folds and oos["fee_cost"].sum() > 0
+    meta = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("walk_forward")}
+    assert meta["wfa_results"]["seed"].value == key and meta["wfa_results"]["folds"].value == quick.max_folds
+    assert "sharpe" in meta["wfa_folds"]["folds"].value
+    assert (home / "checkpoints" / key / "progress.json").exists()
 
 
 def check_volatility_and_regimes(home: Path, result: dg.ExecuteInProcessResult, n_bars: int) -> None:
@@ -106,8 +159,12 @@ def test_materialize_real_files(tmp_path: Path, shared_data: Path) -> None:
     res = resources(tmp_path, source="files", ohlcv=str(shared_data / "btcusdt_1h.parquet"),
                     funding=str(shared_data / "btcusdt_funding_8h.parquet"))
     with dg.instance_for_test() as instance:
-        result = dg.materialize(ALL_ASSETS, resources=res, instance=instance)
-    assert result.success
+        result = dg.materialize(ALL_ASSETS, resources=res, instance=instance, selection=CHAIN)
+        assert result.success
+        seed = dg.materialize(ALL_ASSETS, resources=res, instance=instance, selection=WFA_SELECTION,
+                              partition_key="seed_07")
+        assert seed.success
+    check_seed(tmp_path, seed, "seed_07")
     meta = result.asset_materializations_for_node("market_bars")[0].metadata
     assert meta["gaps"].value == 28 and meta["missing_hours"].value == 128
     assert "2018-02-08 01:00" in meta["largest_gaps"].value

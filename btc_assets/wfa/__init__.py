@@ -1,0 +1,16 @@
+"""Walk-forward optimisation: per fold, the regime phases' parameter blocks are optimised in turn with Optuna on the
+training window (selected on an inner validation slice), then run out of sample on the fold's test window; the test
+windows are stitched into one out-of-sample series per seed. Resumable at the exact fold, phase and trial.
+
+* :mod:`btc_assets.wfa.space`      the parameter blocks and how they become engine inputs
+* :mod:`btc_assets.wfa.objective`  fold data (fit / validation / test pieces) and the score
+* :mod:`btc_assets.wfa.study`      one resumable (fold, phase) Optuna study with crash-independent choices
+* :mod:`btc_assets.wfa.checkpoint` fingerprints, (fold, phase) records, progress
+* :mod:`btc_assets.wfa.run`        one seed end to end
+"""
+
+from btc_assets.wfa.checkpoint import Fingerprint, read_progress
+from btc_assets.wfa.run import CODE_VERSION, WfaResult, run_seed
+from btc_assets.wfa.space import PhaseParams, StrategyParams
+
+__all__ = ["CODE_VERSION", "Fingerprint", "PhaseParams", "StrategyParams", "WfaResult", "read_progress", "run_seed"]

@@ -1,0 +1,184 @@
+"""Crash-proof checkpoints of one seed's walk-forward study, at three levels.
+
+Layout (``<checkpoints>/<seed_key>/``)::
+
+    fingerprint.json           what the checkpoint was made from: data versions, configuration, code version
+    optuna.journal             Optuna journal storage: every trial of every (fold, phase) study (or an RDB URL)
+    phases/fold03_phase2.json  one atomic record per finished (fold, phase): winner, scores, trial counts
+    progress.json              fold, phase, trial x/N, best so far, ETA; read by ``btc-assets status``
+
+* Trial level: the Optuna storage. A trial is written RUNNING (with its parameters) before it is evaluated and
+  COMPLETE after. On resume, RUNNING trials (zombies of a killed process) are marked FAIL and not re-run; the
+  remaining trials are run. The sampler for trial i (i = number of completed trials) is built from a seed derived
+  from (seed, fold, phase, i) and the completed trials only, so a resumed study makes exactly the choices an
+  uninterrupted one would have: the sampler's whole state is in the storage after every trial.
+* (Fold, phase) level: the records above, written atomically (temp file + rename); a restart skips what is done.
+* Seed level: a finished seed is a materialised Dagster partition (and ``progress.json`` says ``done``).
+
+The fingerprint is a hash of the input data (content hashes), the configuration and the code version. If it does
+not match, the old checkpoint is moved aside (``<seed_key>.stale-<UTC time>``), the run starts fresh and says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from btc_assets.ingestion.load import frame_hash
+
+
+def atomic_write_json(data: Any, path: Path) -> None:
+    """Write JSON to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "w") as handle:
+            json.dump(data, handle, indent=1, sort_keys=True, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_json(path: Path) -> Any | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a checkpoint was made from."""
+
+    data: str
+    config: str
+    code: str
+    seed: int
+
+    @classmethod
+    def of(cls, frames: dict[str, pd.DataFrame], config: str, code: str, seed: int) -> Fingerprint:
+        digest = hashlib.sha256()
+        for name in sorted(frames):
+            digest.update(name.encode())
+            digest.update(frame_hash(frames[name]).encode())
+        return cls(digest.hexdigest()[:16], config, code, seed)
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(repr(asdict(self)).encode()).hexdigest()[:12]
+
+    def differences(self, other: Fingerprint) -> list[str]:
+        return [name for name in ("data", "config", "code", "seed") if getattr(self, name) != getattr(other, name)]
+
+
+class SeedCheckpoint:
+    """One seed's checkpoint folder."""
+
+    def __init__(self, root: Path, seed_key: str, fingerprint: Fingerprint,
+                 say: Callable[[str], None] = print) -> None:
+        self.root = Path(root)
+        self.seed_key = seed_key
+        self.dir = self.root / seed_key
+        self.fingerprint = fingerprint
+        self.say = say
+        self.started_fresh = False
+        self.moved_aside: Path | None = None
+        self._open()
+
+    def _open(self) -> None:
+        stored = read_json(self.dir / "fingerprint.json")
+        if stored is not None:
+            old = Fingerprint(**stored)
+            if old == self.fingerprint:
+                self.say(f"{self.seed_key}: resuming from the checkpoint in {self.dir}")
+                return
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+            aside = self.root / f"{self.seed_key}.stale-{stamp}-{uuid.uuid4().hex[:4]}"
+            os.replace(self.dir, aside)
+            self.moved_aside = aside
+            self.say(f"{self.seed_key}: the checkpoint was made from different "
+                     f"{', '.join(old.differences(self.fingerprint))}; kept aside at {aside}; starting fresh")
+        elif self.dir.exists() and any(self.dir.iterdir()):
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+            aside = self.root / f"{self.seed_key}.stale-{stamp}-{uuid.uuid4().hex[:4]}"
+            os.replace(self.dir, aside)
+            self.moved_aside = aside
+            self.say(f"{self.seed_key}: a checkpoint without a fingerprint was kept aside at {aside}; starting fresh")
+        else:
+            self.say(f"{self.seed_key}: no checkpoint; starting fresh")
+        self.started_fresh = True
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "phases").mkdir(exist_ok=True)
+        atomic_write_json(asdict(self.fingerprint), self.dir / "fingerprint.json")
+
+    # -- Optuna storage ------------------------------------------------------------------------------------------
+
+    def storage_url(self, configured: str) -> str | None:
+        """The configured RDB URL, or None for the journal file in this folder."""
+        return configured or None
+
+    @property
+    def journal_path(self) -> Path:
+        return self.dir / "optuna.journal"
+
+    def study_name(self, fold: int, phase: int) -> str:
+        """Study names carry the fingerprint key so a shared RDB never mixes checkpoints either."""
+        return f"{self.seed_key}-{self.fingerprint.key}-fold{fold:02d}-phase{phase}"
+
+    # -- (fold, phase) records -----------------------------------------------------------------------------------
+
+    def phase_path(self, fold: int, phase: int) -> Path:
+        return self.dir / "phases" / f"fold{fold:02d}_phase{phase}.json"
+
+    def phase_record(self, fold: int, phase: int) -> dict[str, Any] | None:
+        return read_json(self.phase_path(fold, phase))
+
+    def write_phase_record(self, fold: int, phase: int, record: dict[str, Any]) -> None:
+        atomic_write_json(record, self.phase_path(fold, phase))
+
+    # -- progress ------------------------------------------------------------------------------------------------
+
+    def write_progress(self, **fields: Any) -> None:
+        fields = {"seed": self.seed_key, "fingerprint": self.fingerprint.key,
+                  "updated_at": datetime.now(UTC).isoformat(timespec="seconds"), "pid": os.getpid(), **fields}
+        atomic_write_json(fields, self.dir / "progress.json")
+
+
+def read_progress(root: Path) -> dict[str, dict[str, Any]]:
+    """Every seed's latest progress record under ``root`` (the checkpoints folder), by seed key."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(Path(root).glob("seed_*/progress.json")):
+        record = read_json(path)
+        if record is not None:
+            out[path.parent.name] = record
+    return out
+
+
+class ProgressClock:
+    """Decides when to write a progress record: at least every ``every`` seconds."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self.last = time.monotonic()
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            return True
+        return False
+
+    def reset(self) -> None:
+        self.last = time.monotonic()

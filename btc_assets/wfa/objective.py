@@ -1,0 +1,176 @@
+"""Per-fold data and the objective: a parameter set → training score, validation score, test run.
+
+A fold's bars are cut in three causal pieces, all with the regime probabilities of *that fold's* refit (fitted on
+its training window, filtered forward):
+
+* ``fit``:        training window minus its last ``validation`` span. Optuna maximises the score here;
+* ``validation``: the last ``validation`` span of the training window (inner validation slice): the phase winner is
+                  the best validation score among the ``select_top`` best fit scores;
+* ``test``:       the fold's test window, run once with the fold's final parameters (out of sample).
+
+Each piece is an independent backtest that starts flat with equity 1 (signals and GARCH forecasts come from the
+full causal series, so indicators are warm). The score (higher is better)::
+
+    score = Sharpe_ann − turnover_penalty · turnover_per_year − drawdown_penalty · max_drawdown
+
+with Sharpe_ann = mean / std of hourly returns × √8760 (0 for a book that never trades) and ``-10`` for a book that
+is ruined (equity below the ruin floor). Costs (fees, slippage, funding) are in the returns, as always.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from btc_assets import experts
+from btc_assets.config import EXPERTS, PortfolioSettings, WfaSettings
+from btc_assets.portfolio.engine import Score, backtest_score, run_portfolio
+from btc_assets.portfolio.moe import EngineInputs, engine_params
+from btc_assets.wfa.space import DIRECTIONAL, PhaseParams, StrategyParams, column_names
+
+HOURS_PER_YEAR = 8760.0
+RUINED_SCORE = -10.0
+
+
+def score_of(s: Score, n_bars: int, settings: WfaSettings, ruin_floor: float) -> float:
+    """The objective of one backtest (see the module docstring)."""
+    if n_bars < 2 or not math.isfinite(s.log_growth) or s.log_growth < math.log(ruin_floor):
+        return RUINED_SCORE if n_bars >= 2 else 0.0
+    mean = s.sum_return / n_bars
+    var = max(s.sum_sq_return / n_bars - mean * mean, 0.0)
+    sharpe = mean / math.sqrt(var) * math.sqrt(HOURS_PER_YEAR) if var > 1e-20 else 0.0
+    turnover_per_year = s.turnover / n_bars * HOURS_PER_YEAR
+    return sharpe - settings.turnover_penalty * turnover_per_year - settings.drawdown_penalty * s.max_drawdown
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Row range [start, stop) of the fold's arrays."""
+
+    name: str
+    start: int
+    stop: int
+
+    @property
+    def n(self) -> int:
+        return self.stop - self.start
+
+
+class SignalCache:
+    """Expert targets per expert config, full length, NaN (abstain) stored as 0; an optimiser revisits configs."""
+
+    def __init__(self, bars: experts.BarArrays, max_entries: int = 256) -> None:
+        self.bars = bars
+        self.lines = experts.LineCache()
+        self.max_entries = max_entries
+        self._signals: OrderedDict[object, np.ndarray] = OrderedDict()
+
+    def get(self, config: object) -> np.ndarray:
+        hit = self._signals.get(config)
+        if hit is not None:
+            self._signals.move_to_end(config)
+            return hit
+        values = np.nan_to_num(config.positions(self.bars, self.lines), nan=0.0)  # type: ignore[attr-defined]
+        values.setflags(write=False)
+        self._signals[config] = values
+        if len(self._signals) > self.max_entries:
+            self._signals.popitem(last=False)
+        return values
+
+
+class FoldObjective:
+    """Everything one fold needs to score parameter sets quickly (arrays sliced once, columns swapped in place)."""
+
+    def __init__(self, inputs: EngineInputs, probabilities: pd.DataFrame, refit: int, signals: SignalCache,
+                 portfolio: PortfolioSettings, settings: WfaSettings) -> None:
+        rows = probabilities[probabilities["refit"] == refit]
+        k = len(portfolio.gating)
+        ts = pd.DatetimeIndex(rows["timestamp"])
+        pos = inputs.index.get_indexer(ts)
+        if (pos < 0).any():
+            raise ValueError(f"regime refit {refit} has timestamps outside the bar grid")
+        a, b = int(pos.min()), int(pos.max()) + 1
+        self.index = inputs.index[a:b]
+        segment = pd.Series(np.asarray(rows["segment"], dtype=object), index=pos - a)
+        train = np.sort(segment.index[segment == "train"].to_numpy())
+        test = np.sort(segment.index[segment == "test"].to_numpy())
+        if not len(train) or not len(test):
+            raise ValueError(f"regime refit {refit} has no train or no test rows")
+        train_stop = int(train.max()) + 1
+        val_start = int(self.index.searchsorted(self.index[train_stop - 1] - pd.Timedelta(settings.validation),
+                                                side="right"))
+        val_start = min(max(val_start, int(train.min()) + 1), train_stop - 1)
+        self.pieces = {
+            "fit": Piece("fit", int(train.min()), val_start),
+            "validation": Piece("validation", val_start, train_stop),
+            "test": Piece("test", int(test.min()), int(test.max()) + 1),
+        }
+        self.refit = refit
+        self.a, self.b = a, b
+        probs = np.full((b - a, k), np.nan)
+        probs[pos - a] = rows[[f"p_{j}" for j in range(k)]].to_numpy(dtype=np.float64)
+        self.probs = probs
+        self.open_ = np.ascontiguousarray(inputs.open_[a:b])
+        self.close = np.ascontiguousarray(inputs.close[a:b])
+        self.tradable = np.ascontiguousarray(inputs.tradable[a:b])
+        self.funding = np.ascontiguousarray(inputs.funding[a:b])
+        self.sigma_hat = np.ascontiguousarray(inputs.sigma_hat[a:b])
+        self.params = engine_params(portfolio).to_array()
+        self.ruin_floor = portfolio.ruin_floor
+        self.settings = settings
+        self.signals = signals
+        self.n_phases = k
+        self.columns = np.zeros((b - a, k + 1))
+
+    # -- columns -------------------------------------------------------------------------------------------------
+
+    def _set_phase_column(self, k: int, phase: PhaseParams) -> None:
+        """Column k = phase k's directional mix Σ_e G[k, e] · x_e^k over the fold's rows."""
+        mix = np.zeros(self.b - self.a)
+        for name in DIRECTIONAL:
+            weight = phase.gating[EXPERTS.index(name)]
+            if weight:
+                mix += weight * self.signals.get(getattr(phase, name))[self.a:self.b]
+        self.columns[:, k] = mix
+
+    def load(self, params: StrategyParams) -> np.ndarray:
+        """Put every phase's column for ``params`` in place; returns the gating matrix."""
+        for k, phase in enumerate(params.phases):
+            self._set_phase_column(k, phase)
+        self.columns[:, -1] = self.signals.get(params.carry)[self.a:self.b]
+        return params.gating_matrix()
+
+    # -- scoring -------------------------------------------------------------------------------------------------
+
+    def _run(self, piece: Piece, gating: np.ndarray) -> Score:
+        s = slice(piece.start, piece.stop)
+        return backtest_score(self.open_[s], self.close[s], self.tradable[s], self.funding[s], self.columns[s],
+                              self.probs[s], gating, self.sigma_hat[s], self.params, self.columns.shape[1] - 1,
+                              check=False)
+
+    def scores(self, params: StrategyParams, k: int | None = None) -> tuple[float, float]:
+        """(fit score, validation score). With ``k`` only phase k's columns are refreshed (the others are
+        assumed loaded by :meth:`load`)."""
+        if k is None:
+            gating = self.load(params)
+        else:
+            self._set_phase_column(k, params.phases[k])
+            gating = params.gating_matrix()
+        fit, val = self.pieces["fit"], self.pieces["validation"]
+        return (score_of(self._run(fit, gating), fit.n, self.settings, self.ruin_floor),
+                score_of(self._run(val, gating), val.n, self.settings, self.ruin_floor))
+
+    def test_frame(self, params: StrategyParams) -> pd.DataFrame:
+        """The out-of-sample run of the test window with ``params``: one row per bar (the engine's frame)."""
+        gating = self.load(params)
+        piece = self.pieces["test"]
+        s = slice(piece.start, piece.stop)
+        names = column_names(self.n_phases)
+        frame = run_portfolio(self.open_[s], self.close[s], self.tradable[s], self.funding[s], self.columns[s],
+                              self.probs[s], gating, self.sigma_hat[s], self.params, len(names) - 1,
+                              index=self.index[s], expert_names=names)
+        return frame

@@ -1,0 +1,164 @@
+"""One seed's walk-forward optimisation, end to end and resumable (see ``btc_assets.wfa``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from btc_assets import experts
+from btc_assets.config import PortfolioSettings, WfaSettings, settings_hash
+from btc_assets.portfolio.metrics import frame_metrics
+from btc_assets.portfolio.moe import prepare_inputs
+from btc_assets.schedule import FoldSchedule
+from btc_assets.wfa.checkpoint import Fingerprint, ProgressClock, SeedCheckpoint
+from btc_assets.wfa.objective import FoldObjective, SignalCache
+from btc_assets.wfa.space import PhaseParams, StrategyParams, phase_distributions, suggest_phase
+from btc_assets.wfa.study import Stopwatch, open_storage, run_phase_study, select_winner
+
+CODE_VERSION = "wfa-1"  # bump when the optimisation's logic changes: checkpoints and assets become stale
+
+
+@dataclass(frozen=True)
+class WfaResult:
+    """One seed's results."""
+
+    oos: pd.DataFrame  # stitched out-of-sample bars: timestamp, fold, engine columns, stitched equity/drawdown
+    folds: pd.DataFrame  # one row per fold: windows, final parameters (JSON), out-of-sample metrics
+    trials: pd.DataFrame  # every trial: fold, phase, index, fit, validation, params (JSON)
+    fingerprint: Fingerprint
+    resumed: bool
+    trials_run: int  # trials evaluated by this call (0 when everything came from the checkpoint)
+
+
+def config_hash(settings: WfaSettings, portfolio: PortfolioSettings, schedule: FoldSchedule) -> str:
+    return settings_hash(settings, portfolio, schedule)
+
+
+def _refits(probabilities: pd.DataFrame, settings: WfaSettings) -> list[int]:
+    refits = sorted(int(r) for r in probabilities["refit"].unique())
+    return refits[-settings.max_folds:] if settings.max_folds else refits
+
+
+def run_seed(
+    seed: int,
+    seed_key: str,
+    bars: pd.DataFrame,
+    volatility: pd.DataFrame,
+    regime_probabilities: pd.DataFrame,
+    *,
+    settings: WfaSettings,
+    portfolio: PortfolioSettings,
+    schedule: FoldSchedule,
+    checkpoints: str,
+    say: Callable[[str], None] = print,
+) -> WfaResult:
+    """Optimise every fold (phases in turn), run each fold's winner on its test window, stitch the tests."""
+    fingerprint = Fingerprint.of({"bars": bars, "volatility": volatility, "regimes": regime_probabilities},
+                                 config_hash(settings, portfolio, schedule), CODE_VERSION, seed)
+    ckpt = SeedCheckpoint(checkpoints, seed_key, fingerprint, say)
+    storage = open_storage(settings.storage or None, str(ckpt.journal_path))
+    arrays = experts.BarArrays.from_market_bars(bars)
+    signals = SignalCache(arrays)
+    # expert columns are built per phase by the fold objective; the portfolio's own signal table is not used
+    inputs = prepare_inputs(bars, volatility, regime_probabilities, _no_signals(len(bars)), portfolio)
+    refits = _refits(regime_probabilities, settings)
+    k_phases = len(portfolio.gating)
+    total = len(refits) * k_phases * settings.n_trials
+    distributions = phase_distributions(settings)
+    clock = ProgressClock(settings.progress_every)
+    watch = Stopwatch()
+    counters = {"run": 0, "done_before": 0}
+    current = StrategyParams.default(portfolio)
+    fold_params: list[tuple[int, StrategyParams, FoldObjective]] = []
+    trial_rows: list[dict[str, object]] = []
+
+    def progress(state: str, fold: int, phase: int, trial: int, best: float | None) -> None:
+        """A progress record; ``fold`` is the refit id, ``phase`` 0-based, ``trial`` the trials done in it."""
+        done = counters["done_before"] + counters["run"]
+        rate = counters["run"] / watch.elapsed if watch.elapsed > 0 and counters["run"] else None
+        eta = (total - done) / rate if rate else None
+        ckpt.write_progress(state=state, fold=fold, fold_position=refits.index(fold) + 1, n_folds=len(refits),
+                            phase=phase, n_phases=k_phases,
+                            trial=trial, n_trials=settings.n_trials, best=best, trials_done=done,
+                            trials_total=total, elapsed_s=round(watch.elapsed, 1),
+                            eta_s=None if eta is None else round(eta, 1))
+
+    for fold_no, refit in enumerate(refits):
+        objective = FoldObjective(inputs, regime_probabilities, refit, signals, portfolio, settings)
+        objective.load(current)
+        for k in range(k_phases):
+            record = ckpt.phase_record(refit, k)
+            if record is None:
+                name = ckpt.study_name(refit, k)
+                base = current
+
+                def evaluate(flat: dict[str, object], base: StrategyParams = base, k: int = k,
+                             objective: FoldObjective = objective) -> tuple[float, float]:
+                    counters["run"] += 1
+                    return objective.scores(base.with_phase(k, PhaseParams.from_flat(flat)), k)
+
+                def on_trial(n: int, best: float, refit: int = refit, k: int = k) -> None:
+                    if clock.due():
+                        progress("running", refit, k, n, best)
+
+                records = run_phase_study(
+                    storage, name, n_trials=settings.n_trials, sampler=settings.sampler,
+                    n_startup_trials=settings.n_startup_trials, seed_parts=(seed, refit, k),
+                    incumbent=current.phases[k].flat(),
+                    suggest=lambda trial: suggest_phase(trial, settings), evaluate=evaluate,
+                    distributions=distributions, on_trial=on_trial, say=say)
+                winner = select_winner(records, settings.select_top)
+                record = {
+                    "fold": refit, "phase": k, "winner": winner.index, "fit": winner.fit,
+                    "validation": winner.validation, "params": winner.params,
+                    "trials": [[r.index, r.fit, r.validation, r.params] for r in records],
+                }
+                ckpt.write_phase_record(refit, k, record)
+                clock.reset()
+                progress("running", refit, k, settings.n_trials, winner.fit)
+            else:
+                counters["done_before"] += settings.n_trials
+            current = current.with_phase(k, PhaseParams.from_flat(record["params"]))
+            objective.load(current)
+            for index, fit, validation, params in record["trials"]:
+                trial_rows.append({"fold": refit, "phase": k, "trial": index, "fit": fit, "validation": validation,
+                                   "winner": index == record["winner"], "params": json.dumps(params,
+                                                                                             sort_keys=True)})
+        fold_params.append((refit, current, objective))
+        say(f"{seed_key}: fold {refit} ({fold_no + 1}/{len(refits)}) optimised")
+
+    oos, folds = _out_of_sample(fold_params, portfolio)
+    progress("done", refits[-1], k_phases - 1, settings.n_trials, None)
+    return WfaResult(oos, folds, pd.DataFrame(trial_rows), fingerprint, resumed=not ckpt.started_fresh,
+                     trials_run=counters["run"])
+
+
+def _no_signals(n: int) -> pd.DataFrame:
+    from btc_assets.config import EXPERTS
+
+    return pd.DataFrame(np.zeros((n, len(EXPERTS))), columns=list(EXPERTS))
+
+
+def _out_of_sample(fold_params: list[tuple[int, StrategyParams, FoldObjective]],
+                   portfolio: PortfolioSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    frames, rows = [], []
+    for refit, params, objective in fold_params:
+        frame = objective.test_frame(params)
+        metrics = frame_metrics(frame, portfolio.ruin_floor)
+        test = objective.pieces["test"]
+        rows.append({"fold": refit, "test_start": objective.index[test.start],
+                     "test_end": objective.index[test.stop - 1] + pd.Timedelta(hours=1),
+                     "params": json.dumps(params.to_json(), sort_keys=True), **metrics})
+        frames.append(frame.assign(fold=refit))
+    oos = pd.concat(frames)
+    oos.index.name = "timestamp"
+    oos = oos.reset_index()
+    oos["fold_equity"] = oos["equity"]
+    equity = np.cumprod(1.0 + oos["bar_return"].to_numpy())
+    oos["equity"] = equity
+    oos["drawdown"] = 1.0 - equity / np.maximum.accumulate(np.maximum(equity, 1.0))
+    return oos, pd.DataFrame(rows)

@@ -1,0 +1,139 @@
+"""The optimiser's parameters: one block per regime phase, and how a full parameter set becomes engine inputs.
+
+Phase k's block (what the study for phase k searches):
+
+* ``gate.<expert>`` for the four experts: raw weights in [0, 1], normalised onto the simplex to give gating row k
+  (all zero: equal weights);
+* ``risk_scale``: phase k's vol target as a multiple of the portfolio's (``PortfolioSettings.vol_target``);
+* the directional experts' parameters for phase k: ``trend.*``, ``mean_reversion.*``, ``breakout.*`` (search
+  ranges in ``btc_assets.experts``).
+
+The carry expert is market-neutral and behaves the same in every phase: its parameters are shared (defaults) and
+each phase only chooses its carry weight. The engine sees K + 1 columns: column k is phase k's directional mix
+m_k(t) = Σ_{e directional} G[k, e] · x_e^k(t) (expert e with phase k's parameters; an abstaining expert counts 0)
+and the last column is the carry target; the K × (K + 1) gating matrix has risk_scale_k on its diagonal and
+G[k, carry] in its last column. The soft-switched target is then
+Σ_k p_k(t) · risk_scale_k · m_k(t) · leverage_t · throttle_t: the mixture of experts of ``btc_assets.portfolio``
+with phase-specific expert parameters and vol targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+
+from btc_assets import experts
+from btc_assets.config import EXPERTS, PortfolioSettings, WfaSettings
+
+DIRECTIONAL: tuple[str, ...] = ("trend", "mean_reversion", "breakout")
+EXPERT_KINDS: dict[str, type] = {
+    "trend": experts.TrendExpert, "mean_reversion": experts.MeanReversionExpert, "breakout": experts.BreakoutExpert,
+}
+
+
+@dataclass(frozen=True)
+class PhaseParams:
+    """One phase's block: its gating row (on the simplex), vol-target multiple and directional expert configs."""
+
+    gating: tuple[float, ...]
+    risk_scale: float = 1.0
+    trend: experts.TrendExpert = field(default_factory=experts.TrendExpert)
+    mean_reversion: experts.MeanReversionExpert = field(default_factory=experts.MeanReversionExpert)
+    breakout: experts.BreakoutExpert = field(default_factory=experts.BreakoutExpert)
+
+    def flat(self) -> dict[str, Any]:
+        """Flat Optuna-style parameters (raw gate weights = the normalised row)."""
+        out: dict[str, Any] = {f"gate.{e}": float(w) for e, w in zip(EXPERTS, self.gating, strict=True)}
+        out["risk_scale"] = float(self.risk_scale)
+        for name in DIRECTIONAL:
+            for key, value in asdict(getattr(self, name)).items():
+                out[f"{name}.{key}"] = value
+        return out
+
+    @classmethod
+    def from_flat(cls, params: Mapping[str, Any]) -> PhaseParams:
+        raw = np.array([float(params[f"gate.{e}"]) for e in EXPERTS])
+        return cls(
+            gating=normalise_row(raw),
+            risk_scale=float(params["risk_scale"]),
+            **{name: kind.from_params(params, prefix=f"{name}.") for name, kind in EXPERT_KINDS.items()},
+        )
+
+
+def normalise_row(raw: np.ndarray) -> tuple[float, ...]:
+    """Raw non-negative weights onto the simplex (all zero: equal weights); a row already on it is kept as is."""
+    raw = np.clip(np.asarray(raw, dtype=np.float64), 0.0, None)
+    total = raw.sum()
+    if abs(total - 1.0) <= 1e-12:
+        return tuple(float(v) for v in raw)
+    row = raw / total if total > 0 else np.full(raw.shape, 1.0 / raw.size)
+    return tuple(float(v) for v in row)
+
+
+def suggest_phase(trial: Any, settings: WfaSettings) -> dict[str, Any]:
+    """Sample phase parameters from an Optuna trial; returns the flat parameters (see :meth:`PhaseParams.from_flat`)."""
+    params: dict[str, Any] = {f"gate.{e}": trial.suggest_float(f"gate.{e}", 0.0, 1.0) for e in EXPERTS}
+    params["risk_scale"] = trial.suggest_float("risk_scale", settings.min_risk_scale, settings.max_risk_scale)
+    for name, kind in EXPERT_KINDS.items():
+        config = kind.suggest(trial, prefix=f"{name}.")
+        params.update({f"{name}.{key}": value for key, value in asdict(config).items()})
+    return params
+
+
+@dataclass(frozen=True)
+class StrategyParams:
+    """A full parameter set: one block per phase, plus the shared carry expert."""
+
+    phases: tuple[PhaseParams, ...]
+    carry: experts.CarryExpert = field(default_factory=experts.CarryExpert)
+
+    @classmethod
+    def default(cls, portfolio: PortfolioSettings) -> StrategyParams:
+        """Default experts in every phase, the profile's gating prior, risk scale 1."""
+        return cls(tuple(PhaseParams(gating=tuple(row)) for row in portfolio.gating))
+
+    def with_phase(self, k: int, phase: PhaseParams) -> StrategyParams:
+        phases = list(self.phases)
+        phases[k] = phase
+        return StrategyParams(tuple(phases), self.carry)
+
+    def gating_matrix(self) -> np.ndarray:
+        """K × (K + 1): risk_scale_k on the diagonal (phase k's mix column), G[k, carry] in the last column."""
+        k_phases = len(self.phases)
+        g = np.zeros((k_phases, k_phases + 1))
+        for k, phase in enumerate(self.phases):
+            g[k, k] = phase.risk_scale
+            g[k, -1] = phase.gating[EXPERTS.index("carry")]
+        return g
+
+    def to_json(self) -> dict[str, Any]:
+        return {"phases": [p.flat() for p in self.phases], "carry": asdict(self.carry)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StrategyParams:
+        return cls(tuple(PhaseParams.from_flat(p) for p in data["phases"]), experts.CarryExpert(**data["carry"]))
+
+
+def column_names(n_phases: int) -> list[str]:
+    """Engine column names: ``phase<k>`` (phase k's directional mix), then ``carry``."""
+    return [f"phase{k}" for k in range(n_phases)] + ["carry"]
+
+
+def phase_distributions(settings: WfaSettings) -> dict[str, optuna.distributions.BaseDistribution]:
+    """The search space of one phase block, as Optuna distributions (same names as :func:`suggest_phase`)."""
+    dists: dict[str, optuna.distributions.BaseDistribution] = {
+        f"gate.{e}": optuna.distributions.FloatDistribution(0.0, 1.0) for e in EXPERTS
+    }
+    dists["risk_scale"] = optuna.distributions.FloatDistribution(settings.min_risk_scale, settings.max_risk_scale)
+    for name, kind in EXPERT_KINDS.items():
+        for key, (low, high, what) in kind.SEARCH_SPACE.items():
+            dists[f"{name}.{key}"] = (
+                optuna.distributions.IntDistribution(int(low), int(high)) if what == "int"
+                else optuna.distributions.FloatDistribution(float(low), float(high)) if what == "float"
+                else optuna.distributions.CategoricalDistribution([False, True])
+            )
+    return dists

@@ -1,0 +1,157 @@
+"""One (fold, phase) Optuna study: resumable trial by trial, with choices that do not depend on crashes.
+
+Sampling runs on an in-memory mirror of the study (fast: no storage round trip per suggested parameter); every
+trial is also written to the durable Optuna storage (journal file or RDB): RUNNING with its parameters before it
+is evaluated, COMPLETE with its value and validation score after. Three writes per trial, whatever the number of
+parameters.
+
+Determinism: trial i (i = number of completed trials so far) is sampled by a fresh sampler seeded from
+(seed, fold, phase, i) over the completed trials only. After a crash the mirror is rebuilt from the durable
+COMPLETE trials; RUNNING zombies are marked FAIL (never re-run, never seen by the sampler), so trial i is sampled
+exactly as in an uninterrupted run. Trial 0 is the incumbent (the current best parameters), so a phase's winner is
+never worse on the training score than what it started from.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState, create_trial
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+SAMPLERS = ("tpe", "cmaes", "random")
+
+
+def derive_seed(*parts: int) -> int:
+    """A 32-bit seed from integers (seed, fold, phase, trial …), independent streams for different tuples."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def make_sampler(kind: str, seed: int, n_startup_trials: int) -> optuna.samplers.BaseSampler:
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=n_startup_trials)
+    if kind == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=n_startup_trials)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"unknown sampler {kind!r}; choose one of {', '.join(SAMPLERS)}")
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    index: int
+    fit: float
+    validation: float
+    params: dict[str, Any]
+
+
+def open_storage(url: str | None, journal_path: str) -> optuna.storages.BaseStorage:
+    """The configured RDB storage, or a journal file (the default).
+
+    A journal lock left by a killed process is broken after 5 s (appends hold it for milliseconds), and a last
+    line cut short by a crash (a power loss: SIGKILL cannot split one append) is dropped, so the journal stays
+    readable after any crash.
+    """
+    if url:
+        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    _drop_partial_last_line(Path(journal_path))
+    lock = JournalFileOpenLock(journal_path, grace_period=5)
+    return optuna.storages.JournalStorage(JournalFileBackend(journal_path, lock_obj=lock))
+
+
+def _drop_partial_last_line(path: Path) -> None:
+    size = path.stat().st_size if path.exists() else 0
+    if size == 0:
+        return
+    with open(path, "r+b") as handle:
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return
+        tail_start = max(0, size - (1 << 20))
+        handle.seek(tail_start)
+        tail = handle.read()
+        handle.truncate(tail_start + tail.rfind(b"\n") + 1)
+
+
+def run_phase_study(
+    storage: optuna.storages.BaseStorage,
+    name: str,
+    *,
+    n_trials: int,
+    sampler: str,
+    n_startup_trials: int,
+    seed_parts: tuple[int, ...],
+    incumbent: dict[str, Any],
+    suggest: Callable[[optuna.Trial], dict[str, Any]],
+    evaluate: Callable[[dict[str, Any]], tuple[float, float]],
+    distributions: dict[str, optuna.distributions.BaseDistribution],
+    on_trial: Callable[[int, float], None] | None = None,
+    say: Callable[[str], None] = print,
+) -> list[TrialRecord]:
+    """Run (or resume) the study until it holds ``n_trials`` completed trials; returns them in order.
+
+    ``suggest`` samples flat parameters from a trial (from ``distributions``), ``evaluate`` maps them to (fit score,
+    validation score).
+    """
+    durable = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
+    zombies = durable.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for z in zombies:
+        storage.set_trial_state_values(z._trial_id, TrialState.FAIL)
+    if zombies:
+        say(f"{name}: marked {len(zombies)} interrupted trial(s) as failed: "
+            f"{', '.join(str(z.number) for z in zombies)} (not re-run)")
+    done = sorted(durable.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                  key=lambda t: t.user_attrs["index"])
+    mirror = optuna.create_study(direction="maximize")
+    mirror.add_trials(done)
+    records = [TrialRecord(t.user_attrs["index"], float(t.value), float(t.user_attrs["validation"]),
+                           dict(t.params)) for t in done]
+    if records:
+        say(f"{name}: {len(records)}/{n_trials} trials already done")
+    study_id = durable._study_id
+    for i in range(len(done), n_trials):
+        mirror.sampler = make_sampler(sampler, derive_seed(*seed_parts, i), n_startup_trials)
+        if i == 0:
+            mirror.enqueue_trial(incumbent, skip_if_exists=False)
+        trial = mirror.ask()
+        params = suggest(trial)
+        sampler_state = mirror.get_trials(deepcopy=False)[-1].system_attrs  # e.g. CMA-ES's optimiser
+        running = create_trial(state=TrialState.RUNNING, params=params, distributions=distributions,
+                               user_attrs={"index": i}, system_attrs=dict(sampler_state))
+        trial_id = storage.create_new_trial(study_id, template_trial=running)
+        fit, validation = evaluate(params)
+        storage.set_trial_user_attr(trial_id, "validation", validation)
+        storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [fit])
+        trial.set_user_attr("index", i)
+        trial.set_user_attr("validation", validation)
+        mirror.tell(trial, fit)
+        records.append(TrialRecord(i, fit, validation, params))
+        if on_trial is not None:
+            on_trial(i + 1, max(r.fit for r in records))
+    return records
+
+
+def select_winner(records: list[TrialRecord], top: int) -> TrialRecord:
+    """The best validation score among the ``top`` best fit scores (ties: the earlier trial)."""
+    ranked = sorted(records, key=lambda r: (-r.fit, r.index))[:max(1, top)]
+    return max(ranked, key=lambda r: (r.validation, -r.index))
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start

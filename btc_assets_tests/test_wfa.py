@@ -1,0 +1,242 @@
+"""Walk-forward optimisation: parameter blocks, objective, resumable studies, checkpoints and the kill test."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from btc_assets.config import EXPERTS, PortfolioSettings, get_profile
+from btc_assets.ingestion import build_market_bars
+from btc_assets.ingestion.demo import DemoMarketSpec, generate_demo_market
+from btc_assets.regimes import compute_regimes
+from btc_assets.schedule import FoldSchedule
+from btc_assets.volatility import compute_volatility
+from btc_assets.wfa import StrategyParams, read_progress, run_seed
+from btc_assets.wfa.objective import score_of
+from btc_assets.wfa.space import PhaseParams, normalise_row, phase_distributions, suggest_phase
+from btc_assets.wfa.study import TrialRecord, derive_seed, open_storage, select_winner
+
+WORKER = Path(__file__).with_name("wfa_worker.py")
+SCHEDULE = FoldSchedule(warmup="365D", test="91D")
+TINY = {"n_trials": 4, "n_startup_trials": 2, "max_folds": 2, "select_top": 2, "progress_every": 0.0}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three years of the demo market with its volatility and regime refits (8 folds of 91 days)."""
+    folder = tmp_path_factory.mktemp("wfa_inputs")
+    market = generate_demo_market(DemoMarketSpec(years=3.0))
+    bars = build_market_bars(market.ohlcv, market.funding).bars
+    profile = get_profile("quick")
+    vol = compute_volatility(bars, SCHEDULE, profile.volatility)
+    regimes = compute_regimes(bars, vol, SCHEDULE, replace(profile.regimes, n_restarts=1, n_iter=20))
+    for name, frame in (("bars", bars), ("volatility", vol), ("probs", regimes.probabilities)):
+        frame.attrs = {}
+        frame.to_parquet(folder / f"{name}.parquet")
+    (folder / "schedule.json").write_text(json.dumps(asdict(SCHEDULE)))
+    return folder
+
+
+def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    return tuple(pd.read_parquet(folder / f"{n}.parquet") for n in ("bars", "volatility", "probs"))  # type: ignore
+
+
+def run(folder: Path, checkpoints: Path, seed: int = 3, messages: list[str] | None = None, **overrides):
+    bars, vol, probs = load(folder)
+    profile = get_profile("quick")
+    settings = replace(profile.wfa, **{**TINY, **overrides})
+    say = messages.append if messages is not None else (lambda m: None)
+    return run_seed(seed, f"seed_{seed:02d}", bars, vol, probs, settings=settings, portfolio=profile.portfolio,
+                    schedule=SCHEDULE, checkpoints=str(checkpoints), say=say)
+
+
+# ------------------------------------------------------------------------------------------------- parameter blocks
+
+
+def test_gating_rows_on_the_simplex_and_matrix_layout() -> None:
+    assert normalise_row(np.array([0.0, 0.0, 0.0, 0.0])) == (0.25, 0.25, 0.25, 0.25)
+    row = normalise_row(np.array([0.2, 0.6, 0.0, 0.2]))
+    assert sum(row) == pytest.approx(1.0) and row[1] == pytest.approx(0.6)
+    params = StrategyParams.default(PortfolioSettings())
+    params = params.with_phase(2, replace(params.phases[2], risk_scale=1.5))
+    g = params.gating_matrix()
+    assert g.shape == (5, 6)
+    assert g[2, 2] == 1.5 and g[2, 0] == 0.0 and g[0, 0] == 1.0
+    np.testing.assert_array_equal(g[:, -1], [p.gating[EXPERTS.index("carry")] for p in params.phases])
+    assert StrategyParams.from_json(json.loads(json.dumps(params.to_json()))) == params
+
+
+def test_suggested_phase_round_trips_and_matches_the_distributions() -> None:
+    settings = get_profile("quick").wfa
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    trial = study.ask()
+    flat = suggest_phase(trial, settings)
+    assert flat == trial.params
+    assert set(flat) == set(phase_distributions(settings))
+    phase = PhaseParams.from_flat(flat)
+    assert sum(phase.gating) == pytest.approx(1.0)
+    assert PhaseParams.from_flat(phase.flat()) == phase
+
+
+def test_seeds_differ_per_fold_phase_and_trial() -> None:
+    seeds = {derive_seed(s, f, k, i) for s in range(3) for f in range(3) for k in range(5) for i in range(5)}
+    assert len(seeds) == 3 * 3 * 5 * 5
+    assert derive_seed(1, 2, 3, 4) == derive_seed(1, 2, 3, 4)
+
+
+def test_winner_is_best_validation_among_top_fit() -> None:
+    records = [TrialRecord(0, 1.0, 0.1, {}), TrialRecord(1, 0.9, 0.5, {}), TrialRecord(2, 0.2, 9.0, {}),
+               TrialRecord(3, 1.0, 0.1, {})]
+    assert select_winner(records, 2).index == 0  # trials 0 and 3 tie on fit: the earlier is ranked first
+    assert select_winner(records, 3).index == 1  # trial 2's validation is out of reach: its fit is not top 3
+    assert select_winner(records, 1).index == 0
+
+
+def test_score_penalises_turnover_and_drawdown_and_ruin() -> None:
+    from btc_assets.portfolio.engine import Score
+
+    settings = get_profile("quick").wfa
+    flat = Score(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    assert score_of(flat, 1000, settings, 0.5) == 0.0
+    good = Score(0.1, 0.1, 0.01, 0.0, 0.05, 0.0, 0.0)
+    busy = good._replace(turnover=100.0)
+    deep = good._replace(max_drawdown=0.3)
+    assert score_of(busy, 1000, settings, 0.5) < score_of(good, 1000, settings, 0.5)
+    assert score_of(deep, 1000, settings, 0.5) < score_of(good, 1000, settings, 0.5)
+    assert score_of(good._replace(log_growth=float("-inf")), 1000, settings, 0.5) == -10.0
+
+
+# --------------------------------------------------------------------------------------------------- seed runs
+
+
+def test_seed_runs_out_of_sample_and_resumes_without_rerunning(inputs: Path, tmp_path: Path) -> None:
+    messages: list[str] = []
+    first = run(inputs, tmp_path, messages=messages)
+    assert first.trials_run == 2 * 5 * 4 and not first.resumed
+    assert "no checkpoint; starting fresh" in messages[0]
+    # stitched out of sample: two consecutive test windows, costs on, equity compounding across folds
+    oos = first.oos
+    assert list(oos["fold"].unique()) == [6, 7]
+    assert oos["timestamp"].is_monotonic_increasing and oos["timestamp"].diff().dropna().eq(pd.Timedelta("1h")).all()
+    assert oos["fee_cost"].sum() > 0
+    np.testing.assert_allclose(oos["equity"], np.cumprod(1 + oos["bar_return"]), rtol=1e-12)
+    trials = first.trials
+    assert len(trials) == 40 and trials.groupby(["fold", "phase"])["winner"].sum().eq(1).all()
+    # trial 0 of every phase is the incumbent: the winner's training score is never below it... (fit of trial 0)
+    best = trials.groupby(["fold", "phase"])["fit"].max()
+    incumbent = trials[trials["trial"] == 0].set_index(["fold", "phase"])["fit"]
+    assert (best >= incumbent).all()
+    progress = read_progress(tmp_path)["seed_03"]
+    assert progress["state"] == "done" and progress["trials_done"] == 40
+
+    messages.clear()
+    again = run(inputs, tmp_path, messages=messages)
+    assert again.trials_run == 0 and again.resumed
+    assert "resuming from the checkpoint" in messages[0]
+    pd.testing.assert_frame_equal(again.oos, first.oos, check_exact=True)
+    pd.testing.assert_frame_equal(again.trials, first.trials, check_exact=True)
+
+
+def test_changed_config_or_input_starts_fresh_and_keeps_the_old_checkpoint(inputs: Path, tmp_path: Path) -> None:
+    run(inputs, tmp_path)
+    messages: list[str] = []
+    changed = run(inputs, tmp_path, messages=messages, turnover_penalty=0.01)
+    assert changed.trials_run == 40 and not changed.resumed
+    assert "different config" in messages[0] and "starting fresh" in messages[0]
+    assert len(list(tmp_path.glob("seed_03.stale-*"))) == 1
+
+    bars, vol, probs = load(inputs)
+    bars.loc[len(bars) - 5, "close"] *= 1.01
+    messages.clear()
+    profile = get_profile("quick")
+    settings = replace(profile.wfa, **{**TINY, "turnover_penalty": 0.01})
+    run_seed(3, "seed_03", bars, vol, probs, settings=settings, portfolio=profile.portfolio, schedule=SCHEDULE,
+             checkpoints=str(tmp_path), say=messages.append)
+    assert "different data" in messages[0]
+    assert len(list(tmp_path.glob("seed_03.stale-*"))) == 2
+
+
+def test_seeds_make_different_choices(inputs: Path, tmp_path: Path) -> None:
+    a = run(inputs, tmp_path / "a", seed=1)
+    b = run(inputs, tmp_path / "b", seed=2)
+    late = a.trials["trial"] > 0
+    assert not a.trials.loc[late, "params"].equals(b.trials.loc[late, "params"])
+    assert (a.trials.loc[~late, "params"].to_numpy() == b.trials.loc[~late, "params"].to_numpy())[:1].all()
+
+
+def test_rdb_storage_by_configuration(inputs: Path, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    result = run(inputs, tmp_path / "ck", storage=url, max_folds=1)
+    storage = open_storage(url, "")
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    assert len(names) == 5 and all(n.startswith("seed_03-") for n in names)
+    assert result.trials_run == 20
+
+
+# ------------------------------------------------------------------------------------------------------ kill test
+
+
+def _worker(inputs: Path, checkpoints: Path, out: Path, settings: dict) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONHASHSEED": str(random.randrange(1 << 16))}  # nothing may depend on hashing
+    return subprocess.Popen([sys.executable, str(WORKER), str(inputs), str(checkpoints), str(out),
+                             json.dumps(settings)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+
+
+def _journal_lines(checkpoints: Path) -> int:
+    path = checkpoints / "seed_05" / "optuna.journal"
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(inputs: Path, tmp_path: Path) -> None:
+    """SIGKILL one seed at several random moments (mid-trial, mid-write); each time resume; the final results equal
+    an uninterrupted run of the same seed exactly."""
+    settings = {"seed": 5, "seed_key": "seed_05", **TINY, "n_trials": 10, "n_startup_trials": 3, "max_folds": 2}
+    clean = _worker(inputs, tmp_path / "clean", tmp_path / "clean_out", settings)
+    out, _ = clean.communicate(timeout=300)
+    assert clean.returncode == 0, out
+
+    rng = random.Random(20261124)
+    kills = 0
+    for _attempt in range(12):
+        before = _journal_lines(tmp_path / "killed")
+        proc = _worker(inputs, tmp_path / "killed", tmp_path / "killed_out", settings)
+        deadline = time.monotonic() + 120
+        while _journal_lines(tmp_path / "killed") <= before + 3 and proc.poll() is None:
+            assert time.monotonic() < deadline, "the worker made no progress"
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.6))
+        if proc.poll() is not None:
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        if kills == 4:
+            break
+    assert kills >= 3, "the run finished before it could be killed three times"
+    final = _worker(inputs, tmp_path / "killed", tmp_path / "killed_out", settings)
+    out, _ = final.communicate(timeout=300)
+    assert final.returncode == 0, out
+
+    for name in ("trials", "oos", "folds"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "killed_out" / f"{name}.parquet"),
+                                      pd.read_parquet(tmp_path / "clean_out" / f"{name}.parquet"), check_exact=True)
+    # the killed trials were marked failed (zombies), never completed twice
+    storage = open_storage(None, str(tmp_path / "killed" / "seed_05" / "optuna.journal"))
+    states = [t.state for s in optuna.get_all_study_summaries(storage)
+              for t in optuna.load_study(study_name=s.study_name, storage=storage).get_trials(deepcopy=False)]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 2 * 5 * 10
+    assert optuna.trial.TrialState.RUNNING not in states
+    assert states.count(optuna.trial.TrialState.FAIL) >= 1

@@ -1,0 +1,38 @@
+"""Runs one seed's walk-forward optimisation in its own process (the kill test SIGKILLs it and starts it again).
+
+Usage: python wfa_worker.py <inputs dir> <checkpoints dir> <output dir> <settings JSON>
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from btc_assets.config import get_profile
+from btc_assets.schedule import FoldSchedule
+from btc_assets.wfa import run_seed
+
+
+def main(inputs: str, checkpoints: str, output: str, settings: str) -> None:
+    source = Path(inputs)
+    bars, vol, probs = (pd.read_parquet(source / f"{name}.parquet") for name in ("bars", "volatility", "probs"))
+    profile = get_profile("quick")
+    options = json.loads(settings)
+    result = run_seed(options.pop("seed"), options.pop("seed_key"), bars, vol, probs,
+                      settings=replace(profile.wfa, **options), portfolio=profile.portfolio,
+                      schedule=FoldSchedule(**json.loads((source / "schedule.json").read_text())),
+                      checkpoints=checkpoints, say=lambda m: print(m, flush=True))
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    result.oos.to_parquet(out / "oos.parquet")
+    result.trials.to_parquet(out / "trials.parquet")
+    result.folds.to_parquet(out / "folds.parquet")
+    print(f"trials_run={result.trials_run}", flush=True)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:5])
