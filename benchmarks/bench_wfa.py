@@ -4,13 +4,15 @@ What it measures (one core, the real chain's inputs: GARCH forecasts and a reduc
 
 * For each sampler (``tpe`` multivariate, ``cmaes``, ``random``): one (fold, phase) study of ``--trials`` trials
   (default 300, as in ``full``) on the first, a middle and the last fold, through the production code path
-  (``run_phase_study`` with the journal storage). Per trial: total time, split into evaluation (expert signals +
+  (``run_phase_study`` with the journal storage), the folds sharing one signal/line cache as in a seed run. Per trial: total time, split into evaluation (expert signals +
   two engine runs) and the rest (Optuna sampling / bookkeeping + three journal writes); the journal writes are
   timed separately by a micro-benchmark.
+* Rolling lines are computed once per seed for every window the search space allows (timed, "line warm-up"), so
+  the folds are measured warm, as they run in a seed after its first minutes.
 * Projection of the ``full`` profile (30 seeds × 5 phases × 300 trials × every fold): ms/trial is fitted as a
   straight line in the fold's training bars over the three measured folds, summed over all folds, times 5 phases
-  × 30 seeds, divided by the cores (seeds run in parallel, one per core). Out-of-sample runs, checkpoints and
-  start-up are included in neither the measurement nor the projection (seconds per seed).
+  plus the line warm-up, times 30 seeds, divided by the cores (seeds run in parallel, one per core).
+  Out-of-sample runs, checkpoints and start-up are not included (seconds per seed).
 
 Run: python3 benchmarks/bench_wfa.py [--trials 300] [--samplers tpe,cmaes,random]   (needs ../shared/data)
 """
@@ -60,6 +62,19 @@ def journal_write_ms(n: int = 300) -> float:
         return (time.perf_counter() - start) / n * 1e3
 
 
+def warm_lines(signals: SignalCache) -> float:
+    """Compute every rolling line the search space can ask for (once per seed in a real run); returns seconds."""
+    windows = {  # the experts' SEARCH_SPACE ranges, per line kind they use
+        "midpoint": range(5, 161), "high_max": range(5, 501), "low_min": range(5, 501), "rsi": range(5, 51),
+        "close_mean": range(10, 101), "close_std": range(10, 101), "atr": range(5, 721),
+    }
+    start = time.perf_counter()
+    for kind, span in windows.items():
+        for w in span:
+            signals.lines.get(signals.bars, kind, w)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=300)
@@ -85,8 +100,9 @@ def main() -> None:
 
     for sampler in args.samplers.split(","):
         per_fold: dict[int, float] = {}
+        signals = SignalCache(experts.BarArrays.from_market_bars(bars))  # as in a seed run: shared by its folds
+        warm_s = warm_lines(signals)
         for refit in measured:
-            signals = SignalCache(experts.BarArrays.from_market_bars(bars), max_entries=4096)
             objective = FoldObjective(inputs, probs, refit, signals, profile.portfolio, settings)
             base = StrategyParams.default(profile.portfolio)
             objective.load(base)
@@ -115,10 +131,11 @@ def main() -> None:
         x = np.array([train_bars[r] for r in measured], dtype=float)
         y = np.array([per_fold[r] for r in measured])
         slope, intercept = np.polyfit(x, y, 1)
-        per_seed_s = sum(intercept + slope * train_bars[r] for r in refits) * 5 * settings.n_trials / 1e3
+        per_seed_s = sum(intercept + slope * train_bars[r] for r in refits) * 5 * settings.n_trials / 1e3 + warm_s
         cores = os.cpu_count() or 1  # the machine's cores (this process is pinned to one)
         wall = per_seed_s * 30 / cores
         trials = len(refits) * 5 * settings.n_trials * 30
+        print(f"{sampler:>6} line warm-up (once per seed): {warm_s:.1f} s, {len(signals.lines)} lines")
         print(f"{sampler:>6} full profile projection: {trials:,} trials, {per_seed_s / 60:.1f} min per seed, "
               f"{wall / 60:.1f} min wall on {cores} cores (target < 30 min); "
               f"mean {per_seed_s * 1e3 / (trials / 30):.2f} ms/trial")

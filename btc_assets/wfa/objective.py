@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numba import njit
 
 from btc_assets import experts
 from btc_assets.config import EXPERTS, PortfolioSettings, WfaSettings
@@ -47,6 +48,18 @@ def score_of(s: Score, n_bars: int, settings: WfaSettings, ruin_floor: float) ->
     return sharpe - settings.turnover_penalty * turnover_per_year - settings.drawdown_penalty * s.max_drawdown
 
 
+@njit(cache=True, nogil=True)
+def mix_into(columns, k, a, w0, x0, w1, x1, w2, x2):  # pragma: no cover - compiled
+    """columns[i, k] = w0·x0[a+i] + w1·x1[a+i] + w2·x2[a+i] in one pass (see :func:`mix_reference`)."""
+    for i in range(columns.shape[0]):
+        columns[i, k] = w0 * x0[a + i] + w1 * x1[a + i] + w2 * x2[a + i]
+
+
+def mix_reference(n: int, a: int, weights: list[float], signals: list[np.ndarray]) -> np.ndarray:
+    """The plain version of :func:`mix_into`."""
+    return sum(w * x[a:a + n] for w, x in zip(weights, signals, strict=True))
+
+
 @dataclass(frozen=True)
 class Piece:
     """Row range [start, stop) of the fold's arrays."""
@@ -65,7 +78,8 @@ class SignalCache:
 
     def __init__(self, bars: experts.BarArrays, max_entries: int = 256) -> None:
         self.bars = bars
-        self.lines = experts.LineCache()
+        # every line the search space can ask for (~2,100 windows × kinds, ~0.6 MB each on the real history)
+        self.lines = experts.LineCache(maxsize=4096)
         self.max_entries = max_entries
         self._signals: OrderedDict[object, np.ndarray] = OrderedDict()
 
@@ -130,12 +144,9 @@ class FoldObjective:
 
     def _set_phase_column(self, k: int, phase: PhaseParams) -> None:
         """Column k = phase k's directional mix Σ_e G[k, e] · x_e^k over the fold's rows."""
-        mix = np.zeros(self.b - self.a)
-        for name in DIRECTIONAL:
-            weight = phase.gating[EXPERTS.index(name)]
-            if weight:
-                mix += weight * self.signals.get(getattr(phase, name))[self.a:self.b]
-        self.columns[:, k] = mix
+        w = [phase.gating[EXPERTS.index(name)] for name in DIRECTIONAL]
+        x = [self.signals.get(getattr(phase, name)) for name in DIRECTIONAL]
+        mix_into(self.columns, k, self.a, w[0], x[0], w[1], x[1], w[2], x[2])
 
     def load(self, params: StrategyParams) -> np.ndarray:
         """Put every phase's column for ``params`` in place; returns the gating matrix."""
