@@ -4,9 +4,9 @@ What it measures (one core, the real chain's inputs: GARCH forecasts and a reduc
 
 * For each sampler (``tpe`` multivariate, ``cmaes``, ``random``): one (fold, phase) study of ``--trials`` trials
   (default 300, as in ``full``) on the first, a middle and the last fold, through the production code path
-  (``run_phase_study`` with the journal storage), the folds sharing one signal/line cache as in a seed run. Per trial: total time, split into evaluation (expert signals +
-  two engine runs) and the rest (Optuna sampling / bookkeeping + three journal writes); the journal writes are
-  timed separately by a micro-benchmark.
+  (``run_phase_study`` with the journal storage), the folds sharing one signal/line cache as in a seed run.
+  Per trial: total time, split into evaluation (expert signals + two engine runs) and the rest (Optuna sampling
+  and bookkeeping, three journal writes); the journal writes are timed separately by a micro-benchmark.
 * Rolling lines are computed once per seed for every window the search space allows (timed, "line warm-up"), so
   the folds are measured warm, as they run in a seed after its first minutes.
 * Projection of the ``full`` profile (30 seeds × 5 phases × 300 trials × every fold): ms/trial is fitted as a
