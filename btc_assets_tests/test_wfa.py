@@ -134,6 +134,10 @@ def test_seed_runs_out_of_sample_and_resumes_without_rerunning(inputs: Path, tmp
     np.testing.assert_allclose(oos["equity"], np.cumprod(1 + oos["bar_return"]), rtol=1e-12)
     trials = first.trials
     assert len(trials) == 40 and trials.groupby(["fold", "phase"])["winner"].sum().eq(1).all()
+    assert {"fit", "validation", "fit_sharpe", "validation_sharpe"} <= set(trials.columns)
+    assert np.isfinite(trials[["fit_sharpe", "validation_sharpe"]].to_numpy()).all()
+    # the objective is the annualised Sharpe minus penalties: never above it
+    assert (trials["fit"] <= trials["fit_sharpe"] * np.sqrt(8760) + 1e-9).all()
     # trial 0 of every phase is the incumbent: the winner's training score is never below it... (fit of trial 0)
     best = trials.groupby(["fold", "phase"])["fit"].max()
     incumbent = trials[trials["trial"] == 0].set_index(["fold", "phase"])["fit"]

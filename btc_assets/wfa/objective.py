@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -37,13 +38,30 @@ HOURS_PER_YEAR = 8760.0
 RUINED_SCORE = -10.0
 
 
+class TrialScores(NamedTuple):
+    """What one parameter set scores: the objective on the fit and validation pieces, and the plain per-bar Sharpe
+    ratio of each (mean / std of hourly returns, not annualised; for the deflated Sharpe ratio's trial variance)."""
+
+    fit: float
+    validation: float
+    fit_sharpe: float
+    validation_sharpe: float
+
+
+def per_bar_sharpe(s: Score, n_bars: int) -> float:
+    """Mean / standard deviation (population) of the per-bar returns; 0 for a book that never moves."""
+    if n_bars < 2:
+        return 0.0
+    mean = s.sum_return / n_bars
+    var = max(s.sum_sq_return / n_bars - mean * mean, 0.0)
+    return mean / math.sqrt(var) if var > 1e-20 else 0.0
+
+
 def score_of(s: Score, n_bars: int, settings: WfaSettings, ruin_floor: float) -> float:
     """The objective of one backtest (see the module docstring)."""
     if n_bars < 2 or not math.isfinite(s.log_growth) or s.log_growth < math.log(ruin_floor):
         return RUINED_SCORE if n_bars >= 2 else 0.0
-    mean = s.sum_return / n_bars
-    var = max(s.sum_sq_return / n_bars - mean * mean, 0.0)
-    sharpe = mean / math.sqrt(var) * math.sqrt(HOURS_PER_YEAR) if var > 1e-20 else 0.0
+    sharpe = per_bar_sharpe(s, n_bars) * math.sqrt(HOURS_PER_YEAR)
     turnover_per_year = s.turnover / n_bars * HOURS_PER_YEAR
     return sharpe - settings.turnover_penalty * turnover_per_year - settings.drawdown_penalty * s.max_drawdown
 
@@ -163,17 +181,19 @@ class FoldObjective:
                               self.probs[s], gating, self.sigma_hat[s], self.params, self.columns.shape[1] - 1,
                               check=False)
 
-    def scores(self, params: StrategyParams, k: int | None = None) -> tuple[float, float]:
-        """(fit score, validation score). With ``k`` only phase k's columns are refreshed (the others are
-        assumed loaded by :meth:`load`)."""
+    def scores(self, params: StrategyParams, k: int | None = None) -> TrialScores:
+        """Scores on the fit and validation pieces. With ``k`` only phase k's column is refreshed (the others
+        are assumed loaded by :meth:`load`)."""
         if k is None:
             gating = self.load(params)
         else:
             self._set_phase_column(k, params.phases[k])
             gating = params.gating_matrix()
         fit, val = self.pieces["fit"], self.pieces["validation"]
-        return (score_of(self._run(fit, gating), fit.n, self.settings, self.ruin_floor),
-                score_of(self._run(val, gating), val.n, self.settings, self.ruin_floor))
+        on_fit, on_val = self._run(fit, gating), self._run(val, gating)
+        return TrialScores(score_of(on_fit, fit.n, self.settings, self.ruin_floor),
+                           score_of(on_val, val.n, self.settings, self.ruin_floor),
+                           per_bar_sharpe(on_fit, fit.n), per_bar_sharpe(on_val, val.n))
 
     def test_frame(self, params: StrategyParams) -> pd.DataFrame:
         """The out-of-sample run of the test window with ``params``: one row per bar (the engine's frame)."""

@@ -15,11 +15,11 @@ from btc_assets.portfolio.metrics import frame_metrics
 from btc_assets.portfolio.moe import prepare_inputs
 from btc_assets.schedule import FoldSchedule
 from btc_assets.wfa.checkpoint import Fingerprint, ProgressClock, SeedCheckpoint
-from btc_assets.wfa.objective import FoldObjective, SignalCache
+from btc_assets.wfa.objective import FoldObjective, SignalCache, TrialScores
 from btc_assets.wfa.space import PhaseParams, StrategyParams, phase_distributions, suggest_phase
 from btc_assets.wfa.study import Stopwatch, open_storage, run_phase_study, select_winner
 
-CODE_VERSION = "wfa-1"  # bump when the optimisation's logic changes: checkpoints and assets become stale
+CODE_VERSION = "wfa-2"  # bump when the optimisation's logic changes: checkpoints and assets become stale
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class WfaResult:
 
     oos: pd.DataFrame  # stitched out-of-sample bars: timestamp, fold, engine columns, stitched equity/drawdown
     folds: pd.DataFrame  # one row per fold: windows, final parameters (JSON), out-of-sample metrics
-    trials: pd.DataFrame  # every trial: fold, phase, index, fit, validation, params (JSON)
+    trials: pd.DataFrame  # every trial: fold, phase, trial, fit, validation, fit/validation Sharpe, winner, params
     fingerprint: Fingerprint
     resumed: bool
     trials_run: int  # trials evaluated by this call (0 when everything came from the checkpoint)
@@ -97,7 +97,7 @@ def run_seed(
                 base = current
 
                 def evaluate(flat: dict[str, object], base: StrategyParams = base, k: int = k,
-                             objective: FoldObjective = objective) -> tuple[float, float]:
+                             objective: FoldObjective = objective) -> TrialScores:
                     counters["run"] += 1
                     return objective.scores(base.with_phase(k, PhaseParams.from_flat(flat)), k)
 
@@ -115,7 +115,7 @@ def run_seed(
                 record = {
                     "fold": refit, "phase": k, "winner": winner.index, "fit": winner.fit,
                     "validation": winner.validation, "params": winner.params,
-                    "trials": [[r.index, r.fit, r.validation, r.params] for r in records],
+                    "trials": [r.as_dict() for r in records],
                 }
                 ckpt.write_phase_record(refit, k, record)
                 clock.reset()
@@ -124,16 +124,18 @@ def run_seed(
                 counters["done_before"] += settings.n_trials
             current = current.with_phase(k, PhaseParams.from_flat(record["params"]))
             objective.load(current)
-            for index, fit, validation, params in record["trials"]:
-                trial_rows.append({"fold": refit, "phase": k, "trial": index, "fit": fit, "validation": validation,
-                                   "winner": index == record["winner"], "params": json.dumps(params,
-                                                                                             sort_keys=True)})
+            for row in record["trials"]:
+                trial_rows.append({"fold": refit, "phase": k, **row, "winner": row["trial"] == record["winner"],
+                                   "params": json.dumps(row["params"], sort_keys=True)})
         fold_params.append((refit, current, objective))
         say(f"{seed_key}: fold {refit} ({fold_no + 1}/{len(refits)}) optimised")
 
     oos, folds = _out_of_sample(fold_params, portfolio)
     progress("done", refits[-1], k_phases - 1, settings.n_trials, None)
-    return WfaResult(oos, folds, pd.DataFrame(trial_rows), fingerprint, resumed=not ckpt.started_fresh,
+    trials = pd.DataFrame(trial_rows)
+    first = ["fold", "phase", "trial", "fit", "validation"]
+    trials = trials[first + sorted(set(trials.columns) - {*first, "winner", "params"}) + ["winner", "params"]]
+    return WfaResult(oos, folds, trials, fingerprint, resumed=not ckpt.started_fresh,
                      trials_run=counters["run"])
 
 

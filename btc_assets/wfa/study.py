@@ -19,7 +19,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +53,17 @@ def make_sampler(kind: str, seed: int, n_startup_trials: int) -> optuna.samplers
 
 @dataclass(frozen=True)
 class TrialRecord:
+    """One completed trial: its index in the study, objective value (fit), the other scores, parameters."""
+
     index: int
     fit: float
     validation: float
     params: dict[str, Any]
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"trial": self.index, "fit": self.fit, "validation": self.validation, **self.extra,
+                "params": self.params}
 
 
 class PeriodicSyncJournal(JournalFileBackend):
@@ -134,15 +141,16 @@ def run_phase_study(
     seed_parts: tuple[int, ...],
     incumbent: dict[str, Any],
     suggest: Callable[[optuna.Trial], dict[str, Any]],
-    evaluate: Callable[[dict[str, Any]], tuple[float, float]],
+    evaluate: Callable[[dict[str, Any]], tuple[float, ...]],
     distributions: dict[str, optuna.distributions.BaseDistribution],
     on_trial: Callable[[int, float], None] | None = None,
     say: Callable[[str], None] = print,
 ) -> list[TrialRecord]:
     """Run (or resume) the study until it holds ``n_trials`` completed trials; returns them in order.
 
-    ``suggest`` samples flat parameters from a trial (from ``distributions``), ``evaluate`` maps them to (fit score,
-    validation score).
+    ``suggest`` samples flat parameters from a trial (from ``distributions``), ``evaluate`` maps them to a named
+    tuple whose first two fields are the fit score (the objective) and the validation score; the other fields are
+    kept with the trial.
     """
     durable = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
     zombies = durable.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -155,8 +163,7 @@ def run_phase_study(
                   key=lambda t: t.user_attrs["index"])
     mirror = optuna.create_study(direction="maximize")
     mirror.add_trials(done)
-    records = [TrialRecord(t.user_attrs["index"], float(t.value), float(t.user_attrs["validation"]),
-                           dict(t.params)) for t in done]
+    records = [_record(t.user_attrs["index"], float(t.value), t.user_attrs["scores"], dict(t.params)) for t in done]
     if records:
         say(f"{name}: {len(records)}/{n_trials} trials already done")
     study_id = durable._study_id
@@ -170,17 +177,23 @@ def run_phase_study(
         running = create_trial(state=TrialState.RUNNING, params=params, distributions=distributions,
                                user_attrs={"index": i}, system_attrs=dict(sampler_state))
         trial_id = storage.create_new_trial(study_id, template_trial=running)
-        fit, validation = evaluate(params)
-        storage.set_trial_user_attr(trial_id, "validation", validation)
+        result = evaluate(params)
+        fit, scores = float(result[0]), {k: float(v) for k, v in result._asdict().items()}  # type: ignore[attr-defined]
+        storage.set_trial_user_attr(trial_id, "scores", scores)
         storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [fit])
         trial.set_user_attr("index", i)
-        trial.set_user_attr("validation", validation)
+        trial.set_user_attr("scores", scores)
         mirror.tell(trial, fit)
-        records.append(TrialRecord(i, fit, validation, params))
+        records.append(_record(i, fit, scores, params))
         if on_trial is not None:
             on_trial(i + 1, max(r.fit for r in records))
     sync_storage(storage)
     return records
+
+
+def _record(index: int, fit: float, scores: dict[str, float], params: dict[str, Any]) -> TrialRecord:
+    extra = {k: v for k, v in scores.items() if k not in ("fit", "validation")}
+    return TrialRecord(index, fit, float(scores["validation"]), params, extra)
 
 
 def select_winner(records: list[TrialRecord], top: int) -> TrialRecord:
