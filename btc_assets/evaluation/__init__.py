@@ -1,0 +1,34 @@
+"""Selection-bias-aware evaluation statistics (no Dagster here).
+
+``stats`` holds the per-period Sharpe-ratio family (PSR, DSR, expected maximum SR, minimum track record length,
+effective number of trials), the probability of backtest overfitting by CSCV, and Hansen's SPA / White's Reality
+Check against a buy-and-hold benchmark.
+"""
+
+from __future__ import annotations
+
+from btc_assets.evaluation.stats import (
+    PBOResult,
+    deflated_sharpe_ratio,
+    effective_number_of_trials,
+    expected_max_sharpe,
+    minimum_track_record_length,
+    probabilistic_sharpe_ratio,
+    probability_of_backtest_overfitting,
+    reality_check,
+    sharpe_ratio,
+    spa_test,
+)
+
+__all__ = [
+    "PBOResult",
+    "deflated_sharpe_ratio",
+    "effective_number_of_trials",
+    "expected_max_sharpe",
+    "minimum_track_record_length",
+    "probabilistic_sharpe_ratio",
+    "probability_of_backtest_overfitting",
+    "reality_check",
+    "sharpe_ratio",
+    "spa_test",
+]
