@@ -47,7 +47,10 @@ lev / throttle / targets / weights computed at its close (which become positions
 
 Implementation: the kernel works in blocks of 256 bars; the path-independent part of a block (gating weights,
 expert mix, leverage, price ratios, slippage rates) is computed first in vectorisable loops, then the sequential
-equity loop runs over the block. Nothing of a block is used before its bar, so causality is exact.
+equity loop runs over the block. Nothing of a block is used before its bar, so causality is exact. The score-only
+kernel skips a block where no position can be taken (probabilities unknown, sigma invalid, ruin) when it is entered
+flat with no pending order: its bars earn exactly ±0. Every float is computed as by the plain per-bar loop (same
+operations in the same order, no fast-math), so the results are bit-identical to it.
 
 :func:`run_portfolio` is the kernel behind a pandas frame; :func:`backtest_score` the same loop returning scalars
 only (for optimisers); :func:`run_portfolio_reference` a slow pandas/python transcription of the rules above that the
@@ -191,50 +194,83 @@ def gating_weights(probs, gating, hard):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _transpose_fixed(src, t0, m, dst, J):  # pragma: no cover - compiled
+    """:func:`_transpose_rows` for a literal J (a constant once inlined): the block is read as one flat run with a
+    constant stride, which LLVM vectorises as interleaved loads (several times faster for J <= 7)."""
+    blk = np.ascontiguousarray(src[t0:t0 + m]).reshape(m * J)  # a view when src is C-contiguous
+    for i in range(m):
+        for j in range(J):
+            dst[j, i] = blk[i * J + j]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _transpose_rows(src, t0, m, dst):  # pragma: no cover - compiled
-    """dst[j, i] = src[t0 + i, j] for i < m: four columns per pass over the rows, so that the reads of a row stay
-    adjacent and the passes are unrolled whatever the (small, run-time) number of columns."""
+    """dst[j, i] = src[t0 + i, j] for i < m. Up to 7 columns: one pass with the column count as a constant;
+    more: four columns per pass over the rows, so that the reads of a row stay adjacent and the passes are
+    unrolled whatever the number of columns. Not inlined: compiled once for both arrays and both kernels (the
+    numba-level inlining of the specialised passes is what makes compilation slow)."""
     J = src.shape[1]
-    j = 0
-    while j + 4 <= J:
-        d0 = dst[j]
-        d1 = dst[j + 1]
-        d2 = dst[j + 2]
-        d3 = dst[j + 3]
-        for i in range(m):
-            row = src[t0 + i]
-            d0[i] = row[j]
-            d1[i] = row[j + 1]
-            d2[i] = row[j + 2]
-            d3[i] = row[j + 3]
-        j += 4
-    while j < J:
-        dj = dst[j]
-        for i in range(m):
-            dj[i] = src[t0 + i, j]
-        j += 1
+    if J == 1:
+        _transpose_fixed(src, t0, m, dst, 1)
+    elif J == 2:
+        _transpose_fixed(src, t0, m, dst, 2)
+    elif J == 3:
+        _transpose_fixed(src, t0, m, dst, 3)
+    elif J == 4:
+        _transpose_fixed(src, t0, m, dst, 4)
+    elif J == 5:
+        _transpose_fixed(src, t0, m, dst, 5)
+    elif J == 6:
+        _transpose_fixed(src, t0, m, dst, 6)
+    elif J == 7:
+        _transpose_fixed(src, t0, m, dst, 7)
+    else:
+        j = 0
+        while j + 4 <= J:
+            d0 = dst[j]
+            d1 = dst[j + 1]
+            d2 = dst[j + 2]
+            d3 = dst[j + 3]
+            for i in range(m):
+                row = src[t0 + i]
+                d0[i] = row[j]
+                d1[i] = row[j + 1]
+                d2[i] = row[j + 2]
+                d3[i] = row[j + 3]
+            j += 4
+        while j < J:
+            dj = dst[j]
+            for i in range(m):
+                dj[i] = src[t0 + i, j]
+            j += 1
+
+
+# Rows of the per-block scratch of the kernel (one column per bar of the block).
+_R_SD = 0  # lev_t · Σ_{e≠carry} w_e·x_e; NaN when no position can be taken (probs unknown, sigma invalid)
+_R_SC = 1  # carry signal w_carry·x_carry (0 when no position can be taken)
+_R_LEV = 2  # lev_t
+_R_GAP = 3  # open_t / close_{t-1} − 1
+_R_BARF = 4  # (close_t / open_t − 1) − funding_t
+_R_SLIP = 5  # slippage rate of a fill at t (decided at the close of t − 1)
+_R_COST = 6  # fee rate + slippage rate of a fill at t
+_R_KNOWN = 7  # the sum of the probabilities: NaN iff probs[t] has a NaN
+_R_W = 8  # the weight row of one expert (score mode)
+_R_PMAX = 9  # hard switch: the largest probability so far
+_R_BEST = 10  # hard switch: its regime (as a float)
+_N_ROWS = 11
+
+# The block passes below compute everything that does not depend on the equity path, for the bars t of a block
+# [t0, t0 + m) (column i = t − t0 of the ``buf`` rows ``_R_*``). No dependency across bars: the block is transposed
+# into p_b (K, B) and x_b (E, B) so that the loops over bars run on contiguous rows (vectorised).
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _block_pass(open_, close, experts, probs, gating, sigma_hat, carry_col, hard, vol_targeting, vol_target,
-                lev_max, slip_bps, slip_coef, t0, t1, sig_d, sig_c, lev_b, gap_b, bar_b, slip_b, p_b, x_b, w_b,
-                full, out_weights):  # pragma: no cover - compiled
-    """Everything that does not depend on the equity path, for bars t in [t0, t1) (row i = t - t0).
-
-    sig_d = lev_t · Σ_{e≠carry} w_e·x_e (NaN when there is no position to take: probs unknown, or sigma invalid
-    under vol targeting), sig_c = w_carry·x_carry, lev_b = lev_t, gap_b = open_t/close_{t-1} − 1,
-    bar_b = close_t/open_t − 1, slip_b = slippage rate of a fill decided at the close of t. No dependency across
-    bars: the block is transposed into p_b (K, B), x_b (E, B), w_b (E, B) so that the loops over bars run on
-    contiguous rows (vectorised). Each weight is 0 + Σ_k p_k·g_ke in index order, as in :func:`_gating_weights_row`.
-    With ``full`` the weights go to ``out_weights`` (NaN rows when unknown).
-    """
-    E = experts.shape[1]
+def _block_known(probs, sigma_hat, vol_targeting, t0, m, buf, p_b):  # pragma: no cover - compiled
+    """Transpose probs into p_b and fill ``_R_KNOWN``; returns the number of bars where a position can be taken
+    (probs known and, with vol targeting, sigma_hat > 0)."""
     K = probs.shape[1]
-    m = t1 - t0
     _transpose_rows(probs, t0, m, p_b)
-    _transpose_rows(experts, t0, m, x_b)
-    # known: 0.0 where probs[t] is complete, NaN otherwise (the sum of probabilities is NaN iff one is NaN)
-    known = lev_b  # reuse: overwritten by the leverage below, after its last read
+    known = buf[_R_KNOWN]
     for i in range(m):
         known[i] = 0.0
     k = 0
@@ -251,19 +287,113 @@ def _block_pass(open_, close, experts, probs, gating, sigma_hat, carry_col, hard
         for i in range(m):
             known[i] += pk[i]
         k += 1
-    if hard:
+    sig_v = sigma_hat[t0:t0 + m]
+    count = 0
+    for i in range(m):
+        count += (known[i] == known[i]) & ((sig_v[i] > 0.0) | (not vol_targeting))
+    return count
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _mix_row(we, xe, is_carry, m, sd, sc):  # pragma: no cover - compiled
+    """Add w_e·x_e to ``sd`` (or set ``sc`` for the carry column); an abstaining expert (NaN) adds 0."""
+    if is_carry:
         for i in range(m):
-            best = 0
-            pb = p_b[0, i]
+            x = xe[i]
+            sc[i] = we[i] * x if x == x else 0.0
+    else:
+        for i in range(m):
+            x = xe[i]
+            sd[i] += we[i] * x if x == x else 0.0
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _soft_mix_fixed(p_b, gating, x_b, carry_col, m, buf, w_b, full, K):  # pragma: no cover - compiled
+    """The soft case of :func:`_mix` for a literal number of regimes K (a constant once inlined): one pass over
+    the bars per expert, the weight summed in a register."""
+    sd = buf[_R_SD]
+    sc = buf[_R_SC]
+    for e in range(x_b.shape[0]):
+        xe = x_b[e]
+        we = w_b[e] if full else buf[_R_W]
+        if e == carry_col:
+            for i in range(m):
+                w = 0.0
+                for k in range(K):
+                    w += p_b[k, i] * gating[k, e]
+                if full:
+                    we[i] = w
+                x = xe[i]
+                sc[i] = w * x if x == x else 0.0
+        else:
+            for i in range(m):
+                w = 0.0
+                for k in range(K):
+                    w += p_b[k, i] * gating[k, e]
+                if full:
+                    we[i] = w
+                x = xe[i]
+                sd[i] += w * x if x == x else 0.0
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _mix(p_b, x_b, gating, carry_col, hard, m, buf, w_b, full):  # pragma: no cover - compiled
+    """Gating weights of the block (into w_b (E, B) with ``full``, else one scratch row at a time) and the mix:
+    ``_R_SD`` = Σ_{e≠carry} w_e·x_e, ``_R_SC`` = w_carry·x_carry. Each weight is 0 + Σ_k p_k·g_ke in index
+    order, as in :func:`_gating_weights_row`. Not inlined, like :func:`_transpose_rows`."""
+    E = x_b.shape[0]
+    K = gating.shape[0]
+    sd = buf[_R_SD]
+    sc = buf[_R_SC]
+    for i in range(m):
+        sd[i] = 0.0
+        sc[i] = 0.0
+    if hard:  # first maximum of each column, as selects over the rows (same comparisons as a scan of the row)
+        pmax = buf[_R_PMAX]
+        best = buf[_R_BEST]
+        p0 = p_b[0]
+        for i in range(m):
+            pmax[i] = p0[i]
+            best[i] = 0.0
+        for k in range(1, K):
+            pk = p_b[k]
+            kf = float(k)
+            for i in range(m):
+                up = pk[i] > pmax[i]
+                pmax[i] = pk[i] if up else pmax[i]
+                best[i] = kf if up else best[i]
+        for e in range(E):
+            we = w_b[e] if full else buf[_R_W]
+            g = gating[0, e]
+            for i in range(m):
+                we[i] = g
             for k in range(1, K):
-                if p_b[k, i] > pb:
-                    best = k
-                    pb = p_b[k, i]
-            for e in range(E):
-                w_b[e, i] = gating[best, e]
+                g = gating[k, e]
+                kf = float(k)
+                for i in range(m):
+                    w = we[i]  # both loads unconditional: a select, which vectorises
+                    we[i] = g if best[i] == kf else w
+            _mix_row(we, x_b[e], e == carry_col, m, sd, sc)
+    # soft: a specialised pass for the usual numbers of regimes, else passes of four regimes then single ones
+    elif K == 1:
+        _soft_mix_fixed(p_b, gating, x_b, carry_col, m, buf, w_b, full, 1)
+    elif K == 2:
+        _soft_mix_fixed(p_b, gating, x_b, carry_col, m, buf, w_b, full, 2)
+    elif K == 3:
+        _soft_mix_fixed(p_b, gating, x_b, carry_col, m, buf, w_b, full, 3)
+    elif K == 4:
+        _soft_mix_fixed(p_b, gating, x_b, carry_col, m, buf, w_b, full, 4)
+    elif K == 5:
+        _soft_mix_fixed(p_b, gating, x_b, carry_col, m, buf, w_b, full, 5)
+    elif K == 6:
+        _soft_mix_fixed(p_b, gating, x_b, carry_col, m, buf, w_b, full, 6)
+    elif K == 7:
+        _soft_mix_fixed(p_b, gating, x_b, carry_col, m, buf, w_b, full, 7)
+    elif K == 8:
+        _soft_mix_fixed(p_b, gating, x_b, carry_col, m, buf, w_b, full, 8)
     else:
         for e in range(E):
-            we = w_b[e]
+            we = w_b[e] if full else buf[_R_W]
             for i in range(m):
                 we[i] = 0.0
             k = 0
@@ -285,61 +415,87 @@ def _block_pass(open_, close, experts, probs, gating, sigma_hat, carry_col, hard
                 for i in range(m):
                     we[i] += pk[i] * g
                 k += 1
-    sd = sig_d
-    sc = sig_c
-    for i in range(m):
-        sd[i] = 0.0
-        sc[i] = 0.0
-    for e in range(E):
-        we = w_b[e]
-        xe = x_b[e]
-        if e == carry_col:
-            for i in range(m):
-                x = xe[i]
-                sc[i] = we[i] * x if x == x else 0.0
-        else:
-            for i in range(m):
-                x = xe[i]
-                sd[i] += we[i] * x if x == x else 0.0
+            _mix_row(we, x_b[e], e == carry_col, m, sd, sc)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _block_signal(experts, gating, sigma_hat, carry_col, hard, vol_targeting, vol_target, lev_max, t0, m, buf, p_b,
+                  x_b, w_b, full, out_weights):  # pragma: no cover - compiled
+    """Fill ``_R_SD``, ``_R_SC`` and ``_R_LEV`` (after :func:`_block_known`); with ``full`` the gating weights also
+    go to ``out_weights`` (NaN rows when unknown)."""
+    E = experts.shape[1]
+    _transpose_rows(experts, t0, m, x_b)
+    _mix(p_b, x_b, gating, carry_col, hard, m, buf, w_b, full)
+    known = buf[_R_KNOWN]
+    sd = buf[_R_SD]
+    sc = buf[_R_SC]
     if full:
         for i in range(m):
             ok = not math.isnan(known[i])
             for e in range(E):
                 out_weights[t0 + i, e] = w_b[e, i] if ok else np.nan
     # Views of the block indexed from 0 (a non-negative index needs no wrap-around, so the loops vectorise).
-    sig_v = sigma_hat[t0:t1]
-    for i in range(m):
-        ok = not math.isnan(known[i])
-        sig = sig_v[i]
-        if vol_targeting:
-            if sig > 0.0:  # False for NaN
-                lev = min(vol_target / sig, lev_max)
-            else:
-                lev = 0.0
-                ok = False
-        else:
-            lev = 1.0
-        lev_b[i] = lev
-        sd[i] = sd[i] * lev if ok else np.nan
-        if not ok:
-            sc[i] = 0.0
-        slip = slip_bps
-        if sig == sig:
-            slip += slip_coef * sig
-        slip_b[i] = slip * 1e-4
-    s = 1 if t0 == 0 else 0  # bar 0 has no previous close
-    if s == 1:
-        gap_b[0] = 0.0
-        bar_b[0] = close[0] / open_[0] - 1.0
+    lev_b = buf[_R_LEV]
+    sig_v = sigma_hat[t0:t0 + m]
+    if vol_targeting:  # selects only (the division is harmless where its result is not used)
+        for i in range(m):
+            sig = sig_v[i]
+            valid = sig > 0.0  # False for NaN
+            lev = min(vol_target / sig, lev_max) if valid else 0.0
+            ok = valid & (known[i] == known[i])
+            lev_b[i] = lev
+            sd[i] = sd[i] * lev if ok else np.nan
+            sc[i] = sc[i] if ok else 0.0
+    else:
+        for i in range(m):
+            ok = known[i] == known[i]
+            lev_b[i] = 1.0
+            sd[i] = sd[i] * 1.0 if ok else np.nan
+            sc[i] = sc[i] if ok else 0.0
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _block_prices(open_, close, funding, sigma_hat, fee_rate, slip_bps, slip_coef, t0, m, buf):  # pragma: no cover
+    """Fill ``_R_GAP``, ``_R_BARF``, ``_R_SLIP`` and ``_R_COST`` (bar 0, which has no previous close nor fill,
+    keeps its column unset)."""
+    s = 1 if t0 == 0 else 0
+    t1 = t0 + m
     open_v = open_[t0 + s:t1]
     close_v = close[t0 + s:t1]
     prev_v = close[t0 + s - 1:t1 - 1]
-    gap_v = gap_b[s:m]
-    bar_v = bar_b[s:m]
+    fund_v = funding[t0 + s:t1]
+    sig_prev = sigma_hat[t0 + s - 1:t1 - 1]  # the slippage of a fill at t is known at the close of t − 1
+    gap_v = buf[_R_GAP, s:m]
+    barf_v = buf[_R_BARF, s:m]
+    slip_v = buf[_R_SLIP, s:m]
+    cost_v = buf[_R_COST, s:m]
     for i in range(m - s):
         o = open_v[i]
         gap_v[i] = o / prev_v[i] - 1.0
-        bar_v[i] = close_v[i] / o - 1.0
+        barf_v[i] = (close_v[i] / o - 1.0) - fund_v[i]
+        sig = sig_prev[i]
+        slip = slip_bps
+        if sig == sig:
+            slip += slip_coef * sig
+        slip_rate = slip * 1e-4
+        slip_v[i] = slip_rate
+        cost_v[i] = fee_rate + slip_rate
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _block_all_finite(funding, fee_rate, t0, m, buf):  # pragma: no cover - compiled
+    """Whether the price, funding and cost terms of the block are all finite (and the fee rate): then a bar with
+    no position, old or new, earns exactly ±0 and pays exactly 0."""
+    fund_v = funding[t0:t0 + m]
+    gap_b = buf[_R_GAP]
+    barf_b = buf[_R_BARF]
+    slip_b = buf[_R_SLIP]
+    cost_b = buf[_R_COST]
+    bad = 0
+    for i in range(m):
+        s = abs(gap_b[i]) + abs(barf_b[i]) + abs(fund_v[i]) + abs(slip_b[i]) + abs(cost_b[i])
+        bad += not (s < math.inf)  # NaN or an infinity (or an overflowing sum: then only less is skipped)
+    return bad == 0 and abs(fee_rate) < math.inf
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -361,19 +517,15 @@ def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigm
     slip_bps = params[P_SLIP_BPS]
     slip_coef = params[P_SLIP_VOL_COEF]
     hard = params[P_HARD_SWITCH] != 0.0
-    ruin_floor = params[P_RUIN_FLOOR]
+    # equity (>= 0 or NaN) < ruin_level  <=>  equity < ruin_floor or equity <= 0 (5e-324: the smallest double > 0)
+    ruin_level = params[P_RUIN_FLOOR] if params[P_RUIN_FLOOR] > 5e-324 else 5e-324
     throttled = dd_max > 0.0
     inv_dd_max = 1.0 / dd_max if throttled else 0.0
 
-    sig_d = np.empty(_BLOCK)
-    sig_c = np.empty(_BLOCK)
-    lev_b = np.empty(_BLOCK)
-    gap_b = np.empty(_BLOCK)
-    bar_b = np.empty(_BLOCK)
-    slip_b = np.empty(_BLOCK)
+    buf = np.empty((_N_ROWS, _BLOCK))
     p_b = np.empty((probs.shape[1], _BLOCK))
     x_b = np.empty((E, _BLOCK))
-    w_b = np.empty((E, _BLOCK))
+    w_b = np.empty((E if full else 0, _BLOCK))
     comp = np.zeros(E)  # contributions of the pending order (full mode only)
     cur = np.zeros(E)  # contributions of the held position (full mode only)
     equity = 1.0
@@ -386,7 +538,9 @@ def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigm
     c = 0.0
     new_d = 0.0
     new_c = 0.0
-    slip_rate = 0.0
+    pending = False
+    # Positions are finite when lev_max is (clipped to ±lev_max): a held position then earns the no-turnover sum.
+    always_fill = full or not (abs(lev_max) < math.inf)
     ruined = False
     sum_ret = 0.0
     sum_sq = 0.0
@@ -397,82 +551,125 @@ def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigm
 
     for t0 in range(0, n, _BLOCK):
         t1 = min(n, t0 + _BLOCK)
-        _block_pass(open_, close, experts, probs, gating, sigma_hat, carry_col, hard, vol_targeting, vol_target,
-                    lev_max, slip_bps, slip_coef, t0, t1, sig_d, sig_c, lev_b, gap_b, bar_b, slip_b, p_b, x_b,
-                    w_b, full, out_weights)
-        for t in range(t0, t1):
+        m = t1 - t0
+        n_signal = _block_known(probs, sigma_hat, vol_targeting, t0, m, buf, p_b)
+        _block_prices(open_, close, funding, sigma_hat, fee_rate, slip_bps, slip_coef, t0, m, buf)
+        # A block where no position can be taken, entered flat with no pending order, changes nothing (each bar
+        # earns ±0: equity, peak, drawdown, throttle and the sums stay as they are; t0 > 0: bar 0 sets the
+        # throttle). Skipped in the score mode when its terms are all finite (NaN · 0 is not 0).
+        if (not full and t0 > 0 and (n_signal == 0 or ruined) and d == 0.0 and c == 0.0 and new_d == 0.0
+                and new_c == 0.0 and _block_all_finite(funding, fee_rate, t0, m, buf)):
+            continue
+        _block_signal(experts, gating, sigma_hat, carry_col, hard, vol_targeting, vol_target, lev_max, t0, m, buf,
+                      p_b, x_b, w_b, full, out_weights)
+        sd_b = buf[_R_SD]
+        if ruined:  # no position can be taken any more
+            sd_b[:] = np.nan
+        sc_b = buf[_R_SC]
+        gap_b = buf[_R_GAP]
+        barf_b = buf[_R_BARF]
+        slip_b = buf[_R_SLIP]
+        cost_b = buf[_R_COST]
+        tradable_v = tradable[t0:t1]
+        funding_v = funding[t0:t1]
+        first = 1 if t0 == 0 else 0  # bar 0 has no fill nor return
+        for i in range(m):
             # Branch-free min / max below (data-dependent outcomes on the chain equity → drawdown → throttle →
             # target); the rebalance decisions further down are branches, which cut that chain when predicted.
-            i = t - t0
             ret = 0.0
             turn = 0.0
             fee = 0.0
             slip = 0.0
             fund = 0.0
-            if t > 0:
-                d_old = d
-                c_old = c
-                if tradable[t]:
-                    if full and new_d != d:
-                        for e in range(E):
-                            cur[e] = comp[e]
-                    d = new_d
-                    c = new_c
-                f_t = funding[t]
-                cost_rate = fee_rate + slip_rate
-                turn_d = abs(d - d_old)
-                turn_c = 2.0 * abs(c - c_old)
-                turn = turn_d + turn_c
-                fee = turn * fee_rate
-                slip = turn * slip_rate
-                fund = -(d + c) * f_t
-                # The same sum as the docstring's, grouped so the carry leg (the end of the chain) enters last.
-                ret = ((d_old * gap_b[i] + d * (bar_b[i] - f_t) - turn_d * cost_rate)
-                       - (c * f_t + turn_c * cost_rate))
+            if i >= first:
+                f_t = funding_v[i]
+                slip_rate = slip_b[i]
+                cost_rate = cost_b[i]
+                if pending or always_fill:  # an order to fill (if tradable)
+                    d_old = d
+                    c_old = c
+                    if tradable_v[i]:
+                        if full and new_d != d:
+                            for e in range(E):
+                                cur[e] = comp[e]
+                        d = new_d
+                        c = new_c
+                    turn_d = abs(d - d_old)
+                    turn_c = 2.0 * abs(c - c_old)
+                    turn = turn_d + turn_c
+                    fee = turn * fee_rate
+                    slip = turn * slip_rate
+                    # The docstring's sum, grouped so the carry leg (the end of the chain) enters last.
+                    ret = ((d_old * gap_b[i] + d * barf_b[i] - turn_d * cost_rate) - (c * f_t + turn_c * cost_rate))
+                else:  # the orders are the held positions (finite): the same sum with no turnover
+                    fee = 0.0 * fee_rate
+                    slip = 0.0 * slip_rate
+                    ret = ((d * gap_b[i] + d * barf_b[i] - 0.0 * cost_rate) - (c * f_t + 0.0 * cost_rate))
                 equity = max(equity * (1.0 + ret), 0.0)
                 if equity > peak:
                     peak = equity
                     inv_peak = 1.0 / peak
                     raw_slope = inv_peak * inv_dd_max
+                if full:
+                    fund = -(d + c) * f_t
             dd = 1.0 - equity * inv_peak
-            if equity < ruin_floor or equity <= 0.0:
+            if equity < ruin_level:  # ruin: the signal of this bar and the next ones is "no position"
                 ruined = True
+                ruin_level = -math.inf
+                sd_b[i:] = np.nan
             # throttle with hysteresis: follows raw down at once, up only once dd <= rearm · dd_max
             if throttled:
                 raw = min(1.0, max(k_min, raw_base + equity * raw_slope))  # = 1 − dd / dd_max
-                down = min(thr, raw)
-                thr = raw if dd <= rearm_dd else down
-            # targets at the close of t
-            sd = sig_d[i]
-            td = 0.0
-            tc = 0.0
-            if not (ruined or math.isnan(sd)):
+                thr = min(2.0 if dd <= rearm_dd else thr, raw)  # raw <= 1 < 2
+            # targets at the close of t, and the orders: d then c
+            sd = sd_b[i]
+            if math.isnan(sd):  # flat: both targets (and orders) are 0
+                td = 0.0
+                tc = 0.0
+                new_d = 0.0
+                new_c = 0.0
+                pending = (d != 0.0) | (c != 0.0)
+                if full:
+                    for e in range(E):
+                        comp[e] = 0.0
+            else:
                 td_raw = sd * thr
                 td = min(lev_max, max(-lev_max, td_raw))
-                tc = sig_c[i]
+                tc = sc_b[i]
                 if full:
-                    scale = lev_b[i] * thr
+                    scale = buf[_R_LEV, i] * thr
                     if td != td_raw:
                         scale = scale * (lev_max / abs(td_raw))
+                    t = t0 + i
                     for e in range(E):
                         x = experts[t, e]
                         comp[e] = 0.0 if (e == carry_col or math.isnan(x)) else out_weights[t, e] * x * scale
-            elif full:
-                for e in range(E):
-                    comp[e] = 0.0
-            # Rebalance decisions as branches, not selects: with a band the usual outcome is "keep" (and "move"
-            # without one), so the branch is predicted and the held position does not wait for the equity chain.
-            if td == 0.0 or abs(td - d) > band:
-                new_d = td
-            else:
-                new_d = d
-                if full:
-                    for e in range(E):
-                        comp[e] = cur[e]
-            cap = max(0.0, (lev_max - abs(new_d)) * 0.5)
-            tc = min(cap, max(-cap, tc))
-            new_c = tc if tc == 0.0 or abs(tc - c) > band or abs(c) > cap else c
-            slip_rate = slip_b[i]
+                # Rebalance decisions as branches, not selects: the usual outcome is "keep" with a band (and a
+                # zero target is common), so the branch is predicted and the orders do not wait for the equity
+                # chain. A zero order is the constant 0 (its sign changes no score) except in the full outputs.
+                # ``pending``: an order differs from the held position (the next bar takes the fill path).
+                if td == 0.0:
+                    new_d = td if full else 0.0
+                    pending = d != 0.0
+                elif abs(td - d) > band:
+                    new_d = td
+                    pending = True
+                else:
+                    new_d = d
+                    pending = False
+                    if full:
+                        for e in range(E):
+                            comp[e] = cur[e]
+                cap = max(0.0, (lev_max - abs(new_d)) * 0.5)
+                tc = min(cap, max(-cap, tc))
+                if tc == 0.0:
+                    new_c = tc if full else 0.0
+                    pending |= c != 0.0
+                elif abs(tc - c) > band or abs(c) > cap:
+                    new_c = tc
+                    pending = True
+                else:
+                    new_c = c
 
             sum_ret += ret
             sum_sq += ret * ret
@@ -482,6 +679,7 @@ def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigm
             total_turn += turn
             total_cost += fee + slip
             if full:
+                t = t0 + i
                 out_bar[t, B_POSITION] = d
                 out_bar[t, B_CARRY] = c
                 out_bar[t, B_TURNOVER] = turn
@@ -491,7 +689,7 @@ def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigm
                 out_bar[t, B_RETURN] = ret
                 out_bar[t, B_EQUITY] = equity
                 out_bar[t, B_DRAWDOWN] = dd
-                out_bar[t, B_LEVERAGE] = lev_b[i]
+                out_bar[t, B_LEVERAGE] = buf[_R_LEV, i]
                 out_bar[t, B_THROTTLE] = thr
                 out_bar[t, B_TARGET_POSITION] = td
                 out_bar[t, B_TARGET_CARRY] = tc
