@@ -133,6 +133,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if failed:
         _say(f"FAILED seeds: {', '.join(failed)}; run the same command again to resume them")
         return 1
+    with dg.DagsterInstance.get() as instance:
+        result = defs.resolve_job_def("summarise_seeds").execute_in_process(instance=instance, **options)
+    if not result.success:
+        _report_failure(result)
+        return 1
+    _say(f"summary across seeds: {paths.warehouse / 'wfa_summary'}; charts in {paths.reports}")
     _say(f"query it: btc-assets sql \"SELECT count(*) FROM market_bars\"  (warehouse {paths.warehouse}); "
          "progress: btc-assets status")
     return 0
@@ -300,6 +306,23 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write ``reports/report.html``: the summary table, target and overfitting figures and every chart."""
+    import json
+
+    from btc_assets.evaluation.report import render_report
+    from btc_assets.storage import Warehouse
+
+    paths = Paths.from_env(args.home).ensure()
+    warehouse = Warehouse(paths.warehouse)
+    summary = warehouse.read("wfa_summary") if "wfa_summary" in warehouse.tables() else None
+    facts_file = paths.reports / "summary.json"
+    facts = json.loads(facts_file.read_text()) if facts_file.exists() else {}
+    out = render_report(paths.reports, summary, facts)
+    print(out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="btc-assets", description=__doc__.splitlines()[0])
     parser.add_argument("--home", help="state folder (default: $BTC_ASSETS_HOME or ./data)")
@@ -323,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--profile", choices=list(PROFILES), default=None)
     seed.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     seed.set_defaults(func=cmd_seed)
+
+    report = sub.add_parser("report", help="write the self-contained HTML report (reports/report.html)")
+    report.set_defaults(func=cmd_report)
 
     status = sub.add_parser("status", help="every seed's progress (fold, phase, trial, best, ETA)")
     status.set_defaults(func=cmd_status)

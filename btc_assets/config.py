@@ -153,6 +153,8 @@ class WfaSettings:
     max_risk_scale: float = 2.0
     storage: str = ""  # Optuna storage URL; empty: a journal file per seed under checkpoints/
     progress_every: float = 600.0  # seconds between progress records (also written at every phase end)
+    pbo_trials: int = 50  # per (fold, phase): the best trials (by fit) whose weekly returns feed the CSCV PBO
+    pbo_blocks: int = 16
 
 
 @dataclass(frozen=True)

@@ -71,3 +71,47 @@ def equity_drawdown(timestamps: pd.Series, curves: Mapping[str, np.ndarray],
     bottom.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     top.margins(x=0)
     return _png(fig)
+
+
+def seed_fan(curves: Mapping[str, pd.DataFrame], references: Mapping[str, pd.DataFrame],
+             title: str = "Out-of-sample equity of every seed (all costs) against the references") -> bytes:
+    """The fan of the seeds' stitched equity curves (thin), their median (thick) and the references (dashed)."""
+    fig, ax = plt.subplots(figsize=(12, 5))
+    stacked = []
+    ts = None
+    for frame in curves.values():
+        ts = pd.to_datetime(frame["timestamp"]).dt.tz_convert(None).to_numpy()
+        equity = np.cumprod(1.0 + frame["bar_return"].to_numpy())
+        stacked.append(equity)
+        ax.plot(ts, equity, color="C0", lw=0.5, alpha=0.35)
+    if stacked and ts is not None:
+        ax.plot(ts, np.median(np.vstack(stacked), axis=0), color="C0", lw=1.8, label=f"median of {len(stacked)} seeds")
+    for i, (name, frame) in enumerate(references.items()):
+        rts = pd.to_datetime(frame["timestamp"]).dt.tz_convert(None).to_numpy()
+        ax.plot(rts, np.cumprod(1.0 + frame["bar_return"].to_numpy()), ls="--", lw=1.0, color=f"C{i + 1}",
+                label=name.replace("_", " "))
+    ax.set_yscale("log")
+    ax.set_ylabel("equity (start = 1)")
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    ax.set_title(title)
+    ax.margins(x=0)
+    return _png(fig)
+
+
+def fold_bars(fold_returns: pd.DataFrame, title: str = "Out-of-sample return per fold across seeds") -> bytes:
+    """Per fold: the median test-window return across seeds, with the 5–95 % range as whiskers.
+    ``fold_returns``: one row per (seed, fold) with columns fold, total_return."""
+    grouped = fold_returns.groupby("fold")["total_return"]
+    med, low, high = grouped.median(), grouped.quantile(0.05), grouped.quantile(0.95)
+    fig, ax = plt.subplots(figsize=(12, 4))
+    x = np.arange(len(med))
+    colours = ["C2" if v >= 0 else "C3" for v in med.to_numpy()]
+    ax.bar(x, med.to_numpy(), color=colours, alpha=0.8)
+    ax.errorbar(x, med.to_numpy(), yerr=[med.to_numpy() - low.to_numpy(), high.to_numpy() - med.to_numpy()],
+                fmt="none", ecolor="black", lw=0.8, capsize=3)
+    ax.set_xticks(x, [str(f) for f in med.index])
+    ax.set_xlabel("fold")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.axhline(0.0, color="black", lw=0.6)
+    ax.set_title(title)
+    return _png(fig)

@@ -73,6 +73,13 @@ class Warehouse:
             raise FileNotFoundError(f"{asset}{'/' + partition if partition else ''} is not materialised: {path}")
         return pd.read_parquet(path)
 
+    def partitions(self, asset: str) -> list[str]:
+        """The partition keys of ``asset`` that have data, sorted."""
+        folder = self.root / asset
+        if not folder.exists():
+            return []
+        return sorted(p.parent.name.removeprefix("partition=") for p in folder.glob("partition=*/data.parquet"))
+
     def tables(self) -> dict[str, str]:
         """Asset name → the ``read_parquet`` expression over its files, for every asset with data."""
         out: dict[str, str] = {}

@@ -51,6 +51,7 @@ def test_run_keeps_history_in_persistent_instance(tmp_path: Path, shared_data: P
     assert "concurrency:\n  pools:\n    default_limit:" in (home / "dagster" / "dagster.yaml").read_text()
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         runs = instance.get_runs()
+        assert instance.get_latest_materialization_event(dg.AssetKey("wfa_summary")) is not None
         seeds = [r for r in runs if r.job_name == "wfa_seeds"]
         assert sorted(r.tags["dagster/partition"] for r in seeds) == ["seed_00", "seed_01"]
         assert all(r.is_success for r in runs)
@@ -64,6 +65,12 @@ def test_run_keeps_history_in_persistent_instance(tmp_path: Path, shared_data: P
     lines = status.stdout.splitlines()
     assert status.returncode == 0 and len(lines) == 30 and "seed_29  not started" in lines
     assert lines[0].startswith("seed_00  done     fold 2/2  phase 5/5  trial 6/6  (60/60 trials)")
+    report = cli("report", home=home)
+    assert report.returncode == 0, report.stderr
+    page = Path(report.stdout.strip()).read_text()
+    assert page.count("data:image/png;base64,") == 4 and "Not materialised yet" not in page  # every chart
+    assert "src='http" not in page and "<script" not in page  # opens offline
+    assert "original_system" in page and "spa_consistent" in page and "p_month_at_target" in page
 
     second = cli("run", "--ohlcv", str(shared_data / "btcusdt_1h.parquet"),
                  "--funding", str(shared_data / "btcusdt_funding_8h.parquet"), home=home, cwd=tmp_path)
@@ -71,7 +78,8 @@ def test_run_keeps_history_in_persistent_instance(tmp_path: Path, shared_data: P
     assert "different data" in second.stderr  # the seeds' checkpoints were made from the demo market
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         runs = instance.get_runs()
-        assert sorted(r.job_name for r in runs) == ["btc_study"] * 5 + ["wfa_seeds"] * 4  # 3 raw re-reads
+        # per command: the raw re-read, the chain when unsynced, the seeds not done, the summary
+        assert sorted(r.job_name for r in runs) == ["btc_study"] * 5 + ["summarise_seeds"] * 3 + ["wfa_seeds"] * 4
         assert instance.get_latest_materialization_event(dg.AssetKey("market_bars")) is not None
     out = cli("sql", "SELECT count(*) AS n, count_if(missing) AS gaps FROM market_bars", "--format", "csv",
               home=home)

@@ -13,14 +13,14 @@ import pytest
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._core.loader import LoadingContextForTest
 
-from btc_assets.defs import ALL_ASSETS, WFA_SELECTION, build_definitions, defs
+from btc_assets.defs import ALL_ASSETS, CHAIN_SELECTION, WFA_SELECTION, build_definitions, defs
 from btc_assets.defs.resources import MarketSource, default_resources
 from btc_assets_tests.conftest import make_funding, make_ohlcv
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-CHAIN = dg.AssetSelection.all() - WFA_SELECTION
+CHAIN = CHAIN_SELECTION
 
 
 def stale_status(instance: dg.DagsterInstance, key: str, partition: str | None = None,
@@ -80,6 +80,16 @@ def test_materialize_demo_then_a_seed_then_staleness(tmp_path: Path) -> None:
                               selection=WFA_SELECTION, partition_key="seed_00")
         assert seed.success
         check_seed(tmp_path, seed, "seed_00")
+        summary = dg.materialize(ALL_ASSETS, resources=resources(tmp_path, source="demo"), instance=instance,
+                                 selection=["wfa_summary"])
+        assert summary.success
+        table = pd.read_parquet(tmp_path / "warehouse" / "wfa_summary" / "data.parquet")
+        assert list(table["row"]) == ["seed_00", "median", "p05", "p95", "buy_and_hold",
+                                      "vol_targeted_buy_and_hold", "original_system"]
+        meta = summary.asset_materializations_for_node("wfa_summary")[0].metadata
+        for key in ("seed_fan", "fold_returns"):
+            assert "data:image/png;base64," in meta[key].value
+            assert (tmp_path / "reports" / f"{'seed_fan' if key == 'seed_fan' else 'fold_returns'}.png").exists()
         chain_keys = [k.to_user_string() for k in CHAIN.resolve(defs.resolve_asset_graph())]
         assert all(stale_status(instance, k) == StaleStatus.FRESH for k in chain_keys)
         assert stale_status(instance, "wfa_results", "seed_00") == StaleStatus.FRESH

@@ -134,7 +134,9 @@ def test_seed_runs_out_of_sample_and_resumes_without_rerunning(inputs: Path, tmp
     np.testing.assert_allclose(oos["equity"], np.cumprod(1 + oos["bar_return"]), rtol=1e-12)
     trials = first.trials
     assert len(trials) == 40 and trials.groupby(["fold", "phase"])["winner"].sum().eq(1).all()
-    assert {"fit", "validation", "fit_sharpe", "validation_sharpe"} <= set(trials.columns)
+    assert {"fit", "validation", "fit_sharpe", "validation_sharpe", "study_pbo"} <= set(trials.columns)
+    assert trials.groupby(["fold", "phase"])["study_pbo"].nunique().eq(1).all()
+    assert trials["study_pbo"].between(0, 1).all()
     assert np.isfinite(trials[["fit_sharpe", "validation_sharpe"]].to_numpy()).all()
     # the objective is the annualised Sharpe minus penalties: never above it
     assert (trials["fit"] <= trials["fit_sharpe"] * np.sqrt(8760) + 1e-9).all()
@@ -244,3 +246,43 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(inputs: Path
     assert states.count(optuna.trial.TrialState.COMPLETE) == 2 * 5 * 10
     assert optuna.trial.TrialState.RUNNING not in states
     assert states.count(optuna.trial.TrialState.FAIL) >= 1
+
+
+# ----------------------------------------------------------------------------------------------------- summary
+
+
+def test_summary_across_seeds(inputs: Path, tmp_path: Path) -> None:
+    from btc_assets.evaluation.summary import ORIGINAL_SYSTEM, TARGET_MONTHLY, summarise
+
+    results = {f"seed_{s:02d}": run(inputs, tmp_path, seed=s) for s in (1, 2, 3)}
+    bars, vol, _ = load(inputs)
+    summary = summarise({k: r.oos for k, r in results.items()}, {k: r.trials for k, r in results.items()}, bars,
+                        vol, get_profile("quick").portfolio)
+    table = summary.table.set_index("row")
+    assert list(table.index[:3]) == ["seed_01", "seed_02", "seed_03"]
+    seeds = table.loc[["seed_01", "seed_02", "seed_03"]]
+    assert table.loc["median", "sharpe"] == pytest.approx(seeds["sharpe"].median())
+    assert table.loc["p05", "max_drawdown"] <= table.loc["p95", "max_drawdown"]
+    assert table.loc["median", "survival"] == pytest.approx(seeds["survival"].mean())
+    # every trial of every fold, phase and seed counts: the deflated Sharpe ratio is below the plain PSR
+    assert summary.overfitting["n_trials"] == 3 * 40
+    assert (seeds["dsr"] <= seeds["psr"] + 1e-12).all()
+    # SPA / Reality Check against buy-and-hold on daily returns: p-values, ordered as Hansen's are
+    o = summary.overfitting
+    assert 0.0 <= o["spa_lower"] <= o["spa_consistent"] <= o["spa_upper"] <= 1.0 and 0.0 <= o["reality_check"] <= 1.0
+    # PBO per (fold, phase) study, averaged per seed and pooled
+    assert o["studies_with_pbo"] == 3 * 2 * 5 and 0.0 <= o["median_study_pbo"] <= 1.0
+    studies = results["seed_01"].trials.drop_duplicates(["fold", "phase"])
+    assert seeds.loc["seed_01", "pbo"] == pytest.approx(studies["study_pbo"].mean())
+    assert o["days"] == pytest.approx(len(results["seed_01"].oos) / 24, abs=1)
+    # the references run on exactly the seeds' out-of-sample bars
+    oos = results["seed_01"].oos
+    bh_return = float(table.loc["buy_and_hold", "mean_monthly_return"])
+    assert np.isfinite(bh_return) and table.loc["buy_and_hold", "turnover_annual"] < 5
+    assert table.loc["original_system", "mean_monthly_return"] == ORIGINAL_SYSTEM["mean_monthly_return"]
+    months = (1 + oos.set_index("timestamp")["bar_return"]).groupby(
+        [oos["timestamp"].dt.year.to_numpy(), oos["timestamp"].dt.month.to_numpy()]).prod() - 1
+    assert summary.target["target_monthly"] == TARGET_MONTHLY
+    pooled = pd.concat([summary.monthly["return"]])
+    assert summary.target["p_month_at_target"] == pytest.approx(float((pooled >= TARGET_MONTHLY).mean()))
+    assert len(summary.monthly) == 3 * len(months)

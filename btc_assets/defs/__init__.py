@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import dagster as dg
 
-from btc_assets.defs import experts, ingestion, portfolio, regimes, volatility, wfa
+from btc_assets.defs import evaluation, experts, ingestion, portfolio, regimes, volatility, wfa
 from btc_assets.defs.resources import default_resources
 
 ALL_ASSETS = [*ingestion.assets, *volatility.assets, *regimes.assets, *experts.assets, *portfolio.assets,
-              *wfa.assets]
+              *wfa.assets, *evaluation.assets]
 
 WFA_SELECTION = dg.AssetSelection.assets(*wfa.walk_forward.keys)
+SUMMARY_SELECTION = dg.AssetSelection.assets(*evaluation.wfa_summary.keys)
+CHAIN_SELECTION = dg.AssetSelection.all() - WFA_SELECTION - SUMMARY_SELECTION
 study_job = dg.define_asset_job(
-    "btc_study", selection=dg.AssetSelection.all() - WFA_SELECTION,
+    "btc_study", selection=CHAIN_SELECTION,
     description="Materialise the chain up to the portfolio (everything that is not per seed).",
 )
 seeds_job = dg.define_asset_job(
@@ -20,10 +22,16 @@ seeds_job = dg.define_asset_job(
     description="The walk-forward optimisation of one seed partition (one run per seed).",
 )
 
+summary_job = dg.define_asset_job(
+    "summarise_seeds", selection=SUMMARY_SELECTION,
+    description="Summarise the seed partitions materialised so far.",
+)
+
 
 def build_definitions(home: str | None = None) -> dg.Definitions:
     """All definitions, with resources rooted at ``home`` (default: ``BTC_ASSETS_HOME``)."""
-    return dg.Definitions(assets=ALL_ASSETS, jobs=[study_job, seeds_job], resources=default_resources(home))
+    return dg.Definitions(assets=ALL_ASSETS, jobs=[study_job, seeds_job, summary_job],
+                          resources=default_resources(home))
 
 
 defs = build_definitions()

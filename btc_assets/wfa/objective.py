@@ -30,7 +30,7 @@ from numba import njit
 
 from btc_assets import experts
 from btc_assets.config import EXPERTS, PortfolioSettings, WfaSettings
-from btc_assets.portfolio.engine import Score, backtest_score, run_portfolio
+from btc_assets.portfolio.engine import B_RETURN, Score, backtest_score, run_portfolio, run_portfolio_arrays
 from btc_assets.portfolio.moe import EngineInputs, engine_params
 from btc_assets.wfa.space import DIRECTIONAL, PhaseParams, StrategyParams, column_names
 
@@ -194,6 +194,17 @@ class FoldObjective:
         return TrialScores(score_of(on_fit, fit.n, self.settings, self.ruin_floor),
                            score_of(on_val, val.n, self.settings, self.ruin_floor),
                            per_bar_sharpe(on_fit, fit.n), per_bar_sharpe(on_val, val.n))
+
+    def training_returns(self, params: StrategyParams, k: int) -> pd.Series:
+        """Hourly returns of ``params`` over the whole training window (fit + validation, one run), with phase k's
+        column refreshed; indexed by bar time."""
+        self._set_phase_column(k, params.phases[k])
+        gating = params.gating_matrix()
+        s = slice(self.pieces["fit"].start, self.pieces["validation"].stop)
+        bars, _, _, _ = run_portfolio_arrays(self.open_[s], self.close[s], self.tradable[s], self.funding[s],
+                                             self.columns[s], self.probs[s], gating, self.sigma_hat[s], self.params,
+                                             self.columns.shape[1] - 1)
+        return pd.Series(bars[:, B_RETURN], index=self.index[s])
 
     def test_frame(self, params: StrategyParams) -> pd.DataFrame:
         """The out-of-sample run of the test window with ``params``: one row per bar (the engine's frame)."""

@@ -11,15 +11,16 @@ import pandas as pd
 
 from btc_assets import experts
 from btc_assets.config import PortfolioSettings, WfaSettings, settings_hash
+from btc_assets.evaluation.stats import probability_of_backtest_overfitting
 from btc_assets.portfolio.metrics import frame_metrics
 from btc_assets.portfolio.moe import prepare_inputs
 from btc_assets.schedule import FoldSchedule
 from btc_assets.wfa.checkpoint import Fingerprint, ProgressClock, SeedCheckpoint
 from btc_assets.wfa.objective import FoldObjective, SignalCache, TrialScores
 from btc_assets.wfa.space import PhaseParams, StrategyParams, phase_distributions, suggest_phase
-from btc_assets.wfa.study import Stopwatch, open_storage, run_phase_study, select_winner
+from btc_assets.wfa.study import Stopwatch, TrialRecord, open_storage, run_phase_study, select_winner
 
-CODE_VERSION = "wfa-2"  # bump when the optimisation's logic changes: checkpoints and assets become stale
+CODE_VERSION = "wfa-3"  # bump when the optimisation's logic changes: checkpoints and assets become stale
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ def run_seed(
                 record = {
                     "fold": refit, "phase": k, "winner": winner.index, "fit": winner.fit,
                     "validation": winner.validation, "params": winner.params,
+                    "pbo": study_pbo(objective, base, k, records, settings),
                     "trials": [r.as_dict() for r in records],
                 }
                 ckpt.write_phase_record(refit, k, record)
@@ -126,6 +128,7 @@ def run_seed(
             objective.load(current)
             for row in record["trials"]:
                 trial_rows.append({"fold": refit, "phase": k, **row, "winner": row["trial"] == record["winner"],
+                                   "study_pbo": record["pbo"]["pbo"],
                                    "params": json.dumps(row["params"], sort_keys=True)})
         fold_params.append((refit, current, objective))
         say(f"{seed_key}: fold {refit} ({fold_no + 1}/{len(refits)}) optimised")
@@ -134,9 +137,30 @@ def run_seed(
     progress("done", refits[-1], k_phases - 1, settings.n_trials, None)
     trials = pd.DataFrame(trial_rows)
     first = ["fold", "phase", "trial", "fit", "validation"]
-    trials = trials[first + sorted(set(trials.columns) - {*first, "winner", "params"}) + ["winner", "params"]]
+    last = ["winner", "study_pbo", "params"]
+    trials = trials[first + sorted(set(trials.columns) - {*first, *last}) + last]
     return WfaResult(oos, folds, trials, fingerprint, resumed=not ckpt.started_fresh,
                      trials_run=counters["run"])
+
+
+def study_pbo(objective: FoldObjective, base: StrategyParams, k: int, records: list[TrialRecord],
+              settings: WfaSettings) -> dict[str, float]:
+    """Probability of backtest overfitting of one (fold, phase) study by CSCV: the ``pbo_trials`` best trials (by
+    fit score) as the configurations, their weekly returns over the training window as the rows, ``pbo_blocks``
+    blocks (fewer, even, when the window has too few weeks). NaN with fewer than 2 trials or 8 weeks."""
+    top = sorted(records, key=lambda r: (-r.fit, r.index))[:settings.pbo_trials]
+    columns = []
+    for r in top:
+        hourly = objective.training_returns(base.with_phase(k, PhaseParams.from_flat(r.params)), k)
+        columns.append((1.0 + hourly).groupby(hourly.index.floor("7D")).prod().to_numpy() - 1.0)
+    objective.load(base)  # put the base parameters back
+    matrix = np.column_stack(columns) if columns else np.empty((0, 0))
+    blocks = min(settings.pbo_blocks, (matrix.shape[0] // 4) // 2 * 2)
+    if len(top) < 2 or blocks < 2:
+        return {"pbo": float("nan"), "n_trials": float(len(top)), "n_weeks": float(matrix.shape[0]), "n_blocks": 0.0}
+    result = probability_of_backtest_overfitting(matrix, n_blocks=blocks)
+    return {"pbo": float(result.pbo), "n_trials": float(len(top)), "n_weeks": float(matrix.shape[0]),
+            "n_blocks": float(blocks)}
 
 
 def _no_signals(n: int) -> pd.DataFrame:

@@ -1,0 +1,53 @@
+"""Evaluation asset: the summary across the seed partitions materialised so far."""
+
+import json
+
+import dagster as dg
+import pandas as pd
+
+from btc_assets import plots
+from btc_assets.defs.resources import LOAD_PROFILE, ProjectHome, StudySettings, code_version
+from btc_assets.evaluation.summary import reference_frames, summarise
+from btc_assets.storage import Warehouse
+
+GROUP = "evaluation"
+
+
+@dg.asset(group_name=GROUP, kinds={"python", "parquet"}, code_version=code_version(1, LOAD_PROFILE.portfolio),
+          deps=["wfa_results", "wfa_folds", "wfa_trials"])
+def wfa_summary(context: dg.AssetExecutionContext, project: ProjectHome, study: StudySettings,
+                market_bars: pd.DataFrame, volatility: pd.DataFrame) -> dg.Output:
+    """Out-of-sample results across the seeds materialised so far: per seed and median / 5th / 95th percentile
+    (mean monthly return, CAGR, Sharpe, Sortino, Calmar, max drawdown, turnover, cost share, survival rate),
+    buy-and-hold and vol-targeted buy-and-hold on the same bars, the original system's figures, the 5 %/month
+    target with its probability, and PSR / DSR with the trials counted across folds, phases and seeds. Charts:
+    the fan of seed equity curves and the per-fold out-of-sample returns."""
+    warehouse = Warehouse(project.paths.warehouse)
+    seeds = warehouse.partitions("wfa_results")
+    oos = {s: warehouse.read("wfa_results", s) for s in seeds}
+    trials = {s: warehouse.read("wfa_trials", s) for s in warehouse.partitions("wfa_trials") if s in oos}
+    portfolio = study.get().portfolio
+    summary = summarise(oos, trials, market_bars, volatility, portfolio)
+    refs = reference_frames(market_bars, volatility, next(iter(oos.values()))["timestamp"], portfolio)
+    fan = plots.seed_fan(oos, refs)
+    fold_rows = [{"seed": s, "fold": f, "total_return": float((1 + g["bar_return"]).prod() - 1)}
+                 for s, frame in oos.items() for f, g in frame.groupby("fold")]
+    per_fold = plots.fold_bars(pd.DataFrame(fold_rows))
+    reports = project.paths.reports
+    (reports / "seed_fan.png").write_bytes(fan)
+    (reports / "fold_returns.png").write_bytes(per_fold)
+    (reports / "summary.json").write_text(json.dumps({"target": summary.target, "overfitting": summary.overfitting},
+                                                     indent=1))
+    shown = summary.table.set_index("row")
+    context.log.info(f"{len(seeds)} seed(s): {', '.join(seeds)}")
+    return dg.Output(summary.table, metadata={
+        "seeds": len(seeds),
+        "summary": dg.MetadataValue.md(shown.to_markdown(floatfmt=".4f")),
+        "target_5pct_month": dg.MetadataValue.json(summary.target),
+        "overfitting": dg.MetadataValue.json(summary.overfitting),
+        "seed_fan": dg.MetadataValue.md(plots.markdown_image(fan, "seed equity fan")),
+        "fold_returns": dg.MetadataValue.md(plots.markdown_image(per_fold, "per-fold returns")),
+    })
+
+
+assets = [wfa_summary]
