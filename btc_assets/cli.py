@@ -97,13 +97,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     _quiet_dagster()
     paths = prepare_home(args.home)
     _apply_source_options(args)
+    if args.sampler:
+        os.environ["BTC_ASSETS_SAMPLER"] = args.sampler  # inherited by the seed processes
     profile = get_profile(args.profile)
     os.environ["BTC_ASSETS_PROFILE"] = profile.name
     from btc_assets.defs import build_definitions
 
     defs = build_definitions()
     job = defs.resolve_job_def("btc_study")
-    _say(f"btc-assets run: profile {profile.name} ({profile.description}); home {paths.home}")
+    _say(f"btc-assets run: profile {profile.name} ({profile.description}); sampler {profile.wfa.sampler}; "
+         f"home {paths.home}")
     options = {"tags": {"btc_assets/profile": profile.name}, "raise_on_error": False,
                "run_config": {"loggers": {"console": {"config": {"log_level": args.log_level}}}}}
     with dg.DagsterInstance.get() as instance:
@@ -338,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.add_argument("--seeds", help="seed partitions to optimise, e.g. 0-29 or 0,3,7 (default: the profile's)")
     run.add_argument("--jobs", type=int, default=0, help="seeds at once (default: number of cores)")
+    run.add_argument("--sampler", choices=["tpe", "cmaes", "random"],
+                     help="walk-forward sampler (default: the profile's; also BTC_ASSETS_SAMPLER)")
     source_options(run)
     run.set_defaults(func=cmd_run)
 

@@ -29,10 +29,11 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.storages.journal._file import get_lock_file
 from optuna.trial import TrialState, create_trial
 
+from btc_assets.config import SAMPLERS
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-SAMPLERS = ("tpe", "cmaes", "random")
 
 
 def derive_seed(*parts: int) -> int:
