@@ -100,3 +100,25 @@ def test_bad_user_file_fails_run_with_clear_error(tmp_path: Path) -> None:
 def test_sql_on_empty_warehouse_says_so(tmp_path: Path, query: str) -> None:
     done = cli("sql", query, home=tmp_path)
     assert done.returncode == 1 and "empty" in done.stderr
+
+
+def test_concurrency_pool_limits_seeds_optimising_at_once(tmp_path: Path) -> None:
+    """With the instance's pool limit at 1, two seed runs launched together never optimise at the same time."""
+    home = tmp_path / "home"
+    (home / "dagster").mkdir(parents=True)
+    (home / "dagster" / "dagster.yaml").write_text(
+        "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n")
+    done = cli("run", "--profile", "quick", "--jobs", "2", home=home, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    steps = []
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        for run in instance.get_runs():
+            if run.job_name != "wfa_seeds":
+                continue
+            records = instance.get_records_for_run(
+                run.run_id, of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}).records
+            times = {r.event_log_entry.dagster_event.event_type_value: r.event_log_entry.timestamp for r in records}
+            steps.append((times["STEP_START"], times["STEP_SUCCESS"]))
+    assert len(steps) == 2
+    first, second = sorted(steps)
+    assert first[1] <= second[0], f"the two seeds optimised at once despite the pool limit: {steps}"
