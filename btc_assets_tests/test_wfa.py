@@ -194,8 +194,10 @@ def test_rdb_storage_by_configuration(inputs: Path, tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------------ kill test
 
 
-def _worker(inputs: Path, checkpoints: Path, out: Path, settings: dict) -> subprocess.Popen:
+def _worker(inputs: Path, checkpoints: Path, out: Path, settings: dict, delay: float = 0.0) -> subprocess.Popen:
     env = {**os.environ, "PYTHONHASHSEED": str(random.randrange(1 << 16))}  # nothing may depend on hashing
+    if delay:
+        env["WFA_WORKER_TRIAL_DELAY"] = str(delay)  # trials dominate the run time: kills land mid-trial
     return subprocess.Popen([sys.executable, str(WORKER), str(inputs), str(checkpoints), str(out),
                              json.dumps(settings)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env)
@@ -218,7 +220,7 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(inputs: Path
     kills = 0
     for _attempt in range(12):
         before = _journal_lines(tmp_path / "killed")
-        proc = _worker(inputs, tmp_path / "killed", tmp_path / "killed_out", settings)
+        proc = _worker(inputs, tmp_path / "killed", tmp_path / "killed_out", settings, delay=0.02)
         deadline = time.monotonic() + 120
         while _journal_lines(tmp_path / "killed") <= before + 3 and proc.poll() is None:
             assert time.monotonic() < deadline, "the worker made no progress"
@@ -329,3 +331,34 @@ def test_interrupted_study_resumes_with_the_same_choices(tmp_path: Path, sampler
     assert [r.fit for r in resumed] == [r.fit for r in whole]
     states = [t.state for t in optuna.load_study(study_name="s", storage=interrupted).get_trials()]
     assert states.count(optuna.trial.TrialState.FAIL) == 1 and len(states) == 17
+
+
+def test_walk_forward_is_causal(inputs: Path, tmp_path: Path) -> None:
+    """Perturbing the bars (prices, funding) and forecasts after fold 6's test window leaves every trial of fold 6
+    and its out-of-sample bars bit-identical."""
+    bars, vol, probs = load(inputs)
+    profile = get_profile("quick")
+    settings = replace(profile.wfa, **TINY)
+
+    def go(b: pd.DataFrame, v: pd.DataFrame, home: Path):
+        return run_seed(3, "seed_03", b, v, probs, settings=settings, portfolio=profile.portfolio,
+                        schedule=SCHEDULE, checkpoints=str(home), say=lambda m: None)
+
+    clean = go(bars, vol, tmp_path / "clean")
+    end = clean.oos.loc[clean.oos["fold"] == 6, "timestamp"].max()
+    later = bars["timestamp"] > end
+    rng = np.random.default_rng(0)
+    shaken = bars.copy()
+    noise = np.exp(rng.normal(0, 0.05, later.sum()))
+    for column in ("open", "high", "low", "close"):
+        shaken.loc[later, column] = shaken.loc[later, column] * noise
+    shaken.loc[later, "funding_rate"] = shaken.loc[later, "funding_rate"] * -3.0
+    shaken_vol = vol.copy()
+    shaken_vol.loc[later.to_numpy(), "sigma"] = shaken_vol.loc[later.to_numpy(), "sigma"] * 2.0
+    perturbed = go(shaken, shaken_vol, tmp_path / "perturbed")
+
+    fold6 = clean.trials["fold"] == 6
+    pd.testing.assert_frame_equal(perturbed.trials[fold6], clean.trials[fold6], check_exact=True)
+    in6 = clean.oos["fold"] == 6
+    pd.testing.assert_frame_equal(perturbed.oos[in6], clean.oos[in6], check_exact=True)
+    assert not perturbed.oos[~in6]["bar_return"].equals(clean.oos[~in6]["bar_return"])  # the perturbation bites

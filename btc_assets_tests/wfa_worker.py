@@ -6,7 +6,9 @@ Usage: python wfa_worker.py <inputs dir> <checkpoints dir> <output dir> <setting
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +19,23 @@ from btc_assets.schedule import FoldSchedule
 from btc_assets.wfa import run_seed
 
 
+def slow_trials(seconds: float) -> None:
+    """Make every trial evaluation take ``seconds`` longer (results unchanged), so that a kill at a random moment
+    almost surely lands in the middle of a trial."""
+    from btc_assets.wfa.objective import FoldObjective
+
+    scores = FoldObjective.scores
+
+    def slowed(self, *args, **kwargs):
+        time.sleep(seconds)
+        return scores(self, *args, **kwargs)
+
+    FoldObjective.scores = slowed  # type: ignore[method-assign]
+
+
 def main(inputs: str, checkpoints: str, output: str, settings: str) -> None:
+    if os.environ.get("WFA_WORKER_TRIAL_DELAY"):
+        slow_trials(float(os.environ["WFA_WORKER_TRIAL_DELAY"]))
     source = Path(inputs)
     bars, vol, probs = (pd.read_parquet(source / f"{name}.parquet") for name in ("bars", "volatility", "probs"))
     profile = get_profile("quick")
