@@ -115,3 +115,44 @@ def fold_bars(fold_returns: pd.DataFrame, title: str = "Out-of-sample return per
     ax.axhline(0.0, color="black", lw=0.6)
     ax.set_title(title)
     return _png(fig)
+
+
+def regime_characteristics(phases: pd.DataFrame,
+                           title: str = "Regime characteristics per phase across refits") -> bytes:
+    """Per phase, across refits: mean 24 h return, mean log volatility (standardised features' original units),
+    Student-t degrees of freedom ν and expected duration. ``phases``: the ``regime_phases`` table."""
+    panels = [("mean_ret_24", "mean 24 h return"), ("mean_log_vol", "mean log volatility"), ("nu", "ν (tail)"),
+              ("expected_duration_h", "expected duration (h)")]
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
+    names = phases.sort_values("refit").groupby("phase")["name"].agg(lambda s: "/".join(dict.fromkeys(s)))
+    for ax, (column, label) in zip(axes, panels, strict=True):
+        for k, part in phases.sort_values("refit").groupby("phase"):
+            colour = PHASE_COLOURS.get(str(names[k]).split("/")[0], f"C{k}")
+            ax.plot(part["refit"], part[column], marker="o", ms=3, lw=1, color=colour, label=names[k])
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("refit (fold)")
+        if column in ("nu", "expected_duration_h"):
+            ax.set_yscale("log")
+    axes[0].legend(fontsize=7, frameon=False)
+    fig.suptitle(title)
+    return _png(fig)
+
+
+def parameter_stability(params: pd.DataFrame, title: str = "Parameter stability across folds (median over seeds)"
+                        ) -> bytes:
+    """Per phase: its gating weights and vol-target multiple at each fold. ``params``: one row per (seed, fold,
+    phase) with columns fold, phase, gate.<expert>..., risk_scale."""
+    gates = [c for c in params.columns if c.startswith("gate.")]
+    phases = sorted(params["phase"].unique())
+    fig, axes = plt.subplots(1, len(phases), figsize=(3.0 * len(phases), 3.4), sharey=True)
+    for ax, k in zip(np.atleast_1d(axes), phases, strict=True):
+        med = params[params["phase"] == k].groupby("fold")[[*gates, "risk_scale"]].median()
+        for i, g in enumerate(gates):
+            ax.plot(med.index, med[g], marker="o", ms=3, lw=1, color=f"C{i}", label=g.removeprefix("gate."))
+        ax.plot(med.index, med["risk_scale"] / 2.0, ls="--", color="black", lw=1, label="risk scale / 2")
+        ax.set_title(f"phase {k}", fontsize=10)
+        ax.set_xlabel("fold")
+        ax.set_ylim(0, 1)
+    np.atleast_1d(axes)[0].legend(fontsize=7, frameon=False)
+    fig.suptitle(title)
+    return _png(fig)

@@ -68,7 +68,7 @@ def test_run_keeps_history_in_persistent_instance(tmp_path: Path, shared_data: P
     report = cli("report", home=home)
     assert report.returncode == 0, report.stderr
     page = Path(report.stdout.strip()).read_text()
-    assert page.count("data:image/png;base64,") == 4 and "Not materialised yet" not in page  # every chart
+    assert page.count("data:image/png;base64,") == 6 and "Not materialised yet" not in page  # every chart
     assert "src='http" not in page and "<script" not in page  # opens offline
     assert "original_system" in page and "spa_consistent" in page and "p_month_at_target" in page
 

@@ -87,9 +87,9 @@ def test_materialize_demo_then_a_seed_then_staleness(tmp_path: Path) -> None:
         assert list(table["row"]) == ["seed_00", "median", "p05", "p95", "buy_and_hold",
                                       "vol_targeted_buy_and_hold", "original_system"]
         meta = summary.asset_materializations_for_node("wfa_summary")[0].metadata
-        for key in ("seed_fan", "fold_returns"):
+        for key in ("seed_fan", "fold_returns", "regime_characteristics", "parameter_stability"):
             assert "data:image/png;base64," in meta[key].value
-            assert (tmp_path / "reports" / f"{'seed_fan' if key == 'seed_fan' else 'fold_returns'}.png").exists()
+            assert (tmp_path / "reports" / f"{key}.png").stat().st_size > 10_000
         chain_keys = [k.to_user_string() for k in CHAIN.resolve(defs.resolve_asset_graph())]
         assert all(stale_status(instance, k) == StaleStatus.FRESH for k in chain_keys)
         assert stale_status(instance, "wfa_results", "seed_00") == StaleStatus.FRESH

@@ -7,7 +7,7 @@ import pandas as pd
 
 from btc_assets import plots
 from btc_assets.defs.resources import LOAD_PROFILE, ProjectHome, StudySettings, code_version
-from btc_assets.evaluation.summary import reference_frames, summarise
+from btc_assets.evaluation.summary import fold_parameters, reference_frames, summarise
 from btc_assets.storage import Warehouse
 
 GROUP = "evaluation"
@@ -16,12 +16,13 @@ GROUP = "evaluation"
 @dg.asset(group_name=GROUP, kinds={"python", "parquet"}, code_version=code_version(1, LOAD_PROFILE.portfolio),
           deps=["wfa_results", "wfa_folds", "wfa_trials"])
 def wfa_summary(context: dg.AssetExecutionContext, project: ProjectHome, study: StudySettings,
-                market_bars: pd.DataFrame, volatility: pd.DataFrame) -> dg.Output:
+                market_bars: pd.DataFrame, volatility: pd.DataFrame, regime_phases: pd.DataFrame) -> dg.Output:
     """Out-of-sample results across the seeds materialised so far: per seed and median / 5th / 95th percentile
     (mean monthly return, CAGR, Sharpe, Sortino, Calmar, max drawdown, turnover, cost share, survival rate),
     buy-and-hold and vol-targeted buy-and-hold on the same bars, the original system's figures, the 5 %/month
     target with its probability, and PSR / DSR with the trials counted across folds, phases and seeds. Charts:
-    the fan of seed equity curves and the per-fold out-of-sample returns."""
+    the fan of seed equity curves, the per-fold out-of-sample returns, the regime characteristics per phase and the
+    stability of the optimised parameters across folds."""
     warehouse = Warehouse(project.paths.warehouse)
     seeds = warehouse.partitions("wfa_results")
     oos = {s: warehouse.read("wfa_results", s) for s in seeds}
@@ -33,9 +34,14 @@ def wfa_summary(context: dg.AssetExecutionContext, project: ProjectHome, study: 
     fold_rows = [{"seed": s, "fold": f, "total_return": float((1 + g["bar_return"]).prod() - 1)}
                  for s, frame in oos.items() for f, g in frame.groupby("fold")]
     per_fold = plots.fold_bars(pd.DataFrame(fold_rows))
+    folds = {s: warehouse.read("wfa_folds", s) for s in warehouse.partitions("wfa_folds") if s in oos}
+    regimes_png = plots.regime_characteristics(regime_phases)
+    stability = plots.parameter_stability(fold_parameters(folds))
     reports = project.paths.reports
     (reports / "seed_fan.png").write_bytes(fan)
     (reports / "fold_returns.png").write_bytes(per_fold)
+    (reports / "regime_characteristics.png").write_bytes(regimes_png)
+    (reports / "parameter_stability.png").write_bytes(stability)
     (reports / "summary.json").write_text(json.dumps({"target": summary.target, "overfitting": summary.overfitting},
                                                      indent=1))
     shown = summary.table.set_index("row")
@@ -47,6 +53,8 @@ def wfa_summary(context: dg.AssetExecutionContext, project: ProjectHome, study: 
         "overfitting": dg.MetadataValue.json(summary.overfitting),
         "seed_fan": dg.MetadataValue.md(plots.markdown_image(fan, "seed equity fan")),
         "fold_returns": dg.MetadataValue.md(plots.markdown_image(per_fold, "per-fold returns")),
+        "regime_characteristics": dg.MetadataValue.md(plots.markdown_image(regimes_png, "regime characteristics")),
+        "parameter_stability": dg.MetadataValue.md(plots.markdown_image(stability, "parameter stability")),
     })
 
 

@@ -14,6 +14,8 @@ CHARTS = {  # file in reports/ → caption, in reading order
     "moe_equity_drawdown.png": "Mixture of experts with default parameters: equity and drawdown against buy-and-hold",
     "seed_fan.png": "Walk-forward out-of-sample equity of every seed against the references",
     "fold_returns.png": "Out-of-sample return per fold across seeds",
+    "regime_characteristics.png": "Regime characteristics per phase across refits (mean, volatility, ν, duration)",
+    "parameter_stability.png": "Stability of the optimised gating weights and vol-target multiples across folds",
 }
 STYLE = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}
 table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}

@@ -26,6 +26,7 @@ Conventions
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -122,6 +123,16 @@ def reference_frames(bars: pd.DataFrame, volatility: pd.DataFrame, timestamps: p
             *args, volatility["sigma"].to_numpy(dtype=np.float64)[window], params, index=sub_index),
     }
     return {name: frame.reset_index(names="timestamp") for name, frame in out.items()}
+
+
+def fold_parameters(folds: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per (seed, fold, phase): the fold's final parameters of that phase (from ``wfa_folds``)."""
+    rows = []
+    for seed, frame in folds.items():
+        for fold, text in zip(frame["fold"], frame["params"], strict=True):
+            for k, phase in enumerate(json.loads(text)["phases"]):
+                rows.append({"seed": seed, "fold": int(fold), "phase": k, **phase})
+    return pd.DataFrame(rows)
 
 
 def _pbo_facts(all_trials: pd.DataFrame) -> dict[str, float]:
