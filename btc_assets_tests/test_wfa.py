@@ -134,7 +134,8 @@ def test_seed_runs_out_of_sample_and_resumes_without_rerunning(inputs: Path, tmp
     np.testing.assert_allclose(oos["equity"], np.cumprod(1 + oos["bar_return"]), rtol=1e-12)
     trials = first.trials
     assert len(trials) == 40 and trials.groupby(["fold", "phase"])["winner"].sum().eq(1).all()
-    assert {"fit", "validation", "fit_sharpe", "validation_sharpe", "study_pbo"} <= set(trials.columns)
+    assert {"fit", "validation", "fit_sharpe", "validation_sharpe", "study_pbo", "study_rho"} <= set(trials.columns)
+    assert trials["study_rho"].between(0, 1).all()
     assert trials.groupby(["fold", "phase"])["study_pbo"].nunique().eq(1).all()
     assert trials["study_pbo"].between(0, 1).all()
     assert np.isfinite(trials[["fit_sharpe", "validation_sharpe"]].to_numpy()).all()
@@ -269,6 +270,13 @@ def test_summary_across_seeds(inputs: Path, tmp_path: Path) -> None:
     # every trial of every fold, phase and seed counts: the deflated Sharpe ratio is below the plain PSR
     assert summary.overfitting["n_trials"] == 3 * 40
     assert (seeds["dsr"] <= seeds["psr"] + 1e-12).all()
+    # the effective number of trials: between one per study and the raw count; fewer trials, a milder deflation
+    n_eff = summary.overfitting["n_effective_trials"]
+    assert 3 * 2 * 5 <= n_eff <= 3 * 40
+    assert (seeds["dsr_raw_n"] <= seeds["dsr"] + 1e-12).all()
+    studies = pd.concat([r.trials.assign(seed=k) for k, r in results.items()]).drop_duplicates(
+        ["seed", "fold", "phase"])
+    assert n_eff == pytest.approx(float((studies["study_rho"] + (1 - studies["study_rho"]) * 4).sum()))
     # SPA / Reality Check against buy-and-hold on daily returns: p-values, ordered as Hansen's are
     o = summary.overfitting
     assert 0.0 <= o["spa_lower"] <= o["spa_consistent"] <= o["spa_upper"] <= 1.0 and 0.0 <= o["reality_check"] <= 1.0

@@ -9,11 +9,12 @@ Conventions
 * Dispersion rows ``median``, ``p05``, ``p95`` are taken across seeds, per metric; ``survival`` in those rows is the
   survival rate (share of seeds whose equity never went below the ruin floor). An infinite minimum track record
   length (the Sharpe ratio is not above the benchmark) is left out of them.
-* PSR / DSR use per-bar Sharpe ratios of the hourly out-of-sample returns. The number of trials N counts every
+* PSR / DSR use per-bar Sharpe ratios of the hourly out-of-sample returns. The raw number of trials N counts every
   Optuna trial of every fold, phase and seed in the summary; V[SR] is the variance, across those trials, of the
-  per-bar Sharpe ratio on each trial's training (fit) piece. ``expected_max_sr`` is E[max SR] for N independent
-  trials with that variance (per bar), the DSR's benchmark. Trials of one study are correlated, so N overstates the
-  independent trials and the DSR is conservative.
+  per-bar Sharpe ratio on each trial's training (fit) piece. ``dsr`` uses the effective number of independent
+  trials (:func:`effective_trials`: within each study, N_eff = ρ̄ + (1 − ρ̄)·N with ρ̄ the mean pairwise
+  correlation of its best trials' weekly returns; summed over studies), ``dsr_raw_n`` the raw N (more
+  conservative). ``expected_max_sr_per_bar`` is E[max SR] for N_eff trials with that variance, the DSR's benchmark.
 * Data snooping against buy-and-hold: Hansen's SPA and White's Reality Check (``btc_assets.evaluation.stats``) on
   daily returns (the hourly ones compounded per UTC day), the seeds as the M strategies, buy-and-hold on the same
   bars as the benchmark, a fixed bootstrap seed. H0: no seed beats buy-and-hold in expectation.
@@ -135,6 +136,18 @@ def fold_parameters(folds: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def effective_trials(all_trials: pd.DataFrame) -> float:
+    """Σ over (seed, fold, phase) studies of ρ̄_s + (1 − ρ̄_s)·N_s: N_s the study's trials, ρ̄_s the mean pairwise
+    correlation of its best trials' weekly training returns (``study_rho``). Studies count as independent of each
+    other. Without ``study_rho`` (older results): the raw count."""
+    if "study_rho" not in all_trials or all_trials["study_rho"].isna().all():
+        return float(len(all_trials))
+    keys = ["fold", "phase"] + (["seed"] if "seed" in all_trials else [])
+    per_study = all_trials.groupby(keys).agg(n=("trial", "size"), rho=("study_rho", "first"))
+    rho = per_study["rho"].fillna(0.0).clip(0.0, 1.0)
+    return float((rho + (1.0 - rho) * per_study["n"]).sum())
+
+
 def _pbo_facts(all_trials: pd.DataFrame) -> dict[str, float]:
     if "study_pbo" not in all_trials:
         return {}
@@ -153,17 +166,19 @@ def summarise(oos: Mapping[str, pd.DataFrame], trials: Mapping[str, pd.DataFrame
     rows = {seed: frame_stats(oos[seed], portfolio.ruin_floor) for seed in seeds}
     all_trials = pd.concat([trials[s].assign(seed=s) for s in seeds if s in trials], ignore_index=True)
     n_trials = len(all_trials)
+    n_eff = effective_trials(all_trials)
     sr_var = float(all_trials["fit_sharpe"].var(ddof=1)) if n_trials > 1 else 0.0
     for seed in seeds:
         r = oos[seed]["bar_return"].to_numpy(dtype=np.float64)
         rows[seed]["psr"] = probabilistic_sharpe_ratio(r)
-        rows[seed]["dsr"] = deflated_sharpe_ratio(r, n_trials, sr_var) if n_trials > 1 else rows[seed]["psr"]
+        rows[seed]["dsr"] = deflated_sharpe_ratio(r, n_eff, sr_var) if n_eff > 1 else rows[seed]["psr"]
+        rows[seed]["dsr_raw_n"] = deflated_sharpe_ratio(r, n_trials, sr_var) if n_trials > 1 else rows[seed]["psr"]
         rows[seed]["min_track_record_days"] = minimum_track_record_length(r) / 24.0
         rows[seed]["track_record_days"] = len(r) / 24.0
         studies = trials[seed].drop_duplicates(["fold", "phase"]) if seed in trials else pd.DataFrame()
         rows[seed]["pbo"] = float(studies["study_pbo"].mean()) if "study_pbo" in studies else float("nan")
     per_seed = pd.DataFrame(rows).T
-    columns = [*METRICS, "psr", "dsr", "pbo", "min_track_record_days", "track_record_days"]
+    columns = [*METRICS, "psr", "dsr", "dsr_raw_n", "pbo", "min_track_record_days", "track_record_days"]
     per_seed = per_seed[columns]
     finite = per_seed.replace([np.inf, -np.inf], np.nan)  # an infinite minimum track record (never) is left out
     spread = pd.DataFrame({
@@ -190,8 +205,9 @@ def summarise(oos: Mapping[str, pd.DataFrame], trials: Mapping[str, pd.DataFrame
     overfitting = {
         "n_seeds": float(len(seeds)),
         "n_trials": float(n_trials),
+        "n_effective_trials": n_eff,
         "sr_variance_per_bar": sr_var,
-        "expected_max_sr_per_bar": expected_max_sharpe(n_trials, sr_var) if n_trials > 1 else 0.0,
+        "expected_max_sr_per_bar": expected_max_sharpe(n_eff, sr_var) if n_eff > 1 else 0.0,
         "median_psr": float(per_seed["psr"].median()),
         "median_dsr": float(per_seed["dsr"].median()),
         **_pbo_facts(all_trials),

@@ -11,7 +11,7 @@ import pandas as pd
 
 from btc_assets import experts
 from btc_assets.config import PortfolioSettings, WfaSettings, settings_hash
-from btc_assets.evaluation.stats import probability_of_backtest_overfitting
+from btc_assets.evaluation.stats import effective_number_of_trials, probability_of_backtest_overfitting
 from btc_assets.portfolio.metrics import frame_metrics
 from btc_assets.portfolio.moe import prepare_inputs
 from btc_assets.schedule import FoldSchedule
@@ -20,7 +20,7 @@ from btc_assets.wfa.objective import FoldObjective, SignalCache, TrialScores
 from btc_assets.wfa.space import PhaseParams, StrategyParams, phase_distributions, suggest_phase
 from btc_assets.wfa.study import Stopwatch, TrialRecord, open_storage, run_phase_study, select_winner
 
-CODE_VERSION = "wfa-3"  # bump when the optimisation's logic changes: checkpoints and assets become stale
+CODE_VERSION = "wfa-4"  # bump when the optimisation's logic changes: checkpoints and assets become stale
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def run_seed(
             objective.load(current)
             for row in record["trials"]:
                 trial_rows.append({"fold": refit, "phase": k, **row, "winner": row["trial"] == record["winner"],
-                                   "study_pbo": record["pbo"]["pbo"],
+                                   "study_pbo": record["pbo"]["pbo"], "study_rho": record["pbo"]["rho"],
                                    "params": json.dumps(row["params"], sort_keys=True)})
         fold_params.append((refit, current, objective))
         say(f"{seed_key}: fold {refit} ({fold_no + 1}/{len(refits)}) optimised")
@@ -137,7 +137,7 @@ def run_seed(
     progress("done", refits[-1], k_phases - 1, settings.n_trials, None)
     trials = pd.DataFrame(trial_rows)
     first = ["fold", "phase", "trial", "fit", "validation"]
-    last = ["winner", "study_pbo", "params"]
+    last = ["winner", "study_pbo", "study_rho", "params"]
     trials = trials[first + sorted(set(trials.columns) - {*first, *last}) + last]
     return WfaResult(oos, folds, trials, fingerprint, resumed=not ckpt.started_fresh,
                      trials_run=counters["run"])
@@ -147,7 +147,8 @@ def study_pbo(objective: FoldObjective, base: StrategyParams, k: int, records: l
               settings: WfaSettings) -> dict[str, float]:
     """Probability of backtest overfitting of one (fold, phase) study by CSCV: the ``pbo_trials`` best trials (by
     fit score) as the configurations, their weekly returns over the training window as the rows, ``pbo_blocks``
-    blocks (fewer, even, when the window has too few weeks). NaN with fewer than 2 trials or 8 weeks."""
+    blocks (fewer, even, when the window has too few weeks). NaN with fewer than 2 trials or 8 weeks. Also the mean
+    pairwise correlation ``rho`` of those trials' weekly returns (for the effective number of trials)."""
     top = sorted(records, key=lambda r: (-r.fit, r.index))[:settings.pbo_trials]
     columns = []
     starts = None
@@ -159,11 +160,15 @@ def study_pbo(objective: FoldObjective, base: StrategyParams, k: int, records: l
         columns.append(np.expm1(np.add.reduceat(np.log1p(hourly.to_numpy()), starts)))  # compounded per week
     objective.load(base)  # put the base parameters back
     matrix = np.column_stack(columns) if columns else np.empty((0, 0))
+    n = len(top)
+    # mean pairwise correlation of those trials, backed out of N_eff = ρ̄ + (1 − ρ̄)·N
+    rho = (n - effective_number_of_trials(matrix)) / (n - 1) if n >= 2 and matrix.shape[0] >= 2 else 1.0
     blocks = min(settings.pbo_blocks, (matrix.shape[0] // 4) // 2 * 2)
-    if len(top) < 2 or blocks < 2:
-        return {"pbo": float("nan"), "n_trials": float(len(top)), "n_weeks": float(matrix.shape[0]), "n_blocks": 0.0}
+    if n < 2 or blocks < 2:
+        return {"pbo": float("nan"), "rho": rho, "n_trials": float(n), "n_weeks": float(matrix.shape[0]),
+                "n_blocks": 0.0}
     result = probability_of_backtest_overfitting(matrix, n_blocks=blocks)
-    return {"pbo": float(result.pbo), "n_trials": float(len(top)), "n_weeks": float(matrix.shape[0]),
+    return {"pbo": float(result.pbo), "rho": float(rho), "n_trials": float(n), "n_weeks": float(matrix.shape[0]),
             "n_blocks": float(blocks)}
 
 
