@@ -175,6 +175,19 @@ def test_changed_config_or_input_starts_fresh_and_keeps_the_old_checkpoint(input
     assert len(list(tmp_path.glob("seed_03.stale-*"))) == 2
 
 
+def test_changed_code_starts_fresh(inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fingerprint's code part hashes the source of the optimiser, experts and engine: an edit there (here
+    simulated) never resumes an old checkpoint."""
+    from btc_assets.wfa import run as wfa_run
+
+    first = run(inputs, tmp_path, max_folds=1)
+    assert first.fingerprint.code.endswith(wfa_run.source_hash())
+    monkeypatch.setattr(wfa_run, "source_hash", lambda: "edited")
+    messages: list[str] = []
+    again = run(inputs, tmp_path, messages=messages, max_folds=1)
+    assert "different code" in messages[0] and again.trials_run == 20
+
+
 def test_seeds_make_different_choices(inputs: Path, tmp_path: Path) -> None:
     a = run(inputs, tmp_path / "a", seed=1)
     b = run(inputs, tmp_path / "b", seed=2)

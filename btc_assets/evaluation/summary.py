@@ -46,7 +46,7 @@ from btc_assets.evaluation.stats import (
 )
 from btc_assets.portfolio.engine import PortfolioParams
 from btc_assets.portfolio.metrics import buy_and_hold, portfolio_metrics, vol_targeted_buy_and_hold
-from btc_assets.portfolio.moe import engine_params, funding_with_assumption
+from btc_assets.portfolio.moe import engine_params, price_arrays
 
 TARGET_MONTHLY = 0.05  # the original study's goal
 ORIGINAL_SYSTEM = {"mean_monthly_return": 0.0030, "max_drawdown": 0.12, "survival": 1.0}  # its reported figures
@@ -110,13 +110,8 @@ def reference_frames(bars: pd.DataFrame, volatility: pd.DataFrame, timestamps: p
     if (pos < 0).any() or not (np.diff(pos) == 1).all():
         raise ValueError("the out-of-sample bars must be a contiguous stretch of the bar grid")
     window = slice(int(pos[0]), int(pos[-1]) + 1)
-    close = bars["close"].ffill().to_numpy(dtype=np.float64)
-    open_ = bars["open"].to_numpy(dtype=np.float64)
-    open_ = np.where(np.isfinite(open_), open_, close)
-    tradable = ~bars["missing"].to_numpy(dtype=bool)
-    funding = funding_with_assumption(bars, portfolio.assumed_funding)
     params: PortfolioParams = engine_params(portfolio)
-    args = (open_[window], close[window], tradable[window], funding[window])
+    args = tuple(a[window] for a in price_arrays(bars, portfolio))
     sub_index = index[window]
     out = {
         "buy_and_hold": buy_and_hold(*args, params, index=sub_index),

@@ -62,19 +62,26 @@ def funding_with_assumption(bars: pd.DataFrame, assumed: float) -> np.ndarray:
     return rate
 
 
+def price_arrays(bars: pd.DataFrame, settings: PortfolioSettings) -> tuple[np.ndarray, ...]:
+    """(open_, close, tradable, funding) on the grid of ``bars``: missing hours forward-filled and not tradable,
+    the funding with the assumed base rate where the history is unknown."""
+    close = bars["close"].ffill().to_numpy(dtype=np.float64)
+    open_ = bars["open"].to_numpy(dtype=np.float64)
+    open_ = np.where(np.isfinite(open_), open_, close)
+    return (open_, close, ~bars["missing"].to_numpy(dtype=bool),
+            funding_with_assumption(bars, settings.assumed_funding))
+
+
 def prepare_inputs(bars: pd.DataFrame, volatility: pd.DataFrame, regime_probabilities: pd.DataFrame,
                    signals: pd.DataFrame, settings: PortfolioSettings) -> EngineInputs:
     """Align the chain's tables on the grid of ``bars``."""
     index = pd.DatetimeIndex(bars["timestamp"])
-    close = bars["close"].ffill().to_numpy(dtype=np.float64)
-    open_ = bars["open"].to_numpy(dtype=np.float64)
-    open_ = np.where(np.isfinite(open_), open_, close)
+    open_, close, tradable, funding = price_arrays(bars, settings)
     oos = out_of_sample(regime_probabilities).set_index("timestamp")
     k = len(settings.gating)
     probs = oos.reindex(index)[[f"p_{j}" for j in range(k)]].to_numpy(dtype=np.float64)
     return EngineInputs(
-        index=index, open_=open_, close=close, tradable=~bars["missing"].to_numpy(dtype=bool),
-        funding=funding_with_assumption(bars, settings.assumed_funding),
+        index=index, open_=open_, close=close, tradable=tradable, funding=funding,
         experts=np.ascontiguousarray(signals[list(EXPERTS)].to_numpy(dtype=np.float64)),
         probs=np.ascontiguousarray(probs), sigma_hat=volatility["sigma"].to_numpy(dtype=np.float64),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,26 @@ from btc_assets.wfa.objective import FoldObjective, SignalCache, TrialScores
 from btc_assets.wfa.space import PhaseParams, StrategyParams, phase_distributions, suggest_phase
 from btc_assets.wfa.study import Stopwatch, TrialRecord, open_storage, run_phase_study, select_winner
 
-CODE_VERSION = "wfa-4"  # bump when the optimisation's logic changes: checkpoints and assets become stale
+CODE_VERSION = "wfa-4"  # bump when the optimisation's logic changes: the assets become stale
+
+
+def source_hash() -> str:
+    """A hash of the source of every module a seed's results depend on (the optimiser, experts, engine, glue):
+    part of the checkpoint fingerprint, so an edit of any of them never resumes an old checkpoint."""
+    import inspect
+    import sys
+
+    from btc_assets import experts as _experts
+    from btc_assets.portfolio import engine as _engine
+    from btc_assets.portfolio import moe as _moe
+    from btc_assets.wfa import objective as _objective
+    from btc_assets.wfa import space as _space
+    from btc_assets.wfa import study as _study
+
+    digest = hashlib.sha256()
+    for module in (_experts, _engine, _moe, _objective, _space, _study, sys.modules[__name__]):
+        digest.update(inspect.getsource(module).encode())
+    return digest.hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -59,7 +79,7 @@ def run_seed(
 ) -> WfaResult:
     """Optimise every fold (phases in turn), run each fold's winner on its test window, stitch the tests."""
     fingerprint = Fingerprint.of({"bars": bars, "volatility": volatility, "regimes": regime_probabilities},
-                                 config_hash(settings, portfolio, schedule), CODE_VERSION, seed)
+                                 config_hash(settings, portfolio, schedule), f"{CODE_VERSION}-{source_hash()}", seed)
     ckpt = SeedCheckpoint(checkpoints, seed_key, fingerprint, say)
     storage = open_storage(settings.storage or None, str(ckpt.journal_path))
     arrays = experts.BarArrays.from_market_bars(bars)
