@@ -90,6 +90,68 @@ def stale_statuses(instance, defs, keys, partition: str | None = None) -> dict[s
     return {key.to_user_string(): resolver.get_status(key, partition).value for key in keys}
 
 
+def sync_chain(defs, options: dict) -> bool:
+    """Re-read the raw inputs, then materialise what is not fresh in the chain up to the portfolio and everything
+    below it. False (after saying why) if a step failed."""
+    import dagster as dg
+
+    job = defs.resolve_job_def("btc_study")
+    with dg.DagsterInstance.get() as instance:
+        # the raw inputs are re-read every time (cheap): their content hashes tell what changed downstream
+        raw = [dg.AssetKey("raw_ohlcv"), dg.AssetKey("raw_funding")]
+        result = job.execute_in_process(instance=instance, asset_selection=raw, **options)
+        if not result.success:
+            _report_failure(result)
+            return False
+        chain = list(job.asset_layer.executable_asset_keys)
+        status = stale_statuses(instance, defs, chain)
+        changed = [dg.AssetKey.from_user_string(k) for k, v in status.items() if v != "FRESH"]
+        # what is not fresh, and everything below it in the chain (its inputs are about to change)
+        below = dg.AssetSelection.assets(*changed).downstream().resolve(defs.resolve_asset_graph())
+        unsynced = [k for k in chain if k in below]
+        if unsynced:
+            _say(f"materialising {', '.join(k.to_user_string() for k in unsynced)}")
+            result = job.execute_in_process(instance=instance, asset_selection=unsynced, **options)
+            if not result.success:
+                _report_failure(result)
+                return False
+            _say(f"done: run {result.run_id}")
+        else:
+            _say("the chain up to the portfolio is up to date")
+    return True
+
+
+def cmd_ablation(args: argparse.Namespace) -> int:
+    """Bring the chain up to date, then run (or resume) the ablation on the profile's seeds."""
+    import dagster as dg
+
+    _quiet_dagster()
+    paths = prepare_home(args.home)
+    _apply_source_options(args)
+    profile = get_profile(args.profile)
+    os.environ["BTC_ASSETS_PROFILE"] = profile.name
+    from btc_assets.defs import build_definitions
+
+    defs = build_definitions()
+    options = {"tags": {"btc_assets/profile": profile.name}, "raise_on_error": False,
+               "run_config": {"loggers": {"console": {"config": {"log_level": args.log_level}}}}}
+    _say(f"btc-assets ablation: profile {profile.name}; variants {', '.join(profile.ablation.variants)}; "
+         f"seeds {list(profile.ablation.seeds)} (set them in {paths.home / 'config.toml'}, section [ablation])")
+    if not sync_chain(defs, options):
+        return 1
+    with dg.DagsterInstance.get() as instance:
+        result = defs.resolve_job_def("ablation_study").execute_in_process(instance=instance, **options)
+    if not result.success:
+        _report_failure(result)
+        return 1
+    table = result.output_for_node("ablation", "ablation")
+    columns = ["variant", "n_seeds", "sharpe", "sharpe_lo", "sharpe_hi", "mean_monthly_return", "max_drawdown",
+               "p_sharpe_t", "p_daily_bootstrap"]
+    print(table[[c for c in columns if c in table]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    _say(f"chart: {paths.reports / 'ablation.png'}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Materialise what is unsynced in the chain, then launch (or resume) every seed not yet done."""
     import dagster as dg
@@ -104,33 +166,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from btc_assets.defs import build_definitions
 
     defs = build_definitions()
-    job = defs.resolve_job_def("btc_study")
     _say(f"btc-assets run: profile {profile.name} ({profile.description}); sampler {profile.wfa.sampler}; "
          f"home {paths.home}")
     options = {"tags": {"btc_assets/profile": profile.name}, "raise_on_error": False,
                "run_config": {"loggers": {"console": {"config": {"log_level": args.log_level}}}}}
-    with dg.DagsterInstance.get() as instance:
-        # the raw inputs are re-read every time (cheap): their content hashes tell what changed downstream
-        raw = [dg.AssetKey("raw_ohlcv"), dg.AssetKey("raw_funding")]
-        result = job.execute_in_process(instance=instance, asset_selection=raw, **options)
-        if not result.success:
-            _report_failure(result)
-            return 1
-        chain = list(job.asset_layer.executable_asset_keys)
-        status = stale_statuses(instance, defs, chain)
-        changed = [dg.AssetKey.from_user_string(k) for k, v in status.items() if v != "FRESH"]
-        # what is not fresh, and everything below it in the chain (its inputs are about to change)
-        below = dg.AssetSelection.assets(*changed).downstream().resolve(defs.resolve_asset_graph())
-        unsynced = [k for k in chain if k in below]
-        if unsynced:
-            _say(f"materialising {', '.join(k.to_user_string() for k in unsynced)}")
-            result = job.execute_in_process(instance=instance, asset_selection=unsynced, **options)
-            if not result.success:
-                _report_failure(result)
-                return 1
-            _say(f"done: run {result.run_id}")
-        else:
-            _say("the chain up to the portfolio is up to date")
+    if not sync_chain(defs, options):
+        return 1
     seeds = parse_seeds(args.seeds, profile.n_seeds)
     failed = launch_seeds(paths, profile.name, seeds, args.jobs or default_jobs(), args.log_level)
     if failed:
@@ -357,6 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="every seed's progress (fold, phase, trial, best, ETA)")
     status.set_defaults(func=cmd_status)
+
+    abl = sub.add_parser("ablation", help="the ablation: every variant's walk-forward on the configured seeds")
+    abl.add_argument("--profile", choices=list(PROFILES), default=None, help="study size (default quick)")
+    abl.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    source_options(abl)
+    abl.set_defaults(func=cmd_ablation)
 
     ui = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on the same instance")
     ui.add_argument("--host", default="127.0.0.1")

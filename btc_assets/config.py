@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -82,6 +83,7 @@ class RegimeSettings:
     lfp_window: int = 256
     lfp_min_period: int = 48
     seed: int = 12345
+    emission: str = "student_t"  # student_t | gaussian (the original design; for the ablation)
 
 
 SAMPLERS = ("tpe", "cmaes", "random")
@@ -152,10 +154,26 @@ class WfaSettings:
     drawdown_penalty: float = 1.0  # per unit of max drawdown
     min_risk_scale: float = 0.25  # per-phase vol-target multiplier range
     max_risk_scale: float = 2.0
-    storage: str = ""  # Optuna storage URL; empty: a journal file per seed under checkpoints/
+    storage: str = ""  # Optuna storage URL (postgresql+psycopg2://…); empty: a journal file per seed under checkpoints/
+    shared: bool = False  # several processes/machines work on one seed through `storage` (btc_assets.wfa.shared)
     progress_every: float = 600.0  # seconds between progress records (also written at every phase end)
     pbo_trials: int = 50  # per (fold, phase): the best trials (by fit) whose weekly returns feed the CSCV PBO
     pbo_blocks: int = 16
+    experts: tuple[str, ...] = EXPERTS  # the experts a phase may weight (others get weight 0, default parameters)
+    search_risk_scale: bool = True  # search each phase's vol-target multiple (else fixed at 1)
+
+
+ABLATION_VARIANTS: tuple[str, ...] = ("original", "vol_targeting", "student_t_hmm", "mixture_soft", "hard_switch")
+
+
+@dataclass(frozen=True)
+class AblationSettings:
+    """The ablation (see ``btc_assets.evaluation.ablation``): which variants, on which seeds, and the confidence
+    level of the intervals across seeds."""
+
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    variants: tuple[str, ...] = ABLATION_VARIANTS
+    confidence: float = 0.95
 
 
 @dataclass(frozen=True)
@@ -170,6 +188,7 @@ class Profile:
     regimes: RegimeSettings = field(default_factory=RegimeSettings)
     portfolio: PortfolioSettings = field(default_factory=PortfolioSettings)
     wfa: WfaSettings = field(default_factory=WfaSettings)
+    ablation: AblationSettings = field(default_factory=AblationSettings)
 
 
 def settings_hash(*sections: object) -> str:
@@ -183,9 +202,11 @@ PROFILES: dict[str, Profile] = {
         "quick", "whole graph end to end in under 2 minutes on 2 cores, tiny settings", n_seeds=2,
         regimes=RegimeSettings(n_restarts=2, n_iter=40),
         wfa=WfaSettings(n_trials=6, n_startup_trials=3, max_folds=2, select_top=2),
+        ablation=AblationSettings(seeds=(0, 1)),
     ),
     "integration": Profile("integration", "real data, all stages, several seeds, under 10 minutes", n_seeds=3,
-                           wfa=WfaSettings(n_trials=24, n_startup_trials=8, max_folds=4, select_top=3)),
+                           wfa=WfaSettings(n_trials=24, n_startup_trials=8, max_folds=4, select_top=3),
+                           ablation=AblationSettings(seeds=(0, 1, 2))),
     # random search: the 30-minute target on 2 cores holds with it (TPE costs ~20 ms per trial; see the README)
     "full": Profile("full", "30 seeds, K=5, 300 trials per phase, all folds, random search", n_seeds=30,
                     wfa=WfaSettings(sampler="random")),
@@ -193,15 +214,74 @@ PROFILES: dict[str, Profile] = {
 DEFAULT_PROFILE = "quick"
 
 
+SECTIONS = ("schedule", "volatility", "regimes", "portfolio", "wfa", "ablation")
+
+
+def config_file() -> Path | None:
+    """The user's settings file: ``BTC_ASSETS_CONFIG``, else ``<BTC_ASSETS_HOME>/config.toml`` if it exists."""
+    named = os.environ.get("BTC_ASSETS_CONFIG")
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"BTC_ASSETS_CONFIG={named}: no such file")
+        return path
+    path = Paths.from_env().home / "config.toml"
+    return path if path.is_file() else None
+
+
+def _coerce(value: object, default: object, where: str) -> object:
+    """A TOML value as the type of the setting's default (lists become tuples, ints are accepted as floats)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        if not isinstance(value, bool) or not isinstance(default, bool):
+            raise ValueError(f"{where}: expected {type(default).__name__}, got {value!r}")
+        return value
+    if isinstance(default, float) and isinstance(value, int | float):
+        return float(value)
+    if isinstance(default, tuple) and isinstance(value, list):
+        if not default:
+            return tuple(value)
+        return tuple(_coerce(v, default[0], where) for v in value)
+    if default is None or isinstance(value, type(default)):
+        return value
+    raise ValueError(f"{where}: expected {type(default).__name__}, got {value!r}")
+
+
+def apply_overrides(profile: Profile, overrides: dict[str, object], source: str) -> Profile:
+    """``profile`` with the settings in ``overrides`` (``{section: {field: value}}``) replaced; an unknown section or
+    field, or a value of the wrong type, is an error naming ``source`` and the key."""
+    changes: dict[str, object] = {}
+    for section, values in overrides.items():
+        if section not in SECTIONS or not isinstance(values, dict):
+            raise ValueError(f"{source}: unknown section [{section}] (sections: {', '.join(SECTIONS)})")
+        current = getattr(profile, section)
+        fields = asdict(current)
+        updates = {}
+        for key, value in values.items():
+            if key not in fields:
+                raise ValueError(f"{source}: [{section}] has no setting {key!r} (settings: {', '.join(fields)})")
+            updates[key] = _coerce(value, getattr(current, key), f"{source}: [{section}] {key}")
+        changes[section] = replace(current, **updates)
+    return replace(profile, **changes)
+
+
 def get_profile(name: str | None = None) -> Profile:
-    """The named profile (default: ``BTC_ASSETS_PROFILE`` or ``quick``); ``BTC_ASSETS_SAMPLER`` (tpe | cmaes |
-    random) overrides its walk-forward sampler. Both are read when the Dagster definitions load, so they enter the
-    assets' code versions."""
+    """The named profile (default: ``BTC_ASSETS_PROFILE`` or ``quick``) with the user's settings file applied
+    (:func:`config_file`, TOML: ``[portfolio] band = 0.3``); ``BTC_ASSETS_SAMPLER`` (tpe | cmaes | random) then
+    overrides the walk-forward sampler. All are read when the Dagster definitions load, so they enter the assets'
+    code versions: a changed setting makes its stage and everything below it stale."""
     name = name or os.environ.get("BTC_ASSETS_PROFILE") or DEFAULT_PROFILE
     try:
         profile = PROFILES[name]
     except KeyError:
         raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None
+    path = config_file()
+    if path is not None:
+        with open(path, "rb") as handle:
+            try:
+                overrides = tomllib.load(handle)
+            except tomllib.TOMLDecodeError as err:
+                raise ValueError(f"{path}: not valid TOML: {err}") from None
+        profile = apply_overrides(profile, overrides, str(path))
     sampler = os.environ.get("BTC_ASSETS_SAMPLER")
     if sampler:
         if sampler not in SAMPLERS:

@@ -409,8 +409,10 @@ class LineCache:
 
 
 @njit(cache=True, nogil=True)
-def _trend_kernel(close, tenkan, kijun, span_a, span_b, displacement, cloud_filter,
-                  chikou):  # pragma: no cover - compiled
+def _trend_kernel(close, tenkan, kijun, senkou, displacement, cloud_filter, chikou):  # pragma: no cover - compiled
+    """Ichimoku positions over ``len(close)`` bars. The cloud at t is read from the lines at t − displacement:
+    span A = (tenkan + kijun) / 2 and span B = the senkou-B midpoint there (none before ``displacement``), exactly
+    as :meth:`TrendExpert.lines` builds them."""
     n = close.shape[0]
     out = np.zeros(n)
     for t in range(n):
@@ -422,8 +424,10 @@ def _trend_kernel(close, tenkan, kijun, span_a, span_b, displacement, cloud_filt
         up = tk > kj
         down = tk < kj
         if cloud_filter:
-            a = span_a[t]
-            b = span_b[t]
+            if t < displacement:
+                continue
+            a = (tenkan[t - displacement] + kijun[t - displacement]) / 2.0
+            b = senkou[t - displacement]
             if np.isnan(a) or np.isnan(b):
                 continue
             up = up and c > max(a, b)
@@ -524,7 +528,9 @@ class _Expert:
             if int(value) != value or value < 1:
                 raise ValueError(f"{name} must be a positive integer")
 
-    def positions(self, bars: BarArrays, cache: LineCache | None = None) -> np.ndarray:
+    def positions(self, bars: BarArrays, cache: LineCache | None = None, stop: int | None = None) -> np.ndarray:
+        """Target positions in [-1, 1] (NaN: abstain) for the first ``stop`` bars (default: all). Every rule is
+        causal, so the result is the first ``stop`` values of the full run, bit for bit."""
         raise NotImplementedError
 
 
@@ -560,9 +566,11 @@ class TrendExpert(_Expert):
             span_b[d:] = cache.get(bars, "midpoint", self.senkou_b)[:-d]
         return {"tenkan": tenkan, "kijun": kijun, "span_a": span_a, "span_b": span_b}
 
-    def positions(self, bars: BarArrays, cache: LineCache | None = None) -> np.ndarray:
-        ln = self.lines(bars, cache)
-        return _trend_kernel(bars.close, ln["tenkan"], ln["kijun"], ln["span_a"], ln["span_b"],
+    def positions(self, bars: BarArrays, cache: LineCache | None = None, stop: int | None = None) -> np.ndarray:
+        cache = LineCache() if cache is None else cache
+        s = slice(0, stop)
+        return _trend_kernel(bars.close[s], cache.get(bars, "midpoint", self.tenkan)[s],
+                             cache.get(bars, "midpoint", self.kijun)[s], cache.get(bars, "midpoint", self.senkou_b)[s],
                              int(self.displacement), bool(self.cloud_filter), bool(self.chikou))
 
 
@@ -588,11 +596,12 @@ class MeanReversionExpert(_Expert):
         if not 0 <= self.oversold < self.overbought <= 100:
             raise ValueError("need 0 <= oversold < overbought <= 100")
 
-    def positions(self, bars: BarArrays, cache: LineCache | None = None) -> np.ndarray:
+    def positions(self, bars: BarArrays, cache: LineCache | None = None, stop: int | None = None) -> np.ndarray:
         cache = LineCache() if cache is None else cache
-        return _mean_reversion_kernel(bars.close, cache.get(bars, "rsi", self.rsi_period),
-                                      cache.get(bars, "close_mean", self.bb_window),
-                                      cache.get(bars, "close_std", self.bb_window),
+        s = slice(0, stop)
+        return _mean_reversion_kernel(bars.close[s], cache.get(bars, "rsi", self.rsi_period)[s],
+                                      cache.get(bars, "close_mean", self.bb_window)[s],
+                                      cache.get(bars, "close_std", self.bb_window)[s],
                                       float(self.bb_k), float(self.oversold), float(self.overbought))
 
 
@@ -617,13 +626,14 @@ class BreakoutExpert(_Expert):
         if self.stop_atr <= 0:
             raise ValueError("stop_atr must be > 0")
 
-    def positions(self, bars: BarArrays, cache: LineCache | None = None) -> np.ndarray:
+    def positions(self, bars: BarArrays, cache: LineCache | None = None, stop: int | None = None) -> np.ndarray:
         cache = LineCache() if cache is None else cache
-        return _breakout_kernel(bars.close, cache.get(bars, "high_max", self.window),
-                                cache.get(bars, "low_min", self.window),
-                                cache.get(bars, "high_max", self.exit_window),
-                                cache.get(bars, "low_min", self.exit_window),
-                                cache.get(bars, "atr", self.atr_short), cache.get(bars, "atr", self.atr_long),
+        s = slice(0, stop)
+        return _breakout_kernel(bars.close[s], cache.get(bars, "high_max", self.window)[s],
+                                cache.get(bars, "low_min", self.window)[s],
+                                cache.get(bars, "high_max", self.exit_window)[s],
+                                cache.get(bars, "low_min", self.exit_window)[s],
+                                cache.get(bars, "atr", self.atr_short)[s], cache.get(bars, "atr", self.atr_long)[s],
                                 float(self.expansion), float(self.stop_atr))
 
 
@@ -644,10 +654,10 @@ class CarryExpert(_Expert):
         if self.threshold < 0 or self.full_at <= 0:
             raise ValueError("threshold must be >= 0 and full_at > 0")
 
-    def positions(self, bars: BarArrays, cache: LineCache | None = None) -> np.ndarray:
+    def positions(self, bars: BarArrays, cache: LineCache | None = None, stop: int | None = None) -> np.ndarray:
         cache = LineCache() if cache is None else cache
-        ema = cache.get(bars, "funding_ema", self.ema_span)
-        valid = np.isfinite(ema) & bars.funding_known
+        ema = cache.get(bars, "funding_ema", self.ema_span)[:stop]
+        valid = np.isfinite(ema) & bars.funding_known[:stop]
         safe = np.where(valid, ema, 0.0)
         target = -np.clip(safe / self.full_at, -1.0, 1.0)
         return np.where(valid & (np.abs(safe) > self.threshold), target, 0.0) + 0.0  # + 0.0: no -0.0

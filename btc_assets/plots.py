@@ -156,3 +156,40 @@ def parameter_stability(params: pd.DataFrame, title: str = "Parameter stability 
     np.atleast_1d(axes)[0].legend(fontsize=7, frameon=False)
     fig.suptitle(title)
     return _png(fig)
+
+
+def ablation_chart(table: pd.DataFrame, per_seed: pd.DataFrame,
+                   title: str = "Ablation: out-of-sample metrics per variant (mean across seeds, CI, seeds as dots)"
+                   ) -> bytes:
+    """Three panels (Sharpe, mean monthly return, max drawdown): per variant the mean across seeds with its
+    confidence interval and every seed as a dot; above each step, the paired p-values against the variant before
+    it (t-test across seeds | stationary bootstrap of the daily return difference). ``table`` and ``per_seed`` are
+    :func:`btc_assets.evaluation.ablation.ablation_table`'s."""
+    panels = [("sharpe", "Sharpe (annualised)", False), ("mean_monthly_return", "mean monthly return", True),
+              ("max_drawdown", "max drawdown", True)]
+    variants = list(table["variant"])
+    x = np.arange(len(variants))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    for ax, (metric, label, percent) in zip(axes, panels, strict=True):
+        mean = table[metric].to_numpy(dtype=float)
+        low = np.nan_to_num(mean - table[f"{metric}_lo"].to_numpy(dtype=float))
+        high = np.nan_to_num(table[f"{metric}_hi"].to_numpy(dtype=float) - mean)
+        ax.bar(x, mean, color=[f"C{i}" for i in range(len(x))], alpha=0.75)
+        ax.errorbar(x, mean, yerr=[low, high], fmt="none", ecolor="black", lw=0.9, capsize=4)
+        for i, variant in enumerate(variants):
+            dots = per_seed.loc[per_seed["variant"] == variant, metric].to_numpy(dtype=float)
+            ax.scatter(np.full(dots.size, i) + np.linspace(-0.15, 0.15, dots.size), dots, s=9, color="black",
+                       zorder=3)
+        if metric == "sharpe" and "p_sharpe_t" in table:
+            where = matplotlib.transforms.blended_transform_factory(ax.transData, ax.transAxes)
+            for i in range(1, len(x)):
+                p_t, p_b = table["p_sharpe_t"].iloc[i], table["p_daily_bootstrap"].iloc[i]
+                ax.text(i - 0.5, 0.98, f"p_t {p_t:.2f}\np_bs {p_b:.2f}", transform=where, ha="center", va="top",
+                        fontsize=7, color="#444")
+        ax.axhline(0.0, color="black", lw=0.6)
+        ax.set_xticks(x, variants, rotation=25, ha="right", fontsize=8)
+        ax.set_title(label, fontsize=10)
+        if percent:
+            ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    fig.suptitle(title)
+    return _png(fig)

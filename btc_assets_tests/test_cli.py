@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -9,8 +10,10 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 
+from btc_assets.config import ABLATION_VARIANTS
 from btc_assets_tests.conftest import make_ohlcv
 
 EXE = shutil.which("btc-assets") or str(Path(sys.executable).parent / "btc-assets")
@@ -65,10 +68,11 @@ def test_run_keeps_history_in_persistent_instance(tmp_path: Path, shared_data: P
     lines = status.stdout.splitlines()
     assert status.returncode == 0 and len(lines) == 30 and "seed_29  not started" in lines
     assert lines[0].startswith("seed_00  done     fold 2/2  phase 5/5  trial 6/6  (60/60 trials)")
+    check_ablation(home, tmp_path)
     report = cli("report", home=home)
     assert report.returncode == 0, report.stderr
     page = Path(report.stdout.strip()).read_text()
-    assert page.count("data:image/png;base64,") == 6 and "Not materialised yet" not in page  # every chart
+    assert page.count("data:image/png;base64,") == 7 and "Not materialised yet" not in page  # every chart
     assert "src='http" not in page and "<script" not in page  # opens offline
     assert "original_system" in page and "spa_consistent" in page and "p_month_at_target" in page
 
@@ -78,13 +82,42 @@ def test_run_keeps_history_in_persistent_instance(tmp_path: Path, shared_data: P
     assert "different data" in second.stderr  # the seeds' checkpoints were made from the demo market
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         runs = instance.get_runs()
-        # per command: the raw re-read, the chain when unsynced, the seeds not done, the summary
-        assert sorted(r.job_name for r in runs) == ["btc_study"] * 5 + ["summarise_seeds"] * 3 + ["wfa_seeds"] * 4
+        # per command: the raw re-read, the chain when unsynced, the seeds not done, the summary / the ablation
+        assert sorted(r.job_name for r in runs) == (["ablation_study"] * 2 + ["btc_study"] * 7
+                                                    + ["summarise_seeds"] * 3 + ["wfa_seeds"] * 4)
         assert instance.get_latest_materialization_event(dg.AssetKey("market_bars")) is not None
     out = cli("sql", "SELECT count(*) AS n, count_if(missing) AS gaps FROM market_bars", "--format", "csv",
               home=home)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["n,gaps", "76671,128"]
+
+
+def check_ablation(home: Path, cwd: Path) -> None:
+    """``btc-assets ablation`` on the quick profile: every variant on seeds 0 and 1, intervals and paired tests, the
+    chart; a second run resumes every (variant, seed) from its checkpoint and gives the same table."""
+    first = cli("ablation", "--profile", "quick", home=home, cwd=cwd)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "up to date" in first.stderr and "p_daily_bootstrap" in first.stdout
+    table = pd.read_parquet(home / "warehouse" / "ablation" / "data.parquet")
+    per_seed = pd.read_parquet(home / "warehouse" / "ablation_seeds" / "data.parquet")
+    assert list(table["variant"]) == list(ABLATION_VARIANTS) and (table["n_seeds"] == 2).all()
+    assert len(per_seed) == 10 and per_seed["sharpe"].notna().all()
+    assert per_seed.groupby("seed")["sharpe"].nunique().eq(5).all()  # the variants really differ
+    for column in ("sharpe_lo", "sharpe_hi", "d_sharpe", "p_sharpe_t", "p_sharpe_wilcoxon", "p_daily_bootstrap"):
+        assert table[column].iloc[1:].notna().all(), column
+    assert (home / "reports" / "ablation.png").stat().st_size > 10_000
+    records = sorted((home / "checkpoints" / "ablation" / "original" / "seed_00" / "phases").glob("*.json"))
+    assert len(records) == 10
+    for path in records:  # the original design searches Ichimoku's parameters only
+        assert all(name.startswith("trend.") for name in json.loads(path.read_text())["params"])
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("ablation"))
+        meta = event.asset_materialization.metadata
+        assert "data:image/png;base64," in meta["ablation_chart"].value and "p_sharpe_t" in meta["table"].value
+    again = cli("ablation", "--profile", "quick", home=home, cwd=cwd)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("(0 trials run now)") == 10  # every (variant, seed) from its checkpoint
+    pd.testing.assert_frame_equal(pd.read_parquet(home / "warehouse" / "ablation" / "data.parquet"), table)
 
 
 def test_bad_user_file_fails_run_with_clear_error(tmp_path: Path) -> None:

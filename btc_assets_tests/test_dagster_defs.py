@@ -51,6 +51,7 @@ def test_all_definitions_load() -> None:
         spec = next(s for s in defs.resolve_all_asset_specs() if s.key == dg.AssetKey(key))
         assert spec.partitions_def is seeds.partitions_def  # defined once
     assert defs.resolve_assets_def("wfa_results").op.pool == "wfa"
+    assert defs.resolve_job_def("ablation_study") is not None
 
 
 def test_dagster_cli_validates_workspace(tmp_path: Path) -> None:

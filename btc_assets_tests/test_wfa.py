@@ -234,7 +234,7 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(inputs: Path
     kills = 0
     for _attempt in range(12):
         before = _journal_lines(tmp_path / "killed")
-        proc = _worker(inputs, tmp_path / "killed", tmp_path / "killed_out", settings, delay=0.02)
+        proc = _worker(inputs, tmp_path / "killed", tmp_path / "killed_out", settings, delay=0.05)
         deadline = time.monotonic() + 120
         while _journal_lines(tmp_path / "killed") <= before + 3 and proc.poll() is None:
             assert time.monotonic() < deadline, "the worker made no progress"

@@ -16,6 +16,8 @@ CHARTS = {  # file in reports/ → caption, in reading order
     "fold_returns.png": "Out-of-sample return per fold across seeds",
     "regime_characteristics.png": "Regime characteristics per phase across refits (mean, volatility, ν, duration)",
     "parameter_stability.png": "Stability of the optimised gating weights and vol-target multiples across folds",
+    "ablation.png": "Ablation: each improvement against the variant before it (mean and CI across seeds, paired "
+                    "p-values: t-test across seeds | stationary bootstrap of daily return differences)",
 }
 STYLE = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}
 table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}

@@ -23,6 +23,7 @@ References
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -231,6 +232,18 @@ def _sharpe_from_sums(sums: np.ndarray, sumsq: np.ndarray, n: int, shift: np.nda
     return np.where(zero, 0.0, mean / sd)
 
 
+@functools.lru_cache(maxsize=8)
+def _cscv_masks(s: int) -> tuple[np.ndarray, np.ndarray]:
+    """0/1 matrices (C(s, s/2) × s) marking each combination's in-sample and out-of-sample blocks."""
+    combos = np.array(list(itertools.combinations(range(s), s // 2)), dtype=np.intp)
+    in_sample = np.zeros((combos.shape[0], s))
+    in_sample[np.arange(combos.shape[0])[:, None], combos] = 1.0
+    out_sample = 1.0 - in_sample
+    in_sample.setflags(write=False)
+    out_sample.setflags(write=False)
+    return in_sample, out_sample
+
+
 def probability_of_backtest_overfitting(trial_returns: Any, n_blocks: int = 16) -> PBOResult:
     """Probability of backtest overfitting by combinatorially symmetric cross-validation (Bailey et al. 2017).
 
@@ -266,11 +279,8 @@ def probability_of_backtest_overfitting(trial_returns: Any, n_blocks: int = 16) 
     block_sums = centred.sum(axis=1)  # S × N
     block_sumsq = (centred**2).sum(axis=1)
 
-    combos = np.array(list(itertools.combinations(range(s), half)), dtype=np.intp)
-    n_comb = combos.shape[0]
-    in_sample = np.zeros((n_comb, s))
-    in_sample[np.arange(n_comb)[:, None], combos] = 1.0
-    out_sample = 1.0 - in_sample
+    in_sample, out_sample = _cscv_masks(s)
+    n_comb = in_sample.shape[0]
 
     best = np.empty(n_comb, dtype=np.intp)
     rank = np.empty(n_comb)

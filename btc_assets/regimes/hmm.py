@@ -80,6 +80,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from typing import Any
 
 import numpy as np
 from hmmlearn import _hmmc
@@ -833,3 +834,25 @@ __all__ = [
     "t_stats_reference",
     "warm_start",
 ]
+
+
+def gaussian_log_densities(X: np.ndarray, means: np.ndarray, covars: np.ndarray) -> np.ndarray:
+    """log N(x_t; μ_j, Σ_j) for every row and state, (T, K); ``covars`` full (K, p, p)."""
+    from scipy.stats import multivariate_normal
+
+    return np.column_stack([multivariate_normal(means[j], covars[j], allow_singular=True).logpdf(X).reshape(-1)
+                            for j in range(len(means))])
+
+
+def gaussian_filter_proba(model: Any, X: np.ndarray) -> np.ndarray:
+    """Filtered state probabilities p(s_t | x_1..x_t) of a fitted hmmlearn ``GaussianHMM`` (any covariance type):
+    the same forward pass as :meth:`StudentTHMM.filter_proba`, so causal bit for bit. For the ablation's Gaussian
+    (original-design) regimes."""
+    X = check_array(X)
+    covars = np.asarray(model.covars_, dtype=np.float64)  # hmmlearn returns full matrices for every type
+    log_frameprob = np.ascontiguousarray(gaussian_log_densities(X, model.means_, covars))
+    startprob = np.ascontiguousarray(model.startprob_, dtype=np.float64)
+    transmat = np.ascontiguousarray(model.transmat_, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        log_startprob, log_transmat = np.log(startprob), np.log(transmat)
+    return _normalise_rows_log(_forward_log_kernel(log_frameprob, log_startprob, log_transmat, transmat))

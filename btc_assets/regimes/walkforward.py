@@ -8,6 +8,9 @@ then *filters* (forward pass only) the contiguous stretch from the training star
 probability uses the bars up to its own bar and nothing later. The optimiser trains on the ``train`` segment and
 tests on the ``test`` segment of the same refit: same model, no look-ahead. Columns ``p_0 .. p_{K-1}`` are in
 canonical phase order (``btc_assets.regimes.phases``).
+
+``RegimeSettings.emission = "gaussian"`` fits Gaussian HMMs only (warm start plus ``n_restarts`` fresh starts per
+refit), filtered the same way: the original design, for the ablation.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import pandas as pd
 from hmmlearn.hmm import GaussianHMM
 
 from btc_assets.config import RegimeSettings
-from btc_assets.regimes.hmm import StudentTHMM, fit_with_restarts, warm_start
+from btc_assets.regimes.hmm import StudentTHMM, fit_with_restarts, gaussian_filter_proba, warm_start
 from btc_assets.regimes.phases import canonical_phases
 from btc_assets.schedule import Fold
 
@@ -79,8 +82,22 @@ def _from_gaussian(gauss: GaussianHMM, settings: RegimeSettings, seed: int, n_ob
     return model
 
 
+def _gaussian_candidates(x: np.ndarray, settings: RegimeSettings, seed: int, previous: GaussianHMM | None
+                         ) -> tuple[GaussianHMM, dict[str, float], str]:
+    """Gaussian HMM fits for one refit: warm-started from the previous refit (if any) and ``n_restarts`` fresh
+    starts (k-means initialisations with derived seeds); the best likelihood wins (ties: the name)."""
+    candidates = {f"restart{r}": _gaussian(x, settings, seed + 7919 * r, None) for r in range(settings.n_restarts)}
+    if previous is not None:
+        candidates["warm"] = _gaussian(x, settings, seed, previous)
+    scores = {name: float(m.score(x)) for name, m in candidates.items()}
+    start = max(scores, key=lambda name: (scores[name], name))
+    return candidates[start], scores, start
+
+
 def fit_walk_forward(features: pd.DataFrame, folds: list[Fold], settings: RegimeSettings) -> RegimeFit:
     """Fit one HMM per fold and filter its train + test stretch (see the module docstring)."""
+    if settings.emission not in ("student_t", "gaussian"):
+        raise ValueError(f"regimes.emission must be student_t or gaussian, not {settings.emission!r}")
     if not folds:
         raise ValueError("no walk-forward folds: the history is shorter than the warm-up")
     names = list(features.columns)
@@ -108,20 +125,24 @@ def fit_walk_forward(features: pd.DataFrame, folds: list[Fold], settings: Regime
             gauss = _gaussian(x, settings, seed, prev_gauss)
             return gauss, _from_gaussian(gauss, settings, seed, len(x)).fit(x)
 
-        chain = pool.submit(gaussian_chain)
-        candidates: dict[str, StudentTHMM] = {}
-        if previous is None:
-            candidates["restarts"] = fit_with_restarts(_new_model(settings, seed, len(x_train)), x_train,
-                                                       n_restarts=settings.n_restarts, random_state=seed)
+        if settings.emission == "gaussian":  # the original design (the ablation): Gaussian emissions only
+            model, scores, start = _gaussian_candidates(x_train, settings, seed, previous_gauss)
+            gauss = previous_gauss = model
         else:
-            warm = warm_start(previous, random_state=seed, tol=settings.tol * len(x_train))
-            candidates["warm"] = warm.fit(x_train)
-        gauss, candidates["gaussian"] = chain.result()
-        previous_gauss = gauss
-        scores = {name: float(m.score(x_train)) for name, m in candidates.items()}
-        start = max(scores, key=lambda name: (scores[name], name))
-        model = candidates[start]
-        previous = model
+            chain = pool.submit(gaussian_chain)
+            candidates: dict[str, StudentTHMM] = {}
+            if previous is None:
+                candidates["restarts"] = fit_with_restarts(_new_model(settings, seed, len(x_train)), x_train,
+                                                           n_restarts=settings.n_restarts, random_state=seed)
+            else:
+                warm = warm_start(previous, random_state=seed, tol=settings.tol * len(x_train))
+                candidates["warm"] = warm.fit(x_train)
+            gauss, candidates["gaussian"] = chain.result()
+            previous_gauss = gauss
+            scores = {name: float(m.score(x_train)) for name, m in candidates.items()}
+            start = max(scores, key=lambda name: (scores[name], name))
+            model = candidates[start]
+            previous = model
         order, phase_names = canonical_phases(model.means_, names)
 
         stretch = (index >= fold.train_start) & (index < fold.test_end) & valid
@@ -130,7 +151,8 @@ def fit_walk_forward(features: pd.DataFrame, folds: list[Fold], settings: Regime
         if not stretch[first:last].all():
             raise ValueError(f"fold {fold.index}: features have gaps inside the fold; cannot filter contiguously")
         x_all = (values[first:last] - mu) / sd
-        proba = model.filter_proba(x_all)[:, order]
+        gaussian = settings.emission == "gaussian"
+        proba = (gaussian_filter_proba(model, x_all) if gaussian else model.filter_proba(x_all))[:, order]
         ts = index[first:last]
         segment = np.where(ts < fold.train_end, "train", np.where(ts < fold.test_start, "purge", "test"))
         part = pd.DataFrame(proba, columns=cols)
@@ -156,7 +178,8 @@ def fit_walk_forward(features: pd.DataFrame, folds: list[Fold], settings: Regime
             phase_rows.append({
                 "refit": fold.index, "phase": k, "name": phase_names[k],
                 **{f"mean_{f}": float(original_means[state, j]) for j, f in enumerate(names)},
-                "nu": float(model.dofs_[state]), "expected_duration_h": float(durations[state]),
+                "nu": float("inf") if settings.emission == "gaussian" else float(model.dofs_[state]),
+                "expected_duration_h": float(durations[state]),
                 "share_train": float(proba[segment == "train", k].mean()),
             })
     pool.shutdown()

@@ -21,6 +21,7 @@ not match, the old checkpoint is moved aside (``<seed_key>.stale-<UTC time>``), 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -98,6 +99,17 @@ class SeedCheckpoint:
         self._open()
 
     def _open(self) -> None:
+        """Check the fingerprint under an exclusive lock on ``<root>/<seed_key>.lock``: processes that open the same
+        seed at once (several workers sharing a seed, or a launch repeated by mistake) see one consistent folder."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f"{self.seed_key}.lock", "a+") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                self._open_locked()
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    def _open_locked(self) -> None:
         stored = read_json(self.dir / "fingerprint.json")
         if stored is not None:
             old = Fingerprint(**stored)

@@ -92,23 +92,30 @@ class Piece:
 
 
 class SignalCache:
-    """Expert targets per expert config, full length, NaN (abstain) stored as 0; an optimiser revisits configs."""
+    """Expert targets per expert config, NaN (abstain) stored as 0; an optimiser revisits configs.
 
-    def __init__(self, bars: experts.BarArrays, max_entries: int = 256) -> None:
+    ``get(config, stop)`` computes only the first ``stop`` bars (a fold never reads past its end; the experts are
+    causal, so that prefix equals the full run's, bit for bit). A cached array at least ``stop`` long is reused.
+    """
+
+    def __init__(self, bars: experts.BarArrays, max_entries: int = 1024) -> None:
         self.bars = bars
         # every line the search space can ask for (~2,100 windows × kinds, ~0.6 MB each on the real history)
         self.lines = experts.LineCache(maxsize=4096)
         self.max_entries = max_entries
         self._signals: OrderedDict[object, np.ndarray] = OrderedDict()
 
-    def get(self, config: object) -> np.ndarray:
+    def get(self, config: object, stop: int | None = None) -> np.ndarray:
+        need = len(self.bars) if stop is None else min(int(stop), len(self.bars))
         hit = self._signals.get(config)
-        if hit is not None:
+        if hit is not None and len(hit) >= need:
             self._signals.move_to_end(config)
             return hit
-        values = np.nan_to_num(config.positions(self.bars, self.lines), nan=0.0)  # type: ignore[attr-defined]
+        values = config.positions(self.bars, self.lines, stop=need)  # type: ignore[attr-defined]
+        np.copyto(values, 0.0, where=np.isnan(values))
         values.setflags(write=False)
         self._signals[config] = values
+        self._signals.move_to_end(config)
         if len(self._signals) > self.max_entries:
             self._signals.popitem(last=False)
         return values
@@ -163,14 +170,14 @@ class FoldObjective:
     def _set_phase_column(self, k: int, phase: PhaseParams) -> None:
         """Column k = phase k's directional mix Σ_e G[k, e] · x_e^k over the fold's rows."""
         w = [phase.gating[EXPERTS.index(name)] for name in DIRECTIONAL]
-        x = [self.signals.get(getattr(phase, name)) for name in DIRECTIONAL]
+        x = [self.signals.get(getattr(phase, name), self.b) for name in DIRECTIONAL]
         mix_into(self.columns, k, self.a, w[0], x[0], w[1], x[1], w[2], x[2])
 
     def load(self, params: StrategyParams) -> np.ndarray:
         """Put every phase's column for ``params`` in place; returns the gating matrix."""
         for k, phase in enumerate(params.phases):
             self._set_phase_column(k, phase)
-        self.columns[:, -1] = self.signals.get(params.carry)[self.a:self.b]
+        self.columns[:, -1] = self.signals.get(params.carry, self.b)[self.a:self.b]
         return params.gating_matrix()
 
     # -- scoring -------------------------------------------------------------------------------------------------

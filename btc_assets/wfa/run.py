@@ -18,7 +18,15 @@ from btc_assets.portfolio.moe import prepare_inputs
 from btc_assets.schedule import FoldSchedule
 from btc_assets.wfa.checkpoint import Fingerprint, ProgressClock, SeedCheckpoint
 from btc_assets.wfa.objective import FoldObjective, SignalCache, TrialScores
-from btc_assets.wfa.space import PhaseParams, StrategyParams, phase_distributions, suggest_phase
+from btc_assets.wfa.shared import open_shared_storage, run_shared_phase_study
+from btc_assets.wfa.space import (
+    PhaseParams,
+    StrategyParams,
+    complete_phase,
+    phase_distributions,
+    searched_part,
+    suggest_phase,
+)
 from btc_assets.wfa.study import Stopwatch, TrialRecord, open_storage, run_phase_study, select_winner
 
 CODE_VERSION = "wfa-4"  # bump when the optimisation's logic changes: the assets become stale
@@ -34,11 +42,12 @@ def source_hash() -> str:
     from btc_assets.portfolio import engine as _engine
     from btc_assets.portfolio import moe as _moe
     from btc_assets.wfa import objective as _objective
+    from btc_assets.wfa import shared as _shared
     from btc_assets.wfa import space as _space
     from btc_assets.wfa import study as _study
 
     digest = hashlib.sha256()
-    for module in (_experts, _engine, _moe, _objective, _space, _study, sys.modules[__name__]):
+    for module in (_experts, _engine, _moe, _objective, _shared, _space, _study, sys.modules[__name__]):
         digest.update(inspect.getsource(module).encode())
     return digest.hexdigest()[:12]
 
@@ -81,7 +90,14 @@ def run_seed(
     fingerprint = Fingerprint.of({"bars": bars, "volatility": volatility, "regimes": regime_probabilities},
                                  config_hash(settings, portfolio, schedule), f"{CODE_VERSION}-{source_hash()}", seed)
     ckpt = SeedCheckpoint(checkpoints, seed_key, fingerprint, say)
-    storage = open_storage(settings.storage or None, str(ckpt.journal_path))
+    if settings.shared:  # several workers (machines) cooperate on this seed through one PostgreSQL storage
+        if not settings.storage:
+            raise ValueError('[wfa] shared = true needs [wfa] storage = "postgresql+psycopg2://…"')
+        storage = open_shared_storage(settings.storage)
+        phase_study = run_shared_phase_study
+    else:
+        storage = open_storage(settings.storage or None, str(ckpt.journal_path))
+        phase_study = run_phase_study
     arrays = experts.BarArrays.from_market_bars(bars)
     signals = SignalCache(arrays)
     # expert columns are built per phase by the fold objective; the portfolio's own signal table is not used
@@ -93,7 +109,7 @@ def run_seed(
     clock = ProgressClock(settings.progress_every)
     watch = Stopwatch()
     counters = {"run": 0, "done_before": 0}
-    current = StrategyParams.default(portfolio)
+    current = StrategyParams.default(portfolio, settings)
     fold_params: list[tuple[int, StrategyParams, FoldObjective]] = []
     trial_rows: list[dict[str, object]] = []
 
@@ -120,16 +136,16 @@ def run_seed(
                 def evaluate(flat: dict[str, object], base: StrategyParams = base, k: int = k,
                              objective: FoldObjective = objective) -> TrialScores:
                     counters["run"] += 1
-                    return objective.scores(base.with_phase(k, PhaseParams.from_flat(flat)), k)
+                    return objective.scores(base.with_phase(k, phase_of(flat, settings)), k)
 
                 def on_trial(n: int, best: float, refit: int = refit, k: int = k) -> None:
                     if clock.due():
                         progress("running", refit, k, n, best)
 
-                records = run_phase_study(
+                records = phase_study(
                     storage, name, n_trials=settings.n_trials, sampler=settings.sampler,
                     n_startup_trials=settings.n_startup_trials, seed_parts=(seed, refit, k),
-                    incumbent=current.phases[k].flat(),
+                    incumbent=searched_part(current.phases[k].flat(), settings),
                     suggest=lambda trial: suggest_phase(trial, settings), evaluate=evaluate,
                     distributions=distributions, on_trial=on_trial, say=say)
                 winner = select_winner(records, settings.select_top)
@@ -144,7 +160,7 @@ def run_seed(
                 progress("running", refit, k, settings.n_trials, winner.fit)
             else:
                 counters["done_before"] += settings.n_trials
-            current = current.with_phase(k, PhaseParams.from_flat(record["params"]))
+            current = current.with_phase(k, phase_of(record["params"], settings))
             objective.load(current)
             for row in record["trials"]:
                 trial_rows.append({"fold": refit, "phase": k, **row, "winner": row["trial"] == record["winner"],
@@ -173,7 +189,7 @@ def study_pbo(objective: FoldObjective, base: StrategyParams, k: int, records: l
     columns = []
     starts = None
     for r in top:
-        hourly = objective.training_returns(base.with_phase(k, PhaseParams.from_flat(r.params)), k)
+        hourly = objective.training_returns(base.with_phase(k, phase_of(r.params, settings)), k)
         if starts is None:  # first bar of each 7-day bin (the same bins for every trial)
             bins = hourly.index.floor("7D").asi8
             starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
@@ -190,6 +206,11 @@ def study_pbo(objective: FoldObjective, base: StrategyParams, k: int, records: l
     result = probability_of_backtest_overfitting(matrix, n_blocks=blocks)
     return {"pbo": float(result.pbo), "rho": float(rho), "n_trials": float(n), "n_weeks": float(matrix.shape[0]),
             "n_blocks": float(blocks)}
+
+
+def phase_of(searched: dict[str, object], settings: WfaSettings) -> PhaseParams:
+    """A phase block from a trial's searched parameters (the fixed ones of the search space added)."""
+    return PhaseParams.from_flat(complete_phase(searched, settings))
 
 
 def _no_signals(n: int) -> pd.DataFrame:

@@ -1,6 +1,7 @@
 """The optimiser's parameters: one block per regime phase, and how a full parameter set becomes engine inputs.
 
-Phase k's block (what the study for phase k searches):
+Phase k's block (what the study for phase k searches; ``WfaSettings.experts`` and ``search_risk_scale`` can narrow
+it, e.g. for the ablation's Ichimoku-only variants, and :func:`fixed_phase` then says what stays fixed):
 
 * ``gate.<expert>`` for the four experts: raw weights in [0, 1], normalised onto the simplex to give gating row k
   (all zero: equal weights);
@@ -75,13 +76,52 @@ def normalise_row(raw: np.ndarray) -> tuple[float, ...]:
 
 
 def suggest_phase(trial: Any, settings: WfaSettings) -> dict[str, Any]:
-    """Sample phase parameters from an Optuna trial; returns the flat parameters (see :meth:`PhaseParams.from_flat`)."""
-    params: dict[str, Any] = {f"gate.{e}": trial.suggest_float(f"gate.{e}", 0.0, 1.0) for e in EXPERTS}
-    params["risk_scale"] = trial.suggest_float("risk_scale", settings.min_risk_scale, settings.max_risk_scale)
+    """Sample phase parameters from an Optuna trial: the searched ones only (:func:`complete_phase` adds the
+    fixed rest before :meth:`PhaseParams.from_flat`)."""
+    active = [e for e in EXPERTS if e in settings.experts]
+    params: dict[str, Any] = {}
+    if len(active) > 1:
+        params.update({f"gate.{e}": trial.suggest_float(f"gate.{e}", 0.0, 1.0) for e in active})
+    if settings.search_risk_scale:
+        params["risk_scale"] = trial.suggest_float("risk_scale", settings.min_risk_scale, settings.max_risk_scale)
     for name, kind in EXPERT_KINDS.items():
-        config = kind.suggest(trial, prefix=f"{name}.")
-        params.update({f"{name}.{key}": value for key, value in asdict(config).items()})
+        if name in active:
+            config = kind.suggest(trial, prefix=f"{name}.")
+            params.update({f"{name}.{key}": value for key, value in asdict(config).items()})
     return params
+
+
+def fixed_phase(settings: WfaSettings) -> dict[str, Any]:
+    """The phase parameters the search leaves fixed: weight 0 (and default parameters) for the experts outside
+    ``settings.experts``, weight 1 for a sole active expert, ``risk_scale`` 1 when it is not searched."""
+    _check_experts(settings)
+    active = [e for e in EXPERTS if e in settings.experts]
+    fixed: dict[str, Any] = {f"gate.{e}": 0.0 for e in EXPERTS if e not in active}
+    if len(active) == 1:
+        fixed[f"gate.{active[0]}"] = 1.0
+    if not settings.search_risk_scale:
+        fixed["risk_scale"] = 1.0
+    for name, kind in EXPERT_KINDS.items():
+        if name not in active:
+            fixed.update({f"{name}.{key}": value for key, value in asdict(kind()).items()})
+    return fixed
+
+
+def complete_phase(searched: Mapping[str, Any], settings: WfaSettings) -> dict[str, Any]:
+    """Searched parameters plus the fixed ones: a full flat block for :meth:`PhaseParams.from_flat`."""
+    return {**fixed_phase(settings), **searched}
+
+
+def searched_part(flat: Mapping[str, Any], settings: WfaSettings) -> dict[str, Any]:
+    """The searched subset of a full flat block (e.g. the incumbent enqueued as trial 0)."""
+    names = phase_distributions(settings)
+    return {k: v for k, v in flat.items() if k in names}
+
+
+def _check_experts(settings: WfaSettings) -> None:
+    unknown = set(settings.experts) - set(EXPERTS)
+    if unknown or not settings.experts:
+        raise ValueError(f"wfa.experts must be a non-empty subset of {', '.join(EXPERTS)}; got {settings.experts}")
 
 
 @dataclass(frozen=True)
@@ -92,9 +132,14 @@ class StrategyParams:
     carry: experts.CarryExpert = field(default_factory=experts.CarryExpert)
 
     @classmethod
-    def default(cls, portfolio: PortfolioSettings) -> StrategyParams:
-        """Default experts in every phase, the profile's gating prior, risk scale 1."""
-        return cls(tuple(PhaseParams(gating=tuple(row)) for row in portfolio.gating))
+    def default(cls, portfolio: PortfolioSettings, settings: WfaSettings | None = None) -> StrategyParams:
+        """Default experts in every phase, the profile's gating prior, risk scale 1; with ``settings``, projected
+        onto its search space (the fixed parameters of :func:`fixed_phase` applied)."""
+        params = cls(tuple(PhaseParams(gating=tuple(row)) for row in portfolio.gating))
+        if settings is None:
+            return params
+        return cls(tuple(PhaseParams.from_flat(complete_phase(searched_part(p.flat(), settings), settings))
+                         for p in params.phases))
 
     def with_phase(self, k: int, phase: PhaseParams) -> StrategyParams:
         phases = list(self.phases)
@@ -125,11 +170,17 @@ def column_names(n_phases: int) -> list[str]:
 
 def phase_distributions(settings: WfaSettings) -> dict[str, optuna.distributions.BaseDistribution]:
     """The search space of one phase block, as Optuna distributions (same names as :func:`suggest_phase`)."""
-    dists: dict[str, optuna.distributions.BaseDistribution] = {
-        f"gate.{e}": optuna.distributions.FloatDistribution(0.0, 1.0) for e in EXPERTS
-    }
-    dists["risk_scale"] = optuna.distributions.FloatDistribution(settings.min_risk_scale, settings.max_risk_scale)
+    _check_experts(settings)
+    active = [e for e in EXPERTS if e in settings.experts]
+    dists: dict[str, optuna.distributions.BaseDistribution] = {}
+    if len(active) > 1:
+        dists.update({f"gate.{e}": optuna.distributions.FloatDistribution(0.0, 1.0) for e in active})
+    if settings.search_risk_scale:
+        dists["risk_scale"] = optuna.distributions.FloatDistribution(settings.min_risk_scale,
+                                                                     settings.max_risk_scale)
     for name, kind in EXPERT_KINDS.items():
+        if name not in active:
+            continue
         for key, (low, high, what) in kind.SEARCH_SPACE.items():
             dists[f"{name}.{key}"] = (
                 optuna.distributions.IntDistribution(int(low), int(high)) if what == "int"

@@ -1,0 +1,223 @@
+"""Ablation: does each improvement of the mission help? The same walk-forward, data, costs and seeds for five
+variants, each one step away from the one before it (no Dagster in here).
+
+=================  =========================================================================================
+variant            what changes (relative to the variant before it)
+=================  =========================================================================================
+``original``       the original design: Ichimoku trend only (its parameters re-optimised per phase), Gaussian
+                   HMM regimes, no vol targeting, no drawdown throttle (position = the signal, leverage 1)
+``vol_targeting``  + volatility targeting (GARCH forecast) with a per-phase vol-target multiple, and the
+                   drawdown throttle
+``student_t_hmm``  + Student-t HMM regimes instead of Gaussian
+``mixture_soft``   + the mixture of experts (trend, mean reversion, breakout, carry) soft-switched by the regime
+                   probabilities: the full system
+``hard_switch``    hard switching (the most probable phase's row only) instead of soft
+=================  =========================================================================================
+
+Every variant runs :func:`btc_assets.wfa.run_seed` with its own settings (and its own resumable checkpoint under
+``<checkpoints>/ablation/<variant>/``); only the settings named above differ. Costs are always on.
+
+Statistics (per variant, across the seeds; ``confidence`` = 0.95 by default):
+
+* each out-of-sample metric (``btc_assets.evaluation.summary.frame_stats``): the mean across seeds and a
+  Student-t confidence interval mean ± t_{(1+c)/2, n−1} · s / √n (NaN with one seed);
+* paired tests of each variant against the one before it, seed by seed: the mean difference of the per-seed
+  Sharpe ratio (and of the mean monthly return) with its t interval, the paired t-test p-value and the Wilcoxon
+  signed-rank p-value (exact for small n; with two seeds it cannot go below 0.5, which is the honest answer);
+* a paired test over time: d_t = the seed-averaged daily return of the variant minus that of the one before it, on
+  the same days; the p-value of H0: E[d] = 0 from a stationary bootstrap (``arch.bootstrap.StationaryBootstrap``,
+  mean block length ``block_days``, ``reps`` replications, fixed seed): the share of centred bootstrap means at
+  least as far from 0 as the observed mean (two-sided). ``d_daily_mean_ann`` is E[d] × 365.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from btc_assets.config import ABLATION_VARIANTS, Profile, seed_key
+from btc_assets.evaluation.summary import daily_returns, frame_stats
+
+DESCRIPTIONS = {
+    "original": "Ichimoku only, per phase; Gaussian HMM; no vol targeting, no throttle",
+    "vol_targeting": "+ vol targeting and drawdown throttle",
+    "student_t_hmm": "+ Student-t HMM regimes",
+    "mixture_soft": "+ mixture of experts, soft switching (the full system)",
+    "hard_switch": "hard switching instead of soft",
+}
+METRICS = ["sharpe", "mean_monthly_return", "cagr", "sortino", "max_drawdown", "turnover_annual", "cost_share",
+           "survival"]
+PAIRED = ["sharpe", "mean_monthly_return"]
+
+
+def variant_profile(name: str, profile: Profile) -> Profile:
+    """The profile of one variant: the study's profile with the variant's settings (see the module docstring).
+    Every variant sets all the settings the ablation varies, so the chain is the same whatever the profile says."""
+    if name not in ABLATION_VARIANTS:
+        raise ValueError(f"unknown ablation variant {name!r}; choose from {', '.join(ABLATION_VARIANTS)}")
+    step = ABLATION_VARIANTS.index(name)
+    regimes = replace(profile.regimes, emission="gaussian" if step < 2 else "student_t")
+    portfolio = replace(profile.portfolio, vol_targeting=step >= 1, hard_switch=name == "hard_switch",
+                        dd_max=profile.portfolio.dd_max if step >= 1 else 0.0)
+    wfa = replace(profile.wfa, experts=("trend",) if step < 3 else ("trend", "mean_reversion", "breakout", "carry"),
+                  search_risk_scale=step >= 1)
+    return replace(profile, regimes=regimes, portfolio=portfolio, wfa=wfa)
+
+
+def needs_gaussian_regimes(variants: Sequence[str]) -> bool:
+    return any(ABLATION_VARIANTS.index(v) < 2 for v in variants)
+
+
+# ------------------------------------------------------------------------------------------------------- running
+
+
+@dataclass(frozen=True)
+class AblationTask:
+    variant: str
+    seed: int
+
+
+_INPUTS: dict[str, pd.DataFrame] = {}
+
+
+def _load_inputs(folder: str) -> None:
+    for name in ("bars", "volatility", "student_t", "gaussian"):
+        path = Path(folder) / f"{name}.parquet"
+        if path.exists():
+            _INPUTS[name] = pd.read_parquet(path)
+
+
+def _run_task(task: AblationTask, profile: Profile, checkpoints: str) -> tuple[AblationTask, pd.DataFrame, int]:
+    from btc_assets.wfa import run_seed
+
+    prof = variant_profile(task.variant, profile)
+    regimes = _INPUTS["gaussian" if prof.regimes.emission == "gaussian" else "student_t"]
+    result = run_seed(task.seed, seed_key(task.seed), _INPUTS["bars"], _INPUTS["volatility"], regimes,
+                      settings=prof.wfa, portfolio=prof.portfolio, schedule=prof.schedule,
+                      checkpoints=str(Path(checkpoints) / "ablation" / task.variant), say=lambda m: None)
+    return task, result.oos, result.trials_run
+
+
+def run_ablation(bars: pd.DataFrame, volatility: pd.DataFrame, student_t: pd.DataFrame,
+                 gaussian: pd.DataFrame | None, profile: Profile, checkpoints: str, *, jobs: int = 1,
+                 say: Callable[[str], None] = print) -> dict[tuple[str, int], pd.DataFrame]:
+    """Run (or resume) every (variant, seed) of ``profile.ablation``; returns the out-of-sample frames.
+
+    ``jobs`` > 1 runs that many in separate processes (each a plain :func:`run_seed`; results do not depend on it).
+    ``gaussian`` (the Gaussian-HMM regime probabilities) is needed by the first two variants only."""
+    settings = profile.ablation
+    tasks = [AblationTask(v, s) for v in settings.variants for s in settings.seeds]
+    if needs_gaussian_regimes(settings.variants) and gaussian is None:
+        raise ValueError("the original and vol_targeting variants need Gaussian-HMM regime probabilities")
+    out: dict[tuple[str, int], pd.DataFrame] = {}
+    with tempfile.TemporaryDirectory(prefix="ablation-inputs-") as folder:
+        frames = {"bars": bars, "volatility": volatility, "student_t": student_t, "gaussian": gaussian}
+        for name, frame in frames.items():
+            if frame is not None:
+                frame = frame.copy()
+                frame.attrs = {}
+                frame.to_parquet(Path(folder) / f"{name}.parquet")
+        workers = max(1, min(jobs, len(tasks)))
+        if workers == 1:
+            _load_inputs(folder)
+            results = (_run_task(t, profile, checkpoints) for t in tasks)
+            for task, oos, ran in results:
+                out[(task.variant, task.seed)] = oos
+                say(f"ablation {task.variant} {seed_key(task.seed)}: done ({ran} trials run now)")
+            _INPUTS.clear()
+        else:
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_load_inputs,
+                                     initargs=(folder,)) as pool:
+                futures = [pool.submit(_run_task, t, profile, checkpoints) for t in tasks]
+                for future in futures:
+                    task, oos, ran = future.result()
+                    out[(task.variant, task.seed)] = oos
+                    say(f"ablation {task.variant} {seed_key(task.seed)}: done ({ran} trials run now)")
+    return out
+
+
+def default_jobs() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------------------------------------------- statistics
+
+
+def t_interval(values: Sequence[float], confidence: float) -> tuple[float, float, float]:
+    """(mean, low, high) of a Student-t interval for the mean; NaN bounds with fewer than 2 finite values."""
+    x = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+    if x.size == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, math.nan, math.nan
+    half = float(sps.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    return mean, mean - half, mean + half
+
+
+def bootstrap_mean_pvalue(d: np.ndarray, block: float, reps: int, seed: int) -> float:
+    """Two-sided stationary-bootstrap p-value of H0: E[d] = 0 (see the module docstring)."""
+    from arch.bootstrap import StationaryBootstrap
+
+    d = np.asarray(d, dtype=float)
+    d = d[np.isfinite(d)]
+    if d.size < 10 or float(d.std()) == 0.0:
+        return math.nan
+    bs = StationaryBootstrap(block, d, seed=seed)
+    means = bs.apply(lambda x: np.array([x.mean()]), reps)[:, 0]
+    observed = float(d.mean())
+    return float(np.mean(np.abs(means - observed) >= abs(observed)))
+
+
+def per_seed_metrics(results: dict[tuple[str, int], pd.DataFrame], ruin_floor: float) -> pd.DataFrame:
+    """One row per (variant, seed): the out-of-sample metrics."""
+    rows = [{"variant": v, "seed": seed_key(s), **frame_stats(frame, ruin_floor)}
+            for (v, s), frame in results.items()]
+    return pd.DataFrame(rows)[["variant", "seed", *METRICS]]
+
+
+def ablation_table(results: dict[tuple[str, int], pd.DataFrame], profile: Profile, *, block_days: float = 10.0,
+                   reps: int = 2000, bootstrap_seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(table, per_seed): one row per variant, in the configured order, with the means and intervals across seeds
+    of :data:`METRICS` and the paired tests against the variant before it (see the module docstring)."""
+    settings = profile.ablation
+    per_seed = per_seed_metrics(results, profile.portfolio.ruin_floor)
+    daily = {v: pd.concat({s: daily_returns(results[(v, s)]) for s in settings.seeds}, axis=1)
+             for v in settings.variants}
+    rows = []
+    for i, variant in enumerate(settings.variants):
+        mine = per_seed[per_seed["variant"] == variant].set_index("seed")
+        row: dict[str, object] = {"step": i, "variant": variant, "description": DESCRIPTIONS[variant],
+                                  "n_seeds": len(mine)}
+        for m in METRICS:
+            row[m], row[f"{m}_lo"], row[f"{m}_hi"] = t_interval(mine[m].tolist(), settings.confidence)
+        if i > 0:
+            previous = settings.variants[i - 1]
+            theirs = per_seed[per_seed["variant"] == previous].set_index("seed").reindex(mine.index)
+            row["versus"] = previous
+            for m in PAIRED:
+                d = (mine[m] - theirs[m]).to_numpy(dtype=float)
+                row[f"d_{m}"], row[f"d_{m}_lo"], row[f"d_{m}_hi"] = t_interval(d.tolist(), settings.confidence)
+                finite = d[np.isfinite(d)]
+                row[f"p_{m}_t"] = float(sps.ttest_1samp(finite, 0.0).pvalue) if finite.size >= 2 and \
+                    finite.std() > 0 else math.nan
+                row[f"p_{m}_wilcoxon"] = float(sps.wilcoxon(finite).pvalue) if finite.size >= 1 and \
+                    (finite != 0).any() else math.nan
+            a, b = daily[variant].mean(axis=1), daily[previous].mean(axis=1)
+            both = pd.concat([a, b], axis=1, join="inner").dropna()
+            diff = (both.iloc[:, 0] - both.iloc[:, 1]).to_numpy()
+            row["d_daily_mean_ann"] = float(diff.mean() * 365.0) if diff.size else math.nan
+            row["p_daily_bootstrap"] = bootstrap_mean_pvalue(diff, block_days, reps, bootstrap_seed)
+            row["days"] = float(diff.size)
+        rows.append(row)
+    return pd.DataFrame(rows), per_seed

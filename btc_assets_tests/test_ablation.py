@@ -1,0 +1,153 @@
+"""The ablation: variant settings differ one step at a time, the narrowed search spaces, Gaussian-HMM filtering,
+and the statistics across seeds (intervals, paired tests). The run itself is in test_dagster_defs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from hmmlearn.hmm import GaussianHMM
+from scipy import stats
+
+from btc_assets.config import ABLATION_VARIANTS, EXPERTS, PortfolioSettings, WfaSettings, get_profile
+from btc_assets.evaluation.ablation import (
+    ablation_table,
+    bootstrap_mean_pvalue,
+    needs_gaussian_regimes,
+    t_interval,
+    variant_profile,
+)
+from btc_assets.regimes.hmm import gaussian_filter_proba
+from btc_assets.wfa.space import (
+    PhaseParams,
+    StrategyParams,
+    complete_phase,
+    fixed_phase,
+    phase_distributions,
+    suggest_phase,
+)
+
+
+def changed(a: object, b: object) -> dict[str, tuple[object, object]]:
+    da, db = asdict(a), asdict(b)  # type: ignore[call-overload]
+    return {k: (da[k], db[k]) for k in da if da[k] != db[k]}
+
+
+def test_each_variant_changes_exactly_its_step() -> None:
+    base = get_profile("quick")
+    p = {v: variant_profile(v, base) for v in ABLATION_VARIANTS}
+    original = p["original"]
+    assert original.regimes.emission == "gaussian" and original.wfa.experts == ("trend",)
+    assert not original.portfolio.vol_targeting and original.portfolio.dd_max == 0.0  # no throttle
+    assert not original.wfa.search_risk_scale
+    steps = {
+        ("original", "vol_targeting"): ({"vol_targeting", "dd_max"}, set(), {"search_risk_scale"}),
+        ("vol_targeting", "student_t_hmm"): (set(), {"emission"}, set()),
+        ("student_t_hmm", "mixture_soft"): (set(), set(), {"experts"}),
+        ("mixture_soft", "hard_switch"): ({"hard_switch"}, set(), set()),
+    }
+    for (a, b), (portfolio, regimes, wfa) in steps.items():
+        assert set(changed(p[a].portfolio, p[b].portfolio)) == portfolio, (a, b)
+        assert set(changed(p[a].regimes, p[b].regimes)) == regimes, (a, b)
+        assert set(changed(p[a].wfa, p[b].wfa)) == wfa, (a, b)
+        assert p[a].schedule == p[b].schedule and p[a].ablation == p[b].ablation
+    # the full system is the study's own configuration
+    assert p["mixture_soft"].portfolio == base.portfolio and p["mixture_soft"].wfa == base.wfa
+    assert p["mixture_soft"].regimes == base.regimes
+    assert needs_gaussian_regimes(["original"]) and not needs_gaussian_regimes(["student_t_hmm", "hard_switch"])
+    with pytest.raises(ValueError, match="unknown ablation variant"):
+        variant_profile("nope", base)
+
+
+def test_narrowed_search_space_is_trend_only_with_fixed_rest() -> None:
+    settings = WfaSettings(experts=("trend",), search_risk_scale=False)
+    dists = phase_distributions(settings)
+    assert dists and all(name.startswith("trend.") for name in dists)
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1)).ask()
+    searched = suggest_phase(trial, settings)
+    assert set(searched) == set(dists)
+    phase = PhaseParams.from_flat(complete_phase(searched, settings))
+    assert phase.gating == (1.0, 0.0, 0.0, 0.0) and phase.risk_scale == 1.0
+    assert phase.trend.tenkan == searched["trend.tenkan"]
+    default = StrategyParams.default(PortfolioSettings(), settings)
+    assert all(ph.gating == (1.0, 0.0, 0.0, 0.0) and ph.risk_scale == 1.0 for ph in default.phases)
+    assert all(g[EXPERTS.index("carry")] == 0.0 for g in (ph.gating for ph in default.phases))
+    # the full space is untouched: every expert's gate, the vol-target multiple, all directional parameters
+    full = WfaSettings()
+    assert fixed_phase(full) == {}
+    assert {"gate.carry", "risk_scale", "breakout.atr_short"} <= set(phase_distributions(full))
+    two = WfaSettings(experts=("trend", "breakout"))
+    assert {n for n in phase_distributions(two) if n.startswith("gate.")} == {"gate.trend", "gate.breakout"}
+    with pytest.raises(ValueError, match="subset"):
+        phase_distributions(WfaSettings(experts=("trend", "momentum")))
+
+
+@pytest.fixture(scope="module")
+def gaussian_model() -> tuple[GaussianHMM, np.ndarray]:
+    rng = np.random.default_rng(5)
+    states = np.repeat(rng.integers(0, 3, 60), 25)
+    x = rng.normal(states[:, None] * 1.5, 1.0, (states.size, 2))
+    model = GaussianHMM(3, covariance_type="full", n_iter=30, random_state=0).fit(x)
+    return model, x
+
+
+def test_gaussian_filter_is_causal_and_equals_hmmlearn_at_each_prefix_end(gaussian_model) -> None:
+    model, x = gaussian_model
+    filtered = gaussian_filter_proba(model, x)
+    np.testing.assert_allclose(filtered.sum(axis=1), 1.0, atol=1e-12)
+    for t in (1, 17, 400, len(x)):
+        # at the last bar of a prefix, hmmlearn's smoothed posterior is the filtered probability
+        np.testing.assert_allclose(filtered[t - 1], model.predict_proba(x[:t])[-1], atol=1e-8)
+        assert np.array_equal(gaussian_filter_proba(model, x[:t]), filtered[:t])  # no look-ahead, bit for bit
+    perturbed = x.copy()
+    perturbed[800:] += 50.0
+    assert np.array_equal(gaussian_filter_proba(model, perturbed)[:800], filtered[:800])
+
+
+def test_t_interval_and_bootstrap_pvalue() -> None:
+    values = [0.1, 0.4, -0.2, 0.3, 0.25]
+    mean, low, high = t_interval(values, 0.95)
+    assert mean - low == pytest.approx(high - mean)
+    half = stats.t.ppf(0.975, 4) * np.std(values, ddof=1) / np.sqrt(5)
+    assert mean == pytest.approx(np.mean(values)) and high - mean == pytest.approx(half)
+    assert np.isnan(t_interval([1.0], 0.95)[1])
+    rng = np.random.default_rng(0)
+    assert bootstrap_mean_pvalue(rng.normal(0.5, 1.0, 400), 10, 1000, 0) < 0.01  # planted difference
+    nulls = [bootstrap_mean_pvalue(rng.normal(0.0, 1.0, 400), 10, 500, s) for s in range(20)]
+    assert 0.2 < float(np.median(nulls)) < 0.8  # no difference: p spread over (0, 1)
+
+
+def oos_frame(returns: np.ndarray, start: str = "2024-01-01") -> pd.DataFrame:
+    n = returns.size
+    zeros = np.zeros(n)
+    return pd.DataFrame({
+        "timestamp": pd.date_range(start, periods=n, freq="h"), "bar_return": returns,
+        "equity": np.cumprod(1 + returns), "turnover": np.full(n, 0.01), "fee_cost": np.full(n, 1e-5),
+        "slippage_cost": zeros, "gross_exposure": np.ones(n),
+    })
+
+
+def test_ablation_table_finds_a_planted_step_and_not_a_null_one() -> None:
+    profile = get_profile("quick")
+    profile = profile.__class__(**{**profile.__dict__, "ablation": profile.ablation.__class__(
+        seeds=(0, 1, 2, 3, 4, 5), variants=("original", "vol_targeting", "student_t_hmm"))})
+    rng = np.random.default_rng(3)
+    n = 24 * 365
+    results = {}
+    for s in profile.ablation.seeds:
+        base = rng.normal(0.0, 0.004, n)
+        results[("original", s)] = oos_frame(base)
+        results[("vol_targeting", s)] = oos_frame(base + 0.0004 + rng.normal(0, 0.001, n))  # planted skill
+        results[("student_t_hmm", s)] = oos_frame(results[("vol_targeting", s)]["bar_return"].to_numpy()
+                                                  + rng.normal(0, 0.001, n))  # noise only
+    table, per_seed = ablation_table(results, profile, reps=500)
+    assert list(table["variant"]) == ["original", "vol_targeting", "student_t_hmm"]
+    assert len(per_seed) == 18 and (table["n_seeds"] == 6).all()
+    step, null = table.iloc[1], table.iloc[2]
+    assert step["versus"] == "original" and step["d_sharpe"] > 0 and step["d_sharpe_lo"] > 0
+    assert step["p_sharpe_t"] < 0.01 and step["p_daily_bootstrap"] < 0.01
+    assert null["p_daily_bootstrap"] > 0.05 and null["d_sharpe_lo"] < 0 < null["d_sharpe_hi"]
+    assert table["sharpe_lo"].iloc[0] < table["sharpe"].iloc[0] < table["sharpe_hi"].iloc[0]
