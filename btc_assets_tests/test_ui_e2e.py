@@ -1,0 +1,304 @@
+"""End to end through the Dagster UI: ``btc-assets ui`` driven with the GraphQL calls the web app makes, then a
+browser on its pages.
+
+One ``dagster dev`` (webserver, daemon, code server) on a temporary ``BTC_ASSETS_HOME``, quick profile:
+
+1. the chain (job ``btc_study``) from the job's Materialize button;
+2. a backfill of all 30 seed partitions of the ``walk_forward`` multi-asset, as the partitions dialog launches it;
+3. a portfolio-only change in ``config.toml`` + "Reload definitions": exactly the portfolio and the seed partitions
+   are stale; materialising what is unsynced rematerialises exactly those;
+4. a seed killed mid-way (SIGKILL of the step process, found by its pid in the run's events) and relaunched as
+   "failed and missing": it resumes from its checkpoint and ends bit-identical to an uninterrupted run;
+5. Playwright + Chromium: the asset graph, the partitions page (30 materialised) and a chart in the metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from btc_assets.config import N_SEEDS, seed_key
+from btc_assets.storage import Warehouse
+from btc_assets_tests.test_ui import free_port
+from btc_assets_tests.ui_support import DONE_RUN, DagsterUI, is_descendant
+
+pytestmark = pytest.mark.slow
+
+SEEDS = [seed_key(i) for i in range(N_SEEDS)]
+RAW_TO_EXPERTS = ["raw_ohlcv", "raw_funding", "market_bars", "volatility", "regime_probabilities", "regime_phases",
+                  "expert_signals"]
+WALK_FORWARD = ["wfa_results", "wfa_folds", "wfa_trials"]  # one multi-asset: never materialised apart
+N_TRIALS_SLOW = 150  # per (fold, phase) in step 4: slow enough to interrupt a seed between phases
+CHROMIUM = "/usr/bin/chromium"
+
+
+@dataclass
+class Studio:
+    """The running UI and what the tests learned from it."""
+
+    ui: DagsterUI
+    home: Path
+    done: set[str] = field(default_factory=set)
+
+
+def _say(message: str, started: float) -> None:
+    print(f"[ui-e2e {time.monotonic() - started:6.1f} s] {message}", flush=True)
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
+    """``btc-assets ui --port <free port>`` on a fresh home (quick profile), loaded and answering GraphQL."""
+    root = tmp_path_factory.mktemp("ui_e2e")
+    home = root / "home"
+    home.mkdir()
+    ui = DagsterUI(home, free_port(), root / "dagster-dev.log", BTC_ASSETS_PROFILE="quick")
+    try:
+        ui.wait_until_loaded(timeout=240)
+        yield Studio(ui, home)
+    finally:
+        ui.stop()
+
+
+def _write_config(home: Path, text: str) -> None:
+    (home / "config.toml").write_text(text)
+
+
+def _reload_and_wait_for_version(ui: DagsterUI, asset: str, old_version: str) -> None:
+    """Reload definitions; the new settings must show in ``asset``'s code version."""
+    ui.reload_location()
+    version = ui.asset_nodes([asset])[asset]["opVersion"]
+    assert version != old_version, f"{asset}'s code version did not change after the reload ({version})"
+
+
+def test_ui_drives_the_study(studio: Studio, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Chain, 30-seed backfill, portfolio change → only the portfolio and the seeds rerun, kill and resume."""
+    ui, home = studio.ui, studio.home
+    started = time.monotonic()
+    warehouse = Warehouse(home / "warehouse")
+    nodes = ui.asset_nodes()
+    assert {*RAW_TO_EXPERTS, "moe_portfolio", *WALK_FORWARD} <= set(nodes), sorted(nodes)
+    assert nodes["wfa_results"]["partitionKeys"] == SEEDS
+
+    # 1. the chain: the btc_study job page's "Materialize all" (its assets, launched as one run of the job)
+    chain = sorted(name for name, node in nodes.items() if "btc_study" in node["jobNames"])
+    assert {*RAW_TO_EXPERTS, "moe_portfolio"} <= set(chain), chain
+    run_id = ui.launch_run("btc_study", chain)
+    ui.wait_run(run_id, timeout=420)
+    assert set(ui.stale_status(chain).values()) == {"FRESH"}, ui.stale_status(chain)
+    _say(f"chain materialised by run {run_id}", started)
+
+    # 2. all 30 seeds: wfa_results' Materialize → partitions dialog, every partition → one asset backfill; the
+    # multi-asset's other outputs come along (assetNodeAdditionalRequiredKeys), as the UI adds them
+    kind, backfill_id = ui.materialize(["wfa_results"], SEEDS)
+    assert kind == "backfill"
+    ui.wait_backfill(backfill_id, timeout=1200)
+    status = ui.partition_status(WALK_FORWARD)
+    for name in WALK_FORWARD:
+        assert status[name]["stats"]["numMaterialized"] == N_SEEDS, (name, status[name])
+        assert sorted(status[name]["materializedPartitions"]) == SEEDS, (name, status[name])
+    missing = [s for s in SEEDS if not warehouse.path_for("wfa_results", s).exists()]
+    assert not missing, f"no results file for {missing} under {warehouse.root}"
+    _say(f"backfill {backfill_id}: {N_SEEDS}/{N_SEEDS} seed partitions materialised", started)
+
+    # 3. change only the portfolio settings, reload definitions
+    before = ui.latest_materializations()
+    _write_config(home, "[portfolio]\nband = 0.3\n")
+    _reload_and_wait_for_version(ui, "moe_portfolio", nodes["moe_portfolio"]["opVersion"])
+    assert ui.stale_status(RAW_TO_EXPERTS) == dict.fromkeys(RAW_TO_EXPERTS, "FRESH")
+    assert ui.stale_status(["moe_portfolio"]) == {"moe_portfolio": "STALE"}
+    by_partition = ui.stale_by_partition(WALK_FORWARD)
+    for name in WALK_FORWARD:
+        assert by_partition[name] == dict.fromkeys(SEEDS, "STALE"), (name, by_partition[name])
+
+    # "Materialize unsynced" on that selection. The dialog lists the assets whose asset-level staleStatus is STALE
+    # or that miss partitions; Dagster 1.13 reports a partitioned asset FRESH at asset level, so it lists only
+    # moe_portfolio (one run). The stale seed partitions are then launched from wfa_results' partitions dialog
+    # (every stale partition selected → one backfill).
+    selection = [*RAW_TO_EXPERTS, "moe_portfolio", *WALK_FORWARD]
+    unsynced = ui.unsynced(selection)
+    _say(f"the 'Materialize unsynced' dialog lists {unsynced}", started)
+    assert "moe_portfolio" in unsynced and not set(unsynced) & set(RAW_TO_EXPERTS), unsynced
+    launched = [ui.materialize([n for n in unsynced if not nodes[n]["isPartitioned"]])]
+    stale_seeds = sorted(p for p, s in ui.stale_by_partition(["wfa_results"])["wfa_results"].items() if s == "STALE")
+    launched.append(ui.materialize(["wfa_results"], stale_seeds))
+    assert [kind for kind, _ in launched] == ["run", "backfill"], launched
+    for kind, launched_id in launched:
+        ui.wait_launched(kind, launched_id, timeout=1200)
+    after = ui.latest_materializations()
+    changed = {key for key, value in after.items() if before.get(key) != value}
+    expected = {("moe_portfolio", None), *((name, seed) for name in WALK_FORWARD for seed in SEEDS)}
+    assert changed == expected, f"unexpected: {sorted(changed - expected, key=str)}; " \
+                                f"not rematerialised: {sorted(expected - changed, key=str)}"
+    statuses = ui.stale_status(ui.asset_nodes())
+    assert "STALE" not in statuses.values(), statuses
+    by_partition = ui.stale_by_partition(WALK_FORWARD)
+    assert all(set(p.values()) == {"FRESH"} for p in by_partition.values()), by_partition
+    _say("after the portfolio change only moe_portfolio and the 30 seeds were rematerialised; nothing is stale",
+         started)
+
+    # 4. a slower study (all 30 seeds become stale; only seed_00 runs here), killed between phases and resumed
+    _write_config(home, f"[portfolio]\nband = 0.3\n\n[wfa]\nn_trials = {N_TRIALS_SLOW}\n")
+    _reload_and_wait_for_version(ui, "wfa_results", ui.asset_nodes(["wfa_results"])["wfa_results"]["opVersion"])
+    assert set(ui.stale_by_partition(["wfa_results"])["wfa_results"].values()) == {"STALE"}
+
+    # the uninterrupted reference, computed here (in a thread, while the UI runs) from the warehouse's inputs and
+    # the profile as the definitions see it (config.toml applied), with its own checkpoint folder
+    for name in ("BTC_ASSETS_CONFIG", "BTC_ASSETS_SAMPLER", "BTC_ASSETS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("BTC_ASSETS_HOME", str(home))
+    from btc_assets.config import get_profile
+    from btc_assets.wfa import run_seed
+
+    profile = get_profile("quick")
+    assert profile.portfolio.band == 0.3 and profile.wfa.n_trials == N_TRIALS_SLOW
+    inputs = [warehouse.read(name) for name in ("market_bars", "volatility", "regime_probabilities")]
+    reference_pool = ThreadPoolExecutor(max_workers=1)
+    reference = reference_pool.submit(
+        run_seed, 0, "seed_00", *inputs, settings=profile.wfa, portfolio=profile.portfolio,
+        schedule=profile.schedule, checkpoints=str(tmp_path / "reference_checkpoints"), say=lambda _m: None)
+
+    try:
+        interrupted, killed_after = _interrupt_seed_00(ui, home, started)
+        # "Backfill only failed and missing partitions" over all partitions: seed_00 failed; the other 29 are
+        # materialised (stale, not missing), so only seed_00 is selected. With one partition the dialog launches
+        # one run ("Launch 1 run") instead of a backfill.
+        failed_or_missing = sorted(set().union(*(set(s["failedPartitions"]) | set(s["unmaterializedPartitions"])
+                                                 for s in ui.partition_status(WALK_FORWARD).values())))
+        assert failed_or_missing == ["seed_00"], failed_or_missing
+        kind, resumed_run = ui.materialize(["wfa_results"], failed_or_missing)
+        assert kind == "run"
+        ui.wait_run(resumed_run, timeout=600)
+        meta = ui.materialization_metadata("wfa_results", "seed_00")
+        assert meta["run_id"] == resumed_run, meta
+        total = N_TRIALS_SLOW * 5 * 2  # trials per (fold, phase) × phases × folds (quick: 2 folds, K = 5)
+        assert meta["resumed"] is True, meta
+        assert 0 < meta["trials_run_now"] <= total - N_TRIALS_SLOW * killed_after, (meta, killed_after)
+        _say(f"run {interrupted} killed after {killed_after} phases; run {resumed_run} resumed and ran "
+             f"{meta['trials_run_now']} of {total} trials", started)
+        uninterrupted = reference.result(timeout=900)
+    finally:
+        reference_pool.shutdown(wait=True, cancel_futures=True)
+    assert uninterrupted.trials_run == total and not uninterrupted.resumed
+    # the same Parquet round trip on both sides, then bit for bit
+    Warehouse(tmp_path / "reference").write(uninterrupted.oos, "wfa_results", "seed_00")
+    pd.testing.assert_frame_equal(warehouse.read("wfa_results", "seed_00"),
+                                  Warehouse(tmp_path / "reference").read("wfa_results", "seed_00"), check_exact=True)
+    _say("the resumed seed_00 equals an uninterrupted run exactly", started)
+    studio.done.add("study")
+
+
+def _interrupt_seed_00(ui: DagsterUI, home: Path, started: float) -> tuple[str, int]:
+    """Launch seed_00 (partitions dialog, one partition), SIGKILL its step process once at least 2 (fold, phase)
+    records of the new checkpoint exist; the run must end FAILURE. Returns (run id, records at the kill)."""
+    checkpoint = home / "checkpoints" / "seed_00"
+    old_fingerprint = _read_json(checkpoint / "fingerprint.json")
+    kind, run_id = ui.materialize(["wfa_results"], ["seed_00"])
+    assert kind == "run"
+    deadline, step_pid, records = time.monotonic() + 600, None, 0
+    while True:
+        status = ui.run_status(run_id)
+        if status in DONE_RUN:
+            raise ui.fail(f"run {run_id} ended {status} before it could be interrupted ({records} phase records)")
+        if time.monotonic() > deadline:
+            raise ui.fail(f"run {run_id}: no 2 phase records within 600 s (step pid {step_pid}, {records} records)")
+        if step_pid is None:
+            step_pid = next((e["pid"] for e in ui.run_events(run_id)
+                             if e["__typename"] == "LogsCapturedEvent" and "walk_forward" in (e["stepKeys"] or [])),
+                            None)
+        progress = _read_json(checkpoint / "progress.json") or {}
+        fresh = _read_json(checkpoint / "fingerprint.json") not in (None, old_fingerprint)
+        records = len(list((checkpoint / "phases").glob("fold*_phase*.json"))) if fresh else 0
+        if step_pid is not None and progress.get("pid") == step_pid and records >= 2:
+            break
+        time.sleep(0.25)
+    # only a process of our own dagster dev: the step worker under its run worker
+    assert is_descendant(step_pid, ui.proc.pid), f"pid {step_pid} is not under dagster dev ({ui.proc.pid})"
+    os.kill(step_pid, signal.SIGKILL)
+    records = len(list((checkpoint / "phases").glob("fold*_phase*.json")))
+    _say(f"SIGKILLed the step process {step_pid} of run {run_id} with {records} phase records", started)
+    try:
+        status = ui.wait_run(run_id, timeout=120, expect=None)
+    except AssertionError:  # no run monitoring in dagster dev: a run whose worker died may stay STARTED
+        ui.terminate(run_id, "MARK_AS_CANCELED_IMMEDIATELY")
+        status = ui.wait_run(run_id, timeout=60, expect=None)
+    assert status in ("FAILURE", "CANCELED"), f"run {run_id} ended {status} after the kill"
+    return run_id, records
+
+
+def _read_json(path: Path) -> Any | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def test_ui_pages_in_a_browser(studio: Studio, tmp_path: Path) -> None:
+    """The asset graph, wfa_results' partitions (30 materialised) and a chart from moe_portfolio's metadata."""
+    if "study" not in studio.done:
+        pytest.skip("needs test_ui_drives_the_study to have run first against the same UI")
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (the browser part only)")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (the browser part only)")
+    shots = Path(os.environ.get("BTC_ASSETS_SCREENSHOTS") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    ui = studio.ui
+    groups = sorted({node["groupName"] for node in ui.asset_nodes().values()})
+    graph_url = f"{ui.url}/asset-groups?expanded=" + ",".join(f"global@global:{g}" for g in groups)
+    saved = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            # tall enough for the whole graph at the graph's minimum zoom (nodes off screen are not rendered)
+            context = browser.new_context(viewport={"width": 1800, "height": 2600})
+            context.set_default_timeout(60_000)
+            context.add_init_script("window.localStorage.setItem('communityNux', JSON.stringify('1'))")
+            page = context.new_page()
+
+            page.goto(graph_url, wait_until="networkidle")
+            for name in [*RAW_TO_EXPERTS, "moe_portfolio", *WALK_FORWARD]:
+                if name != "regime_probabilities":  # drawn truncated: "reg…_probabilities"
+                    expect(page.get_by_text(name, exact=True).first).to_be_visible()
+            saved.append(_shot(page, shots / "asset_graph.png"))
+
+            page.set_viewport_size({"width": 1600, "height": 1000})
+            page.goto(f"{ui.url}/assets/wfa_results?view=partitions", wait_until="networkidle")
+            expect(page.get_by_text(f"{N_SEEDS} Partitions Selected")).to_be_visible()
+            expect(page.get_by_text(f"Materialized ({N_SEEDS})")).to_be_visible()
+            expect(page.get_by_text("Failed (0)")).to_be_visible()
+            expect(page.get_by_text("Missing (0)")).to_be_visible()
+            expect(page.get_by_text("seed_29", exact=True).first).to_be_visible()
+            saved.append(_shot(page, shots / "wfa_results_partitions.png"))
+
+            page.goto(f"{ui.url}/assets/moe_portfolio?view=events", wait_until="networkidle")
+            page.locator("tr", has_text="equity_drawdown").get_by_text("[Show Markdown]").click()
+            chart = page.get_by_role("dialog").locator("img[src^='data:image/png']").first
+            expect(chart).to_be_visible()
+            size = chart.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]")
+            assert size[0] and size[1] > 300 and size[2] > 200, f"the chart did not decode: {size}"
+            saved.append(_shot(page, shots / "moe_portfolio_equity_drawdown.png"))
+        finally:
+            browser.close()
+    for path in saved:
+        print(f"screenshot: {path}", flush=True)
+
+
+def _shot(page: Any, path: Path) -> Path:
+    page.wait_for_load_state("networkidle")
+    time.sleep(1.0)  # let the graph / dialog finish drawing
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000, f"{path} looks empty"
+    return path
+
