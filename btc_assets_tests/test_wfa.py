@@ -26,7 +26,7 @@ from btc_assets.volatility import compute_volatility
 from btc_assets.wfa import StrategyParams, read_progress, run_seed
 from btc_assets.wfa.objective import score_of
 from btc_assets.wfa.space import PhaseParams, normalise_row, phase_distributions, suggest_phase
-from btc_assets.wfa.study import TrialRecord, derive_seed, open_storage, select_winner
+from btc_assets.wfa.study import TrialRecord, derive_seed, make_sampler, open_storage, select_winner
 
 WORKER = Path(__file__).with_name("wfa_worker.py")
 SCHEDULE = FoldSchedule(warmup="365D", test="91D")
@@ -94,6 +94,37 @@ def test_seeds_differ_per_fold_phase_and_trial() -> None:
     seeds = {derive_seed(s, f, k, i) for s in range(3) for f in range(3) for k in range(5) for i in range(5)}
     assert len(seeds) == 3 * 3 * 5 * 5
     assert derive_seed(1, 2, 3, 4) == derive_seed(1, 2, 3, 4)
+
+
+def test_block_random_sampler_draws_uniformly_inside_the_space() -> None:
+    """The ``random`` sampler draws the whole block at once: every value inside its range, integers and booleans
+    uniform, floats uniform (mean and spread of a uniform), the same draws for the same seed."""
+    settings = get_profile("full").wfa
+    space = phase_distributions(settings)
+
+    def draws(seed: int, n: int) -> list[dict]:
+        study = optuna.create_study(sampler=make_sampler("random", seed, 0, space))
+        out = []
+        for _ in range(n):
+            trial = study.ask()
+            out.append(suggest_phase(trial, settings))
+            study.tell(trial, 0.0)
+        return out
+
+    sample = pd.DataFrame(draws(1, 3000))
+    assert pd.DataFrame(draws(1, 50)).equals(sample.head(50)) and not pd.DataFrame(draws(2, 50)).equals(sample.head(50))
+    for name, d in space.items():
+        values = sample[name]
+        if isinstance(d, optuna.distributions.CategoricalDistribution):
+            assert abs(values.astype(float).mean() - 0.5) < 0.05, name
+            continue
+        assert values.min() >= d.low and values.max() <= d.high, name
+        width = d.high - d.low
+        assert abs(values.mean() - (d.low + d.high) / 2) < 0.05 * width, name
+        if isinstance(d, optuna.distributions.IntDistribution):
+            assert values.min() == d.low and values.max() == d.high, name  # both ends reachable
+        else:
+            assert abs(values.std() - width / np.sqrt(12)) < 0.05 * width, name
 
 
 def test_winner_is_best_validation_among_top_fit() -> None:

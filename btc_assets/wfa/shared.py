@@ -361,7 +361,8 @@ def _run_slot(rdb: optuna.storages.RDBStorage, slot: FrozenTrial, complete: dict
     heartbeat = _Heartbeat(rdb, trial_id, interval)
     try:
         mirror.sync(complete)  # the COMPLETE trials at claim time
-        mirror.study.sampler = make_sampler(sampler, derive_seed(*seed_parts, index), n_startup_trials)
+        mirror.study.sampler = make_sampler(sampler, derive_seed(*seed_parts, index), n_startup_trials,
+                                            distributions)
         if "fixed_params" in slot.system_attrs:
             mirror.study.enqueue_trial(slot.system_attrs["fixed_params"], skip_if_exists=False)
         trial = mirror.study.ask()

@@ -41,14 +41,50 @@ def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
-def make_sampler(kind: str, seed: int, n_startup_trials: int) -> optuna.samplers.BaseSampler:
+class BlockRandomSampler(optuna.samplers.RandomSampler):
+    """Random search that draws a trial's whole parameter block at once (``sample_relative``) instead of one
+    parameter at a time: the same distribution as Optuna's ``RandomSampler`` (uniform floats on [low, high], uniform
+    integers on {low, …, high}, uniform categories), without its per-parameter transform objects (about 8 % of a
+    trial). Parameters outside ``space`` (or with log / stepped ranges) fall back to ``RandomSampler``."""
+
+    def __init__(self, space: dict[str, optuna.distributions.BaseDistribution], seed: int | None = None) -> None:
+        super().__init__(seed=seed)
+        self._space = {name: d for name, d in space.items() if _plain(d)}
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: Any) -> dict[str, Any]:
+        return dict(self._space)
+
+    def sample_relative(self, study: optuna.Study, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
+        rng = self._rng.rng
+        out: dict[str, Any] = {}
+        for name, d in search_space.items():
+            if isinstance(d, optuna.distributions.FloatDistribution):
+                out[name] = float(rng.uniform(d.low, d.high))
+            elif isinstance(d, optuna.distributions.IntDistribution):
+                out[name] = int(rng.randint(d.low, d.high + 1))
+            else:
+                out[name] = d.choices[int(rng.randint(len(d.choices)))]
+        return out
+
+
+def _plain(d: optuna.distributions.BaseDistribution) -> bool:
+    if isinstance(d, optuna.distributions.FloatDistribution):
+        return not d.log and d.step is None
+    if isinstance(d, optuna.distributions.IntDistribution):
+        return not d.log and d.step == 1
+    return isinstance(d, optuna.distributions.CategoricalDistribution)
+
+
+def make_sampler(kind: str, seed: int, n_startup_trials: int,
+                 space: dict[str, optuna.distributions.BaseDistribution] | None = None) -> optuna.samplers.BaseSampler:
+    """The study's sampler; ``random`` with the phase's ``space`` is :class:`BlockRandomSampler`."""
     if kind == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=n_startup_trials)
     if kind == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=n_startup_trials,
                                             warn_independent_sampling=False)  # booleans are sampled at random
     if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+        return BlockRandomSampler(space, seed=seed) if space else optuna.samplers.RandomSampler(seed=seed)
     raise ValueError(f"unknown sampler {kind!r}; choose one of {', '.join(SAMPLERS)}")
 
 
@@ -169,7 +205,7 @@ def run_phase_study(
         say(f"{name}: {len(records)}/{n_trials} trials already done")
     study_id = durable._study_id
     for i in range(len(done), n_trials):
-        mirror.sampler = make_sampler(sampler, derive_seed(*seed_parts, i), n_startup_trials)
+        mirror.sampler = make_sampler(sampler, derive_seed(*seed_parts, i), n_startup_trials, distributions)
         if i == 0:
             mirror.enqueue_trial(incumbent, skip_if_exists=False)
         trial = mirror.ask()
