@@ -194,6 +194,16 @@ def _report_failure(result) -> None:
             _say(f"FAILED {event.step_key}: {event.step_failure_data.error.message.strip()}")
 
 
+def pool_limit(instance, pool: str) -> int | None:
+    """The instance's concurrency limit for ``pool``: its own limit if set, else ``concurrency.pools.default_limit``
+    (None: unlimited)."""
+    for limit in instance.event_log_storage.get_pool_limits():
+        if limit.name == pool and not limit.from_default:
+            return int(limit.limit)
+    default = instance.global_op_concurrency_default_limit
+    return None if default is None else int(default)
+
+
 def launch_seeds(paths: Paths, profile: str, seeds: list[int], jobs: int, log_level: str) -> list[str]:
     """One run (and one process: fault isolation) per seed partition, ``jobs`` at a time; fresh seeds are
     skipped. Returns the seeds that failed."""
@@ -209,6 +219,12 @@ def launch_seeds(paths: Paths, profile: str, seeds: list[int], jobs: int, log_le
     keys = [seed_key(s) for s in seeds]
     with dg.DagsterInstance.get() as instance:
         todo = [k for k in keys if stale_statuses(instance, defs, ["wfa_results"], k)["wfa_results"] != "FRESH"]
+        limit = pool_limit(instance, "wfa")
+    if limit is not None and jobs > limit:
+        # the instance's pool is enforced by Dagster too, but its slot claims on SQLite can race when two runs claim
+        # within milliseconds (observed): never launch more at once than the pool allows
+        _say(f"the instance's pool 'wfa' allows {limit} seed(s) at once: --jobs {jobs} lowered to {limit}")
+        jobs = limit
     skipped = sorted(set(keys) - set(todo))
     if skipped:
         _say(f"{len(skipped)} seed(s) already done and up to date, skipped: {', '.join(skipped)}")

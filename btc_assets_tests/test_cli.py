@@ -136,13 +136,15 @@ def test_sql_on_empty_warehouse_says_so(tmp_path: Path, query: str) -> None:
 
 
 def test_concurrency_pool_limits_seeds_optimising_at_once(tmp_path: Path) -> None:
-    """With the instance's pool limit at 1, two seed runs launched together never optimise at the same time."""
+    """With the instance's pool limit at 1, two seed runs never optimise at the same time: ``run`` launches no more
+    seeds at once than the pool allows (Dagster's own slot claims can race on SQLite), and Dagster holds the pool."""
     home = tmp_path / "home"
     (home / "dagster").mkdir(parents=True)
     (home / "dagster" / "dagster.yaml").write_text(
         "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n")
     done = cli("run", "--profile", "quick", "--jobs", "2", home=home, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "the instance's pool 'wfa' allows 1 seed(s) at once: --jobs 2 lowered to 1" in done.stderr
     steps = []
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         for run in instance.get_runs():
