@@ -90,6 +90,17 @@ def stale_statuses(instance, defs, keys, partition: str | None = None) -> dict[s
     return {key.to_user_string(): resolver.get_status(key, partition).value for key in keys}
 
 
+def run_in_process(defs, job: str, options: dict):
+    """Execute ``job`` in this process on the persistent instance; its result (failures are reported)."""
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        result = defs.resolve_job_def(job).execute_in_process(instance=instance, **options)
+    if not result.success:
+        _report_failure(result)
+    return result
+
+
 def sync_chain(defs, options: dict) -> bool:
     """Re-read the raw inputs, then materialise what is not fresh in the chain up to the portfolio and everything
     below it. False (after saying why) if a step failed."""
@@ -123,7 +134,6 @@ def sync_chain(defs, options: dict) -> bool:
 
 def cmd_ablation(args: argparse.Namespace) -> int:
     """Bring the chain up to date, then run (or resume) the ablation on the profile's seeds."""
-    import dagster as dg
 
     _quiet_dagster()
     paths = prepare_home(args.home)
@@ -139,10 +149,8 @@ def cmd_ablation(args: argparse.Namespace) -> int:
          f"seeds {list(profile.ablation.seeds)} (set them in {paths.home / 'config.toml'}, section [ablation])")
     if not sync_chain(defs, options):
         return 1
-    with dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def("ablation_study").execute_in_process(instance=instance, **options)
+    result = run_in_process(defs, "ablation_study", options)
     if not result.success:
-        _report_failure(result)
         return 1
     table = result.output_for_node("ablation", "ablation")
     columns = ["variant", "n_seeds", "sharpe", "sharpe_lo", "sharpe_hi", "mean_monthly_return", "max_drawdown",
@@ -154,7 +162,6 @@ def cmd_ablation(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Materialise what is unsynced in the chain, then launch (or resume) every seed not yet done."""
-    import dagster as dg
 
     _quiet_dagster()
     paths = prepare_home(args.home)
@@ -177,10 +184,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if failed:
         _say(f"FAILED seeds: {', '.join(failed)}; run the same command again to resume them")
         return 1
-    with dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def("summarise_seeds").execute_in_process(instance=instance, **options)
-    if not result.success:
-        _report_failure(result)
+    if not run_in_process(defs, "summarise_seeds", options).success:
         return 1
     _say(f"summary across seeds: {paths.warehouse / 'wfa_summary'}; charts in {paths.reports}")
     _say(f"query it: btc-assets sql \"SELECT count(*) FROM market_bars\"  (warehouse {paths.warehouse}); "

@@ -61,3 +61,29 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "btcusdt_1h.parquet").exists():
         pytest.skip(f"real data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def write_wfa_inputs(folder: Path, warmup: str = "365D", test: str = "91D") -> Path:
+    """Three years of the demo market with its volatility and regime refits (8 folds of 91 days), as Parquet files
+    plus ``schedule.json``: the inputs of the walk-forward tests and of ``wfa_worker.py``."""
+    import json
+    from dataclasses import asdict, replace
+
+    from btc_assets.config import get_profile
+    from btc_assets.ingestion import build_market_bars
+    from btc_assets.ingestion.demo import DemoMarketSpec, generate_demo_market
+    from btc_assets.regimes import compute_regimes
+    from btc_assets.schedule import FoldSchedule
+    from btc_assets.volatility import compute_volatility
+
+    schedule = FoldSchedule(warmup=warmup, test=test)
+    market = generate_demo_market(DemoMarketSpec(years=3.0))
+    bars = build_market_bars(market.ohlcv, market.funding).bars
+    profile = get_profile("quick")
+    vol = compute_volatility(bars, schedule, profile.volatility)
+    regimes = compute_regimes(bars, vol, schedule, replace(profile.regimes, n_restarts=1, n_iter=20))
+    for name, frame in (("bars", bars), ("volatility", vol), ("probs", regimes.probabilities)):
+        frame.attrs = {}
+        frame.to_parquet(folder / f"{name}.parquet")
+    (folder / "schedule.json").write_text(json.dumps(asdict(schedule)))
+    return folder

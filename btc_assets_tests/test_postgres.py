@@ -17,7 +17,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,10 @@ import optuna
 import pandas as pd
 import pytest
 
-from btc_assets_tests import shared_worker  # the worker's evaluation and study arguments, shared with the tests
+from btc_assets_tests import shared_worker
+from btc_assets_tests.conftest import (
+    write_wfa_inputs,  # the worker's evaluation and study arguments, shared with the tests
+)
 
 psycopg2 = pytest.importorskip("psycopg2")
 
@@ -303,25 +305,7 @@ def test_killed_worker_slot_is_completed_by_the_survivor(fresh_db: str, tmp_path
 @pytest.fixture(scope="module")
 def demo_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three years of the demo market with its volatility and regime refits (as test_wfa's module fixture)."""
-    from btc_assets.config import get_profile
-    from btc_assets.ingestion import build_market_bars
-    from btc_assets.ingestion.demo import DemoMarketSpec, generate_demo_market
-    from btc_assets.regimes import compute_regimes
-    from btc_assets.schedule import FoldSchedule
-    from btc_assets.volatility import compute_volatility
-
-    schedule = FoldSchedule(warmup="365D", test="91D")
-    folder = tmp_path_factory.mktemp("shared_inputs")
-    market = generate_demo_market(DemoMarketSpec(years=3.0))
-    bars = build_market_bars(market.ohlcv, market.funding).bars
-    profile = get_profile("quick")
-    vol = compute_volatility(bars, schedule, profile.volatility)
-    regimes = compute_regimes(bars, vol, schedule, replace(profile.regimes, n_restarts=1, n_iter=20))
-    for name, frame in (("bars", bars), ("volatility", vol), ("probs", regimes.probabilities)):
-        frame.attrs = {}
-        frame.to_parquet(folder / f"{name}.parquet")
-    (folder / "schedule.json").write_text(json.dumps(asdict(schedule)))
-    return folder
+    return write_wfa_inputs(tmp_path_factory.mktemp("shared_inputs"))
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +18,12 @@ import pandas as pd
 import pytest
 
 from btc_assets.config import EXPERTS, PortfolioSettings, get_profile
-from btc_assets.ingestion import build_market_bars
-from btc_assets.ingestion.demo import DemoMarketSpec, generate_demo_market
-from btc_assets.regimes import compute_regimes
 from btc_assets.schedule import FoldSchedule
-from btc_assets.volatility import compute_volatility
 from btc_assets.wfa import StrategyParams, read_progress, run_seed
 from btc_assets.wfa.objective import score_of
 from btc_assets.wfa.space import PhaseParams, normalise_row, phase_distributions, suggest_phase
 from btc_assets.wfa.study import TrialRecord, derive_seed, make_sampler, open_storage, select_winner
+from btc_assets_tests.conftest import write_wfa_inputs
 
 WORKER = Path(__file__).with_name("wfa_worker.py")
 SCHEDULE = FoldSchedule(warmup="365D", test="91D")
@@ -36,17 +33,7 @@ TINY = {"n_trials": 4, "n_startup_trials": 2, "max_folds": 2, "select_top": 2, "
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three years of the demo market with its volatility and regime refits (8 folds of 91 days)."""
-    folder = tmp_path_factory.mktemp("wfa_inputs")
-    market = generate_demo_market(DemoMarketSpec(years=3.0))
-    bars = build_market_bars(market.ohlcv, market.funding).bars
-    profile = get_profile("quick")
-    vol = compute_volatility(bars, SCHEDULE, profile.volatility)
-    regimes = compute_regimes(bars, vol, SCHEDULE, replace(profile.regimes, n_restarts=1, n_iter=20))
-    for name, frame in (("bars", bars), ("volatility", vol), ("probs", regimes.probabilities)):
-        frame.attrs = {}
-        frame.to_parquet(folder / f"{name}.parquet")
-    (folder / "schedule.json").write_text(json.dumps(asdict(SCHEDULE)))
-    return folder
+    return write_wfa_inputs(tmp_path_factory.mktemp("wfa_inputs"), SCHEDULE.warmup, SCHEDULE.test)
 
 
 def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
