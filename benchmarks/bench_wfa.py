@@ -93,7 +93,7 @@ def main() -> None:
     inputs = prepare_inputs(bars, vol, probs, n_signals, profile.portfolio)
     refits = sorted(int(r) for r in probs["refit"].unique())
     measured = [refits[0], refits[len(refits) // 2], refits[-1]]
-    train_bars = {r: int((probs[(probs["refit"] == r)]["segment"] == "train").sum()) for r in refits}
+    train_bars = {r: int((probs[(probs["refit"] == r)]["segment"].isin(["train", "validation"])).sum()) for r in refits}
     write_ms = journal_write_ms()
     print(f"bars {len(bars):,}; folds {len(refits)}; trials per study {args.trials}; "
           f"journal writes {write_ms:.2f} ms/trial (3 appends, fsync each)")

@@ -153,7 +153,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
     if not result.success:
         return 1
     table = result.output_for_node("ablation", "ablation")
-    columns = ["variant", "n_seeds", "sharpe", "sharpe_lo", "sharpe_hi", "mean_monthly_return", "max_drawdown",
+    columns = ["variant", "n_seeds", "sharpe", "sharpe_lo", "sharpe_hi", "monthly_return", "max_drawdown",
                "p_sharpe_t", "p_daily_bootstrap"]
     print(table[[c for c in columns if c in table]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     _say(f"chart: {paths.reports / 'ablation.png'}")

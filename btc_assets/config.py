@@ -140,15 +140,15 @@ class WfaSettings:
     """Walk-forward optimisation (see ``btc_assets.wfa``).
 
     Per fold, the K phases are optimised in turn, ``n_trials`` trials each; the objective is computed on the
-    training window minus its last ``validation`` span (the inner validation slice), and the phase's winner is the
-    best validation score among the ``select_top`` best training scores.
+    training window minus its last ``FoldSchedule.validation`` span (the inner validation slice, out of sample for
+    the regime model too), and the phase's winner is the best validation score among the ``select_top`` best
+    training scores.
     """
 
     n_trials: int = 300  # per (fold, phase)
     sampler: str = "tpe"  # one of SAMPLERS: tpe (multivariate) | cmaes | random
     n_startup_trials: int = 20  # random trials before the model-based sampler takes over
     max_folds: int | None = None  # the last N folds only (None: all)
-    validation: str = "182D"
     select_top: int = 5
     turnover_penalty: float = 0.001  # per unit of annual turnover (equity traded per year)
     drawdown_penalty: float = 1.0  # per unit of max drawdown

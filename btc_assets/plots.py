@@ -74,7 +74,8 @@ def equity_drawdown(timestamps: pd.Series, curves: Mapping[str, np.ndarray],
 
 
 def seed_fan(curves: Mapping[str, pd.DataFrame], references: Mapping[str, pd.DataFrame],
-             title: str = "Out-of-sample equity of every seed (all costs) against the references") -> bytes:
+             title: str = "Out-of-sample equity of every seed (perp fees, slippage, funding) against the references"
+             ) -> bytes:
     """The fan of the seeds' stitched equity curves (thin), their median (thick) and the references (dashed)."""
     fig, ax = plt.subplots(figsize=(12, 5))
     stacked = []
@@ -161,11 +162,11 @@ def parameter_stability(params: pd.DataFrame, title: str = "Parameter stability 
 def ablation_chart(table: pd.DataFrame, per_seed: pd.DataFrame,
                    title: str = "Ablation: out-of-sample metrics per variant (mean across seeds, CI, seeds as dots)"
                    ) -> bytes:
-    """Three panels (Sharpe, mean monthly return, max drawdown): per variant the mean across seeds with its
+    """Three panels (Sharpe, compounded monthly return, max drawdown): per variant the mean across seeds with its
     confidence interval and every seed as a dot; above each step, the paired p-values against the variant before
     it (t-test across seeds | stationary bootstrap of the daily return difference). ``table`` and ``per_seed`` are
     :func:`btc_assets.evaluation.ablation.ablation_table`'s."""
-    panels = [("sharpe", "Sharpe (annualised)", False), ("mean_monthly_return", "mean monthly return", True),
+    panels = [("sharpe", "Sharpe (annualised)", False), ("monthly_return", "monthly return (compounded)", True),
               ("max_drawdown", "max drawdown", True)]
     variants = list(table["variant"])
     x = np.arange(len(variants))

@@ -1,7 +1,10 @@
 """The walk-forward fold schedule shared by every stage (GARCH refits, HMM refits, the optimiser).
 
 Fold k tests on ``[test_start, test_end)`` with ``test_start = first + warmup + k * test``; it trains on
-``[train_start, train_end)`` with ``train_end = test_start - purge`` (a purge gap keeps features that look back
+``[train_start, train_end)`` with ``train_end = test_start - purge``. The training window's last ``validation`` span
+``[fit_end, train_end)`` is the inner validation slice: whatever is fitted for the fold (the HMM, the standardisation
+of its features, the optimiser's parameters) is fitted on ``[train_start, fit_end)`` only, so the validation slice is
+out of sample for all of it, as the test window is (a purge gap keeps features that look back
 across the boundary from leaking test-window information into training labels). Anchored folds train from the first
 bar; rolling folds train on a window of constant length ``warmup - purge`` ending at ``train_end``. The last,
 shorter fold is kept when it covers at least ``min_last_test`` of a full test window. All bounds are UTC bar open
@@ -24,6 +27,10 @@ class Fold:
     train_end: pd.Timestamp
     test_start: pd.Timestamp
     test_end: pd.Timestamp
+    fit_end: pd.Timestamp  # train_end − validation: [train_start, fit_end) is the fit piece
+
+    def fit_mask(self, ts: pd.Series | pd.DatetimeIndex) -> pd.Series:
+        return (ts >= self.train_start) & (ts < self.fit_end)
 
     def train_mask(self, ts: pd.Series | pd.DatetimeIndex) -> pd.Series:
         return (ts >= self.train_start) & (ts < self.train_end)
@@ -34,19 +41,25 @@ class Fold:
 
 @dataclass(frozen=True)
 class FoldSchedule:
-    """How the history is cut into walk-forward folds (defaults: 2-year warm-up, 6-month tests, 1-day purge)."""
+    """How the history is cut into walk-forward folds (defaults: 2-year warm-up, 6-month tests, 1-day purge, the
+    last 182 days of each training window as its validation slice)."""
 
     warmup: str = "730D"
     test: str = "182D"
     purge: str = "24h"
+    validation: str = "182D"
     anchored: bool = True
     min_last_test: float = 0.5
 
     def folds(self, first: pd.Timestamp, end: pd.Timestamp) -> list[Fold]:
         """Folds over bars from ``first`` up to (excluding) ``end``."""
         warmup, test, purge = pd.Timedelta(self.warmup), pd.Timedelta(self.test), pd.Timedelta(self.purge)
+        validation = pd.Timedelta(self.validation)
         if purge >= warmup:
             raise ValueError("the purge gap must be shorter than the warm-up")
+        if validation <= pd.Timedelta(0) or purge + validation >= warmup:
+            raise ValueError(f"schedule.validation ({self.validation}) must be positive and shorter than the "
+                             f"training window of the first fold (warm-up − purge = {warmup - purge})")
         out: list[Fold] = []
         test_start = first + warmup
         while test_start < end:
@@ -55,7 +68,7 @@ class FoldSchedule:
                 break
             train_end = test_start - purge
             train_start = first if self.anchored else train_end - (warmup - purge)
-            out.append(Fold(len(out), train_start, train_end, test_start, test_end))
+            out.append(Fold(len(out), train_start, train_end, test_start, test_end, train_end - validation))
             test_start = test_end
         return out
 

@@ -151,3 +151,37 @@ def test_ablation_table_finds_a_planted_step_and_not_a_null_one() -> None:
     assert step["p_sharpe_t"] < 0.01 and step["p_daily_bootstrap"] < 0.01
     assert null["p_daily_bootstrap"] > 0.05 and null["d_sharpe_lo"] < 0 < null["d_sharpe_hi"]
     assert table["sharpe_lo"].iloc[0] < table["sharpe"].iloc[0] < table["sharpe_hi"].iloc[0]
+
+
+def synthetic_trials(rng: np.random.Generator, skill: bool, n_folds: int = 4, n_phases: int = 5,
+                     n_trials: int = 30) -> pd.DataFrame:
+    """A walk-forward trials frame: the winner is the best fit score; with ``skill`` the test score follows the
+    fit score (what is good in sample stays good), without it the test score is independent noise."""
+    rows = []
+    for fold in range(n_folds):
+        for phase in range(n_phases):
+            fit = rng.normal(size=n_trials)
+            test = (fit if skill else 0.0) + rng.normal(size=n_trials) * (0.3 if skill else 1.0)
+            for i in range(n_trials):
+                rows.append({"fold": fold, "phase": phase, "trial": i, "fit": fit[i], "validation": fit[i],
+                             "test": test[i], "winner": i == int(np.argmax(fit))})
+    return pd.DataFrame(rows)
+
+
+def test_ablation_table_walk_forward_pbo_per_variant() -> None:
+    profile = get_profile("quick")
+    seeds = tuple(range(6))
+    profile = profile.__class__(**{**profile.__dict__, "ablation": profile.ablation.__class__(
+        seeds=seeds, variants=("original", "vol_targeting"))})
+    rng = np.random.default_rng(9)
+    results = {(v, s): oos_frame(rng.normal(0.0, 0.004, 24 * 60)) for v in profile.ablation.variants for s in seeds}
+    trials = {("original", s): synthetic_trials(rng, skill=False) for s in seeds}
+    trials |= {("vol_targeting", s): synthetic_trials(rng, skill=True) for s in seeds}
+    table, _ = ablation_table(results, profile, reps=100, trials=trials)
+    null, skilled = table.set_index("variant").loc["original"], table.set_index("variant").loc["vol_targeting"]
+    assert null["pbo_walk_forward_studies"] == skilled["pbo_walk_forward_studies"] == 6 * 4 * 5  # pooled over seeds
+    assert 0.35 < null["pbo_walk_forward"] < 0.65 and abs(null["pbo_walk_forward_logit"]) < 0.5
+    assert skilled["pbo_walk_forward"] < 0.05 and skilled["pbo_walk_forward_logit"] > 1.5
+    # without the runs' trials frames the columns are there, NaN
+    bare, _ = ablation_table(results, profile, reps=100)
+    assert bare["pbo_walk_forward"].isna().all() and (bare["pbo_walk_forward_studies"] == 0).all()

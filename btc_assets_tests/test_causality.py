@@ -83,3 +83,20 @@ def test_regime_probabilities_up_to_t_unchanged(runs: dict) -> None:
     pd.testing.assert_frame_equal(sel_a.reset_index(drop=True), sel_b.reset_index(drop=True), check_exact=True)
     after_a, after_b = oos_a[oos_a["timestamp"] > cut], oos_b[oos_b["timestamp"] > cut]
     assert not np.array_equal(after_a.filter(like="p_").to_numpy(), after_b.filter(like="p_").to_numpy())
+
+
+def test_validation_slice_is_out_of_sample_for_the_regime_model(runs: dict) -> None:
+    """A refit whose inner validation slice contains t was fitted (HMM and standardisation) on its fit piece only:
+    perturbing everything after t leaves every probability of that refit up to t bit-identical, its fit piece and
+    the validation bars up to t included. (Fitted on the whole training window, as before, this fails.)"""
+    cut = runs["cut"]
+    reg_a, reg_b = runs["reg"]
+    refits = reg_a.refits
+    inside = refits.loc[(refits["fit_end"] <= cut) & (refits["train_end"] > cut), "refit"]
+    assert len(inside) >= 1, "no refit has t in its validation slice: the test proves nothing"
+    for refit in inside:
+        pa, pb = reg_a.probabilities, reg_b.probabilities
+        rows_a = pa[(pa["refit"] == refit) & (pa["timestamp"] <= cut)]
+        rows_b = pb[(pb["refit"] == refit) & (pb["timestamp"] <= cut)]
+        assert (rows_a["segment"] == "validation").sum() > 24
+        pd.testing.assert_frame_equal(rows_a.reset_index(drop=True), rows_b.reset_index(drop=True), check_exact=True)

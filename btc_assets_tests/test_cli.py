@@ -75,6 +75,7 @@ def test_run_keeps_history_in_persistent_instance(tmp_path: Path, shared_data: P
     assert page.count("data:image/png;base64,") == 7 and "Not materialised yet" not in page  # every chart
     assert "src='http" not in page and "<script" not in page  # opens offline
     assert "original_system" in page and "spa_consistent" in page and "p_month_at_target" in page
+    assert "Original system, as reported" in page and "buy_and_hold_spot" in page
 
     second = cli("run", "--ohlcv", str(shared_data / "btcusdt_1h.parquet"),
                  "--funding", str(shared_data / "btcusdt_funding_8h.parquet"), home=home, cwd=tmp_path)

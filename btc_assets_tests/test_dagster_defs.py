@@ -85,9 +85,10 @@ def test_materialize_demo_then_a_seed_then_staleness(tmp_path: Path) -> None:
                                  selection=["wfa_summary"])
         assert summary.success
         table = pd.read_parquet(tmp_path / "warehouse" / "wfa_summary" / "data.parquet")
-        assert list(table["row"]) == ["seed_00", "median", "p05", "p95", "buy_and_hold",
-                                      "vol_targeted_buy_and_hold", "original_system"]
+        assert list(table["row"]) == ["seed_00", "median", "p05", "p95", "buy_and_hold_spot", "buy_and_hold_perp",
+                                      "vol_targeted_buy_and_hold"]
         meta = summary.asset_materializations_for_node("wfa_summary")[0].metadata
+        assert "original_system" in meta["original_system_as_reported"].value  # apart from the measured rows
         for key in ("seed_fan", "fold_returns", "regime_characteristics", "parameter_stability"):
             assert "data:image/png;base64," in meta[key].value
             assert (tmp_path / "reports" / f"{key}.png").stat().st_size > 10_000
@@ -139,7 +140,7 @@ def check_volatility_and_regimes(home: Path, result: dg.ExecuteInProcessResult, 
     assert losses["qlike"] < losses["qlike_baseline"]  # GARCH beats the rolling-window baseline
     probs = pd.read_parquet(home / "warehouse" / "regime_probabilities" / "data.parquet")
     p_cols = [f"p_{k}" for k in range(5)]
-    assert set(probs["segment"]) == {"train", "purge", "test"}
+    assert set(probs["segment"]) == {"train", "validation", "purge", "test"}
     np.testing.assert_allclose(probs[p_cols].sum(axis=1), 1.0, atol=1e-9)
     phases = pd.read_parquet(home / "warehouse" / "regime_phases" / "data.parquet")
     assert phases.groupby("refit")["name"].apply(list).map(len).eq(5).all()
@@ -162,8 +163,9 @@ def check_experts_and_portfolio(home: Path, result: dg.ExecuteInProcessResult, n
     for key in ("equity_drawdown", "regime_shaded_price"):
         assert meta[key].value.startswith("![") and "data:image/png;base64," in meta[key].value
         assert (home / "reports" / f"{'moe_' if key == 'equity_drawdown' else ''}{key}.png").stat().st_size > 10_000
-    for row in ("strategy", "buy_and_hold", "vol_targeted_buy_and_hold"):
+    for row in ("strategy", "buy_and_hold_spot", "buy_and_hold_perp", "vol_targeted_buy_and_hold"):
         assert row in meta["metrics"].value
+    assert "cost_drag" in meta["metrics"].value and "mean_monthly_return_arithmetic" in meta["metrics"].value
 
 
 def test_materialize_real_files(tmp_path: Path, shared_data: Path) -> None:

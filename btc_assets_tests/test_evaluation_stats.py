@@ -7,6 +7,7 @@ import math
 from statistics import NormalDist
 
 import numpy as np
+import pandas as pd
 import pytest
 from arch.bootstrap import StationaryBootstrap
 from scipy.stats import rankdata
@@ -313,3 +314,142 @@ def test_spa_is_deterministic_and_consistent_with_reality_check_for_one_strategy
     assert rc["pvalue"] == first["upper"]
     with pytest.raises(ValueError, match="rows"):
         spa_test(strat[:-1], bench)
+
+
+# ------------------------------------------------------------------------------ statistics where selection happened
+
+
+def test_quantile_with_inf_counts_infinite_values() -> None:
+    from btc_assets.evaluation.stats import quantile_with_inf
+
+    finite = [3.0, 1.0, 7.0, 2.0, 10.0]
+    for q in (0.0, 0.05, 0.25, 0.5, 0.95, 1.0):  # the same as numpy's linear quantile on finite values
+        assert quantile_with_inf(finite, q) == pytest.approx(float(np.quantile(finite, q)), rel=1e-12)
+    seeds = [100.0, math.inf, 40.0, math.inf, math.nan]  # NaN (undefined) left out, inf (never significant) kept
+    assert quantile_with_inf(seeds, 0.5) == math.inf  # two of four seeds never: the median is infinite
+    assert quantile_with_inf(seeds, 0.05) == pytest.approx(40.0 + 0.15 * 60.0)
+    assert quantile_with_inf(seeds, 0.95) == math.inf
+    assert quantile_with_inf([5.0, math.inf, math.inf], 0.0) == 5.0
+    assert quantile_with_inf([-math.inf, 1.0, 2.0], 0.25) == -math.inf
+    assert math.isnan(quantile_with_inf([math.nan], 0.5))
+    with np.errstate(invalid="ignore"):  # why not np.quantile: its interpolation computes inf − inf
+        assert math.isnan(float(np.quantile([10.0, math.inf], 0.75)))
+
+
+def wf_frame() -> pd.DataFrame:
+    """Three hand-made studies (two seeds): ranks with ties, a NaN test score, one too-small study."""
+    rows = [
+        # seed A, fold 1, phase 0: test scores 0.1, 0.3, 0.3, 0.5; the winner (0.3) ties with another: rank 2.5
+        ("A", 1, 0, 0, 0.1, False), ("A", 1, 0, 1, 0.3, True), ("A", 1, 0, 2, 0.3, False), ("A", 1, 0, 3, 0.5, False),
+        # seed A, fold 1, phase 1: the winner is the best of 3 finite scores (one NaN dropped): rank 3 of N = 3
+        ("A", 1, 1, 0, -10.0, False), ("A", 1, 1, 1, np.nan, False), ("A", 1, 1, 2, 0.2, True),
+        ("A", 1, 1, 3, 0.0, False),
+        # seed B, fold 1, phase 0: the winner is the worst: rank 1 of 2
+        ("B", 1, 0, 0, -0.2, True), ("B", 1, 0, 1, 0.4, False),
+        # seed B, fold 2, phase 0: only the winner has a score: left out
+        ("B", 2, 0, 0, 0.1, True), ("B", 2, 0, 1, np.nan, False),
+    ]
+    return pd.DataFrame(rows, columns=["seed", "fold", "phase", "trial", "test", "winner"])
+
+
+def test_walk_forward_pbo_by_hand() -> None:
+    from btc_assets.evaluation.stats import walk_forward_pbo
+
+    res = walk_forward_pbo(wf_frame())
+    assert res.n_studies == 3
+    studies = res.studies.set_index(["seed", "fold", "phase"])
+    omega = {("A", 1, 0): 2.5 / 5, ("A", 1, 1): 3 / 4, ("B", 1, 0): 1 / 3}
+    for key, w in omega.items():
+        assert studies.loc[key, "omega"] == pytest.approx(w)
+        assert studies.loc[key, "logit"] == pytest.approx(math.log(w / (1 - w)))
+    assert studies.loc[("A", 1, 1), "n_trials"] == 3 and studies.loc[("A", 1, 0), "rank"] == 2.5
+    assert res.pbo == pytest.approx(1 / 2)  # (0.5 + 0 + 1) / 3: ω = 0.5 (the median rank) counts one half
+    assert res.mean_logit == pytest.approx(np.mean([math.log(w / (1 - w)) for w in omega.values()]))
+    # without a seed column the studies are (fold, phase)
+    one = walk_forward_pbo(wf_frame().query("seed == 'A'").drop(columns="seed"))
+    assert one.n_studies == 2 and list(one.studies.columns[:2]) == ["fold", "phase"]
+    with pytest.raises(ValueError, match="test"):
+        walk_forward_pbo(wf_frame().drop(columns="test"))
+    two_winners = wf_frame()
+    two_winners.loc[0, "winner"] = True
+    with pytest.raises(ValueError, match="exactly one winner"):
+        walk_forward_pbo(two_winners)
+    empty = walk_forward_pbo(wf_frame().iloc[-2:])
+    assert empty.n_studies == 0 and math.isnan(empty.pbo)
+
+
+def test_unselected_trials_are_deterministic_and_blind_to_scores() -> None:
+    from btc_assets.evaluation.stats import unselected_trials
+
+    idx = range(300)
+    first = unselected_trials(idx, 50, seed=(3, 7, 2))
+    assert first.size == 50 and np.unique(first).size == 50 and np.all(np.diff(first) > 0)
+    assert np.array_equal(unselected_trials(reversed(idx), 50, seed=(3, 7, 2)), first)  # order does not matter
+    assert not np.array_equal(unselected_trials(idx, 50, seed=(3, 7, 3)), first)  # another study, another subset
+    assert np.array_equal(unselected_trials(range(6), 50, seed=1), np.arange(6))  # few trials: all of them
+    # spread over the whole study, not the first (or best) trials: both halves are represented
+    assert 10 < int((first < 150).sum()) < 40
+
+
+def test_study_cscv_runs_the_chosen_trials_only_and_compounds_weekly() -> None:
+    from btc_assets.evaluation.stats import study_cscv, unselected_trials
+
+    rng = np.random.default_rng(4)
+    index = pd.date_range("2021-01-07", periods=24 * 7 * 40, freq="h")  # a Thursday: 7-day bins from the epoch
+    hourly = rng.normal(0.0, 0.01, (index.size, 30))
+    calls: list[int] = []
+
+    def returns_of(i: int) -> pd.Series:
+        calls.append(i)
+        return pd.Series(hourly[:, i], index=index)
+
+    out = study_cscv(range(30), returns_of, n_trials=12, n_blocks=8, seed=(1, 2))
+    chosen = unselected_trials(range(30), 12, seed=(1, 2))
+    assert calls == chosen.tolist()
+    weekly = np.prod(1 + hourly[:, chosen].reshape(40, 168, 12), axis=1) - 1
+    expected = probability_of_backtest_overfitting(weekly, n_blocks=8)
+    assert out["pbo"] == expected.pbo and (out["n_trials"], out["n_study_trials"]) == (12.0, 30.0)
+    assert (out["n_weeks"], out["n_blocks"]) == (40.0, 8.0)
+    assert out["rho"] == pytest.approx((12 - effective_number_of_trials(weekly)) / 11)
+    short = study_cscv(range(30), lambda i: pd.Series(hourly[: 24 * 7 * 7, i], index=index[: 24 * 7 * 7]),
+                       n_trials=12, n_blocks=16)
+    assert math.isnan(short["pbo"]) and short["n_blocks"] == 0.0  # 7 weeks: too short for CSCV
+
+
+def test_study_deflated_sharpe_uses_each_studys_own_trials() -> None:
+    from btc_assets.evaluation.stats import study_deflated_sharpe
+
+    rng = np.random.default_rng(8)
+    frames = []
+    for fold, (n, rho, bars) in enumerate([(40, 0.3, 5000.0), (10, 0.0, 12000.0)]):
+        sr = rng.normal(0.0, 0.01 * (fold + 1), n)
+        frames.append(pd.DataFrame({"fold": fold, "phase": 0, "trial": range(n), "fit_sharpe": sr,
+                                    "winner": np.arange(n) == int(np.argmax(sr)), "study_rho": rho,
+                                    "fit_bars": bars}))
+    trials = pd.concat(frames, ignore_index=True)
+    out = study_deflated_sharpe(trials).set_index("fold")
+    for fold, frame in enumerate(frames):
+        v = float(frame["fit_sharpe"].var(ddof=1))
+        n, rho, t = len(frame), float(frame["study_rho"].iloc[0]), float(frame["fit_bars"].iloc[0])
+        sr = float(frame["fit_sharpe"].max())
+        n_eff = rho + (1 - rho) * n
+        assert out.loc[fold, "n_effective"] == pytest.approx(n_eff)
+        assert out.loc[fold, "sr_variance"] == pytest.approx(v)
+        assert out.loc[fold, "dsr"] == pytest.approx(hand_psr(sr, 0.0, 3.0, t, hand_emax(n_eff, v)), rel=1e-10)
+        assert out.loc[fold, "dsr_raw_n"] == pytest.approx(hand_psr(sr, 0.0, 3.0, t, hand_emax(n, v)), rel=1e-10)
+    # the studies are not pooled: the first study's deflation does not depend on the second one
+    alone = study_deflated_sharpe(frames[0]).iloc[0]
+    assert alone["dsr"] == out.loc[0, "dsr"]
+    with pytest.raises(ValueError, match="fit_bars"):
+        study_deflated_sharpe(trials.drop(columns="fit_bars"))
+
+
+def test_design_deflated_sharpe_ratio_closed_form() -> None:
+    from btc_assets.evaluation.stats import design_deflated_sharpe_ratio
+
+    r = np.random.default_rng(9).normal(0.0005, 0.01, 2000)
+    sr, skew, kurt = hand_moments(list(r))
+    for n in (1, 2, 6, 50):
+        expected = hand_psr(sr, skew, kurt, r.size, hand_emax(n, 1 / (r.size - 1)) if n > 1 else 0.0)
+        assert design_deflated_sharpe_ratio(r, n) == pytest.approx(expected, rel=1e-9)
+    assert design_deflated_sharpe_ratio(r, 6) < design_deflated_sharpe_ratio(r, 2) < probabilistic_sharpe_ratio(r)

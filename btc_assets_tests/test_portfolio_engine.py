@@ -13,7 +13,8 @@ from btc_assets.portfolio import (
     BAR_COLUMNS,
     PortfolioParams,
     backtest_score,
-    buy_and_hold,
+    buy_and_hold_perp,
+    buy_and_hold_spot,
     gating_weights,
     portfolio_metrics,
     run_portfolio,
@@ -368,8 +369,14 @@ def test_metrics_on_a_known_path() -> None:
     assert m["cagr"] == pytest.approx((1.1 * 0.8 * 1.3) ** (8760 / len(idx)) - 1)
     assert m["max_drawdown"] == pytest.approx(0.2)
     jan = 1.1 * 0.8 - 1
-    feb = 1.3 - 1
-    assert m["mean_monthly_return"] == pytest.approx((jan + feb) / 2)
+    feb = 1.3 - 1  # 2024: 31 + 29 days, both months complete
+    assert m["monthly_return"] == pytest.approx((1 + m["cagr"]) ** (1 / 12) - 1)
+    assert (1 + m["monthly_return"]) ** (12 * len(idx) / 8760) == pytest.approx(m["final_equity"])  # compounds back
+    assert m["mean_monthly_return_arithmetic"] == pytest.approx((jan + feb) / 2)
+    years = len(idx) / 8760
+    assert m["cost_total"] == pytest.approx(len(idx) * 1e-5)
+    assert m["cost_drag"] == pytest.approx(len(idx) * 1e-5 / years)  # 8.76 % of equity a year
+    assert m["cost_share_of_gross"] == pytest.approx(len(idx) * 1e-5 / (r.sum() + len(idx) * 1e-5))
     assert m["tuw_longest_days"] == pytest.approx((800 - 100) / 24)  # under water on bars 100 … 799
     assert m["tuw_share"] == pytest.approx(700 / len(idx))
     assert m["hit_rate"] == pytest.approx(2 / len(idx))
@@ -377,18 +384,52 @@ def test_metrics_on_a_known_path() -> None:
     assert m["turnover_annual"] == pytest.approx(8760)
     assert m["sharpe"] == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(8760))
     assert m["calmar"] == pytest.approx(m["cagr"] / 0.2)
+    # without the last hour, February is incomplete: only January counts in the arithmetic mean
+    short = portfolio_metrics(returns.iloc[:-1], equity[:-1], np.ones(len(idx) - 1), np.zeros(len(idx) - 1))
+    assert short["mean_monthly_return_arithmetic"] == pytest.approx(jan)
+    assert short["cost_drag"] == 0.0 and short["cost_share_of_gross"] == 0.0
+    # costs above a positive gross P&L: a share above 1; no gross profit: NaN (nothing to share)
+    costs = np.full(len(idx), 0.30 / len(idx))
+    net = r - costs  # Σ gross returns 0.2, costs 0.3: the run loses money after costs
+    losing = portfolio_metrics(pd.Series(net, index=idx), np.cumprod(1 + net), np.ones(len(idx)), costs)
+    assert losing["cost_share_of_gross"] == pytest.approx(0.30 / 0.20)
+    flat = portfolio_metrics(pd.Series(-costs, index=idx), np.cumprod(1 - costs), np.ones(len(idx)), costs)
+    assert flat["cost_drag"] == pytest.approx(0.30 / years) and math.isnan(flat["cost_share_of_gross"])
 
 
-def test_buy_and_hold_baselines() -> None:
+def test_calendar_months_complete_only() -> None:
+    from btc_assets.portfolio.metrics import calendar_month_returns
+
+    idx = pd.date_range("2024-01-15 05:00", "2024-04-01 00:00", freq="h", tz="UTC")  # Jan and Apr partial
+    r = pd.Series(0.0, index=idx)
+    r[pd.Timestamp("2024-02-10", tz="UTC")] = 0.05
+    r[pd.Timestamp("2024-03-31 23:00", tz="UTC")] = -0.02  # the last hour of March
+    r[pd.Timestamp("2024-01-20", tz="UTC")] = 0.5  # a partial month: left out
+    months = calendar_month_returns(r)
+    assert list(months.index) == [(2024, 2), (2024, 3)]
+    np.testing.assert_allclose(months.to_numpy(), [0.05, -0.02])
+    assert len(calendar_month_returns(r, complete_only=False)) == 4
+    assert len(calendar_month_returns(r.drop(pd.Timestamp("2024-03-01", tz="UTC")))) == 1  # March lacks its first hour
+
+
+def test_buy_and_hold_references() -> None:
     inputs = random_inputs(2000, seed=23, missing=0.0)
     params = PortfolioParams(fee_bps=4.0, slip_bps=1.0, vol_target=0.3, lev_max=2.0)
-    bh = buy_and_hold(inputs["open_"], inputs["close"], inputs["tradable"], inputs["funding"], params)
+    bh = buy_and_hold_perp(inputs["open_"], inputs["close"], inputs["tradable"], inputs["funding"], params)
     assert bh["position"].iloc[0] == 0 and (bh["position"].iloc[1:] == 1.0).all()
     assert bh["turnover"].sum() == 1.0
     o, c, f = inputs["open_"], inputs["close"], inputs["funding"]
     r = (o[1:] / c[:-1] - 1) * np.r_[0.0, np.ones(1998)] + (c[1:] / o[1:] - 1) - f[1:]
     r[0] -= 5e-4  # fee + slippage of the entry
     assert bh["equity"].iloc[-1] == pytest.approx(np.prod(1 + r), rel=1e-12)
+    # spot: one entry at the spot fee (10 bps) + the base slippage, no funding
+    spot = buy_and_hold_spot(inputs["open_"], inputs["close"], inputs["tradable"], params)
+    r_spot = r + f[1:]
+    r_spot[0] -= 1e-3 - 4e-4  # the spot fee instead of the perp fee
+    assert spot["equity"].iloc[-1] == pytest.approx(np.prod(1 + r_spot), rel=1e-12)
+    assert spot["turnover"].sum() == 1.0 and spot["funding_pnl"].eq(0).all()
+    assert spot["fee_cost"].sum() == pytest.approx(1e-3) and bh["fee_cost"].sum() == pytest.approx(4e-4)
+    assert (bh["funding_pnl"] != 0).any()
     vt = vol_targeted_buy_and_hold(inputs["open_"], inputs["close"], inputs["tradable"], inputs["funding"],
                                    inputs["sigma_hat"], params)
     assert vt["position"].max() <= 2.0 and vt["throttle"].eq(1.0).all()
@@ -396,3 +437,16 @@ def test_buy_and_hold_baselines() -> None:
     np.testing.assert_allclose(vt["position"].iloc[22:], lev[21:-1], atol=1e-15)
     m = portfolio_metrics(vt["bar_return"], vt["equity"], vt["turnover"], vt["fee_cost"] + vt["slippage_cost"])
     assert np.isfinite([m["sharpe"], m["sortino"], m["ann_vol"], m["cagr"]]).all()
+
+
+def test_frame_metrics_count_funding_paid_as_a_cost() -> None:
+    from btc_assets.portfolio.metrics import bar_costs, frame_metrics
+
+    inputs = random_inputs(2000, seed=23, missing=0.0)
+    bh = buy_and_hold_perp(inputs["open_"], inputs["close"], inputs["tradable"], inputs["funding"])
+    paid = np.maximum(-bh["funding_pnl"].to_numpy(), 0.0)
+    assert paid.sum() > 0 and (bh["funding_pnl"] > 0).any()  # it pays and receives
+    np.testing.assert_allclose(bar_costs(bh), bh["fee_cost"] + bh["slippage_cost"] + paid)
+    m = frame_metrics(bh)
+    assert m["cost_drag"] == pytest.approx(bar_costs(bh).sum() / (2000 / 8760))
+    assert m["cost_total"] > (bh["fee_cost"] + bh["slippage_cost"]).sum()

@@ -174,6 +174,52 @@ def test_seed_runs_out_of_sample_and_resumes_without_rerunning(inputs: Path, tmp
     pd.testing.assert_frame_equal(again.trials, first.trials, check_exact=True)
 
 
+def test_out_of_sample_is_one_account_equal_to_one_reference_run(inputs: Path, tmp_path: Path) -> None:
+    """The stitched test windows are one book: they equal one reference run over the concatenated test windows
+    with each fold's parameters (per-bar gating and expert columns), and no fold restarts flat at equity 1."""
+    from btc_assets.experts import BarArrays
+    from btc_assets.portfolio.engine import BAR_COLUMNS, run_portfolio_reference
+    from btc_assets.portfolio.moe import prepare_inputs
+    from btc_assets.wfa.objective import FoldObjective, SignalCache
+    from btc_assets.wfa.run import _no_signals
+
+    result = run(inputs, tmp_path, max_folds=3)
+    bars, vol, probs = load(inputs)
+    profile = get_profile("quick")
+    settings = replace(profile.wfa, **{**TINY, "max_folds": 3})
+    engine_inputs = prepare_inputs(bars, vol, probs, _no_signals(len(bars)), profile.portfolio)
+    signals = SignalCache(BarArrays.from_market_bars(bars))
+    pieces = []
+    for row in result.folds.itertuples():
+        objective = FoldObjective(engine_inputs, probs, int(row.fold), signals, profile.portfolio, settings)
+        params = StrategyParams.from_json(json.loads(row.params))
+        gating = objective.load(params)
+        test = objective.pieces["test"]
+        s = slice(test.start, test.stop)
+        pieces.append(dict(open_=objective.open_[s], close=objective.close[s], tradable=objective.tradable[s],
+                           funding=objective.funding[s], experts=objective.columns[s].copy(),
+                           probs=objective.probs[s], sigma_hat=objective.sigma_hat[s],
+                           gating=np.repeat(gating[None], test.n, axis=0)))
+    joined = {key: np.concatenate([p[key] for p in pieces]) for key in pieces[0]}
+    reference = run_portfolio_reference(**joined, params=objective.params, carry_col=joined["experts"].shape[1] - 1)
+    oos = result.oos
+    assert len(oos) == len(reference)
+    np.testing.assert_allclose(oos[list(BAR_COLUMNS)].to_numpy(), reference[list(BAR_COLUMNS)].to_numpy(),
+                               rtol=0, atol=1e-9, equal_nan=True)
+    # at each boundary the position is carried (or traded there and charged), never silently flat at equity 1
+    for fold in oos["fold"].unique()[1:]:
+        at = int(np.flatnonzero(oos["fold"].to_numpy() == fold)[0])
+        before, first = oos.iloc[at - 1], oos.iloc[at]
+        assert first["equity"] == pytest.approx(before["equity"] * (1 + first["bar_return"]), rel=1e-12)
+        if first["turnover"] == 0:
+            assert first["position"] == before["target_position"] or first["position"] == before["position"]
+        else:
+            assert first["fee_cost"] + first["slippage_cost"] > 0
+    assert result.folds["equity_start"].iloc[1:].ne(1.0).all()
+    held = oos["position"].abs().gt(0).groupby(oos["fold"]).first()
+    assert held.iloc[1:].any(), "no fold starts with a carried position: the test proves nothing"
+
+
 def test_changed_config_or_input_starts_fresh_and_keeps_the_old_checkpoint(inputs: Path, tmp_path: Path) -> None:
     run(inputs, tmp_path)
     messages: list[str] = []
@@ -286,7 +332,8 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(inputs: Path
 
 
 def test_summary_across_seeds(inputs: Path, tmp_path: Path) -> None:
-    from btc_assets.evaluation.summary import ORIGINAL_SYSTEM, TARGET_MONTHLY, summarise
+    from btc_assets.evaluation.summary import ORIGINAL_SYSTEM_REPORTED, TARGET_MONTHLY, summarise
+    from btc_assets.portfolio.metrics import REFERENCES, calendar_month_returns
 
     results = {f"seed_{s:02d}": run(inputs, tmp_path, seed=s) for s in (1, 2, 3)}
     bars, vol, _ = load(inputs)
@@ -298,35 +345,67 @@ def test_summary_across_seeds(inputs: Path, tmp_path: Path) -> None:
     assert table.loc["median", "sharpe"] == pytest.approx(seeds["sharpe"].median())
     assert table.loc["p05", "max_drawdown"] <= table.loc["p95", "max_drawdown"]
     assert table.loc["median", "survival"] == pytest.approx(seeds["survival"].mean())
-    # every trial of every fold, phase and seed counts: the deflated Sharpe ratio is below the plain PSR
-    assert summary.overfitting["n_trials"] == 3 * 40
-    assert (seeds["dsr"] <= seeds["psr"] + 1e-12).all()
-    # the effective number of trials: between one per study and the raw count; fewer trials, a milder deflation
-    n_eff = summary.overfitting["n_effective_trials"]
-    assert 3 * 2 * 5 <= n_eff <= 3 * 40
-    assert (seeds["dsr_raw_n"] <= seeds["dsr"] + 1e-12).all()
+    # the selection statistics, each where its selection happened (btc_assets.evaluation.stats)
+    from btc_assets.evaluation.stats import (
+        design_deflated_sharpe_ratio,
+        probabilistic_sharpe_ratio,
+        quantile_with_inf,
+        walk_forward_pbo,
+    )
+
+    o = summary.overfitting
+    assert o["n_trials"] == 3 * 40 and o["n_studies"] == 3 * 2 * 5
     studies = pd.concat([r.trials.assign(seed=k) for k, r in results.items()]).drop_duplicates(
         ["seed", "fold", "phase"])
+    n_eff = o["n_effective_trials"]  # informative: Σ over studies of ρ̄ + (1 − ρ̄)·N
+    assert 3 * 2 * 5 <= n_eff <= 3 * 40
     assert n_eff == pytest.approx(float((studies["study_rho"] + (1 - studies["study_rho"]) * 4).sum()))
-    # SPA / Reality Check against buy-and-hold on daily returns: p-values, ordered as Hansen's are
-    o = summary.overfitting
-    assert 0.0 <= o["spa_lower"] <= o["spa_consistent"] <= o["spa_upper"] <= 1.0 and 0.0 <= o["reality_check"] <= 1.0
-    # PBO per (fold, phase) study, averaged per seed and pooled
+    # out of sample: PSR against 0 and against spot buy-and-hold's Sharpe; DSR deflated by the designs compared
+    r1 = results["seed_01"].oos["bar_return"].to_numpy()
+    assert o["n_designs"] == 6 and (seeds["dsr"] <= seeds["psr"] + 1e-12).all()
+    assert seeds.loc["seed_01", "dsr"] == pytest.approx(design_deflated_sharpe_ratio(r1, 6))
+    assert seeds.loc["seed_01", "psr_vs_spot"] == pytest.approx(
+        probabilistic_sharpe_ratio(r1, o["spot_sharpe_per_bar"]))
+    assert table.loc["buy_and_hold_spot", "psr_vs_spot"] == pytest.approx(0.5)
+    # per-study DSR of each study's winner on its fit piece, with the study's own N and V; raw N deflates more
+    assert o["studies_with_dsr"] == 3 * 2 * 5 and 0.0 <= o["median_study_dsr"] <= 1.0
+    assert (seeds["study_dsr_raw_n_median"] <= seeds["study_dsr_median"] + 1e-12).all()
+    assert (seeds["study_dsr_raw_n_mean"] <= seeds["study_dsr_mean"] + 1e-12).all()
+    # PBO: per-study CSCV over trials not chosen by score (averaged per seed), and of the walk-forward selection
     assert o["studies_with_pbo"] == 3 * 2 * 5 and 0.0 <= o["median_study_pbo"] <= 1.0
-    studies = results["seed_01"].trials.drop_duplicates(["fold", "phase"])
-    assert seeds.loc["seed_01", "pbo"] == pytest.approx(studies["study_pbo"].mean())
+    one = results["seed_01"].trials
+    assert seeds.loc["seed_01", "pbo"] == pytest.approx(one.drop_duplicates(["fold", "phase"])["study_pbo"].mean())
+    wf = walk_forward_pbo(one)
+    assert wf.n_studies == 2 * 5 and seeds.loc["seed_01", "pbo_walk_forward"] == pytest.approx(wf.pbo)
+    assert seeds.loc["seed_01", "pbo_walk_forward_logit"] == pytest.approx(wf.mean_logit)
+    assert o["pbo_walk_forward_studies"] == 3 * 2 * 5 and 0.0 <= o["pbo_walk_forward"] <= 1.0
+    # SPA / Reality Check: one design (the seed-averaged daily returns) against spot buy-and-hold
+    assert o["spa_candidates"] == 1
+    assert 0.0 <= o["spa_lower"] <= o["spa_consistent"] <= o["spa_upper"] <= 1.0 and 0.0 <= o["reality_check"] <= 1.0
+    assert o["spa_upper"] == o["reality_check"]  # one candidate: studentising is a rescaling
     assert o["days"] == pytest.approx(len(results["seed_01"].oos) / 24, abs=1)
+    # the minimum track record length's dispersion counts the seeds that never become significant (inf)
+    for row, q in (("median", 0.5), ("p05", 0.05), ("p95", 0.95)):
+        assert table.loc[row, "min_track_record_days"] == quantile_with_inf(seeds["min_track_record_days"], q)
     # the references run on exactly the seeds' out-of-sample bars
     oos = results["seed_01"].oos
-    bh_return = float(table.loc["buy_and_hold", "mean_monthly_return"])
-    assert np.isfinite(bh_return) and table.loc["buy_and_hold", "turnover_annual"] < 5
-    assert table.loc["original_system", "mean_monthly_return"] == ORIGINAL_SYSTEM["mean_monthly_return"]
-    months = (1 + oos.set_index("timestamp")["bar_return"]).groupby(
-        [oos["timestamp"].dt.year.to_numpy(), oos["timestamp"].dt.month.to_numpy()]).prod() - 1
+    assert list(table.index[-3:]) == list(REFERENCES)  # measured rows only: the original system is apart
+    for name in ("buy_and_hold_spot", "buy_and_hold_perp"):
+        assert np.isfinite(table.loc[name, "monthly_return"]) and table.loc[name, "turnover_annual"] < 5
+    assert table.loc["buy_and_hold_spot", "cost_drag"] < table.loc["buy_and_hold_perp", "cost_drag"]  # no funding
+    assert table.loc["seed_01", "monthly_return"] == pytest.approx((1 + table.loc["seed_01", "cagr"]) ** (1 / 12) - 1)
+    reported = summary.original_reported.set_index("row")
+    assert reported.loc["original_system", "return_per_month"] == ORIGINAL_SYSTEM_REPORTED["return_per_month"]
+    # the target counts complete calendar months only; p_seed_at_target uses the compounded monthly return
+    months = calendar_month_returns(oos.set_index("timestamp")["bar_return"])
+    everything = calendar_month_returns(oos.set_index("timestamp")["bar_return"], complete_only=False)
+    assert 0 < len(months) < len(everything)  # the test windows start and end mid-month
     assert summary.target["target_monthly"] == TARGET_MONTHLY
-    pooled = pd.concat([summary.monthly["return"]])
+    pooled = summary.monthly["return"]
     assert summary.target["p_month_at_target"] == pytest.approx(float((pooled >= TARGET_MONTHLY).mean()))
-    assert len(summary.monthly) == 3 * len(months)
+    assert len(summary.monthly) == 3 * len(months) == summary.target["complete_months"]
+    at_target = float((seeds["monthly_return"] >= TARGET_MONTHLY).mean())
+    assert summary.target["p_seed_at_target"] == pytest.approx(at_target)
 
 
 def test_sampler_from_the_environment_enters_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,14 @@ import pandas as pd
 
 from btc_assets import plots, wfa
 from btc_assets.defs.resources import LOAD_PROFILE, ProjectHome, StudySettings, code_version
-from btc_assets.evaluation.ablation import ablation_table, default_jobs, needs_gaussian_regimes, run_ablation
+from btc_assets.evaluation.ablation import (
+    ablation_table,
+    default_jobs,
+    design_snooping,
+    needs_gaussian_regimes,
+    run_ablation,
+)
+from btc_assets.evaluation.summary import SPOT, reference_frames
 from btc_assets.regimes import compute_regimes
 
 GROUP = "ablation"
@@ -56,18 +63,24 @@ def ablation(context: dg.AssetExecutionContext, project: ProjectHome, study: Stu
     gaussian = gaussian_regime_probabilities if needs_gaussian_regimes(settings.variants) else None
     jobs = min(default_jobs(), len(settings.variants) * len(settings.seeds))
     context.log.info(f"ablation: {len(settings.variants)} variants × seeds {list(settings.seeds)}, {jobs} process(es)")
+    trials: dict[tuple[str, int], pd.DataFrame] = {}
     results = run_ablation(market_bars, volatility, regime_probabilities, gaussian, profile,
-                           str(project.paths.checkpoints), jobs=jobs, say=context.log.info)
-    table, per_seed = ablation_table(results, profile)
+                           str(project.paths.checkpoints), jobs=jobs, say=context.log.info, trials_out=trials)
+    table, per_seed = ablation_table(results, profile, trials=trials)
+    spot = reference_frames(market_bars, volatility, next(iter(results.values()))["timestamp"],
+                            profile.portfolio)[SPOT]
+    snooping = design_snooping(results, spot, profile)
     chart = plots.ablation_chart(table, per_seed)
     (project.paths.reports / "ablation.png").write_bytes(chart)
-    shown = ["variant", "n_seeds", "sharpe", "sharpe_lo", "sharpe_hi", "mean_monthly_return", "max_drawdown",
-             "survival", "d_sharpe", "p_sharpe_t", "p_sharpe_wilcoxon", "d_daily_mean_ann", "p_daily_bootstrap"]
+    shown = ["variant", "n_seeds", "sharpe", "sharpe_lo", "sharpe_hi", "monthly_return", "max_drawdown",
+             "survival", "d_sharpe", "p_sharpe_t", "p_sharpe_wilcoxon", "d_daily_mean_ann", "p_daily_bootstrap",
+             "pbo_walk_forward"]
     yield dg.Output(table, output_name="ablation", metadata={
         "seeds": dg.MetadataValue.json(list(settings.seeds)),
         "table": dg.MetadataValue.md(table[[c for c in shown if c in table]].to_markdown(index=False,
                                                                                           floatfmt=".4f")),
         "ablation_chart": dg.MetadataValue.md(plots.markdown_image(chart, "ablation")),
+        "snooping_vs_spot": dg.MetadataValue.json(snooping),
     })
     yield dg.Output(per_seed, output_name="ablation_seeds", metadata={"runs": len(per_seed)})
 

@@ -13,14 +13,17 @@ from btc_assets.storage import Warehouse
 GROUP = "evaluation"
 
 
-@dg.asset(group_name=GROUP, kinds={"python", "parquet"}, code_version=code_version(1, LOAD_PROFILE.portfolio),
+@dg.asset(group_name=GROUP, kinds={"python", "parquet"}, code_version=code_version(2, LOAD_PROFILE.portfolio),
           deps=["wfa_results", "wfa_folds", "wfa_trials"])
 def wfa_summary(context: dg.AssetExecutionContext, project: ProjectHome, study: StudySettings,
                 market_bars: pd.DataFrame, volatility: pd.DataFrame, regime_phases: pd.DataFrame) -> dg.Output:
     """Out-of-sample results across the seeds materialised so far: per seed and median / 5th / 95th percentile
-    (mean monthly return, CAGR, Sharpe, Sortino, Calmar, max drawdown, turnover, cost share, survival rate),
-    buy-and-hold and vol-targeted buy-and-hold on the same bars, the original system's figures, the 5 %/month
-    target with its probability, and PSR / DSR with the trials counted across folds, phases and seeds. Charts:
+    (compounded monthly return, arithmetic mean of complete months, CAGR, Sharpe, Sortino, Calmar, max drawdown,
+    turnover, cost drag, cost share of gross P&L, survival rate), the references on the same bars
+    (buy_and_hold_spot, buy_and_hold_perp, vol_targeted_buy_and_hold), the 5 %/month target with its
+    probability, and PSR / DSR with the trials counted across folds, phases and seeds; the original system's
+    figures as reported, in a table of their own (not measured here: unknown conventions). Costs: perp fees,
+    slippage and funding (spot fees on the spot reference only; borrowing not charged). Charts:
     the fan of seed equity curves, the per-fold out-of-sample returns, the regime characteristics per phase and the
     stability of the optimised parameters across folds."""
     warehouse = Warehouse(project.paths.warehouse)
@@ -42,14 +45,18 @@ def wfa_summary(context: dg.AssetExecutionContext, project: ProjectHome, study: 
     (reports / "fold_returns.png").write_bytes(per_fold)
     (reports / "regime_characteristics.png").write_bytes(regimes_png)
     (reports / "parameter_stability.png").write_bytes(stability)
-    (reports / "summary.json").write_text(json.dumps({"target": summary.target, "overfitting": summary.overfitting},
-                                                     indent=1))
+    reported = summary.original_reported
+    (reports / "summary.json").write_text(json.dumps({
+        "target": summary.target, "overfitting": summary.overfitting,
+        "original_system_as_reported": reported.drop(columns="row").iloc[0].to_dict(),
+    }, indent=1))
     shown = summary.table.set_index("row")
     context.log.info(f"{len(seeds)} seed(s): {', '.join(seeds)}")
     return dg.Output(summary.table, metadata={
         "seeds": len(seeds),
         "summary": dg.MetadataValue.md(shown.to_markdown(floatfmt=".4f")),
         "target_5pct_month": dg.MetadataValue.json(summary.target),
+        "original_system_as_reported": dg.MetadataValue.md(reported.to_markdown(index=False, floatfmt=".4f")),
         "overfitting": dg.MetadataValue.json(summary.overfitting),
         "seed_fan": dg.MetadataValue.md(plots.markdown_image(fan, "seed equity fan")),
         "fold_returns": dg.MetadataValue.md(plots.markdown_image(per_fold, "per-fold returns")),

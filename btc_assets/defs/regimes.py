@@ -16,7 +16,7 @@ GROUP = "regimes"
             kinds={"python", "parquet"}, code_version=code_version(1, LOAD_PROFILE.schedule, LOAD_PROFILE.regimes),
             description="Filtered (forward-only) Student-t HMM phase probabilities per walk-forward refit: over the "
                         "refit's training window and the test window after it (columns p_0.. in canonical phase "
-                        "order; segment = train | purge | test). Never smoothed.",
+                        "order; segment = train | validation | purge | test). Never smoothed.",
         ),
         "regime_phases": dg.AssetOut(
             kinds={"python", "parquet"}, code_version=code_version(1, LOAD_PROFILE.schedule, LOAD_PROFILE.regimes),

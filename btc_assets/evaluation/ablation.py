@@ -22,12 +22,20 @@ Statistics (per variant, across the seeds; ``confidence`` = 0.95 by default):
 * each out-of-sample metric (``btc_assets.evaluation.summary.frame_stats``): the mean across seeds and a
   Student-t confidence interval mean ± t_{(1+c)/2, n−1} · s / √n (NaN with one seed);
 * paired tests of each variant against the one before it, seed by seed: the mean difference of the per-seed
-  Sharpe ratio (and of the mean monthly return) with its t interval, the paired t-test p-value and the Wilcoxon
-  signed-rank p-value (exact for small n; with two seeds it cannot go below 0.5, which is the honest answer);
+  Sharpe ratio (and of the compounded ``monthly_return``) with its t interval, the paired t-test p-value and the
+  Wilcoxon signed-rank p-value (exact for small n; with two seeds it cannot go below 0.5, which is the honest answer);
 * a paired test over time: d_t = the seed-averaged daily return of the variant minus that of the one before it, on
   the same days; the p-value of H0: E[d] = 0 from a stationary bootstrap (``arch.bootstrap.StationaryBootstrap``,
   mean block length ``block_days``, ``reps`` replications, fixed seed): the share of centred bootstrap means at
-  least as far from 0 as the observed mean (two-sided). ``d_daily_mean_ann`` is E[d] × 365.
+  least as far from 0 as the observed mean (two-sided). ``d_daily_mean_ann`` is E[d] × 365;
+* the walk-forward PBO of each variant (``ablation_table(..., trials=...)``; columns ``pbo_walk_forward``,
+  ``pbo_walk_forward_logit``, ``pbo_walk_forward_studies``): :func:`btc_assets.evaluation.stats.walk_forward_pbo`
+  pooled over every (seed, fold, phase) study of the variant: the share of studies whose selected trial ranks in
+  the bottom half of the study's trials on the fold's test window, and the mean logit of that rank;
+* data snooping across the designs (:func:`design_snooping`): Hansen's SPA and White's Reality Check with the
+  variants as the M candidates (each one's seed-averaged daily out-of-sample return series) against
+  ``buy_and_hold_spot`` on the same days. The seeds are replications of a design, averaged (their dispersion is in
+  the intervals above), never candidates. H0: no design beats spot buy-and-hold in expectation.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
@@ -46,6 +54,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from btc_assets.config import ABLATION_VARIANTS, Profile, seed_key
+from btc_assets.evaluation.stats import reality_check, spa_test, walk_forward_pbo
 from btc_assets.evaluation.summary import daily_returns, frame_stats
 
 DESCRIPTIONS = {
@@ -55,9 +64,9 @@ DESCRIPTIONS = {
     "mixture_soft": "+ mixture of experts, soft switching (the full system)",
     "hard_switch": "hard switching instead of soft",
 }
-METRICS = ["sharpe", "mean_monthly_return", "cagr", "sortino", "max_drawdown", "turnover_annual", "cost_share",
-           "survival"]
-PAIRED = ["sharpe", "mean_monthly_return"]
+METRICS = ["sharpe", "monthly_return", "cagr", "sortino", "max_drawdown", "turnover_annual", "cost_drag",
+           "cost_share_of_gross", "survival"]
+PAIRED = ["sharpe", "monthly_return"]
 
 
 def variant_profile(name: str, profile: Profile) -> Profile:
@@ -97,7 +106,8 @@ def _load_inputs(folder: str) -> None:
             _INPUTS[name] = pd.read_parquet(path)
 
 
-def _run_task(task: AblationTask, profile: Profile, checkpoints: str) -> tuple[AblationTask, pd.DataFrame, int]:
+def _run_task(task: AblationTask, profile: Profile,
+              checkpoints: str) -> tuple[AblationTask, pd.DataFrame, pd.DataFrame, int]:
     from btc_assets.wfa import run_seed
 
     prof = variant_profile(task.variant, profile)
@@ -105,13 +115,15 @@ def _run_task(task: AblationTask, profile: Profile, checkpoints: str) -> tuple[A
     result = run_seed(task.seed, seed_key(task.seed), _INPUTS["bars"], _INPUTS["volatility"], regimes,
                       settings=prof.wfa, portfolio=prof.portfolio, schedule=prof.schedule,
                       checkpoints=str(Path(checkpoints) / "ablation" / task.variant), say=lambda m: None)
-    return task, result.oos, result.trials_run
+    return task, result.oos, result.trials, result.trials_run
 
 
 def run_ablation(bars: pd.DataFrame, volatility: pd.DataFrame, student_t: pd.DataFrame,
                  gaussian: pd.DataFrame | None, profile: Profile, checkpoints: str, *, jobs: int = 1,
-                 say: Callable[[str], None] = print) -> dict[tuple[str, int], pd.DataFrame]:
-    """Run (or resume) every (variant, seed) of ``profile.ablation``; returns the out-of-sample frames.
+                 say: Callable[[str], None] = print,
+                 trials_out: dict[tuple[str, int], pd.DataFrame] | None = None) -> dict[tuple[str, int], pd.DataFrame]:
+    """Run (or resume) every (variant, seed) of ``profile.ablation``; returns the out-of-sample frames (and puts
+    each run's trials frame, ``wfa_trials``' columns, into ``trials_out`` when given, for the walk-forward PBO).
 
     ``jobs`` > 1 runs that many in separate processes (each a plain :func:`run_seed`; results do not depend on it).
     ``gaussian`` (the Gaussian-HMM regime probabilities) is needed by the first two variants only."""
@@ -131,8 +143,10 @@ def run_ablation(bars: pd.DataFrame, volatility: pd.DataFrame, student_t: pd.Dat
         if workers == 1:
             _load_inputs(folder)
             results = (_run_task(t, profile, checkpoints) for t in tasks)
-            for task, oos, ran in results:
+            for task, oos, trials, ran in results:
                 out[(task.variant, task.seed)] = oos
+                if trials_out is not None:
+                    trials_out[(task.variant, task.seed)] = trials
                 say(f"ablation {task.variant} {seed_key(task.seed)}: done ({ran} trials run now)")
             _INPUTS.clear()
         else:
@@ -140,8 +154,10 @@ def run_ablation(bars: pd.DataFrame, volatility: pd.DataFrame, student_t: pd.Dat
                                      initargs=(folder,)) as pool:
                 futures = [pool.submit(_run_task, t, profile, checkpoints) for t in tasks]
                 for future in futures:
-                    task, oos, ran = future.result()
+                    task, oos, trials, ran = future.result()
                     out[(task.variant, task.seed)] = oos
+                    if trials_out is not None:
+                        trials_out[(task.variant, task.seed)] = trials
                     say(f"ablation {task.variant} {seed_key(task.seed)}: done ({ran} trials run now)")
     return out
 
@@ -186,10 +202,24 @@ def per_seed_metrics(results: dict[tuple[str, int], pd.DataFrame], ruin_floor: f
     return pd.DataFrame(rows)[["variant", "seed", *METRICS]]
 
 
+def variant_walk_forward_pbo(trials: Mapping[tuple[str, int], pd.DataFrame] | None, variant: str,
+                             seeds: Sequence[int]) -> dict[str, float]:
+    """The walk-forward PBO of one variant, pooled over the studies of all its seeds (NaN without trials)."""
+    frames = [trials[(variant, s)].assign(seed=seed_key(s)) for s in seeds
+              if trials is not None and (variant, s) in trials]
+    if not frames:
+        return {"pbo_walk_forward": math.nan, "pbo_walk_forward_logit": math.nan, "pbo_walk_forward_studies": 0.0}
+    wf = walk_forward_pbo(pd.concat(frames, ignore_index=True))
+    return {"pbo_walk_forward": wf.pbo, "pbo_walk_forward_logit": wf.mean_logit,
+            "pbo_walk_forward_studies": float(wf.n_studies)}
+
+
 def ablation_table(results: dict[tuple[str, int], pd.DataFrame], profile: Profile, *, block_days: float = 10.0,
-                   reps: int = 2000, bootstrap_seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   reps: int = 2000, bootstrap_seed: int = 0,
+                   trials: Mapping[tuple[str, int], pd.DataFrame] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(table, per_seed): one row per variant, in the configured order, with the means and intervals across seeds
-    of :data:`METRICS` and the paired tests against the variant before it (see the module docstring)."""
+    of :data:`METRICS`, the paired tests against the variant before it and, given the runs' ``trials`` frames, the
+    variant's walk-forward PBO (see the module docstring)."""
     settings = profile.ablation
     per_seed = per_seed_metrics(results, profile.portfolio.ruin_floor)
     daily = {v: pd.concat({s: daily_returns(results[(v, s)]) for s in settings.seeds}, axis=1)
@@ -201,6 +231,7 @@ def ablation_table(results: dict[tuple[str, int], pd.DataFrame], profile: Profil
                                   "n_seeds": len(mine)}
         for m in METRICS:
             row[m], row[f"{m}_lo"], row[f"{m}_hi"] = t_interval(mine[m].tolist(), settings.confidence)
+        row.update(variant_walk_forward_pbo(trials, variant, settings.seeds))
         if i > 0:
             previous = settings.variants[i - 1]
             theirs = per_seed[per_seed["variant"] == previous].set_index("seed").reindex(mine.index)
@@ -221,3 +252,26 @@ def ablation_table(results: dict[tuple[str, int], pd.DataFrame], profile: Profil
             row["days"] = float(diff.size)
         rows.append(row)
     return pd.DataFrame(rows), per_seed
+
+
+def design_snooping(results: Mapping[tuple[str, int], pd.DataFrame], benchmark: pd.DataFrame, profile: Profile, *,
+                    block_size: int | None = None, reps: int = 1000, seed: int = 0) -> dict[str, object]:
+    """SPA and Reality Check of the designs against ``benchmark`` (``buy_and_hold_spot`` on the same bars): the M
+    candidates are the variants, each its seed-averaged daily out-of-sample return series; the days every variant
+    and the benchmark have. Stationary bootstrap (``block_size`` mean block length, default int(sqrt(T))), ``reps``
+    replications, fixed ``seed``. Also each candidate's annualised mean daily excess return over the benchmark."""
+    settings = profile.ablation
+    variants = [v for v in settings.variants if all((v, s) in results for s in settings.seeds)]
+    if not variants:
+        raise ValueError("design_snooping needs at least one variant with every seed's results")
+    daily = {v: pd.concat({s: daily_returns(results[(v, s)]) for s in settings.seeds}, axis=1)
+             .mean(axis=1, skipna=False) for v in variants}
+    frame = pd.concat({**daily, "_benchmark": daily_returns(benchmark)}, axis=1, join="inner").dropna()
+    designs, bench = frame[variants].to_numpy(), frame["_benchmark"].to_numpy()
+    spa = spa_test(designs, bench, block_size=block_size, reps=reps, seed=seed)
+    rc = reality_check(designs, bench, block_size=block_size, reps=reps, seed=seed)
+    excess = (designs - bench[:, None]).mean(axis=0) * 365.0
+    return {"spa_lower": spa["lower"], "spa_consistent": spa["consistent"], "spa_upper": spa["upper"],
+            "reality_check": rc["pvalue"], "candidates": list(variants), "n_candidates": float(len(variants)),
+            "days": float(len(frame)),
+            "excess_vs_benchmark_ann": {v: float(x) for v, x in zip(variants, excess, strict=True)}}

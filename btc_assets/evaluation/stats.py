@@ -7,6 +7,12 @@ Conventions
 * Skewness γ3 and kurtosis γ4 are the biased (population) moment estimators γ3 = m3 / m2^1.5 and γ4 = m4 / m2² with
   m_k = mean((r - mean(r))^k), as in Bailey & López de Prado. γ4 is RAW kurtosis (3 for a normal), not excess.
 * T is the number of returns. Inputs must be finite: drop or fill missing returns first (a NaN raises).
+* A statistic of a selection is computed where the selection happened and on data it did not select by:
+  :func:`study_cscv` runs CSCV over trials drawn at random from a study (never its best by the score under test);
+  :func:`walk_forward_pbo` ranks each study's selected trial among all its trials on the test window, which the
+  selection never saw; :func:`study_deflated_sharpe` deflates each study's selected trial by that study's own trial
+  count and Sharpe variance, on the piece it was optimised on; :func:`design_deflated_sharpe_ratio` deflates an
+  out-of-sample series by the number of designs compared.
 
 References
 * Bailey, D. H. & López de Prado, M. (2012). The Sharpe ratio efficient frontier. Journal of Risk 15(2), 3-44.
@@ -26,24 +32,34 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from arch.bootstrap import SPA, RealityCheck
 from scipy.stats import norm
 
 __all__ = [
     "PBOResult",
+    "WalkForwardPBO",
     "deflated_sharpe_ratio",
+    "design_deflated_sharpe_ratio",
     "effective_number_of_trials",
     "expected_max_sharpe",
     "minimum_track_record_length",
     "probabilistic_sharpe_ratio",
     "probability_of_backtest_overfitting",
+    "quantile_with_inf",
     "reality_check",
     "sharpe_ratio",
     "spa_test",
+    "study_cscv",
+    "study_deflated_sharpe",
+    "study_keys",
+    "unselected_trials",
+    "walk_forward_pbo",
 ]
 
 EULER_GAMMA = float(np.euler_gamma)  # Euler–Mascheroni constant γ ≈ 0.5772
@@ -199,6 +215,45 @@ def effective_number_of_trials(trial_returns: Any) -> float:
     return rho + (1.0 - rho) * n
 
 
+def design_deflated_sharpe_ratio(returns: Any, n_designs: float) -> float:
+    """DSR of a series that is the best of ``n_designs`` designs compared on the same data, deflated without the
+    other designs' Sharpe ratios.
+
+    DSR = PSR(SR*) with SR* = :func:`expected_max_sharpe` (``n_designs``, 1 / (T − 1)): under H0 every design has
+    true SR 0, and the sampling variance of a per-period SR estimate at SR = 0 is 1 / (T − 1) whatever the skewness
+    and kurtosis (the variance factor of the PSR is 1 there). So SR*·sqrt(T − 1) is the expected maximum of
+    ``n_designs`` independent standard normals, and the DSR is the PSR's z-statistic minus that expected maximum
+    (scaled by the PSR's variance factor at the observed SR). Designs count as independent: designs evaluated on the
+    same bars are correlated, so this over-deflates slightly (conservative). ``n_designs`` = 1 gives the PSR.
+    """
+    r = _as_returns(returns)
+    return probabilistic_sharpe_ratio(r, expected_max_sharpe(n_designs, 1.0 / (r.size - 1.0)))
+
+
+def quantile_with_inf(values: Iterable[float], q: float) -> float:
+    """The q-quantile (numpy's default linear interpolation, h = (n − 1)·q) of the non-NaN ``values`` with ±inf
+    kept as the largest / smallest values instead of being dropped: e.g. a minimum track record length that is
+    infinite (never significant) counts. Between a finite and an infinite order statistic the result is infinite
+    (any positive weight on inf); exactly at a finite order statistic it is that value. NaN when nothing is left.
+    (``np.quantile`` itself returns NaN there: its interpolation computes inf − inf.)"""
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must be in [0, 1], got {q}")
+    x = np.asarray(list(values), dtype=float)
+    x = np.sort(x[~np.isnan(x)])
+    if x.size == 0:
+        return math.nan
+    h = (x.size - 1) * q
+    lo = math.floor(h)
+    hi = min(lo + 1, x.size - 1)
+    frac = h - lo
+    a, b = float(x[lo]), float(x[hi])
+    if frac == 0.0 or a == b:
+        return a
+    if math.isinf(a) or math.isinf(b):
+        return b if math.isinf(b) and b > 0 else a  # +inf above, or -inf below, absorbs any positive weight
+    return a + frac * (b - a)
+
+
 # ------------------------------------------------------------------------------------------------- PBO via CSCV
 
 
@@ -315,6 +370,172 @@ def probability_of_backtest_overfitting(trial_returns: Any, n_blocks: int = 16) 
         block_size=int(block),
         n_dropped=int(dropped),
     )
+
+
+# ---------------------------------------------------------------------------- PBO and DSR where the selection happened
+
+
+def study_keys(trials: pd.DataFrame) -> list[str]:
+    """The columns that identify one (seed, fold, phase) study in a trials frame (``seed`` only if present)."""
+    return (["seed"] if "seed" in trials else []) + ["fold", "phase"]
+
+
+def unselected_trials(trial_indices: Iterable[int], size: int, seed: int | Sequence[int] = 0) -> np.ndarray:
+    """``size`` of the ``trial_indices`` drawn uniformly without replacement, without looking at any score: the
+    configurations of a per-study CSCV that were not chosen by the score under test. Deterministic: the generator
+    is ``numpy.random.default_rng(SeedSequence([*seed, *sorted indices]))``, so the same study (same trial indices,
+    same ``seed``, e.g. (walk-forward seed, fold, phase)) always gets the same subset. All of them (sorted) when
+    ``size`` >= their number. Returned sorted."""
+    idx = np.array(sorted({int(i) for i in trial_indices}), dtype=np.int64)
+    if (idx < 0).any():
+        raise ValueError("trial indices must be non-negative")
+    if size >= idx.size:
+        return idx
+    if size < 0:
+        raise ValueError(f"size must be >= 0, got {size}")
+    parts = [int(s) for s in np.atleast_1d(np.asarray(seed, dtype=np.int64))]
+    rng = np.random.default_rng(np.random.SeedSequence([*parts, *idx.tolist()]))
+    return np.sort(rng.choice(idx, size=int(size), replace=False))
+
+
+def study_cscv(trial_indices: Iterable[int], returns_of: Callable[[int], pd.Series], *, n_trials: int = 50,
+               n_blocks: int = 16, seed: int | Sequence[int] = 0, period: str = "7D") -> dict[str, float]:
+    """Probability of backtest overfitting of one study by CSCV over trials *not selected by the score under test*.
+
+    Convention: the configurations are :func:`unselected_trials` (``n_trials`` of the study's trials drawn at random,
+    seeded from the study, never by score); ``returns_of(index)`` gives a trial's per-bar returns over the training
+    window (a Series with a DatetimeIndex, the same index for every trial); they are compounded per ``period`` bin
+    (``index.floor(period)``, 7-day bins) and the bins are the CSCV rows, ``n_blocks`` blocks (fewer, even, when
+    there are fewer than 4 bins per block). Taking the best trials by the same training score instead biases PBO
+    upwards by construction (about 0.86 on pure noise instead of 0.5): given a high full-window score, a high
+    in-sample half implies a lower out-of-sample half.
+
+    Returns ``pbo`` (NaN with fewer than 2 trials or 8 bins), ``rho`` (the mean pairwise correlation of the chosen
+    trials' binned returns, clipped to [0, 1], backed out of :func:`effective_number_of_trials`; 1 when undefined:
+    the study's correlation for its effective number of trials), ``n_trials`` (chosen), ``n_study_trials`` (all),
+    ``n_weeks`` (bins) and ``n_blocks`` (0 when no CSCV was possible), all floats."""
+    all_indices = sorted({int(i) for i in trial_indices})
+    chosen = unselected_trials(all_indices, n_trials, seed)
+    columns = []
+    starts = None
+    for i in chosen:
+        r = returns_of(int(i))
+        if starts is None:  # first bar of each bin (the same bins for every trial)
+            bins = pd.DatetimeIndex(r.index).floor(period).asi8
+            starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
+        columns.append(np.expm1(np.add.reduceat(np.log1p(r.to_numpy(dtype=float)), starts)))  # compounded per bin
+    matrix = np.column_stack(columns) if columns else np.empty((0, 0))
+    n = len(chosen)
+    rho = (n - effective_number_of_trials(matrix)) / (n - 1) if n >= 2 and matrix.shape[0] >= 2 else 1.0
+    blocks = min(int(n_blocks), (matrix.shape[0] // 4) // 2 * 2)
+    out = {"pbo": math.nan, "rho": float(rho), "n_trials": float(n), "n_study_trials": float(len(all_indices)),
+           "n_weeks": float(matrix.shape[0]), "n_blocks": 0.0}
+    if n >= 2 and blocks >= 2:
+        out["pbo"] = float(probability_of_backtest_overfitting(matrix, n_blocks=blocks).pbo)
+        out["n_blocks"] = float(blocks)
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class WalkForwardPBO:
+    """Outcome of :func:`walk_forward_pbo`. ``studies`` has one row per study: its keys, ``n_trials`` (trials with a
+    finite out-of-sample score), ``rank`` (1 = worst .. N = best, ties averaged), ``omega`` = rank / (N + 1) and
+    ``logit`` = ln(ω / (1 − ω)) of the selected trial."""
+
+    pbo: float  # share of studies with logit <= 0 (the selected trial at or below the out-of-sample median)
+    mean_logit: float
+    n_studies: int
+    studies: pd.DataFrame
+
+
+def walk_forward_pbo(trials: pd.DataFrame, score: str = "test") -> WalkForwardPBO:
+    """Probability of backtest overfitting of the walk-forward procedure itself, one draw per study.
+
+    For each (seed, fold, phase) study of ``trials`` (columns ``fold``, ``phase``, optional ``seed``, ``winner``
+    and ``score``): the procedure selected one trial (``winner`` True) using training data only; ``score`` (default
+    ``test``, the objective of every trial run on the fold's test window as an independent book) is out of sample
+    for that selection. ω = rank of the selected trial's score among the study's N trials with a finite score (1 =
+    worst, ties averaged) / (N + 1), λ = ln(ω / (1 − ω)); PBO = share of studies with λ < 0 (the selected trial in
+    the bottom half out of sample), a study with λ = 0 (the median rank, e.g. every trial tied because the phase
+    never traded in the test window) counting one half, so an uninformative study pulls towards 0.5, not up;
+    ``mean_logit`` = mean λ (> 0: selection helps out of sample). Studies where the selected trial has no finite
+    score or fewer than 2 trials do are left out; NaN when none is left. On a market without structure ω is
+    uniform and PBO ≈ 0.5.
+    Each study must have exactly one winner.
+    """
+    missing = [c for c in ("fold", "phase", "winner", score) if c not in trials]
+    if missing:
+        raise ValueError(f"the trials frame has no column(s) {missing}: the walk-forward PBO needs every trial's "
+                         f"out-of-sample {score!r} score (re-run the walk-forward to get it)")
+    keys = study_keys(trials)
+    frame = trials[[*keys, "winner", score]].copy()
+    frame[score] = pd.to_numeric(frame[score], errors="coerce").astype(float)
+    frame.loc[~np.isfinite(frame[score]), score] = np.nan
+    winners = frame.groupby(keys, sort=True)["winner"].sum()
+    if not (winners == 1).all():
+        bad = winners[winners != 1]
+        raise ValueError(f"every study needs exactly one winner; {len(bad)} do not (first: {bad.index[0]})")
+    grouped = frame.groupby(keys, sort=True)[score]
+    frame["_rank"] = grouped.rank(method="average")
+    frame["_n"] = grouped.transform("count")
+    chosen = frame[frame["winner"].astype(bool)].rename(columns={"_rank": "rank", "_n": "n_trials"})
+    chosen = chosen[chosen["rank"].notna() & (chosen["n_trials"] >= 2)]
+    omega = chosen["rank"] / (chosen["n_trials"] + 1.0)
+    studies = chosen[keys].assign(n_trials=chosen["n_trials"].astype(int), rank=chosen["rank"], omega=omega,
+                                  logit=np.log(omega / (1.0 - omega))).reset_index(drop=True)
+    if studies.empty:
+        return WalkForwardPBO(math.nan, math.nan, 0, studies)
+    below = (studies["logit"] < 0.0).to_numpy(dtype=float) + 0.5 * (studies["logit"] == 0.0).to_numpy(dtype=float)
+    return WalkForwardPBO(float(below.mean()), float(studies["logit"].mean()), len(studies), studies)
+
+
+def study_deflated_sharpe(trials: pd.DataFrame, sharpe: str = "fit_sharpe", bars: str = "fit_bars",
+                          rho: str = "study_rho") -> pd.DataFrame:
+    """Deflated Sharpe ratio of each study's selected trial on the piece the search optimised, with that study's
+    own trial count and Sharpe variance (Bailey & López de Prado 2014, applied where the selection happened).
+
+    Per (seed, fold, phase) study of ``trials``: SR = the winner's ``sharpe`` (per bar, on the fit piece), T = its
+    ``bars`` (bars of that piece), V = the variance (ddof 1) of ``sharpe`` across the study's trials, N = the
+    study's number of trials, N_eff = ρ + (1 − ρ)·N with ρ the study's ``rho`` column (clipped to [0, 1]; N_eff = N
+    without it). ``dsr`` = PSR(SR* = E[max SR](N_eff, V)), ``dsr_raw_n`` the same with N. The trials frame has no
+    skewness or kurtosis, so the PSR uses normal moments (γ3 = 0, γ4 = 3): for hourly bars (|SR| ≈ 0.01 per bar)
+    the non-normal terms γ3·SR and (γ4 − 3)/4·SR² change the PSR's variance factor by well under 1 % (|γ3| ≤ 1,
+    γ4 ≤ 40). The winner is chosen by the validation score among the best fit scores, so its fit SR is at most the
+    maximum the deflation expects: conservative. NaN where T < 2 or fewer than 2 trials have a finite SR.
+
+    Returns one row per study: keys, ``n_trials``, ``n_effective``, ``sr``, ``sr_variance``, ``n_bars``,
+    ``expected_max_sr``, ``expected_max_sr_raw_n``, ``dsr``, ``dsr_raw_n``.
+    """
+    missing = [c for c in ("fold", "phase", "winner", sharpe, bars) if c not in trials]
+    if missing:
+        raise ValueError(f"the trials frame has no column(s) {missing}")
+    keys = study_keys(trials)
+    rows = []
+    for key, study in trials.groupby(keys, sort=True):
+        sr_all = pd.to_numeric(study[sharpe], errors="coerce").to_numpy(dtype=float)
+        sr_all = sr_all[np.isfinite(sr_all)]
+        win = study[study["winner"].astype(bool)]
+        if len(win) != 1:
+            raise ValueError(f"study {key} has {len(win)} winners, needs exactly one")
+        n = len(study)
+        r = float(study[rho].iloc[0]) if rho in study else math.nan
+        r = min(max(r, 0.0), 1.0) if math.isfinite(r) else 0.0
+        n_eff = r + (1.0 - r) * n
+        sr = float(win[sharpe].iloc[0])
+        t = float(win[bars].iloc[0])
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+        row.update(n_trials=float(n), n_effective=n_eff, sr=sr, n_bars=t, sr_variance=math.nan,
+                   expected_max_sr=math.nan, expected_max_sr_raw_n=math.nan, dsr=math.nan, dsr_raw_n=math.nan)
+        if sr_all.size >= 2 and math.isfinite(sr) and math.isfinite(t) and t >= 2:
+            v = float(np.var(sr_all, ddof=1))
+            e_eff, e_raw = expected_max_sharpe(max(n_eff, 1.0), v), expected_max_sharpe(max(n, 1), v)
+            row.update(sr_variance=v, expected_max_sr=e_eff, expected_max_sr_raw_n=e_raw,
+                       dsr=_psr_from_moments(sr, 0.0, 3.0, t, e_eff),
+                       dsr_raw_n=_psr_from_moments(sr, 0.0, 3.0, t, e_raw))
+        rows.append(row)
+    columns = [*keys, "n_trials", "n_effective", "sr", "sr_variance", "n_bars", "expected_max_sr",
+               "expected_max_sr_raw_n", "dsr", "dsr_raw_n"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 # ------------------------------------------------------------------------------------- bootstrap data-snooping tests

@@ -25,6 +25,11 @@ Model (hourly, about six years by default):
 * ``n_outages`` short gaps (1-6 h) at seeded positions: those hours are absent from ``ohlcv`` (as real
   exchange outages are) while ``regimes`` still covers every generated hour.
 
+``DemoMarketSpec(structureless=True)`` is the null market for calibrating the statistics: the same heavy tails,
+GARCH clustering, seasonality, bars, volumes and outages, but no drift, no regime-dependent volatility, no chop
+mean reversion, no price band and funding that is i.i.d. zero-mean noise, so no rule has an edge in expectation
+(a martingale price: log drift −σ²/2, so a simple return has mean zero). The study must say "no skill" on it.
+
 The same :class:`DemoMarketSpec` always gives bit-identical frames; a different seed gives a different
 market. Independent random streams are used for each part, so e.g. changing ``n_outages`` does not
 change the price path.
@@ -86,6 +91,7 @@ class DemoMarketSpec:
     start_price: float = 3800.0
     funding_interval_hours: int = 8
     n_outages: int = 4  # a few hours with no bar at all, as real exchanges have (kept as absent rows)
+    structureless: bool = False  # the null market (module docstring): nothing to predict
 
 
 @dataclass(frozen=True)
@@ -147,8 +153,10 @@ def _simulate_log_path(
     band_hard: tuple[float, float],
     band_kappa: float,
     shock_cap: float,
+    martingale: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """Log close after each hour and each hour's volatility (GARCH x regime x seasonality)."""
+    """Log close after each hour and each hour's volatility (GARCH x regime x seasonality). ``martingale``: the
+    log drift is −s²/2 on top, so that the simple return of the hour has mean ≈ 0 (the price is a martingale)."""
     n = regime.shape[0]
     xs = np.empty(n)
     sig = np.empty(n)
@@ -166,6 +174,8 @@ def _simulate_log_path(
         prev = k
         s = base_vol[k] * season[t] * np.sqrt(g)
         mu = drift[k]
+        if martingale:
+            mu -= 0.5 * s * s
         if k == chop_code:
             mu -= chop_kappa * (x - level)
         if x < band_soft[0]:
@@ -235,9 +245,16 @@ def generate_demo_market(spec: DemoMarketSpec = DemoMarketSpec()) -> DemoMarket:
     z = rng_shock.standard_t(_T_DOF, size=n) / np.sqrt(_T_DOF / (_T_DOF - 2.0))
     z = np.clip(z, -12.0, 12.0)
     x0 = float(np.log(spec.start_price))
+    if spec.structureless:  # one volatility level, no drift, no mean reversion, no band
+        inf = float("inf")
+        drift, vol, chop, band_soft, band_hard, band_kappa = (
+            np.zeros(len(DEMO_REGIMES)), np.full(len(DEMO_REGIMES), 0.006), -1, (-inf, inf), (-inf, inf), 0.0)
+    else:
+        drift, vol, chop, band_soft, band_hard, band_kappa = (
+            _DRIFT, _VOL, _CHOP, _LOG_BAND_SOFT, _LOG_BAND_HARD, _BAND_KAPPA)
     xs, sig = _simulate_log_path(
-        x0, regime, _DRIFT, _VOL, season, z, _GARCH_A, _GARCH_B, _CHOP, _CHOP_KAPPA,
-        _LOG_BAND_SOFT, _LOG_BAND_HARD, _BAND_KAPPA, _SHOCK_CAP,
+        x0, regime, drift, vol, season, z, _GARCH_A, _GARCH_B, chop, _CHOP_KAPPA,
+        band_soft, band_hard, band_kappa, _SHOCK_CAP, spec.structureless,
     )  # fmt: skip
     x_open = np.concatenate(([x0], xs[:-1]))
     ret = xs - x_open
@@ -266,7 +283,7 @@ def generate_demo_market(spec: DemoMarketSpec = DemoMarketSpec()) -> DemoMarket:
     ohlcv["timestamp"] = ohlcv["timestamp"].astype(TS_DTYPE)
     ohlcv = ohlcv[list(OHLCV_COLUMNS)].reset_index(drop=True)
 
-    funding = _funding(hours, regime, ret, spec.funding_interval_hours, rng_funding)
+    funding = _funding(hours, regime, ret, spec.funding_interval_hours, rng_funding, spec.structureless)
     regimes = pd.Series(
         pd.Categorical.from_codes(regime, categories=list(DEMO_REGIMES)), index=ts, name="regime"
     )
@@ -274,9 +291,11 @@ def generate_demo_market(spec: DemoMarketSpec = DemoMarketSpec()) -> DemoMarket:
 
 
 def _funding(
-    hours: np.ndarray, regime: np.ndarray, ret: np.ndarray, interval: int, rng: np.random.Generator
+    hours: np.ndarray, regime: np.ndarray, ret: np.ndarray, interval: int, rng: np.random.Generator,
+    structureless: bool = False,
 ) -> pd.DataFrame:
-    """Funding settled at each interval boundary from the regimes and returns of the interval before it."""
+    """Funding settled at each interval boundary from the regimes and returns of the interval before it
+    (``structureless``: i.i.d. zero-mean noise only)."""
     n = hours.shape[0]
     # settlement at epoch hour T covers bars T-interval .. T-1, all of which must have been generated
     settle_idx = np.flatnonzero((hours % interval == 0) & (np.arange(n) >= interval))
@@ -288,10 +307,11 @@ def _funding(
     shocks = rng.standard_normal(settle_idx.shape[0]) * _FUNDING_NOISE
     noise = np.empty_like(shocks)
     state = 0.0
+    ar = 0.0 if structureless else _FUNDING_AR
     for i, e in enumerate(shocks):
-        state = _FUNDING_AR * state + e
+        state = ar * state + e
         noise[i] = state
-    rate = _FUNDING_BASE + loading + _FUNDING_RETURN_BETA * trailing + noise
+    rate = noise if structureless else _FUNDING_BASE + loading + _FUNDING_RETURN_BETA * trailing + noise
     rate = np.clip(rate, -_FUNDING_CLIP, _FUNDING_CLIP)
     settle_hours = np.where(settle_idx < n, hours[np.minimum(settle_idx, n - 1)], hours[-1] + 1)
     frame = pd.DataFrame({"timestamp": _timestamps(settle_hours), "funding_rate": rate.astype(np.float64)})

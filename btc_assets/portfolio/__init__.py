@@ -1,7 +1,8 @@
 """Stage 4: the portfolio backtest (volatility-targeted mixture of experts) and its metrics (no Dagster here).
 
 ``engine`` holds the numba per-bar loop (:func:`run_portfolio`, :func:`backtest_score`) and its pandas reference;
-``metrics`` the performance summary and buy-and-hold baselines on the same bars and costs.
+``metrics`` the performance summary and the buy-and-hold references on the same bars (spot, perp, vol-targeted);
+``horizon`` the daily-horizon volatility that sets the vol-targeted reference's leverage.
 """
 
 from __future__ import annotations
@@ -13,21 +14,35 @@ from btc_assets.portfolio.engine import (
     Score,
     backtest_score,
     gating_weights,
+    new_state,
     run_portfolio,
     run_portfolio_arrays,
     run_portfolio_reference,
 )
-from btc_assets.portfolio.metrics import buy_and_hold, portfolio_metrics, vol_targeted_buy_and_hold
+from btc_assets.portfolio.horizon import horizon_sigma
+from btc_assets.portfolio.metrics import (
+    REFERENCES,
+    buy_and_hold_perp,
+    buy_and_hold_spot,
+    portfolio_metrics,
+    reference_runs,
+    vol_targeted_buy_and_hold,
+)
 
 __all__ = [
     "BAR_COLUMNS",
     "N_PARAMS",
+    "REFERENCES",
     "PortfolioParams",
     "Score",
     "backtest_score",
-    "buy_and_hold",
+    "buy_and_hold_perp",
+    "buy_and_hold_spot",
     "gating_weights",
+    "horizon_sigma",
+    "new_state",
     "portfolio_metrics",
+    "reference_runs",
     "run_portfolio",
     "run_portfolio_arrays",
     "run_portfolio_reference",

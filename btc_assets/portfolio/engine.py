@@ -32,6 +32,15 @@ At the close of bar t (inputs at indices ≤ t and the equity at close t only)
    the carry is also traded whenever the current |c| exceeds cap.
 8. Ruin: once equity_t < ruin_floor (fraction of initial equity) or equity_t ≤ 0, both targets are 0 from then on.
 
+Carried state (one account over several runs): ``state`` (:func:`new_state`, ``S_*`` fields) is read at the start
+and written at the end of a run. A fresh state is the flat book above (equity 1, throttle 1, no order, bar 0 earns
+nothing). A state written by a run over bars ending at T, passed to a run starting at T + 1 h, continues that book:
+equity, drawdown peak, throttle, positions, the pending order (with the slippage rate decided at the close of T),
+the ruin flag and the last close carry over, so bar 0 fills the pending order at its open and earns
+d_old·(open_0/close_T − 1) like any bar. Only the inputs (experts, probabilities, gating) may change at the
+boundary; the rebalance this causes is charged like any trade. Chained runs equal one run over the concatenated
+bars with the inputs of each piece, bit for bit.
+
 Execution one bar after the signal: the new positions are filled at open_[t+1] if bar t+1 is tradable; otherwise
 no trade happens on t+1 (positions and contributions carried) and the order is superseded by the one computed at the
 close of t+1. Bar t+1 then earns
@@ -145,6 +154,30 @@ class Score(NamedTuple):
     max_drawdown: float
     turnover: float  # Σ (|Δd| + 2|Δc|)
     costs: float  # Σ fees + slippage (fractions of equity, summed bar by bar)
+
+
+# Fields of the carried state (:func:`new_state`); the held and pending per-expert contributions follow at
+# ``N_STATE`` (E values each; full mode only).
+S_STARTED = 0  # 0: a fresh book (bar 0 earns nothing); 1: continues the run that wrote it
+S_EQUITY = 1
+S_PEAK = 2
+S_THROTTLE = 3
+S_POSITION = 4  # d held
+S_CARRY = 5  # c held
+S_ORDER_POSITION = 6  # the order decided at the last close (filled at the next open)
+S_ORDER_CARRY = 7
+S_PENDING = 8  # 1 when the order differs from the held position
+S_RUINED = 9
+S_CLOSE = 10  # the last close
+S_SIGMA = 11  # sigma_hat at the last close (sets the slippage of the next fill)
+N_STATE = 12
+
+
+def new_state(n_experts: int) -> np.ndarray:
+    """A fresh, flat book (equity 1, throttle 1, no position, no order) for runs over ``n_experts`` columns."""
+    state = np.zeros(N_STATE + 2 * int(n_experts))
+    state[S_EQUITY] = state[S_PEAK] = state[S_THROTTLE] = 1.0
+    return state
 
 
 # ----------------------------------------------------------------------------------------------------------- kernel
@@ -499,10 +532,11 @@ def _block_all_finite(funding, fee_rate, t0, m, buf):  # pragma: no cover - comp
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col,
+def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col, state,
                    out_bar, out_contrib, out_weights, full):  # pragma: no cover - compiled
     """The per-bar loop (module docstring). Fills the outputs when ``full`` (a constant of each caller, so the
-    score-only loop carries none of the output code). Returns the :class:`Score` fields as a tuple.
+    score-only loop carries none of the output code). Starts from ``state`` and writes the final state into it.
+    Returns the :class:`Score` fields as a tuple.
     """
     n = close.shape[0]
     E = experts.shape[1]
@@ -528,20 +562,27 @@ def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigm
     w_b = np.empty((E if full else 0, _BLOCK))
     comp = np.zeros(E)  # contributions of the pending order (full mode only)
     cur = np.zeros(E)  # contributions of the held position (full mode only)
-    equity = 1.0
-    peak = 1.0
-    inv_peak = 1.0
+    carried = state[S_STARTED] != 0.0
+    equity = state[S_EQUITY]
+    peak = state[S_PEAK]
+    inv_peak = 1.0 / peak
     raw_base = 1.0 - inv_dd_max
-    raw_slope = inv_dd_max
-    thr = 1.0
-    d = 0.0
-    c = 0.0
-    new_d = 0.0
-    new_c = 0.0
-    pending = False
+    raw_slope = inv_peak * inv_dd_max
+    thr = state[S_THROTTLE]
+    d = state[S_POSITION]
+    c = state[S_CARRY]
+    new_d = state[S_ORDER_POSITION]
+    new_c = state[S_ORDER_CARRY]
+    pending = state[S_PENDING] != 0.0
+    if full and carried:
+        for e in range(E):
+            cur[e] = state[N_STATE + e]
+            comp[e] = state[N_STATE + E + e]
     # Positions are finite when lev_max is (clipped to ±lev_max): a held position then earns the no-turnover sum.
     always_fill = full or not (abs(lev_max) < math.inf)
-    ruined = False
+    ruined = state[S_RUINED] != 0.0
+    if ruined:
+        ruin_level = -math.inf
     sum_ret = 0.0
     sum_sq = 0.0
     sum_sq_neg = 0.0
@@ -554,6 +595,17 @@ def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigm
         m = t1 - t0
         n_signal = _block_known(probs, sigma_hat, vol_targeting, t0, m, buf, p_b)
         _block_prices(open_, close, funding, sigma_hat, fee_rate, slip_bps, slip_coef, t0, m, buf)
+        if t0 == 0 and carried:  # bar 0 continues the previous run: its gap and fill use the state's close
+            o = open_[0]
+            buf[_R_GAP, 0] = o / state[S_CLOSE] - 1.0
+            buf[_R_BARF, 0] = (close[0] / o - 1.0) - funding[0]
+            sig = state[S_SIGMA]
+            slip = slip_bps
+            if sig == sig:
+                slip += slip_coef * sig
+            slip_rate = slip * 1e-4
+            buf[_R_SLIP, 0] = slip_rate
+            buf[_R_COST, 0] = fee_rate + slip_rate
         # A block where no position can be taken, entered flat with no pending order, changes nothing (each bar
         # earns ±0: equity, peak, drawdown, throttle and the sums stay as they are; t0 > 0: bar 0 sets the
         # throttle). Skipped in the score mode when its terms are all finite (NaN · 0 is not 0).
@@ -572,7 +624,7 @@ def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigm
         cost_b = buf[_R_COST]
         tradable_v = tradable[t0:t1]
         funding_v = funding[t0:t1]
-        first = 1 if t0 == 0 else 0  # bar 0 has no fill nor return
+        first = 1 if (t0 == 0 and not carried) else 0  # bar 0 of a fresh book has no fill nor return
         for i in range(m):
             # Branch-free min / max below (data-dependent outcomes on the chain equity → drawdown → throttle →
             # target); the rebalance decisions further down are branches, which cut that chain when predicted.
@@ -697,25 +749,42 @@ def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigm
                     out_contrib[t, e] = cur[e]
                 if carry_col >= 0:
                     out_contrib[t, carry_col] = c
+    if n > 0:
+        state[S_STARTED] = 1.0
+        state[S_EQUITY] = equity
+        state[S_PEAK] = peak
+        state[S_THROTTLE] = thr
+        state[S_POSITION] = d
+        state[S_CARRY] = c
+        state[S_ORDER_POSITION] = new_d
+        state[S_ORDER_CARRY] = new_c
+        state[S_PENDING] = 1.0 if pending else 0.0
+        state[S_RUINED] = 1.0 if ruined else 0.0
+        state[S_CLOSE] = close[n - 1]
+        state[S_SIGMA] = sigma_hat[n - 1]
+        if full:
+            for e in range(E):
+                state[N_STATE + e] = cur[e]
+                state[N_STATE + E + e] = comp[e]
     log_growth = math.log(equity) if equity > 0.0 else -math.inf
     return log_growth, sum_ret, sum_sq, sum_sq_neg, max_dd, total_turn, total_cost
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _simulate_full(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col,
+def _simulate_full(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col, state,
                    out_bar, out_contrib, out_weights):  # pragma: no cover - compiled
     """:func:`_simulate_impl` filling the per-bar outputs (n rows each)."""
     return _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col,
-                          out_bar, out_contrib, out_weights, True)
+                          state, out_bar, out_contrib, out_weights, True)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _simulate_score(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params,
-                    carry_col):  # pragma: no cover - compiled
+def _simulate_score(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col,
+                    state):  # pragma: no cover - compiled
     """:func:`_simulate_impl` returning the scalars only."""
     empty = np.empty((0, 0))
     return _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col,
-                          empty, empty, empty, False)
+                          state, empty, empty, empty, False)
 
 
 # -------------------------------------------------------------------------------------------------------- wrappers
@@ -761,17 +830,31 @@ def _prepare(open_, close, tradable, funding, experts, probs, gating, sigma_hat,
     return open_, close, tradable, funding, experts, probs, gating, sigma_hat, _as_params(params), carry_col
 
 
+def _check_state(state: np.ndarray | None, n_experts: int) -> np.ndarray:
+    """A fresh state for ``None``; else ``state`` itself (updated in place by the run), checked."""
+    if state is None:
+        return new_state(n_experts)
+    if not (isinstance(state, np.ndarray) and state.dtype == np.float64 and state.shape == (N_STATE + 2 * n_experts,)
+            and state.flags.c_contiguous and state.flags.writeable):
+        raise ValueError(f"state must be a writable float64 array of shape ({N_STATE + 2 * n_experts},): new_state(E)")
+    if state[S_STARTED] != 0.0 and not (state[S_CLOSE] > 0.0 and math.isfinite(state[S_CLOSE])):
+        raise ValueError("a carried state needs the previous run's positive, finite last close")
+    return state
+
+
 def run_portfolio_arrays(open_, close, tradable, funding, experts, probs, gating, sigma_hat,
-                         params: PortfolioParams | np.ndarray, carry_col: int = -1
+                         params: PortfolioParams | np.ndarray, carry_col: int = -1, state: np.ndarray | None = None
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Score]:
     """The kernel with full outputs: (bars (n, 13) in ``BAR_COLUMNS`` order, contributions (n, E),
-    weights (n, E), :class:`Score`)."""
+    weights (n, E), :class:`Score`). ``state`` (:func:`new_state`) is the account to continue, updated in place;
+    ``None`` runs a fresh book."""
     args = _prepare(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col)
     n, E = args[4].shape
+    state = _check_state(state, E)
     bars = np.empty((n, N_BAR_COLS))
     contrib = np.empty((n, E))
     weights = np.empty((n, E))
-    score = _simulate_full(*args, bars, contrib, weights)
+    score = _simulate_full(*args, state, bars, contrib, weights)
     return bars, contrib, weights, Score(*score)
 
 
@@ -792,30 +875,36 @@ def _frame(bars: np.ndarray, contrib: np.ndarray, weights: np.ndarray, index, ex
 
 def run_portfolio(open_, close, tradable, funding, experts, probs, gating, sigma_hat,
                   params: PortfolioParams | np.ndarray, carry_col: int = -1, *, index=None,
-                  expert_names=None) -> pd.DataFrame:
+                  expert_names=None, state: np.ndarray | None = None) -> pd.DataFrame:
     """Run the backtest; one row per bar (see the module docstring for what each row holds).
 
     Columns: position, carry_position, gross_exposure, net_exposure, turnover, fee_cost, slippage_cost,
     funding_pnl, bar_return, equity, drawdown, leverage, throttle, target_position, target_carry,
     contrib_<expert> (the part of the held position due to each expert; the carry column holds the carry
     position) and weight_<expert> (gating weights at the close). The :class:`Score` is in ``attrs["score"]``.
+    ``state``: the account to continue (see :func:`run_portfolio_arrays`).
     """
     bars, contrib, weights, score = run_portfolio_arrays(open_, close, tradable, funding, experts, probs, gating,
-                                                         sigma_hat, params, carry_col)
+                                                         sigma_hat, params, carry_col, state)
     out = _frame(bars, contrib, weights, index, expert_names)
     out.attrs["score"] = score._asdict()
     return out
 
 
 def backtest_score(open_, close, tradable, funding, experts, probs, gating, sigma_hat,
-                   params: PortfolioParams | np.ndarray, carry_col: int = -1, *, check: bool = True) -> Score:
+                   params: PortfolioParams | np.ndarray, carry_col: int = -1, *, check: bool = True,
+                   state: np.ndarray | None = None) -> Score:
     """Scalars only (no per-bar outputs). With ``check=False`` the inputs must already be C-contiguous arrays of
-    the right dtypes and shapes (float64, tradable bool, params (12,)): no conversion, no validation."""
+    the right dtypes and shapes (float64, tradable bool, params (12,)): no conversion, no validation. ``state``:
+    the account to continue, updated in place (fresh when ``None``; its contributions part is not kept)."""
     if check:
         args = _prepare(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col)
+        state = _check_state(state, args[4].shape[1])
     else:
         args = (open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col)
-    return Score(*_simulate_score(*args))
+        if state is None:
+            state = new_state(experts.shape[1])
+    return Score(*_simulate_score(*args, state))
 
 
 # ------------------------------------------------------------------------------------------------------- reference
@@ -824,7 +913,10 @@ def backtest_score(open_, close, tradable, funding, experts, probs, gating, sigm
 def run_portfolio_reference(open_, close, tradable, funding, experts, probs, gating, sigma_hat,
                             params: PortfolioParams | np.ndarray, carry_col: int = -1, *, index=None,
                             expert_names=None) -> pd.DataFrame:
-    """Slow, literal transcription of the module docstring with pandas objects and Python floats (tests only)."""
+    """Slow, literal transcription of the module docstring with pandas objects and Python floats (tests only).
+
+    ``gating`` may also be one matrix per bar, shape (n, K, E): one run over concatenated pieces whose parameters
+    differ, which the chained kernel runs (carried ``state``) are held to."""
     p = PortfolioParams.from_array(_as_params(params))
     experts = np.asarray(experts, dtype=float)
     if experts.ndim == 1:
@@ -836,7 +928,9 @@ def run_portfolio_reference(open_, close, tradable, funding, experts, probs, gat
                          "sigma": np.asarray(sigma_hat, float)})
     X = pd.DataFrame(experts, columns=names)
     P = pd.DataFrame(np.asarray(probs, float))
-    G = pd.DataFrame(np.asarray(gating, float), columns=names)
+    gating = np.asarray(gating, float)
+    per_bar = gating.ndim == 3
+    G = None if per_bar else pd.DataFrame(gating, columns=names)
     directional = [e for e in names if e != (names[carry_col] if carry_col >= 0 else None)]
     carry = names[carry_col] if carry_col >= 0 else None
 
@@ -876,7 +970,8 @@ def run_portfolio_reference(open_, close, tradable, funding, experts, probs, gat
         pr = P.iloc[t]
         known = not pr.isna().any()
         if known:
-            w = G.iloc[int(np.argmax(pr.to_numpy()))] if p.hard_switch else pr @ G
+            Gt = pd.DataFrame(gating[t], columns=names) if per_bar else G
+            w = Gt.iloc[int(np.argmax(pr.to_numpy()))] if p.hard_switch else pr @ Gt
         else:
             w = pd.Series(np.nan, index=names)
         sig = row["sigma"]

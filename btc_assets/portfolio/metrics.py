@@ -1,7 +1,25 @@
-"""Performance summary of an hourly backtest and buy-and-hold baselines on the same bars and costs.
+"""Performance summary of an hourly backtest, and the buy-and-hold references on the same bars.
 
 Conventions: returns are simple per-bar (hourly) returns on equity, equity starts at ``initial_equity`` (1) before
-the first bar, a year is 8760 bars (24 · 365, as in :mod:`btc_assets.volatility`), the risk-free rate is 0.
+the first bar, a year is 8760 bars (24 · 365, as in :mod:`btc_assets.volatility`), a month 1/12 of that year, the
+risk-free rate is 0. Calendar months are UTC.
+
+Costs charged (by the engine, :mod:`btc_assets.portfolio.engine`): perp taker fees and slippage on every trade,
+and funding on perp positions. Spot fees are charged on the spot reference only (its one entry,
+:data:`SPOT_FEE_BPS`); borrowing (margin interest on a levered spot leg, e.g. the carry hedge) is not charged yet.
+
+References (:func:`reference_runs`, rows :data:`REFERENCES`), all on the same bars as the strategy:
+
+* ``buy_and_hold_spot``: 1× long *spot* BTC from the open of bar 1 (the engine's first fill) to the end. One entry
+  fee at the spot taker rate (:data:`SPOT_FEE_BPS`, no spot fee setting exists yet) plus the base slippage, no
+  funding, never traded again. The headline reference.
+* ``buy_and_hold_perp``: the same as a 1× long perpetual: perp fee and slippage on the entry, funding paid every
+  settlement (an assumed rate where the history is unknown, see :mod:`btc_assets.portfolio.moe`).
+* ``vol_targeted_buy_and_hold``: a long perp at leverage min(L_max, vol_target / σ_day), σ_day the daily-horizon
+  volatility :func:`btc_assets.portfolio.horizon.horizon_sigma` of the GARCH forecast (√ of the exponentially
+  weighted mean of σ̂² with a one-day half-life: causal, the intraday seasonality damped), with the strategy's
+  rebalancing band, lag, fees, slippage and funding; no drawdown throttle, no ruin stop. (Leverage from the
+  one-step σ̂ itself swings with the hour-of-week seasonality and turns the book over ~843× a year.)
 """
 
 from __future__ import annotations
@@ -13,8 +31,17 @@ import numpy as np
 import pandas as pd
 
 from btc_assets.portfolio.engine import PortfolioParams, run_portfolio
+from btc_assets.portfolio.horizon import DAILY_BARS, horizon_sigma
 
 BARS_PER_YEAR = 24 * 365
+SPOT_FEE_BPS = 10.0  # spot taker fee per trade, in bps of notional (Binance's base rate), for the spot reference
+REFERENCES: tuple[str, ...] = ("buy_and_hold_spot", "buy_and_hold_perp", "vol_targeted_buy_and_hold")
+
+
+def spot_fee_of(settings) -> float:
+    """The spot fee in bps for the spot reference: the settings' ``spot_fee_bps`` once ``PortfolioSettings`` has
+    one, :data:`SPOT_FEE_BPS` until then."""
+    return float(getattr(settings, "spot_fee_bps", SPOT_FEE_BPS))
 
 
 def _longest_run(mask: np.ndarray) -> int:
@@ -26,19 +53,57 @@ def _longest_run(mask: np.ndarray) -> int:
     return int((edges[1::2] - edges[::2]).max())
 
 
+def calendar_month_returns(returns: pd.Series, complete_only: bool = True) -> pd.Series:
+    """Compounded return of each UTC calendar month of an hourly return series (DatetimeIndex), indexed by
+    (year, month). With ``complete_only`` only complete months count: those whose first hour (day 1, 00:00) and
+    last hour (the last day, 23:00) are both in the series; a partial first or last month is left out."""
+    if not isinstance(returns.index, pd.DatetimeIndex):
+        raise ValueError("calendar months need a DatetimeIndex")
+    idx = returns.index.tz_convert("UTC") if returns.index.tz is not None else returns.index
+    keys = [idx.year.rename("year"), idx.month.rename("month")]
+    monthly = (1.0 + returns.astype(float)).groupby(keys).prod() - 1.0
+    if not complete_only or monthly.empty:
+        return monthly
+    stamps = pd.Series(idx, index=idx)
+    first = stamps.groupby(keys).min()
+    last = stamps.groupby(keys).max()
+    start = pd.DatetimeIndex([pd.Timestamp(year=y, month=m, day=1, tz=idx.tz) for y, m in monthly.index])
+    last_hour = start + pd.offsets.MonthBegin(1) - pd.Timedelta(hours=1)
+    complete = (first.to_numpy() == start.to_numpy()) & (last.to_numpy() == last_hour.to_numpy())
+    return monthly[complete]
+
+
+def bar_costs(frame: pd.DataFrame) -> np.ndarray:
+    """Costs paid per bar by a :func:`run_portfolio` frame, in fractions of equity: fees + slippage + funding paid
+    (max(−funding_pnl, 0): funding received is income, not a negative cost; no ``funding_pnl`` column: none)."""
+    costs = (frame["fee_cost"] + frame["slippage_cost"]).to_numpy(dtype=float)
+    if "funding_pnl" in frame:
+        costs = costs + np.maximum(-frame["funding_pnl"].to_numpy(dtype=float), 0.0)
+    return costs
+
+
 def portfolio_metrics(returns, equity, turnover, costs, ruin_floor: float = 0.5, *, exposure=None,
                       initial_equity: float = 1.0, bars_per_year: int = BARS_PER_YEAR) -> dict[str, float]:
-    """Summary statistics of one run.
+    """Summary statistics of one run. ``costs``: everything paid per bar in fractions of equity (for an engine
+    frame :func:`bar_costs`: fees + slippage + funding paid).
 
     * ``cagr``: (equity_end / initial)^(1/years) − 1 with years = bars / 8760.
-    * ``mean_monthly_return``: mean over calendar months (UTC) of the compounded return within each month; needs a
-      DatetimeIndex on ``returns`` (NaN otherwise). Partial first/last months count as they are.
+    * ``monthly_return`` (the headline monthly figure): the compounded monthly rate (1 + cagr)^(1/12) − 1, a month
+      being 1/12 of a 365-day year (730 bars). It compounds to the final equity over the whole run.
+    * ``mean_monthly_return_arithmetic``: the arithmetic mean, over *complete* UTC calendar months only
+      (:func:`calendar_month_returns`), of each month's compounded return; needs a DatetimeIndex on ``returns``
+      (NaN otherwise, and NaN with no complete month). Not a growth rate: it overstates compounded growth.
     * ``ann_vol`` = std(r, ddof 1)·√8760; ``sharpe`` = mean(r)/std(r)·√8760; ``sortino`` = mean(r)·8760 /
       (√mean(min(r, 0)²)·√8760); ``calmar`` = cagr / max_drawdown.
     * ``max_drawdown`` from the equity path including the initial equity.
     * ``tuw_longest_days``: the longest stretch of bars with equity below its running peak, in days (bars / 24);
       ``tuw_share``: the share of bars under water.
-    * ``turnover_annual`` = Σ turnover / years; ``cost_total`` = Σ costs, ``cost_annual`` = Σ costs / years.
+    * ``turnover_annual`` = Σ turnover / years (equity traded per year).
+    * ``cost_total`` = Σ costs; ``cost_drag`` = Σ costs / years: the costs paid per year in fractions of equity
+      (0.02 = 2 % of equity a year), each bar's cost a fraction of that bar's equity.
+    * ``cost_share_of_gross`` = Σ costs / gross P&L with gross P&L = Σ r + Σ costs (the sum of the per-bar
+      returns before costs); NaN when the gross P&L is not positive (no gross profit to share). Above 1 when the
+      costs exceed the gross profit (the run lost money after costs).
     * ``hit_rate``: share of bars with r > 0 among bars with a position (``exposure`` ≠ 0, e.g. gross exposure;
       without ``exposure``: among bars with r ≠ 0).
     * ``survival``: 1.0 if equity never went below ``ruin_floor`` · initial, else 0.0.
@@ -54,11 +119,11 @@ def portfolio_metrics(returns, equity, turnover, costs, ruin_floor: float = 0.5,
     final = eq[-1] if n else initial_equity
     growth = final / initial_equity
     cagr = growth ** (1.0 / years) - 1.0 if years > 0 and growth > 0 else (-1.0 if years > 0 else nan)
+    monthly_rate = (1.0 + cagr) ** (1.0 / 12.0) - 1.0 if years > 0 else nan
 
     if isinstance(r_series.index, pd.DatetimeIndex) and n:
-        idx = r_series.index
-        monthly = (1.0 + r_series).groupby([idx.year, idx.month]).prod() - 1.0
-        mean_monthly = float(monthly.mean())
+        months = calendar_month_returns(r_series, complete_only=True)
+        mean_monthly = float(months.mean()) if len(months) else nan
     else:
         mean_monthly = nan
 
@@ -80,13 +145,15 @@ def portfolio_metrics(returns, equity, turnover, costs, ruin_floor: float = 0.5,
     hit = float(np.mean(r[active] > 0.0)) if active.any() else nan
     turn = float(np.sum(turnover))
     cost = float(np.sum(costs))
+    gross = float(np.sum(r)) + cost
     return {
         "n_bars": float(n),
         "years": years,
         "final_equity": float(final),
         "total_return": float(growth - 1.0),
         "cagr": float(cagr),
-        "mean_monthly_return": mean_monthly,
+        "monthly_return": float(monthly_rate),
+        "mean_monthly_return_arithmetic": mean_monthly,
         "ann_vol": ann_vol,
         "sharpe": sharpe,
         "sortino": sortino,
@@ -96,17 +163,18 @@ def portfolio_metrics(returns, equity, turnover, costs, ruin_floor: float = 0.5,
         "tuw_share": float(under.mean()) if n else nan,
         "turnover_annual": turn / years if years > 0 else nan,
         "cost_total": cost,
-        "cost_annual": cost / years if years > 0 else nan,
+        "cost_drag": cost / years if years > 0 else nan,
+        "cost_share_of_gross": cost / gross if gross > 0 else nan,
         "hit_rate": hit,
         "survival": float(bool(np.all(eq >= ruin_floor * initial_equity))),
     }
 
 
 def frame_metrics(frame: pd.DataFrame, ruin_floor: float = 0.5) -> dict[str, float]:
-    """:func:`portfolio_metrics` of a :func:`run_portfolio` frame."""
+    """:func:`portfolio_metrics` of a :func:`run_portfolio` frame (costs: :func:`bar_costs`). The returns carry the
+    frame's DatetimeIndex when it has one (else the calendar-month figure is NaN)."""
     return portfolio_metrics(frame["bar_return"], frame["equity"].to_numpy(), frame["turnover"].to_numpy(),
-                             (frame["fee_cost"] + frame["slippage_cost"]).to_numpy(), ruin_floor,
-                             exposure=frame["gross_exposure"].to_numpy())
+                             bar_costs(frame), ruin_floor, exposure=frame["gross_exposure"].to_numpy())
 
 
 def _single_expert(open_, close, tradable, funding, sigma_hat, params: PortfolioParams, index, pay_funding: bool):
@@ -116,23 +184,55 @@ def _single_expert(open_, close, tradable, funding, sigma_hat, params: Portfolio
                          sigma_hat, params, -1, index=index, expert_names=["long"])
 
 
-def buy_and_hold(open_, close, tradable, funding, params: PortfolioParams | None = None, *, index=None,
-                 pay_funding: bool = True) -> pd.DataFrame:
-    """Long 1× equity from the open of bar 1 (the first fill the engine allows) to the end, as a
-    :func:`run_portfolio` frame. Fees and base slippage come from ``params`` (no vol-proportional slippage: no
-    sigma is used); no vol targeting, no throttle, no ruin stop. Held as a perp (funding paid) unless
-    ``pay_funding`` is False (spot)."""
+def _held(params: PortfolioParams | None, **changes) -> PortfolioParams:
+    """1× long, never rebalanced: no vol targeting, no throttle, no band, no ruin stop."""
     base = params or PortfolioParams()
-    p = dataclasses.replace(base, vol_targeting=False, lev_max=1.0, dd_max=0.0, band=0.0, hard_switch=False,
-                            ruin_floor=0.0)
+    return dataclasses.replace(base, vol_targeting=False, lev_max=1.0, dd_max=0.0, band=0.0, hard_switch=False,
+                               ruin_floor=0.0, **changes)
+
+
+def buy_and_hold_spot(open_, close, tradable, params: PortfolioParams | None = None, *, index=None,
+                      fee_bps: float = SPOT_FEE_BPS) -> pd.DataFrame:
+    """Spot BTC held 1× from the open of bar 1 (the first fill the engine allows) to the end, as a
+    :func:`run_portfolio` frame: one entry at ``fee_bps`` (spot taker, default :data:`SPOT_FEE_BPS`) plus the
+    base slippage of ``params``, no funding, no exit (marked to market). A position of 1× equity is held
+    unchanged, so equity follows the price (up to the engine's gap + intraday sum, ~1e-5 per bar)."""
     n = np.asarray(close).shape[0]
-    return _single_expert(open_, close, tradable, funding, np.full(n, np.nan), p, index, pay_funding)
+    p = _held(params, fee_bps=float(fee_bps), slip_vol_coef=0.0)
+    return _single_expert(open_, close, tradable, np.zeros(n), np.full(n, np.nan), p, index, False)
 
 
-def vol_targeted_buy_and_hold(open_, close, tradable, funding, sigma_hat, params: PortfolioParams | None = None, *,
-                              index=None, pay_funding: bool = True) -> pd.DataFrame:
-    """Long vol_target / sigma_hat_t (capped at lev_max) with the engine's execution lag, band and costs from
-    ``params``; no throttle, no ruin stop, no position while sigma_hat is unknown."""
+def buy_and_hold_perp(open_, close, tradable, funding, params: PortfolioParams | None = None, *,
+                      index=None) -> pd.DataFrame:
+    """A 1× long perpetual from the open of bar 1 to the end, as a :func:`run_portfolio` frame: the perp fee and
+    base slippage of ``params`` on the entry (no vol-proportional slippage: no sigma is used), funding paid every
+    settlement; no vol targeting, no throttle, no ruin stop."""
+    n = np.asarray(close).shape[0]
+    return _single_expert(open_, close, tradable, funding, np.full(n, np.nan), _held(params), index, True)
+
+
+def vol_targeted_buy_and_hold(open_, close, tradable, funding, sigma_lev, params: PortfolioParams | None = None,
+                              *, index=None) -> pd.DataFrame:
+    """A long perp at min(lev_max, vol_target / sigma_lev_t) with the engine's execution lag, the band, fees,
+    slippage and funding of ``params``; no throttle, no ruin stop, no position while sigma_lev is unknown.
+    ``sigma_lev`` is the annualised volatility that sets the leverage (and the optional vol-proportional
+    slippage): the daily-horizon :func:`horizon_sigma` of the GARCH forecast (:func:`reference_runs` passes it)."""
     base = params or PortfolioParams()
     p = dataclasses.replace(base, vol_targeting=True, dd_max=0.0, hard_switch=False, ruin_floor=0.0)
-    return _single_expert(open_, close, tradable, funding, sigma_hat, p, index, pay_funding)
+    return _single_expert(open_, close, tradable, funding, sigma_lev, p, index, True)
+
+
+def reference_runs(open_, close, tradable, funding, sigma_hat, params: PortfolioParams | None = None, *,
+                   window: slice = slice(None), index=None, halflife: float = DAILY_BARS,
+                   spot_fee_bps: float = SPOT_FEE_BPS) -> dict[str, pd.DataFrame]:
+    """The three references (:data:`REFERENCES`, module docstring) run on the bars ``window`` of the given arrays
+    (each reference starts flat at the window's first bar). ``sigma_hat`` is the one-step GARCH forecast over
+    all the given bars; the daily-horizon volatility is computed from it over all bars up to each one (causal), so
+    it is known from the window's first bar on. ``index``: the timestamps of the window's bars."""
+    sigma_day = horizon_sigma(sigma_hat, halflife)[window]
+    o, c, t, f = (np.asarray(a)[window] for a in (open_, close, tradable, funding))
+    return {
+        "buy_and_hold_spot": buy_and_hold_spot(o, c, t, params, index=index, fee_bps=spot_fee_bps),
+        "buy_and_hold_perp": buy_and_hold_perp(o, c, t, f, params, index=index),
+        "vol_targeted_buy_and_hold": vol_targeted_buy_and_hold(o, c, t, f, sigma_day, params, index=index),
+    }

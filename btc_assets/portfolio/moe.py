@@ -19,7 +19,7 @@ import pandas as pd
 
 from btc_assets.config import EXPERTS, PortfolioSettings
 from btc_assets.portfolio.engine import PortfolioParams, run_portfolio
-from btc_assets.portfolio.metrics import buy_and_hold, frame_metrics, vol_targeted_buy_and_hold
+from btc_assets.portfolio.metrics import frame_metrics, reference_runs, spot_fee_of
 from btc_assets.regimes.walkforward import out_of_sample
 
 
@@ -92,9 +92,8 @@ class PortfolioRun:
     """The mixture-of-experts run, its references on the same bars and costs, and the metrics table."""
 
     frame: pd.DataFrame
-    buy_and_hold: pd.DataFrame
-    vol_targeted: pd.DataFrame
-    metrics: pd.DataFrame  # rows: strategy, buy_and_hold, vol_targeted_buy_and_hold (out-of-sample period)
+    references: dict[str, pd.DataFrame]  # metrics.REFERENCES: buy_and_hold_spot, buy_and_hold_perp, vol_targeted_…
+    metrics: pd.DataFrame  # rows: strategy, then the references (out-of-sample period)
     first_known: int
 
 
@@ -107,14 +106,12 @@ def compute_portfolio(inputs: EngineInputs, settings: PortfolioSettings) -> Port
                           EXPERTS.index("carry"), index=inputs.index, expert_names=EXPERTS)
     start = inputs.first_known
     window = slice(start, None)
-    sub = tuple(a[window] for a in args)
-    bh = buy_and_hold(*sub, params, index=inputs.index[window])
-    vt = vol_targeted_buy_and_hold(*sub, inputs.sigma_hat[window], params, index=inputs.index[window])
+    refs = reference_runs(*args, inputs.sigma_hat, params, window=window, index=inputs.index[window],
+                          spot_fee_bps=spot_fee_of(settings))
     strategy = frame.iloc[window].copy()
     strategy["equity"] = strategy["equity"] / frame["equity"].iloc[start - 1] if start > 0 else strategy["equity"]
     metrics = pd.DataFrame({
         "strategy": frame_metrics(strategy, settings.ruin_floor),
-        "buy_and_hold": frame_metrics(bh, settings.ruin_floor),
-        "vol_targeted_buy_and_hold": frame_metrics(vt, settings.ruin_floor),
+        **{name: frame_metrics(ref, settings.ruin_floor) for name, ref in refs.items()},
     }).T
-    return PortfolioRun(frame, bh, vt, metrics, start)
+    return PortfolioRun(frame, refs, metrics, start)

@@ -1,13 +1,16 @@
 """Walk-forward regime fitting: one Student-t HMM refit per fold, filtered probabilities over train and test.
 
-For fold k the model is fitted on the fold's training window only (features standardised with that window's mean
-and standard deviation). Candidate starts: fold k-1's fit (warm start; the first fold uses several random restarts
-instead) and this fold's Gaussian HMM solution (a Student-t HMM nests the Gaussian, so starting there guarantees
-the t-model is never worse than the Gaussian it is compared with); the best likelihood is kept. The fitted model
-then *filters* (forward pass only) the contiguous stretch from the training start to the test end, so each
-probability uses the bars up to its own bar and nothing later. The optimiser trains on the ``train`` segment and
-tests on the ``test`` segment of the same refit: same model, no look-ahead. Columns ``p_0 .. p_{K-1}`` are in
-canonical phase order (``btc_assets.regimes.phases``).
+For fold k the model is fitted on the fold's fit piece only: the training window minus its validation slice
+(``Fold.fit_end``; features standardised with the fit piece's mean and standard deviation), so the inner validation
+slice that picks the optimiser's winners is out of sample for the regime model, like the test window. Candidate
+starts: fold k-1's fit (warm start; the first fold uses several random restarts instead) and this fold's Gaussian
+HMM solution (a Student-t HMM nests the Gaussian, so starting there guarantees the t-model is never worse than the
+Gaussian it is compared with); the best likelihood is kept. The fitted model then *filters* (forward pass only) the
+contiguous stretch from the training start to the test end, so each probability uses the bars up to its own bar and
+nothing later. Segments: ``train`` (the fit piece), ``validation``, ``purge``, ``test``. The optimiser fits on
+``train``, selects on ``validation`` and tests on ``test`` with the same refit: one model per fold, fitted on
+``train`` only (the test window's model is that one, not a refit on the whole training window), no look-ahead.
+Columns ``p_0 .. p_{K-1}`` are in canonical phase order (``btc_assets.regimes.phases``).
 
 ``RegimeSettings.emission = "gaussian"`` fits Gaussian HMMs only (warm start plus ``n_restarts`` fresh starts per
 refit), filtered the same way: the original design, for the ablation.
@@ -112,7 +115,7 @@ def fit_walk_forward(features: pd.DataFrame, folds: list[Fold], settings: Regime
     for fold in folds:
         started = time.perf_counter()
         seed = settings.seed + 1009 * fold.index
-        train = np.asarray(fold.train_mask(index)) & valid
+        train = np.asarray(fold.fit_mask(index)) & valid
         if train.sum() < 50 * settings.n_states:
             raise ValueError(f"fold {fold.index}: only {int(train.sum())} usable training bars")
         mu, sd = values[train].mean(axis=0), values[train].std(axis=0)
@@ -154,7 +157,8 @@ def fit_walk_forward(features: pd.DataFrame, folds: list[Fold], settings: Regime
         gaussian = settings.emission == "gaussian"
         proba = (gaussian_filter_proba(model, x_all) if gaussian else model.filter_proba(x_all))[:, order]
         ts = index[first:last]
-        segment = np.where(ts < fold.train_end, "train", np.where(ts < fold.test_start, "purge", "test"))
+        segment = np.select([ts < fold.fit_end, ts < fold.train_end, ts < fold.test_start],
+                            ["train", "validation", "purge"], "test")
         part = pd.DataFrame(proba, columns=cols)
         part.insert(0, "timestamp", ts)
         part.insert(0, "segment", segment)
@@ -163,7 +167,8 @@ def fit_walk_forward(features: pd.DataFrame, folds: list[Fold], settings: Regime
 
         loglik = scores[start]
         row = {
-            "refit": fold.index, "train_start": fold.train_start, "train_end": fold.train_end,
+            "refit": fold.index, "train_start": fold.train_start, "fit_end": fold.fit_end,
+            "train_end": fold.train_end,
             "test_start": fold.test_start, "test_end": fold.test_end, "n_train": int(train.sum()),
             "loglik": loglik, "bic": float(model.bic(x_train)), "iterations": int(model.monitor_.iter),
             "converged": bool(model.monitor_.converged), "phase_names": ",".join(phase_names),

@@ -4,12 +4,17 @@ A fold's bars are cut in three causal pieces, all with the regime probabilities 
 its training window, filtered forward):
 
 * ``fit``:        training window minus its last ``validation`` span. Optuna maximises the score here;
-* ``validation``: the last ``validation`` span of the training window (inner validation slice): the phase winner is
-                  the best validation score among the ``select_top`` best fit scores;
-* ``test``:       the fold's test window, run once with the fold's final parameters (out of sample).
+* ``validation``: the last ``FoldSchedule.validation`` span of the training window (inner validation slice): the
+                  phase winner is the best validation score among the ``select_top`` best fit scores. The regime
+                  model was fitted on ``fit`` only (the refit's ``train`` segment) and filters forward over it;
+* ``test``:       the fold's test window, run once with the fold's final parameters (out of sample), continuing
+                  the account of the previous fold's test window (:meth:`FoldObjective.test_frame`): the stitched
+                  test windows are one book. Every trial is also scored on it as an independent book
+                  (:meth:`FoldObjective.test_scores`), for the walk-forward PBO only: nothing selects by it.
 
-Each piece is an independent backtest that starts flat with equity 1 (signals and GARCH forecasts come from the
-full causal series, so indicators are warm). The score (higher is better)::
+The fit and validation pieces (and each trial's test score) are independent backtests that start flat with equity
+1 (signals and GARCH forecasts come from the full causal series, so indicators are warm). The score (higher is
+better)::
 
     score = Sharpe_ann − turnover_penalty · turnover_per_year − drawdown_penalty · max_drawdown
 
@@ -136,16 +141,13 @@ class FoldObjective:
         self.index = inputs.index[a:b]
         segment = pd.Series(np.asarray(rows["segment"], dtype=object), index=pos - a)
         train = np.sort(segment.index[segment == "train"].to_numpy())
+        validation = np.sort(segment.index[segment == "validation"].to_numpy())
         test = np.sort(segment.index[segment == "test"].to_numpy())
-        if not len(train) or not len(test):
-            raise ValueError(f"regime refit {refit} has no train or no test rows")
-        train_stop = int(train.max()) + 1
-        val_start = int(self.index.searchsorted(self.index[train_stop - 1] - pd.Timedelta(settings.validation),
-                                                side="right"))
-        val_start = min(max(val_start, int(train.min()) + 1), train_stop - 1)
+        if not len(train) or not len(validation) or not len(test):
+            raise ValueError(f"regime refit {refit} has no train, validation or test rows")
         self.pieces = {
-            "fit": Piece("fit", int(train.min()), val_start),
-            "validation": Piece("validation", val_start, train_stop),
+            "fit": Piece("fit", int(train.min()), int(train.max()) + 1),
+            "validation": Piece("validation", int(validation.min()), int(validation.max()) + 1),
             "test": Piece("test", int(test.min()), int(test.max()) + 1),
         }
         self.refit = refit
@@ -167,11 +169,13 @@ class FoldObjective:
 
     # -- columns -------------------------------------------------------------------------------------------------
 
-    def _set_phase_column(self, k: int, phase: PhaseParams) -> None:
-        """Column k = phase k's directional mix Σ_e G[k, e] · x_e^k over the fold's rows."""
+    def _set_phase_column(self, k: int, phase: PhaseParams, piece: Piece | None = None) -> None:
+        """Column k = phase k's directional mix Σ_e G[k, e] · x_e^k over the fold's rows (only ``piece``'s rows
+        when given: the other rows are then stale until the next full refresh)."""
         w = [phase.gating[EXPERTS.index(name)] for name in DIRECTIONAL]
         x = [self.signals.get(getattr(phase, name), self.b) for name in DIRECTIONAL]
-        mix_into(self.columns, k, self.a, w[0], x[0], w[1], x[1], w[2], x[2])
+        start, stop = (0, len(self.columns)) if piece is None else (piece.start, piece.stop)
+        mix_into(self.columns[start:stop], k, self.a + start, w[0], x[0], w[1], x[1], w[2], x[2])
 
     def load(self, params: StrategyParams) -> np.ndarray:
         """Put every phase's column for ``params`` in place; returns the gating matrix."""
@@ -202,6 +206,15 @@ class FoldObjective:
                            score_of(on_val, val.n, self.settings, self.ruin_floor),
                            per_bar_sharpe(on_fit, fit.n), per_bar_sharpe(on_val, val.n))
 
+    def test_scores(self, params: StrategyParams, k: int) -> tuple[float, float]:
+        """(score, per-bar Sharpe) of ``params`` on the test window as a fresh book, with phase k's column
+        refreshed on the test rows only (the others loaded): the out-of-sample rank of a trial, for the walk-forward
+        PBO. Leaves column k stale outside the test rows: :meth:`scores` and :meth:`load` refresh it whole."""
+        test = self.pieces["test"]
+        self._set_phase_column(k, params.phases[k], test)
+        on_test = self._run(test, params.gating_matrix())
+        return score_of(on_test, test.n, self.settings, self.ruin_floor), per_bar_sharpe(on_test, test.n)
+
     def training_returns(self, params: StrategyParams, k: int) -> pd.Series:
         """Hourly returns of ``params`` over the whole training window (fit + validation, one run), with phase k's
         column refreshed; indexed by bar time."""
@@ -213,13 +226,14 @@ class FoldObjective:
                                              self.columns.shape[1] - 1)
         return pd.Series(bars[:, B_RETURN], index=self.index[s])
 
-    def test_frame(self, params: StrategyParams) -> pd.DataFrame:
-        """The out-of-sample run of the test window with ``params``: one row per bar (the engine's frame)."""
+    def test_frame(self, params: StrategyParams, state: np.ndarray) -> pd.DataFrame:
+        """The out-of-sample run of the test window with ``params``: one row per bar (the engine's frame). It
+        continues the account in ``state`` (``new_state`` for the first fold; updated in place for the next)."""
         gating = self.load(params)
         piece = self.pieces["test"]
         s = slice(piece.start, piece.stop)
         names = column_names(self.n_phases)
         frame = run_portfolio(self.open_[s], self.close[s], self.tradable[s], self.funding[s], self.columns[s],
                               self.probs[s], gating, self.sigma_hat[s], self.params, len(names) - 1,
-                              index=self.index[s], expert_names=names)
+                              index=self.index[s], expert_names=names, state=state)
         return frame

@@ -12,7 +12,8 @@ import pandas as pd
 
 from btc_assets import experts
 from btc_assets.config import PortfolioSettings, WfaSettings, settings_hash
-from btc_assets.evaluation.stats import effective_number_of_trials, probability_of_backtest_overfitting
+from btc_assets.evaluation.stats import study_cscv
+from btc_assets.portfolio.engine import S_EQUITY, new_state
 from btc_assets.portfolio.metrics import frame_metrics
 from btc_assets.portfolio.moe import prepare_inputs
 from btc_assets.schedule import FoldSchedule
@@ -149,11 +150,15 @@ def run_seed(
                     suggest=lambda trial: suggest_phase(trial, settings), evaluate=evaluate,
                     distributions=distributions, on_trial=on_trial, say=say)
                 winner = select_winner(records, settings.select_top)
+                trials = [r.as_dict() for r in records]
+                for row, r in zip(trials, records, strict=True):  # out of sample, never used to select
+                    row["test"], row["test_sharpe"] = objective.test_scores(
+                        base.with_phase(k, phase_of(r.params, settings)), k)
                 record = {
                     "fold": refit, "phase": k, "winner": winner.index, "fit": winner.fit,
                     "validation": winner.validation, "params": winner.params,
-                    "pbo": study_pbo(objective, base, k, records, settings),
-                    "trials": [r.as_dict() for r in records],
+                    "pbo": study_pbo(objective, base, k, records, settings, seed=seed),
+                    "trials": trials,
                 }
                 ckpt.write_phase_record(refit, k, record)
                 clock.reset()
@@ -165,6 +170,8 @@ def run_seed(
             for row in record["trials"]:
                 trial_rows.append({"fold": refit, "phase": k, **row, "winner": row["trial"] == record["winner"],
                                    "study_pbo": record["pbo"]["pbo"], "study_rho": record["pbo"]["rho"],
+                                   "fit_bars": record["pbo"]["fit_bars"],
+                                   "validation_bars": record["pbo"]["validation_bars"],
                                    "params": json.dumps(row["params"], sort_keys=True)})
         fold_params.append((refit, current, objective))
         say(f"{seed_key}: fold {refit} ({fold_no + 1}/{len(refits)}) optimised")
@@ -180,32 +187,33 @@ def run_seed(
 
 
 def study_pbo(objective: FoldObjective, base: StrategyParams, k: int, records: list[TrialRecord],
-              settings: WfaSettings) -> dict[str, float]:
-    """Probability of backtest overfitting of one (fold, phase) study by CSCV: the ``pbo_trials`` best trials (by
-    fit score) as the configurations, their weekly returns over the training window as the rows, ``pbo_blocks``
-    blocks (fewer, even, when the window has too few weeks). NaN with fewer than 2 trials or 8 weeks. Also the mean
-    pairwise correlation ``rho`` of those trials' weekly returns (for the effective number of trials)."""
-    top = sorted(records, key=lambda r: (-r.fit, r.index))[:settings.pbo_trials]
-    columns = []
-    starts = None
-    for r in top:
-        hourly = objective.training_returns(base.with_phase(k, phase_of(r.params, settings)), k)
-        if starts is None:  # first bar of each 7-day bin (the same bins for every trial)
-            bins = hourly.index.floor("7D").asi8
-            starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
-        columns.append(np.expm1(np.add.reduceat(np.log1p(hourly.to_numpy()), starts)))  # compounded per week
-    objective.load(base)  # put the base parameters back
-    matrix = np.column_stack(columns) if columns else np.empty((0, 0))
-    n = len(top)
-    # mean pairwise correlation of those trials, backed out of N_eff = ρ̄ + (1 − ρ̄)·N
-    rho = (n - effective_number_of_trials(matrix)) / (n - 1) if n >= 2 and matrix.shape[0] >= 2 else 1.0
-    blocks = min(settings.pbo_blocks, (matrix.shape[0] // 4) // 2 * 2)
-    if n < 2 or blocks < 2:
-        return {"pbo": float("nan"), "rho": rho, "n_trials": float(n), "n_weeks": float(matrix.shape[0]),
-                "n_blocks": 0.0}
-    result = probability_of_backtest_overfitting(matrix, n_blocks=blocks)
-    return {"pbo": float(result.pbo), "rho": float(rho), "n_trials": float(n), "n_weeks": float(matrix.shape[0]),
-            "n_blocks": float(blocks)}
+              settings: WfaSettings, *, seed: int = 0) -> dict[str, float]:
+    """Probability of backtest overfitting of one (fold, phase) study by CSCV over trials the score did not select
+    (:func:`btc_assets.evaluation.stats.study_cscv`).
+
+    Convention: the configurations are ``pbo_trials`` of the study's trials drawn at random without looking at any
+    score (a numpy Generator seeded from (``seed``, fold, phase) and the study's trial indices: the same study always
+    gets the same subset; all trials when the study has no more than ``pbo_trials``); the rows are their returns over
+    the training window (fit + validation, one run per trial) compounded per 7-day bin; ``pbo_blocks`` blocks (fewer,
+    even, when the window has too few weeks). NaN with fewer than 2 trials or 8 weeks. The best trials by the fit
+    score would bias the PBO upwards by construction (about 0.86 instead of 0.5 on pure noise).
+
+    Also ``rho``, the mean pairwise correlation of those trials' weekly returns (the study's effective number of
+    trials), ``n_trials`` (trials in the CSCV), ``n_study_trials``, ``n_weeks``, ``n_blocks``, and the bar counts
+    ``fit_bars`` / ``validation_bars`` of the pieces (for the per-study deflated Sharpe ratio)."""
+    by_index = {r.index: r for r in records}
+
+    def returns_of(index: int) -> pd.Series:
+        return objective.training_returns(base.with_phase(k, phase_of(by_index[index].params, settings)), k)
+
+    try:
+        out = study_cscv(list(by_index), returns_of, n_trials=settings.pbo_trials, n_blocks=settings.pbo_blocks,
+                         seed=(seed, objective.refit, k))
+    finally:
+        objective.load(base)  # put the base parameters back
+    out["fit_bars"] = float(objective.pieces["fit"].n)
+    out["validation_bars"] = float(objective.pieces["validation"].n)
+    return out
 
 
 def phase_of(searched: dict[str, object], settings: WfaSettings) -> PhaseParams:
@@ -221,20 +229,28 @@ def _no_signals(n: int) -> pd.DataFrame:
 
 def _out_of_sample(fold_params: list[tuple[int, StrategyParams, FoldObjective]],
                    portfolio: PortfolioSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The test windows run as one account: the engine's state (equity, positions, pending order, drawdown peak,
+    throttle, ruin) carries from the last bar of fold f into fold f + 1; only the parameters and the regime model
+    change at the boundary, and the rebalance that causes is charged like any trade. Per-fold metrics are of that
+    one path over the fold's bars (equity relative to its value at the fold's start)."""
     frames, rows = [], []
+    state = new_state(fold_params[0][2].columns.shape[1]) if fold_params else None
+    previous_end: pd.Timestamp | None = None
     for refit, params, objective in fold_params:
-        frame = objective.test_frame(params)
-        metrics = frame_metrics(frame, portfolio.ruin_floor)
         test = objective.pieces["test"]
-        rows.append({"fold": refit, "test_start": objective.index[test.start],
-                     "test_end": objective.index[test.stop - 1] + pd.Timedelta(hours=1),
-                     "params": json.dumps(params.to_json(), sort_keys=True), **metrics})
+        start = objective.index[test.start]
+        if previous_end is not None and start != previous_end:
+            raise ValueError(f"fold {refit}: its test window starts at {start}, not where the previous one ended "
+                             f"({previous_end}); the out-of-sample book must be contiguous")
+        previous_end = objective.index[test.stop - 1] + pd.Timedelta(hours=1)
+        equity_before = float(state[S_EQUITY])
+        frame = objective.test_frame(params, state)
+        own = frame.assign(equity=frame["equity"] / equity_before)
+        metrics = frame_metrics(own, portfolio.ruin_floor)
+        rows.append({"fold": refit, "test_start": start, "test_end": previous_end,
+                     "equity_start": equity_before, "params": json.dumps(params.to_json(), sort_keys=True),
+                     **metrics})
         frames.append(frame.assign(fold=refit))
     oos = pd.concat(frames)
     oos.index.name = "timestamp"
-    oos = oos.reset_index()
-    oos["fold_equity"] = oos["equity"]
-    equity = np.cumprod(1.0 + oos["bar_return"].to_numpy())
-    oos["equity"] = equity
-    oos["drawdown"] = 1.0 - equity / np.maximum.accumulate(np.maximum(equity, 1.0))
-    return oos, pd.DataFrame(rows)
+    return oos.reset_index(), pd.DataFrame(rows)
