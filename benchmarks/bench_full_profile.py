@@ -36,7 +36,8 @@ def run(home: Path, seeds: str) -> float:
     start = time.perf_counter()
     done = subprocess.run([EXE, "run", "--profile", "full", "--seeds", seeds, "--log-level", "WARNING",
                            "--ohlcv", str(DATA / "btcusdt_1h.parquet"),
-                           "--funding", str(DATA / "btcusdt_funding_8h.parquet")],
+                           "--funding", str(DATA / "btcusdt_funding_8h.parquet"),
+                           "--perp", str(DATA / "btcusdt_perp_1h.parquet")],
                           env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(done.stderr[-3000:])
@@ -50,6 +51,13 @@ def chain_seconds(home: Path) -> float:
         runs = [r for r in instance.get_runs() if r.job_name == "btc_study"]
         stats = [instance.get_run_stats(r.run_id) for r in runs]
     return sum(s.end_time - s.start_time for s in stats if s.end_time and s.start_time)
+
+
+def trials_per_seed(home: Path) -> int:
+    """Trials one seed ran: the rows of seed 0's ``wfa_trials`` partition."""
+    import pandas as pd
+
+    return len(pd.read_parquet(home / "warehouse" / "wfa_trials" / "partition=seed_00" / "data.parquet"))
 
 
 def main() -> None:
@@ -69,6 +77,10 @@ def main() -> None:
         print(f"{args.seeds} seed(s), {cores} at a time: {wall:.0f} s wall ({wall / rounds:.0f} s per round of "
               f"{cores})")
         print(f"full profile, 30 seeds, projected: {projected / 60:.1f} min (target < 30 min)")
+        trials = trials_per_seed(home)
+        per_trial = wall / rounds * cores / trials * 1e3  # core-milliseconds per trial, all-in
+        print(f"{trials} trials per seed: {per_trial:.2f} core-ms per trial all-in (start-up, PBO, out-of-sample "
+              "run and summary included)")
     finally:
         if args.keep:
             print(f"home kept: {home}")

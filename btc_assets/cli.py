@@ -46,7 +46,7 @@ def prepare_home(home: str | None) -> Paths:
 
 def _apply_source_options(args: argparse.Namespace) -> None:
     for option, env in (("source", "BTC_ASSETS_SOURCE"), ("ohlcv", "BTC_ASSETS_OHLCV"),
-                        ("funding", "BTC_ASSETS_FUNDING")):
+                        ("funding", "BTC_ASSETS_FUNDING"), ("perp", "BTC_ASSETS_PERP")):
         value = getattr(args, option, None)
         if value and option != "source":
             # the UI's code server runs in another working directory: pass absolute paths
@@ -109,7 +109,7 @@ def sync_chain(defs, options: dict) -> bool:
     job = defs.resolve_job_def("btc_study")
     with dg.DagsterInstance.get() as instance:
         # the raw inputs are re-read every time (cheap): their content hashes tell what changed downstream
-        raw = [dg.AssetKey("raw_ohlcv"), dg.AssetKey("raw_funding")]
+        raw = [dg.AssetKey("raw_ohlcv"), dg.AssetKey("raw_funding"), dg.AssetKey("raw_perp_ohlcv")]
         result = job.execute_in_process(instance=instance, asset_selection=raw, **options)
         if not result.success:
             _report_failure(result)
@@ -154,7 +154,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
         return 1
     table = result.output_for_node("ablation", "ablation")
     columns = ["variant", "n_seeds", "sharpe", "sharpe_lo", "sharpe_hi", "monthly_return", "max_drawdown",
-               "p_sharpe_t", "p_daily_bootstrap"]
+               "versus", "p_sharpe_t", "p_daily_bootstrap", "pbo_walk_forward"]
     print(table[[c for c in columns if c in table]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     _say(f"chart: {paths.reports / 'ablation.png'}")
     return 0
@@ -338,13 +338,14 @@ def cmd_download(args: argparse.Namespace) -> int:
     if args.via == "ccxt":
         symbol = args.symbol if "/" in args.symbol else f"{args.symbol[:-4]}/{args.symbol[-4:]}"
         result = download.download_ccxt(paths.raw, symbol=symbol, perp_symbol=f"{symbol}:{symbol.split('/')[1]}",
-                                         progress=_say)
+                                         progress=_say, perp=True)
     else:
         result = download.download_binance_archive(paths.raw / "binance", symbol=args.symbol, start=args.start,
-                                                   end=args.end, progress=_say)
+                                                   end=args.end, progress=_say, perp=True)
     _say(f"done: {result.fetched} fetched, {result.cached} already cached, {len(result.missing)} not published")
     files = ",".join(str(p) for p in result.ohlcv_files)
-    print(f"{len(result.ohlcv_files)} kline file(s), {len(result.funding_files)} funding file(s) under {paths.raw}")
+    print(f"{len(result.ohlcv_files)} kline file(s), {len(result.perp_files)} perp kline file(s), "
+          f"{len(result.funding_files)} funding file(s) under {paths.raw}")
     if files:
         print("use them: BTC_ASSETS_SOURCE=download btc-assets run")
     return 0
@@ -379,10 +380,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     paths = Paths.from_env(args.home).ensure()
     warehouse = Warehouse(paths.warehouse)
-    summary = warehouse.read("wfa_summary") if "wfa_summary" in warehouse.tables() else None
+    tables = warehouse.tables()
+    summary = warehouse.read("wfa_summary") if "wfa_summary" in tables else None
+    attribution = warehouse.read("wfa_attribution") if "wfa_attribution" in tables else None
     facts_file = paths.reports / "summary.json"
     facts = json.loads(facts_file.read_text()) if facts_file.exists() else {}
-    out = render_report(paths.reports, summary, facts)
+    out = render_report(paths.reports, summary, facts, attribution=attribution)
     print(out)
     return 0
 
@@ -396,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--source", choices=["demo", "files", "download"], help="market data source")
         p.add_argument("--ohlcv", help="OHLCV file(s) or glob(s), comma separated (implies --source files)")
         p.add_argument("--funding", help="funding file(s) or glob(s), comma separated")
+        p.add_argument("--perp", help="the perpetual's own OHLCV file(s) or glob(s), comma separated (optional)")
 
     run = sub.add_parser("run", help="materialise the whole asset graph in the persistent instance")
     run.add_argument("--profile", choices=list(PROFILES), default=None, help="study size (default quick)")
@@ -435,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("files", nargs="+", type=Path)
     ingest.set_defaults(func=cmd_ingest)
 
-    dl = sub.add_parser("download", help="download real BTCUSDT klines and funding into raw/")
+    dl = sub.add_parser("download", help="download real BTCUSDT spot and perp klines and funding into raw/")
     dl.add_argument("--symbol", default="BTCUSDT")
     dl.add_argument("--start", default="2017-08", help="first month, YYYY-MM")
     dl.add_argument("--end", default=None, help="last month, YYYY-MM (default: up to yesterday)")

@@ -74,7 +74,7 @@ def equity_drawdown(timestamps: pd.Series, curves: Mapping[str, np.ndarray],
 
 
 def seed_fan(curves: Mapping[str, pd.DataFrame], references: Mapping[str, pd.DataFrame],
-             title: str = "Out-of-sample equity of every seed (perp fees, slippage, funding) against the references"
+             title: str = "Out-of-sample equity of every seed (costs per leg) against the references"
              ) -> bytes:
     """The fan of the seeds' stitched equity curves (thin), their median (thick) and the references (dashed)."""
     fig, ax = plt.subplots(figsize=(12, 5))
@@ -163,14 +163,17 @@ def ablation_chart(table: pd.DataFrame, per_seed: pd.DataFrame,
                    title: str = "Ablation: out-of-sample metrics per variant (mean across seeds, CI, seeds as dots)"
                    ) -> bytes:
     """Three panels (Sharpe, compounded monthly return, max drawdown): per variant the mean across seeds with its
-    confidence interval and every seed as a dot; above each step, the paired p-values against the variant before
-    it (t-test across seeds | stationary bootstrap of the daily return difference). ``table`` and ``per_seed`` are
-    :func:`btc_assets.evaluation.ablation.ablation_table`'s."""
+    confidence interval and every seed as a dot; on the Sharpe panel, above each variant's bar, its paired p-values
+    against its reference (t-test across seeds | stationary bootstrap of the daily return difference), which the
+    variant's label names ("vs <reference>", ``table["versus"]``: the variant before it in the chain, ``mixture_soft``
+    for the side variants). ``table`` and ``per_seed`` are :func:`btc_assets.evaluation.ablation.ablation_table`'s."""
     panels = [("sharpe", "Sharpe (annualised)", False), ("monthly_return", "monthly return (compounded)", True),
               ("max_drawdown", "max drawdown", True)]
     variants = list(table["variant"])
     x = np.arange(len(variants))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    versus = list(table["versus"]) if "versus" in table else [None, *variants[:-1]]
+    labels = [f"{v} (vs {r})" if isinstance(r, str) else v for v, r in zip(variants, versus, strict=True)]
+    fig, axes = plt.subplots(1, 3, figsize=(max(15.0, 2.6 * len(variants)), 5.0))
     for ax, (metric, label, percent) in zip(axes, panels, strict=True):
         mean = table[metric].to_numpy(dtype=float)
         low = np.nan_to_num(mean - table[f"{metric}_lo"].to_numpy(dtype=float))
@@ -183,14 +186,82 @@ def ablation_chart(table: pd.DataFrame, per_seed: pd.DataFrame,
                        zorder=3)
         if metric == "sharpe" and "p_sharpe_t" in table:
             where = matplotlib.transforms.blended_transform_factory(ax.transData, ax.transAxes)
-            for i in range(1, len(x)):
+            for i, reference in enumerate(versus):
+                if not isinstance(reference, str):
+                    continue  # no reference (the first of the chain)
                 p_t, p_b = table["p_sharpe_t"].iloc[i], table["p_daily_bootstrap"].iloc[i]
-                ax.text(i - 0.5, 0.98, f"p_t {p_t:.2f}\np_bs {p_b:.2f}", transform=where, ha="center", va="top",
-                        fontsize=7, color="#444")
+                ax.text(i, 0.98, f"p_t {p_t:.2f}\np_bs {p_b:.2f}", transform=where, ha="center", va="top",
+                        fontsize=6.5, color="#444")
         ax.axhline(0.0, color="black", lw=0.6)
-        ax.set_xticks(x, variants, rotation=25, ha="right", fontsize=8)
+        ax.set_xticks(x, labels, rotation=30, ha="right", rotation_mode="anchor", fontsize=7.5)
         ax.set_title(label, fontsize=10)
         if percent:
             ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    fig.suptitle(title)
+    return _png(fig)
+
+
+ATTRIBUTION_COLOURS = {"gross": "#4575b4", "basis": "#74add1", "funding": "#abd9e9", "fees": "#d73027",
+                       "slippage": "#fc8d59", "borrowing": "#fee090"}
+
+
+def attribution_chart(table: pd.DataFrame,
+                      title: str = "Where the out-of-sample P&L comes from (median across seeds, %/yr of equity)"
+                      ) -> bytes:
+    """From :func:`btc_assets.evaluation.attribution.across_seeds`'s table: per expert (over all phases) and per
+    phase (over all experts; the label carries its median time share), the median of each component stacked (P&L
+    terms with their sign, costs downwards) with the median ``net`` (diamond) and its 5–95 % range across seeds;
+    and the median ``net`` of every (expert, phase) cell. Components' medians need not add up to the median net."""
+    from btc_assets.evaluation.attribution import ALL, COMPONENTS, NET, SIGNS, TIME_SHARE, UNALLOCATED
+
+    stats = table.pivot_table(index=["expert", "phase"], columns="component", values=["median", "p05", "p95"],
+                              sort=False)
+    keys = list(stats.index)
+    experts = [e for e, p in keys if p == ALL and e not in (ALL, UNALLOCATED)]
+    phases = [p for e, p in keys if e == ALL and p != ALL and ("median", NET) in stats
+              and not np.isnan(stats.loc[(e, p), ("median", NET)])]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2), width_ratios=[1.0, 1.2, 1.2])
+
+    def stacked(ax: plt.Axes, rows: list[tuple[str, str]], labels: list[str], heading: str) -> None:
+        x = np.arange(len(rows))
+        up, down = np.zeros(len(rows)), np.zeros(len(rows))
+        for component, sign in zip(COMPONENTS, SIGNS, strict=True):
+            v = sign * 100.0 * np.array([stats.loc[r, ("median", component)] for r in rows], dtype=float)
+            v = np.nan_to_num(v)
+            pos, neg = np.clip(v, 0, None), np.clip(v, None, 0)
+            name = component if sign > 0 else f"−{component}"
+            ax.bar(x, pos, bottom=up, color=ATTRIBUTION_COLOURS[component], label=name, width=0.6)
+            ax.bar(x, neg, bottom=down, color=ATTRIBUTION_COLOURS[component], width=0.6)
+            up, down = up + pos, down + neg
+        net = 100.0 * np.array([[stats.loc[r, (s, NET)] for r in rows] for s in ("median", "p05", "p95")])
+        ax.errorbar(x, net[0], yerr=[np.clip(net[0] - net[1], 0, None), np.clip(net[2] - net[0], 0, None)],
+                    fmt="D", color="black", ms=5, capsize=4, lw=1, label="net (p05–p95)", zorder=3)
+        ax.axhline(0.0, color="black", lw=0.6)
+        ax.set_xticks(x, labels, rotation=25, ha="right", rotation_mode="anchor", fontsize=8)
+        ax.set_ylabel("% of equity per year")
+        ax.set_title(heading, fontsize=10)
+
+    stacked(axes[0], [(e, ALL) for e in experts], experts, "per expert (all phases)")
+    shares = [stats.loc[(ALL, p), ("median", TIME_SHARE)] if ("median", TIME_SHARE) in stats else np.nan
+              for p in phases]
+    stacked(axes[1], [(ALL, p) for p in phases],
+            [p if np.isnan(s) else f"{p}\n{100 * s:.0f} % of time" for p, s in zip(phases, shares, strict=True)],
+            "per phase (all experts)")
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, -0.04))
+    grid = np.array([[stats.loc[(e, p), ("median", NET)] if (e, p) in stats.index else np.nan for p in phases]
+                     for e in experts], dtype=float) * 100.0
+    scale = float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() and np.nanmax(np.abs(grid)) > 0 else 1.0
+    image = axes[2].imshow(grid, cmap="RdBu", vmin=-scale, vmax=scale, aspect="auto")
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            if np.isfinite(grid[i, j]):
+                axes[2].text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                             color="white" if abs(grid[i, j]) > 0.6 * scale else "black")
+    axes[2].set_xticks(range(len(phases)), phases, rotation=25, ha="right", rotation_mode="anchor", fontsize=8)
+    axes[2].set_yticks(range(len(experts)), experts, fontsize=8)
+    axes[2].set_title("net per expert and phase", fontsize=10)
+    fig.colorbar(image, ax=axes[2], label="% of equity per year", shrink=0.85)
     fig.suptitle(title)
     return _png(fig)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from btc_assets.config import ABLATION_VARIANTS
-from btc_assets_tests.conftest import make_ohlcv
+from btc_assets_tests.conftest import make_funding, make_ohlcv
 
 EXE = shutil.which("btc-assets") or str(Path(sys.executable).parent / "btc-assets")
 
@@ -72,7 +72,8 @@ def test_run_keeps_history_in_persistent_instance(tmp_path: Path, shared_data: P
     report = cli("report", home=home)
     assert report.returncode == 0, report.stderr
     page = Path(report.stdout.strip()).read_text()
-    assert page.count("data:image/png;base64,") == 7 and "Not materialised yet" not in page  # every chart
+    assert page.count("data:image/png;base64,") == 8 and "Not materialised yet" not in page  # every chart
+    assert "Where the out-of-sample P&amp;L comes from" in page  # the attribution (wfa_attribution)
     assert "src='http" not in page and "<script" not in page  # opens offline
     assert "original_system" in page and "spa_consistent" in page and "p_month_at_target" in page
     assert "Original system, as reported" in page and "buy_and_hold_spot" in page
@@ -101,9 +102,13 @@ def check_ablation(home: Path, cwd: Path) -> None:
     assert "up to date" in first.stderr and "p_daily_bootstrap" in first.stdout
     table = pd.read_parquet(home / "warehouse" / "ablation" / "data.parquet")
     per_seed = pd.read_parquet(home / "warehouse" / "ablation_seeds" / "data.parquet")
+    n_runs = 2 * len(ABLATION_VARIANTS)
     assert list(table["variant"]) == list(ABLATION_VARIANTS) and (table["n_seeds"] == 2).all()
-    assert len(per_seed) == 10 and per_seed["sharpe"].notna().all()
-    assert per_seed.groupby("seed")["sharpe"].nunique().eq(5).all()  # the variants really differ
+    assert len(per_seed) == n_runs and per_seed["sharpe"].notna().all()
+    assert per_seed.groupby("seed")["sharpe"].nunique().eq(len(ABLATION_VARIANTS)).all()  # the variants really differ
+    # each step of the chain against the one before it; the side variants against the full system
+    assert list(table["versus"].iloc[1:]) == ["original", "vol_targeting", "student_t_hmm", "mixture_soft",
+                                              "mixture_soft", "mixture_soft"]
     for column in ("sharpe_lo", "sharpe_hi", "d_sharpe", "p_sharpe_t", "p_sharpe_wilcoxon", "p_daily_bootstrap"):
         assert table[column].iloc[1:].notna().all(), column
     assert (home / "reports" / "ablation.png").stat().st_size > 10_000
@@ -111,14 +116,74 @@ def check_ablation(home: Path, cwd: Path) -> None:
     assert len(records) == 10
     for path in records:  # the original design searches Ichimoku's parameters only
         assert all(name.startswith("trend.") for name in json.loads(path.read_text())["params"])
+    records = sorted((home / "checkpoints" / "ablation" / "gating_only" / "seed_00" / "phases").glob("*.json"))
+    assert len(records) == 10
+    for path in records:  # gating_only searches the gates and the vol-target multiple only
+        assert all(set(t["params"]) == {"gate.trend", "gate.mean_reversion", "gate.breakout", "gate.carry",
+                                        "risk_scale"} for t in json.loads(path.read_text())["trials"])
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         event = instance.get_latest_materialization_event(dg.AssetKey("ablation"))
         meta = event.asset_materialization.metadata
         assert "data:image/png;base64," in meta["ablation_chart"].value and "p_sharpe_t" in meta["table"].value
     again = cli("ablation", "--profile", "quick", home=home, cwd=cwd)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stderr.count("(0 trials run now)") == 10  # every (variant, seed) from its checkpoint
+    assert again.stderr.count("(0 trials run now)") == n_runs  # every (variant, seed) from its checkpoint
     pd.testing.assert_frame_equal(pd.read_parquet(home / "warehouse" / "ablation" / "data.parquet"), table)
+
+
+def _perp_files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """Spot, funding and perp CSVs; the perp starts 6 h after spot with a flat zero-volume placeholder bar."""
+    spot, funding, perp = tmp_path / "o.csv", tmp_path / "f.csv", tmp_path / "p.csv"
+    make_ohlcv(72).to_csv(spot, index=False)
+    make_funding(n=8).to_csv(funding, index=False)
+    bars = make_ohlcv(66, start="2024-01-01 06:00", seed=9)
+    bars.loc[0, ["open", "high", "low", "close"]] = 10_000.0
+    bars.loc[0, "volume"] = 0.0
+    bars.to_csv(perp, index=False)
+    return spot, funding, perp
+
+
+@pytest.mark.parametrize("command", ["run", "ablation", "ui"])
+def test_perp_option_reaches_the_assets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    """``--perp`` is passed as ``--ohlcv`` / ``--funding`` are (``BTC_ASSETS_PERP``, an absolute path), and the
+    ``market_source`` resource reads it from there: ``raw_perp_ohlcv`` flags the placeholder, ``market_bars`` prices
+    the perp from the file. A ``market_source.perp`` in run config takes precedence over the environment."""
+    from btc_assets.cli import _apply_source_options, build_parser
+    from btc_assets.defs import ALL_ASSETS
+    from btc_assets.defs.resources import MarketSource, default_resources
+
+    spot, funding, perp = _perp_files(tmp_path)
+    for env in ("BTC_ASSETS_SOURCE", "BTC_ASSETS_OHLCV", "BTC_ASSETS_FUNDING", "BTC_ASSETS_PERP"):
+        monkeypatch.setenv(env, "")  # restored (unset) after the test; the CLI writes os.environ itself
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args([command, "--ohlcv", spot.name, "--funding", funding.name, "--perp", perp.name])
+    _apply_source_options(args)
+    assert os.environ["BTC_ASSETS_PERP"] == str(perp) and os.environ["BTC_ASSETS_OHLCV"] == str(spot)
+    settings = MarketSource().settings()
+    assert (settings.source, settings.perp) == ("files", str(perp)) and f"perp={perp}" in settings.describe()
+    if command != "run":
+        return
+    ingestion = dg.AssetSelection.groups("ingestion")
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(ALL_ASSETS, resources=default_resources(tmp_path / "home"), instance=instance,
+                                selection=ingestion)
+        assert result.success
+        raw = result.asset_materializations_for_node("raw_perp_ohlcv")[0].metadata
+        assert raw["flagged_bars"].value == 1 and "perp-placeholder" in raw["repairs"].value
+        meta = result.asset_materializations_for_node("market_bars")[0].metadata
+        assert meta["perp_bars_known"].value == 65 and meta["first_perp_bar"].value == "2024-01-01 07:00:00+00:00"
+        bars = pd.read_parquet(tmp_path / "home" / "warehouse" / "market_bars" / "data.parquet")
+        assert bars["perp_close"].iloc[:7].isna().all() and bars["perp_close"].iloc[7:].notna().all()
+        expected = pd.read_csv(perp)["close"].to_numpy()[1:]
+        assert (bars["perp_close"].iloc[7:].to_numpy() == expected).all()
+
+        other = tmp_path / "other_perp.csv"
+        make_ohlcv(72, seed=11).to_csv(other, index=False)
+        resources = default_resources(tmp_path / "home")
+        resources["market_source"] = MarketSource(perp=str(other))  # run config wins over BTC_ASSETS_PERP
+        assert dg.materialize(ALL_ASSETS, resources=resources, instance=instance, selection=ingestion).success
+        bars = pd.read_parquet(tmp_path / "home" / "warehouse" / "market_bars" / "data.parquet")
+        assert (bars["perp_close"].to_numpy() == pd.read_csv(other)["close"].to_numpy()).all()
 
 
 def test_bad_user_file_fails_run_with_clear_error(tmp_path: Path) -> None:
@@ -128,6 +193,16 @@ def test_bad_user_file_fails_run_with_clear_error(tmp_path: Path) -> None:
     done = cli("run", "--ohlcv", str(bad), home=tmp_path / "home")
     assert done.returncode == 1
     assert f"{bad}: row 2: rule 'timestamp-parse'" in done.stderr
+
+
+def test_bad_perp_file_fails_run_with_clear_error(tmp_path: Path) -> None:
+    spot, funding, perp = _perp_files(tmp_path)
+    bars = pd.read_csv(perp)
+    bars.loc[11, "high"] = bars.loc[11, "low"] * 0.5
+    bars.to_csv(perp, index=False)
+    done = cli("run", "--ohlcv", str(spot), "--funding", str(funding), "--perp", str(perp), home=tmp_path / "home")
+    assert done.returncode == 1
+    assert f"{perp}: row 12: rule 'ohlc-inconsistent'" in done.stderr
 
 
 @pytest.mark.parametrize("query", ["SELECT 1"])

@@ -14,10 +14,12 @@ def test_settings_file_in_home_overrides_the_profile(tmp_path: Path, monkeypatch
     monkeypatch.setenv("BTC_ASSETS_HOME", str(tmp_path))
     base = get_profile("quick")
     (tmp_path / "config.toml").write_text(
-        "[portfolio]\nband = 0.3\nfee_bps = 5\ngating = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1],"
-        " [1, 0, 0, 0]]\n[ablation]\nseeds = [0, 3]\n[wfa]\nexperts = [\"trend\", \"carry\"]\n")
+        "[portfolio]\nband = 0.3\nperp_fee_bps = 4\nmaker = true\ndecision_hours = 12\n"
+        "gating = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1], [1, 0, 0, 0]]\n"
+        "[ablation]\nseeds = [0, 3]\n[wfa]\nexperts = [\"trend\", \"carry\"]\n")
     profile = get_profile("quick")
-    assert profile.portfolio.band == 0.3 and profile.portfolio.fee_bps == 5.0
+    assert profile.portfolio.band == 0.3 and profile.portfolio.perp_fee_bps == 4.0 and profile.portfolio.maker
+    assert profile.portfolio.decision_hours == 12 and profile.portfolio.fees_bps == (2.0, 10.0)  # maker fees
     assert profile.portfolio.gating[1] == (0.0, 1.0, 0.0, 0.0)
     assert profile.ablation.seeds == (0, 3) and profile.wfa.experts == ("trend", "carry")
     assert profile.regimes == base.regimes and profile.volatility == base.volatility  # only what was named

@@ -226,3 +226,75 @@ def test_rejects_bad_specs(bad: dict) -> None:
 def test_other_funding_interval() -> None:
     f = generate_demo_market(DemoMarketSpec(years=0.1, funding_interval_hours=4)).funding
     assert set(f["timestamp"].dt.hour) == {0, 4, 8, 12, 16, 20}
+
+
+
+# The frames' content hashes (``frame_hash``) before the perp was added: the perp's own random stream must leave the
+# spot bars, the funding and the regimes exactly as they were.
+PRE_PERP_HASHES = {
+    "default": ("21678dec1b1a3f68336142e13daa7ff67e0a070c3aad1e9e79b7148a1145100b",
+                "e63c24d1f9b0d5b159c1921070c21a5f8b8f035c6d731ab4d9ec91c3c1e14e2f"),
+    "structureless": ("932d521736974d2ddf1c23de304f73f70d2511af5b0bdd8921f8ab2d91261e61",
+                      "fa92322993214f4566fd5905df75bcea686ab2084e4c44dc34819fc1a96e7bbf"),
+}
+
+
+def _basis(m: DemoMarket) -> pd.Series:
+    spot = m.ohlcv.set_index("timestamp")["close"]
+    return (m.perp.set_index("timestamp")["close"] / spot.reindex(m.perp["timestamp"]) - 1.0).dropna()
+
+
+def test_spot_and_funding_unchanged_by_the_perp(market: DemoMarket) -> None:
+    from btc_assets.ingestion import frame_hash
+
+    null = generate_demo_market(DemoMarketSpec(structureless=True))
+    for name, m in (("default", market), ("structureless", null)):
+        assert (frame_hash(m.ohlcv), frame_hash(m.funding)) == PRE_PERP_HASHES[name], name
+    later = generate_demo_market(DemoMarketSpec(perp_listing_days=600.0))
+    pd.testing.assert_frame_equal(later.ohlcv, market.ohlcv, check_exact=True)
+    pd.testing.assert_frame_equal(later.funding, market.funding, check_exact=True)
+    # the perp's draws do not depend on its listing: the later listing is the same series, cut later
+    tail = market.perp.loc[market.perp["timestamp"] >= later.perp["timestamp"].iloc[0]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(later.perp, tail, check_exact=True)
+
+
+def test_perp_bars(market: DemoMarket) -> None:
+    from btc_assets.ingestion.validation import validate_ohlcv
+
+    perp, spot = market.perp, market.ohlcv
+    assert tuple(perp.columns) == OHLCV_COLUMNS and str(perp["timestamp"].dtype) == TS_DTYPE
+    assert all(perp[c].dtype == np.float64 for c in OHLCV_COLUMNS[1:])
+    # listed 270 days after spot starts (the real perp came two years after spot), then every spot hour
+    assert perp["timestamp"].iloc[0] == pd.Timestamp("2019-01-01", tz="UTC") + pd.Timedelta(days=270)
+    assert perp["timestamp"].isin(spot["timestamp"]).all()
+    assert spot.loc[spot["timestamp"] >= perp["timestamp"].iloc[0], "timestamp"].reset_index(drop=True).equals(
+        perp["timestamp"])
+    out, _, report = validate_ohlcv(perp, np.arange(1, len(perp) + 1), "demo perp", perp=True)
+    assert len(out) == len(perp) and report.flagged == {}  # no placeholder or no-trade bar in it
+    consecutive = (perp["timestamp"].diff() == pd.Timedelta(hours=1)).to_numpy()
+    assert np.array_equal(perp["open"].to_numpy()[consecutive], perp["close"].to_numpy()[np.roll(consecutive, -1)])
+    assert (perp["volume"] > spot["volume"].median()).mean() > 0.8
+    # the basis: a few bps, mean-reverting, occasionally wider
+    b = _basis(market)
+    assert abs(b.mean()) < 2e-4 and 1e-4 < b.std() < 1e-3
+    assert b.autocorr(1) > 0.8 and b.abs().max() > 5 * b.std()
+    regime = market.regimes.reindex(b.index)
+    assert b[regime == "crash"].std() > 2 * b[regime == "calm"].std()
+    again = generate_demo_market()
+    pd.testing.assert_frame_equal(again.perp, perp, check_exact=True)
+
+
+def test_structureless_perp_basis_is_iid_noise() -> None:
+    null = generate_demo_market(DemoMarketSpec(structureless=True))
+    b = _basis(null)
+    assert len(b) > 40_000 and abs(b.mean()) < 1e-5 and 1e-4 < b.std() < 1e-3
+    assert abs(b.autocorr(1)) < 0.03
+    regime = null.regimes.reindex(b.index)
+    assert abs(b[regime == "trend_up"].mean() - b[regime == "crash"].mean()) < 3e-5
+
+
+def test_short_market_may_end_before_the_perp_lists() -> None:
+    m = generate_demo_market(DemoMarketSpec(years=0.1))
+    assert m.perp.empty and tuple(m.perp.columns) == OHLCV_COLUMNS
+    with pytest.raises(ValueError):
+        generate_demo_market(DemoMarketSpec(perp_listing_days=-1.0))

@@ -126,6 +126,35 @@ def _add_daily(spot_d: Path, day: str, seed: int) -> None:
     _write_zip(spot_d, f"{SYMBOL}-1h-{day}", _kline_rows(start, start + 24 * HOUR_MS, seed=seed))
 
 
+PERP_MONTHS = ["2024-11", "2024-12", "2025-01", "2025-02"]
+PERP_HEADER = ("open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,"
+               "taker_buy_quote_volume,ignore")
+
+
+def _perp_kline_rows(start_ms: int, end_ms: int, seed: int, placeholder: int = 0) -> str:
+    """A USD-M kline CSV as archived: ms timestamps, the header from 2022-05 on (none before), and optionally
+    ``placeholder`` flat zero-volume 10,000.00 bars first, as the real BTCUSDT perp's listing has."""
+    lines = _kline_rows(start_ms, end_ms, seed).splitlines()
+    for i in range(placeholder):
+        f = lines[i].split(",")
+        lines[i] = ",".join([f[0], *["10000.00"] * 4, "0.000", f[6], "0.0", "0", "0.000", "0.0", "0"])
+    header = [PERP_HEADER] if start_ms >= _ms(datetime.date(2022, 5, 1)) else []
+    return "\n".join(header + lines) + "\n"
+
+
+def _add_perp_archive(root: Path, months: list[str] = PERP_MONTHS, days: list[str] = CURRENT_DAYS,
+                      placeholder: int = 0) -> None:
+    """USD-M perpetual klines beside the spot ones: monthly files for ``months``, daily ones for ``days``."""
+    monthly = root / "data/futures/um/monthly/klines" / SYMBOL / "1h"
+    daily = root / "data/futures/um/daily/klines" / SYMBOL / "1h"
+    for i, label in enumerate(months):
+        _write_zip(monthly, f"{SYMBOL}-1h-{label}",
+                   _perp_kline_rows(*_month_bounds(label), seed=400 + i, placeholder=placeholder if i == 0 else 0))
+    for i, day in enumerate(days):
+        start = _ms(datetime.date.fromisoformat(day))
+        _write_zip(daily, f"{SYMBOL}-1h-{day}", _perp_kline_rows(start, start + 24 * HOUR_MS, seed=500 + i))
+
+
 @dataclass
 class Server:
     """A running local HTTP server plus its request log and injectable failures."""
@@ -406,6 +435,55 @@ def test_base_url_from_environment(archive: Server, tmp_path: Path, monkeypatch:
     assert result.fetched == 2 and archive.requests
 
 
+def test_perp_klines_fetched_verified_and_cached(archive: Server, tmp_path: Path) -> None:
+    """``perp=True`` mirrors the USD-M perpetual's klines like the spot ones (monthly, then daily files for the
+    current month), into their own folder; without it nothing under futures/um/klines is asked for."""
+    from btc_assets.ingestion import load_perp_ohlcv
+
+    _add_perp_archive(archive.root)
+    dest = tmp_path / "dest"
+    messages: list[str] = []
+    result = _download(archive, tmp_path, perp=True, progress=messages.append)
+
+    perp_dir = dest / "futures/um/klines" / SYMBOL / "1h"
+    names = [f"{SYMBOL}-1h-{m}.zip" for m in PERP_MONTHS] + [f"{SYMBOL}-1h-{d}.zip" for d in CURRENT_DAYS]
+    assert result.perp_files == sorted(perp_dir / n for n in names)
+    assert all(p.parent == dest / "spot/klines" / SYMBOL / "1h" for p in result.ohlcv_files)
+    assert result.missing == [] and result.fetched == 2 * len(names) + len(FUNDING_MONTHS)
+    served = archive.root / "data/futures/um/monthly/klines" / SYMBOL / "1h"
+    for path in result.perp_files[:4]:
+        assert path.read_bytes() == (served / path.name).read_bytes()
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == _checksum_of(path)
+    assert f"/data/futures/um/daily/klines/{SYMBOL}/1h/{SYMBOL}-1h-2025-03-03.zip" in archive.requests
+    assert "perp klines 2024-11 ok (fetched)" in messages
+    bars = load_perp_ohlcv(result.perp_files).frame  # headed ms files read like any kline file
+    assert bars["timestamp"].iloc[0] == pd.Timestamp("2024-11-01", tz="UTC")
+    assert len(bars) == (30 + 31 + 31 + 28 + 3) * 24
+
+    archive.requests.clear()
+    again = _download(archive, tmp_path, perp=True)
+    assert archive.requests == [] and again.perp_files == result.perp_files and again.fetched == 0
+    assert not _download(archive, tmp_path).perp_files  # perp klines only when asked for
+    assert not any("/futures/um/" in r and "/klines/" in r for r in archive.requests)
+
+
+def test_perp_klines_before_listing_are_missing_and_placeholder_flagged(archive: Server, tmp_path: Path) -> None:
+    """Months before the perp's listing answer 404 (reported in ``missing``); the listing month's headerless file
+    opens with the placeholder bars, which the perp loader flags."""
+    from btc_assets.ingestion import load_perp_ohlcv
+
+    _add_perp_archive(archive.root, months=["2019-09"], days=[], placeholder=2)
+    result = _download(archive, tmp_path, start="2019-08", end="2019-09", funding=False, perp=True)
+    perp_url = f"{archive.url}/data/futures/um/monthly/klines/{SYMBOL}/1h"
+    assert f"{perp_url}/{SYMBOL}-1h-2019-08.zip" in result.missing
+    assert f"{perp_url}/{SYMBOL}-1h-2019-09.zip" not in result.missing
+    assert [p.name for p in result.perp_files] == [f"{SYMBOL}-1h-2019-09.zip"]
+    assert _read_zip_csv(result.perp_files[0])[0][0] == str(_ms(datetime.date(2019, 9, 1)))  # no header
+    loaded = load_perp_ohlcv(result.perp_files)
+    assert loaded.reports[0].flagged == {"perp-placeholder": [1, 2]}
+    assert loaded.frame["timestamp"].iloc[0] == pd.Timestamp("2019-09-01 02:00", tz="UTC")
+
+
 @pytest.mark.parametrize(("start", "end"), [("2024-13", None), ("2024/01", None), ("2025-02", "2025-01")])
 def test_invalid_month_arguments(tmp_path: Path, start: str, end: str | None) -> None:
     with pytest.raises(ValueError):
@@ -497,6 +575,15 @@ def _recorded_klines() -> list[list[Any]]:
     return rows
 
 
+def _recorded_perp_klines() -> list[list[Any]]:
+    """``GET /fapi/v1/klines`` rows (the USD-M perpetual's own candles)."""
+    rows = []
+    for line in _kline_rows(CCXT_START_MS, CCXT_START_MS + N_CANDLES * HOUR_MS, seed=8).splitlines():
+        f = line.split(",")
+        rows.append([int(f[0]), f[1], f[2], f[3], f[4], f[5], int(f[6]), f[7], int(f[8]), f[9], f[10], f[11]])
+    return rows
+
+
 def _recorded_funding() -> list[dict[str, Any]]:
     """``GET /fapi/v1/fundingRate`` rows as Binance returns them."""
     rng = random.Random(11)
@@ -517,6 +604,7 @@ class FakeBinance:
     requests: list[tuple[str, dict[str, str]]]
     klines: list[list[Any]]
     funding: list[dict[str, Any]]
+    perp_klines: list[list[Any]] = field(default_factory=list)
 
     def calls(self, path: str) -> list[dict[str, str]]:
         return [q for p, q in self.requests if p == path]
@@ -526,7 +614,7 @@ class FakeBinance:
 def fake_binance() -> Iterator[FakeBinance]:
     """A real ``ccxt.binance()`` whose REST base URLs point at a local server answering recorded JSON."""
     ccxt = pytest.importorskip("ccxt")
-    klines, funding = _recorded_klines(), _recorded_funding()
+    klines, funding, perp_klines = _recorded_klines(), _recorded_funding(), _recorded_perp_klines()
     requests: list[tuple[str, dict[str, str]]] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -543,6 +631,8 @@ def fake_binance() -> Iterator[FakeBinance]:
                 body = FUTURES_INFO
             elif url.path == "/api/v3/klines" and query.get("symbol") == "BTCUSDT":
                 body = [k for k in klines if start <= k[0] <= end][:limit]
+            elif url.path == "/fapi/v1/klines" and query.get("symbol") == "BTCUSDT":
+                body = [k for k in perp_klines if start <= k[0] <= end][:limit]
             elif url.path == "/fapi/v1/fundingRate" and query.get("symbol") == "BTCUSDT":
                 body = [f for f in funding if start <= f["fundingTime"] <= end][:limit]
             else:
@@ -567,7 +657,7 @@ def fake_binance() -> Iterator[FakeBinance]:
         # https://api.binance.com/api/v3 or https://fapi.binance.com/fapi/v1: keep the path, swap the host.
         for name, base in list(exchange.urls["api"].items()):
             exchange.urls["api"][name] = local + urlsplit(base).path
-        yield FakeBinance(exchange, requests, klines, funding)
+        yield FakeBinance(exchange, requests, klines, funding, perp_klines)
 
 
 def _read_csv(path: Path) -> list[list[str]]:
@@ -652,17 +742,37 @@ def test_ccxt_resume_deduplicates_overlapping_rows(fake_binance: FakeBinance, tm
     assert stamps == [CCXT_START_MS + i * HOUR_MS for i in range(24)]
 
 
+def test_ccxt_perp_klines(fake_binance: FakeBinance, tmp_path: Path) -> None:
+    """``perp=True``: the perpetual's own 1h candles too, paginated like spot's, into ``<perp symbol>_1h.csv``."""
+    ex = fake_binance.exchange
+    result = download_ccxt(tmp_path, since="2024-01-01", until="2025-06-01", exchange=ex, perp=True)
+    perp_path = tmp_path / "ccxt" / "BTC_USDT_USDT_1h.csv"
+    assert result.perp_files == [perp_path] and (result.fetched, result.cached) == (3, 0)
+    calls = fake_binance.calls("/fapi/v1/klines")
+    assert [int(q["startTime"]) for q in calls] == [CCXT_START_MS + i * 1000 * HOUR_MS for i in range(3)]
+    rows = _read_csv(perp_path)
+    assert rows[0] == list(dl.OHLCV_HEADER) and len(rows) == 1 + N_CANDLES
+    first = fake_binance.perp_klines[0]
+    assert [int(rows[1][0]), *map(float, rows[1][1:])] == [first[0], *(float(v) for v in first[1:6])]
+    assert rows[1:] != _read_csv(tmp_path / "ccxt" / "BTC_USDT_1h.csv")[1:]  # its own candles, not spot's
+    again = download_ccxt(tmp_path, since="2024-01-01", until="2025-06-01", exchange=ex, perp=True)
+    assert (again.fetched, again.cached) == (0, 3)
+    assert not download_ccxt(tmp_path, since="2024-01-01", until="2025-06-01", exchange=ex).perp_files
+
+
 # ------------------------------------------------------------------------------ through the pipeline
 
 
 def test_download_source_materialises_market_bars(archive: Server, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """``source=download`` fetches into raw/binance, then ingests the archived zips like any user file."""
+    """``source=download`` fetches into raw/binance, then ingests the archived zips like any user file, the perp's
+    klines included (its listing placeholder flagged and left out)."""
     import dagster as dg
 
     from btc_assets.defs import ALL_ASSETS
     from btc_assets.defs.resources import MarketSource, default_resources
 
+    _add_perp_archive(archive.root, days=[], placeholder=2)
     monkeypatch.setenv("BTC_ASSETS_BINANCE_URL", archive.url)
     resources = default_resources(tmp_path / "home")
     resources["market_source"] = MarketSource(source="download", start="2024-11")
@@ -675,3 +785,7 @@ def test_download_source_materialises_market_bars(archive: Server, tmp_path: Pat
     assert bars["timestamp"].iloc[-1] == pd.Timestamp("2025-02-28 23:00", tz="UTC")  # µs 2025 files included
     assert bars["funding_time"].notna().sum() > 0
     assert (tmp_path / "home" / "raw" / "binance" / "spot" / "klines" / SYMBOL / "1h").is_dir()
+    assert (tmp_path / "home" / "raw" / "binance" / "futures" / "um" / "klines" / SYMBOL / "1h").is_dir()
+    assert bars["perp_close"].iloc[:2].isna().all() and bars["perp_close"].iloc[2:].notna().all()
+    meta = result.asset_materializations_for_node("raw_perp_ohlcv")[0].metadata
+    assert meta["flagged_bars"].value == 2 and "perp-placeholder" in meta["repairs"].value

@@ -9,7 +9,7 @@ import pytest
 
 from btc_assets.portfolio import backtest_score, new_state, run_portfolio, run_portfolio_reference
 from btc_assets.portfolio.engine import S_PENDING, S_POSITION, S_STARTED
-from btc_assets_tests.test_portfolio_engine import CARRY, PARAM_SETS, random_inputs
+from btc_assets_tests.test_portfolio_engine import CARRY, PARAM_SETS, WITH_BASIS, random_inputs
 
 SPLITS = (0, 137, 256, 260, 511, 700)  # inside and on the kernel's 256-bar blocks
 N = 700
@@ -33,7 +33,7 @@ def _chained(inputs: dict, params, gatings=None, cuts=SPLITS):
 @pytest.mark.parametrize("name", list(PARAM_SETS))
 def test_chained_runs_equal_one_run_bit_for_bit(name: str) -> None:
     """Same inputs everywhere: cutting the bars into pieces and carrying the state changes nothing at all."""
-    inputs = random_inputs(N, seed=11 + len(name), smooth=True)
+    inputs = random_inputs(N, seed=11 + len(name), smooth=True, basis=name in WITH_BASIS)
     params = PARAM_SETS[name]
     whole = run_portfolio(**inputs, params=params, carry_col=CARRY)
     frames, state = _chained(inputs, params)
@@ -49,11 +49,12 @@ def test_chained_runs_equal_one_run_bit_for_bit(name: str) -> None:
     assert sums[-1].log_growth == pytest.approx(np.log(whole["equity"].iloc[-1]), abs=1e-12)
 
 
-@pytest.mark.parametrize("name", ["soft", "band", "throttle", "hard"])
+@pytest.mark.parametrize("name", ["soft", "band", "throttle", "hard", "policy", "basis"])
 def test_chained_runs_with_new_parameters_equal_one_reference_run(name: str) -> None:
     """Different gating per piece (a new fold's parameters): the chained kernel equals one reference run over the
-    concatenated bars with per-bar gating, so the boundary is traded and charged like any bar."""
-    inputs = random_inputs(N, seed=31 + len(name), smooth=True)
+    concatenated bars with per-bar gating, so the boundary is traded and charged like any bar (the decision
+    interval's count, the spot close of the basis and the borrowing carried too)."""
+    inputs = random_inputs(N, seed=31 + len(name), smooth=True, basis=name in WITH_BASIS)
     params = PARAM_SETS[name]
     rng = np.random.default_rng(5)
     gatings = [rng.dirichlet(np.ones(inputs["experts"].shape[1]), inputs["probs"].shape[1])
@@ -93,7 +94,7 @@ def test_boundary_position_is_carried_or_traded_and_charged() -> None:
                         gating=np.full((1, 1), 0.2), params=params, state=state.copy())
     assert new["position"].iloc[0] == held
     assert new["position"].iloc[1] < held and new["turnover"].iloc[1] == pytest.approx(held - new["position"].iloc[1])
-    cost_rate = (params.fee_bps + params.slip_bps) * 1e-4
+    cost_rate = (params.perp_fee_bps + params.slip_bps) * 1e-4
     assert new["fee_cost"].iloc[1] + new["slippage_cost"].iloc[1] == pytest.approx(new["turnover"].iloc[1] * cost_rate)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from btc_assets.ingestion import DataValidationError, load_funding, load_ohlcv
+from btc_assets.ingestion import DataValidationError, load_funding, load_ohlcv, load_perp_ohlcv
 from btc_assets_tests.conftest import binance_kline_rows, make_ohlcv, sha256
 
 
@@ -224,3 +224,108 @@ def test_conflict_across_files_names_both(tmp_path: Path, ohlcv: pd.DataFrame) -
         load_ohlcv([a, b])
     assert info.value.rule == "duplicate-conflict"
     assert str(a) in str(info.value) and str(b) in str(info.value)
+
+
+
+# ------------------------------------------------------------------------------ perp bars: placeholder / no-trade
+
+
+def _flat(frame: pd.DataFrame, index: list[int], price: float, volume: float) -> None:
+    frame.loc[index, ["open", "high", "low", "close"]] = price
+    frame.loc[index, "volume"] = volume
+
+
+def perp_frame() -> pd.DataFrame:
+    """48 perp bars: a flat listing placeholder (rows 1-2, the second with zero volume), two flat zero-volume bars
+    (rows 11-12), a flat bar that did trade (row 21) and a flat bar with an unknown volume (row 31)."""
+    frame = make_ohlcv(48, seed=3)
+    _flat(frame, [0], 40_000.0, 0.002)
+    _flat(frame, [1], 40_000.0, 0.0)
+    _flat(frame, [10, 11], frame.loc[9, "close"], 0.0)
+    _flat(frame, [20], frame.loc[19, "close"], 5.0)
+    _flat(frame, [30], frame.loc[29, "close"], np.nan)
+    return frame
+
+
+def test_perp_placeholder_and_no_trade_bars_flagged_and_dropped(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    frame = perp_frame()
+    path = write_csv(tmp_path, iso(frame), "perp.csv")
+    before = sha256(path)
+    loaded = load_perp_ohlcv([path])
+    report = loaded.reports[0]
+    assert report.flagged == {"perp-placeholder": [1, 2], "perp-no-trade": [11, 12]}
+    assert (report.rows_in, report.rows_out) == (48, 44)
+    dropped = frame["timestamp"].iloc[[0, 1, 10, 11]]
+    assert not loaded.frame["timestamp"].isin(dropped).any()
+    kept = frame.drop(index=[0, 1, 10, 11]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(loaded.frame, kept, check_exact=False, rtol=1e-12)  # rows 21 and 31 stay
+    assert any(f"{path}: rule 'perp-placeholder'" in r and "rows 1-2" in r for r in loaded.repairs)
+    assert any(f"{path}: rule 'perp-no-trade'" in r and "rows 11-12" in r for r in loaded.repairs)
+    assert "perp-no-trade" in caplog.text
+    assert sha256(path) == before, "the raw file must never be modified"
+    # the perp rules are the perp's: spot keeps its flat bars (exchange halts publish them as real prices)
+    spot = load_ohlcv([path])
+    assert len(spot.frame) == 48 and spot.reports[0].flagged == {}
+
+
+def test_perp_placeholder_price_far_from_the_market_is_not_a_jump(tmp_path: Path) -> None:
+    frame = perp_frame()
+    _flat(frame, [0, 1], 10_000.0, 0.0)  # the real BTCUSDT perp's 10,000.00 against a market at 10,400
+    path = write_csv(tmp_path, iso(frame), "perp.csv")
+    assert load_perp_ohlcv([path]).reports[0].flagged["perp-placeholder"] == [1, 2]
+    expect_error([path], "absurd-jump", 3)  # as spot, the same file breaks the jump rule
+
+
+def test_perp_placeholder_only_before_the_series_starts(tmp_path: Path) -> None:
+    """The leading run is looked for in the earliest file only (whatever the order given); a later file that opens
+    on a traded flat bar keeps it, and its own no-trade bars are flagged with its own rows."""
+    frame = perp_frame()
+    later = make_ohlcv(24, start="2024-01-03", seed=4)
+    later[["open", "high", "low", "close"]] *= frame["close"].iloc[-1] / later["open"].iloc[0]
+    _flat(later, [0], later.loc[0, "open"], 3.0)
+    _flat(later, [5], later.loc[4, "close"], 0.0)
+    a = write_csv(tmp_path, iso(frame), "a.csv")
+    b = write_csv(tmp_path, iso(later), "b.csv")
+    loaded = load_perp_ohlcv([b, a])
+    flagged = {rep.file: rep.flagged for rep in loaded.reports}
+    assert flagged == {str(b): {"perp-no-trade": [6]},
+                       str(a): {"perp-placeholder": [1, 2], "perp-no-trade": [11, 12]}}
+    assert len(loaded.frame) == 48 - 4 + 24 - 1
+    assert loaded.frame["timestamp"].is_monotonic_increasing
+
+
+def test_bad_perp_file_names_file_row_and_rule(tmp_path: Path) -> None:
+    frame = iso(perp_frame())
+    frame.loc[16, "low"] = max(frame.loc[16, "open"], frame.loc[16, "close"]) * 1.01
+    path = write_csv(tmp_path, frame, "perp.csv")
+    with pytest.raises(DataValidationError) as info:
+        load_perp_ohlcv([path])
+    err = info.value
+    assert (err.file, err.row, err.rule) == (str(path), 17, "ohlc-inconsistent")
+    assert f"{path}: row 17: rule 'ohlc-inconsistent'" in str(err)
+
+
+def test_perp_file_with_no_traded_bar_is_rejected(tmp_path: Path) -> None:
+    frame = make_ohlcv(6)
+    _flat(frame, list(range(6)), 40_000.0, 0.0)
+    path = write_csv(tmp_path, iso(frame), "perp.csv")
+    with pytest.raises(DataValidationError) as info:
+        load_perp_ohlcv([path])
+    assert (info.value.file, info.value.row, info.value.rule) == (str(path), None, "perp-no-trade")
+
+
+@pytest.mark.realdata
+def test_real_perp_file_flags_exactly_its_listing_artefacts(shared_data: Path) -> None:
+    """../shared/data/README.md: 2019-09-08 17:00-18:00 a flat 10,000.00 placeholder (volume 0.002 / 0), real
+    trading from 19:00, then 2019-09-09 00:00-01:00 flat zero-volume bars; nothing else is flat."""
+    path = shared_data / "btcusdt_perp_1h.parquet"
+    before = sha256(path)
+    loaded = load_perp_ohlcv([path])
+    assert loaded.reports[0].flagged == {"perp-placeholder": [1, 2], "perp-no-trade": [8, 9]}
+    assert len(loaded.frame) == 58_623 - 4
+    assert loaded.frame["timestamp"].iloc[0] == pd.Timestamp("2019-09-08 19:00", tz="UTC")
+    hours = pd.DatetimeIndex(["2019-09-08 17:00", "2019-09-08 18:00", "2019-09-09 00:00", "2019-09-09 01:00"],
+                             tz="UTC")
+    assert not loaded.frame["timestamp"].isin(hours).any()
+    assert sha256(path) == before

@@ -27,9 +27,10 @@ CARRY = 3
 
 
 def random_inputs(n: int = 600, seed: int = 0, *, missing: float = 0.03, nan_probs: float = 0.02,
-                  vol: float = 0.01, smooth: bool = False):
+                  vol: float = 0.01, smooth: bool = False, basis: bool = False):
     """Random hourly inputs: forward-filled prices on missing (non-tradable) hours, funding every 8 bars,
-    NaN probability rows and a NaN sigma warm-up."""
+    NaN probability rows and a NaN sigma warm-up. With ``basis`` also spot prices apart from the perp's by a
+    mean-reverting basis, and a separate slippage volatility."""
     rng = np.random.default_rng(seed)
     close = 100 * np.exp(np.cumsum(rng.normal(0, vol, n)))
     open_ = np.r_[close[0], close[:-1]] * np.exp(rng.normal(0, vol / 5, n))
@@ -51,8 +52,16 @@ def random_inputs(n: int = 600, seed: int = 0, *, missing: float = 0.03, nan_pro
     gating = rng.dirichlet(np.ones(E), K)
     sigma = rng.uniform(0.2, 1.2, n)
     sigma[:20] = np.nan
-    return dict(open_=open_, close=close, tradable=tradable, funding=funding, experts=experts, probs=probs,
-                gating=gating, sigma_hat=sigma)
+    out = dict(open_=open_, close=close, tradable=tradable, funding=funding, experts=experts, probs=probs,
+               gating=gating, sigma_hat=sigma)
+    if basis:
+        b = np.zeros(n)
+        for t in range(1, n):
+            b[t] = 0.9 * b[t - 1] + rng.normal(0, 3e-4)
+        out["spot_close"] = close / (1 + b)
+        out["spot_open"] = open_ / (1 + np.r_[b[0], b[:-1]] + rng.normal(0, 1e-4, n))
+        out["slip_sigma"] = sigma * (1 + 0.5 * np.sin(np.arange(n) * 2 * np.pi / 24))
+    return out
 
 
 def run(inputs, params, carry_col=CARRY):
@@ -62,19 +71,24 @@ def run(inputs, params, carry_col=CARRY):
 PARAM_SETS = {
     "soft": PortfolioParams(band=0.0, slip_vol_coef=3.0),
     "hard": PortfolioParams(hard_switch=True, band=0.0),
-    "band": PortfolioParams(band=0.15, fee_bps=10.0, slip_bps=5.0),
+    "band": PortfolioParams(band=0.15, perp_fee_bps=10.0, slip_bps=5.0),
     "throttle": PortfolioParams(dd_max=0.05, k_min=0.2, rearm=0.5, band=0.05, vol_target=1.0, lev_max=3.0,
                                 ruin_floor=0.0),
     "no_vol_target": PortfolioParams(vol_targeting=False, lev_max=0.8, band=0.02),
-    "ruin": PortfolioParams(vol_target=2.0, lev_max=4.0, dd_max=0.0, ruin_floor=0.9, fee_bps=20.0),
+    "ruin": PortfolioParams(vol_target=2.0, lev_max=4.0, dd_max=0.0, ruin_floor=0.9, perp_fee_bps=20.0),
+    "policy": PortfolioParams(band=0.05, band_rel=0.25, decision_hours=6.0, dd_max=0.05, k_min=0.2, vol_target=1.0,
+                              lev_max=3.0, ruin_floor=0.0),
+    "basis": PortfolioParams(band=0.02, borrow_rate=0.5, spot_fee_bps=12.0, slip_vol_coef=2.0),
 }
+WITH_BASIS = ("policy", "basis")
 
 
 @pytest.mark.parametrize("name", list(PARAM_SETS))
 @pytest.mark.parametrize("carry_col", [CARRY, -1])
 def test_kernel_matches_reference(name: str, carry_col: int) -> None:
     params = PARAM_SETS[name]
-    inputs = random_inputs(500, seed=len(name) + carry_col, smooth=name in ("band", "throttle"))
+    inputs = random_inputs(500, seed=len(name) + carry_col, smooth=name in ("band", "throttle", "policy"),
+                           basis=name in WITH_BASIS)
     fast = run(inputs, params, carry_col)
     slow = run_portfolio_reference(**inputs, params=params, carry_col=carry_col)
     assert list(fast.columns) == list(slow.columns)
@@ -93,6 +107,12 @@ def test_kernel_matches_reference(name: str, carry_col: int) -> None:
         assert fast["equity"].min() < 0.9
         after = fast.index[fast["equity"] < 0.9][0]
         assert (fast.loc[after + 2:, "position"] == 0).all()
+    if name == "basis" and carry_col >= 0:
+        assert fast["basis_pnl"].abs().sum() > 0 and fast["borrow_cost"].sum() > 0
+    # the return is the sum of its parts
+    parts = (fast["price_pnl"] + fast["basis_pnl"] + fast["funding_pnl"] - fast["fee_cost"] - fast["slippage_cost"]
+             - fast["borrow_cost"])
+    np.testing.assert_allclose(parts, fast["bar_return"], rtol=0, atol=1e-15)
 
 
 def test_score_matches_frame() -> None:
@@ -141,7 +161,7 @@ def single(expert: np.ndarray, gating=((1.0,),)):
     return dict(experts=expert, probs=np.ones((n, 1)), gating=np.asarray(gating, float))
 
 
-PLAIN = PortfolioParams(vol_targeting=False, lev_max=1.0, dd_max=0.0, band=0.0, fee_bps=0.0, slip_bps=0.0,
+PLAIN = PortfolioParams(vol_targeting=False, lev_max=1.0, dd_max=0.0, band=0.0, perp_fee_bps=0.0, slip_bps=0.0,
                         ruin_floor=0.0)
 
 
@@ -178,9 +198,9 @@ def test_flat_bars_earn_only_costs() -> None:
 def test_doubling_fees_doubles_fee_costs_exactly() -> None:
     inputs = random_inputs(800, seed=9)
     # no throttle, band 0 and no ruin stop: positions do not depend on the equity path, hence not on fees
-    base = PortfolioParams(dd_max=0.0, band=0.0, ruin_floor=0.0, fee_bps=3.0, slip_bps=2.0, slip_vol_coef=4.0)
+    base = PortfolioParams(dd_max=0.0, band=0.0, ruin_floor=0.0, perp_fee_bps=3.0, slip_bps=2.0, slip_vol_coef=4.0)
     one = run(inputs, base)
-    two = run(inputs, dataclasses.replace(base, fee_bps=6.0))
+    two = run(inputs, dataclasses.replace(base, perp_fee_bps=6.0, spot_fee_bps=2.0 * base.spot_fee_bps))
     np.testing.assert_array_equal(one["position"], two["position"])
     np.testing.assert_array_equal(one["carry_position"], two["carry_position"])
     np.testing.assert_array_equal(two["fee_cost"].to_numpy(), 2.0 * one["fee_cost"].to_numpy())
@@ -211,16 +231,19 @@ def test_funding_sign_carry_and_no_price_pnl(carry_signal: float) -> None:
                   sigma_hat=np.full(n, 0.5))
     market["funding"][[15, 40]] = [2e-3, -1e-3]
     experts = np.column_stack([np.zeros(n), np.full(n, carry_signal)])
-    params = dataclasses.replace(PLAIN, lev_max=2.0, fee_bps=5.0, slip_bps=1.0)
+    params = dataclasses.replace(PLAIN, lev_max=2.0, perp_fee_bps=5.0, slip_bps=1.0)
     frame = run_portfolio(**market, **single(experts, gating=((0.5, 0.5),)), params=params, carry_col=1)
     c = 0.5 * carry_signal
     assert frame["carry_position"].iloc[1:].eq(c).all()
     assert frame["position"].eq(0).all()
-    # short perp (c < 0) receives positive funding; no price P&L on the hedged carry; both legs pay costs
+    # short perp (c < 0) receives positive funding; no price P&L on the carry when spot and perp prices are the
+    # same (no basis); both legs pay costs, each at its own venue's fee
     assert frame["funding_pnl"].iloc[15] == -c * 2e-3
     assert frame["funding_pnl"].iloc[40] == c * 1e-3
     assert frame["turnover"].iloc[1] == 2 * abs(c)
-    assert frame["fee_cost"].iloc[1] == pytest.approx(2 * abs(c) * 5e-4, abs=1e-18)
+    assert frame["fee_cost"].iloc[1] == pytest.approx(abs(c) * (5e-4 + 10e-4), abs=1e-18)
+    assert frame["carry_fee_cost"].iloc[1] == frame["fee_cost"].iloc[1]
+    assert frame["basis_pnl"].eq(0).all() and frame["price_pnl"].eq(0).all()
     expected = frame["funding_pnl"] - frame["fee_cost"] - frame["slippage_cost"]
     np.testing.assert_allclose(frame["bar_return"], expected, atol=1e-18)
     assert frame["gross_exposure"].iloc[5] == 2 * abs(c)
@@ -414,7 +437,7 @@ def test_calendar_months_complete_only() -> None:
 
 def test_buy_and_hold_references() -> None:
     inputs = random_inputs(2000, seed=23, missing=0.0)
-    params = PortfolioParams(fee_bps=4.0, slip_bps=1.0, vol_target=0.3, lev_max=2.0)
+    params = PortfolioParams(perp_fee_bps=4.0, slip_bps=1.0, vol_target=0.3, lev_max=2.0)
     bh = buy_and_hold_perp(inputs["open_"], inputs["close"], inputs["tradable"], inputs["funding"], params)
     assert bh["position"].iloc[0] == 0 and (bh["position"].iloc[1:] == 1.0).all()
     assert bh["turnover"].sum() == 1.0

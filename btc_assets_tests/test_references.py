@@ -12,7 +12,7 @@ import pytest
 from btc_assets.config import PortfolioSettings
 from btc_assets.portfolio.horizon import horizon_sigma
 from btc_assets.portfolio.metrics import REFERENCES, frame_metrics, reference_runs, vol_targeted_buy_and_hold
-from btc_assets.portfolio.moe import engine_params, price_arrays
+from btc_assets.portfolio.moe import Prices, engine_params, price_arrays
 
 
 def seasonal_sigma(n: int, seed: int = 0) -> np.ndarray:
@@ -75,7 +75,14 @@ def market(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     funding = np.where(np.arange(n) % 8 == 7, rng.normal(1e-4, 2e-4, n), 0.0)
     sigma = seasonal_sigma(n, seed)
     sigma[:30] = np.nan  # the GARCH warm-up
-    return {"open_": open_, "close": close, "tradable": tradable, "funding": funding, "sigma_hat": sigma}
+    basis = 1 + rng.normal(0, 5e-4, n)  # the perp's own prices: spot times a small basis
+    return {"open_": open_ * basis, "close": close * basis, "spot_open": open_, "spot_close": close,
+            "tradable": tradable, "funding": funding, "sigma_hat": horizon_sigma(sigma), "slip_sigma": sigma}
+
+
+def refs_of(m: dict[str, np.ndarray], params, window: slice = slice(None)) -> dict[str, pd.DataFrame]:
+    prices = Prices(m["open_"], m["close"], m["spot_open"], m["spot_close"], m["tradable"], m["funding"], 0)
+    return reference_runs(prices.window(window), m["sigma_hat"][window], m["slip_sigma"][window], params)
 
 
 def test_references_are_causal() -> None:
@@ -88,10 +95,11 @@ def test_references_are_causal() -> None:
     other["open_"][t + 1 :] = other["close"][t + 1 :] * 0.999
     other["funding"][t + 1 :] = rng.normal(0, 1e-3, n - t - 1)
     other["sigma_hat"][t + 1 :] = rng.uniform(0.1, 3.0, n - t - 1)
+    other["spot_close"][t + 1 :] = other["close"][t + 1 :] * 1.001
     params = engine_params(PortfolioSettings())
     window = slice(500, None)
-    a = reference_runs(**base, params=params, window=window)
-    b = reference_runs(**other, params=params, window=window)
+    a = refs_of(base, params, window)
+    b = refs_of(other, params, window)
     assert list(a) == list(REFERENCES)
     for name in REFERENCES:
         pd.testing.assert_frame_equal(a[name].iloc[: t + 1 - 500], b[name].iloc[: t + 1 - 500], check_exact=True)
@@ -100,6 +108,13 @@ def test_references_are_causal() -> None:
     assert vt["position"].iloc[1] > 0  # the daily volatility is known from the window's first bar
     spot, perp = a["buy_and_hold_spot"], a["buy_and_hold_perp"]
     assert spot["funding_pnl"].eq(0).all() and perp["funding_pnl"].ne(0).any()
+    # spot on the spot prices, the perp on the perp's own: the two differ by the basis
+    so, sc, po, pc = (base[k][500:] for k in ("spot_open", "spot_close", "open_", "close"))
+    for frame, o, c in ((spot, so, sc), (perp, po, pc)):
+        held = frame["position"].to_numpy()[9:20] == 1.0
+        expected = (o[9:20] / c[8:19] - 1) + (c[9:20] / o[9:20] - 1)
+        np.testing.assert_allclose(frame["price_pnl"].to_numpy()[9:20][held], expected[held], rtol=1e-12)
+        assert held.sum() > 5
 
 
 # ------------------------------------------------------------------------------------------------------ real data
@@ -123,12 +138,9 @@ def real_references(shared_data: Path) -> dict[str, object]:
     metrics = {k: frame_metrics(f.set_index("timestamp"), settings.ruin_floor) for k, f in refs.items()}
     index = pd.DatetimeIndex(bars["timestamp"])
     window = slice(int(index.get_loc(start)), None)
-    one_step = vol_targeted_buy_and_hold(
-        *(a[window] for a in price_arrays(bars, settings)),
-        vol["sigma"].to_numpy()[window],
-        engine_params(settings),
-        index=index[window],
-    )
+    p = price_arrays(bars, settings).window(window)
+    one_step = vol_targeted_buy_and_hold(p.open_, p.close, p.tradable, p.funding, vol["sigma"].to_numpy()[window],
+                                         engine_params(settings), index=index[window])
     return {"refs": refs, "metrics": metrics, "one_step": one_step, "bars": bars}
 
 
@@ -175,20 +187,15 @@ def test_report_shows_the_original_system_apart(tmp_path: Path) -> None:
     measured, apart = page.split("Original system, as reported")
     assert "original_system" not in measured and "buy_and_hold_spot" in measured
     assert "<table" in apart.split("<h3>")[0] and "0.0030" in apart and "unknown" in apart
-    assert "all costs" not in page and "borrowing not charged" in page
+    assert "all costs" not in page and "borrowing on a short spot leg" in page
     assert "p_month_at_target" in apart  # the other facts follow
 
 
-def test_spot_fee_default_until_a_setting_exists() -> None:
-    from types import SimpleNamespace
-
-    from btc_assets.portfolio.metrics import SPOT_FEE_BPS, spot_fee_of
-
-    assert SPOT_FEE_BPS == 10.0 and spot_fee_of(PortfolioSettings()) == (
-        getattr(PortfolioSettings(), "spot_fee_bps", 10.0)
-    )
-    assert spot_fee_of(SimpleNamespace(spot_fee_bps=7.5)) == 7.5
+def test_spot_reference_pays_the_spot_fee_setting() -> None:
     m = market(400)
-    low = reference_runs(**m, spot_fee_bps=2.0)["buy_and_hold_spot"]
-    high = reference_runs(**m, spot_fee_bps=20.0)["buy_and_hold_spot"]
+    low = refs_of(m, engine_params(PortfolioSettings(spot_fee_bps=2.0)))["buy_and_hold_spot"]
+    high = refs_of(m, engine_params(PortfolioSettings(spot_fee_bps=20.0)))["buy_and_hold_spot"]
     assert high["fee_cost"].sum() == pytest.approx(20e-4) and low["fee_cost"].sum() == pytest.approx(2e-4)
+    maker = engine_params(PortfolioSettings(maker=True, perp_maker_bps=1.0, spot_maker_bps=3.0))
+    assert (maker.perp_fee_bps, maker.spot_fee_bps) == (1.0, 3.0)
+    assert refs_of(m, maker)["buy_and_hold_spot"]["fee_cost"].sum() == pytest.approx(3e-4)

@@ -207,6 +207,41 @@ def test_refit_schedule() -> None:
     assert vol.refit_schedule(index, observed, None, [], 1_500, 1_200) == []
 
 
+def test_horizon_variance_is_archs_multi_step_forecast() -> None:
+    """Without seasonality, sigma_horizon² is the mean of arch's analytic 1…H-step variance forecasts."""
+    r, _ = simulate_garch(6_000, omega=0.02, alpha=0.07, beta=0.9, nu=5.0, seed=3)
+    res = ConstantMean(r, volatility=GARCH(1, 0, 1), distribution=StudentsT()).fit(disp="off")
+    _, omega, alpha, beta = res.params.to_numpy()[:4]
+    fc = res.forecast(horizon=24, start=5_000, reindex=False).variance.to_numpy()  # rows: origins 5000 …
+    persistence = alpha + beta
+    got = vol.horizon_variance(fc[:, 0], np.zeros(len(fc), dtype=np.int64), np.ones(vol.HOURS_PER_WEEK),
+                               persistence, omega / (1 - persistence), 24)
+    np.testing.assert_allclose(got, fc.mean(axis=1), rtol=1e-10)
+    one = vol.horizon_variance(fc[:, 0], np.zeros(len(fc), dtype=np.int64), np.ones(vol.HOURS_PER_WEEK),
+                               persistence, omega / (1 - persistence), 1)
+    np.testing.assert_allclose(one, fc[:, 0], rtol=1e-14)
+
+
+def test_sigma_horizon_averages_the_seasonal_factor() -> None:
+    """Horizon 1 is the next hour's forecast itself; horizon 24 damps the intraday swing of the seasonal factor."""
+    r, _ = simulate_garch(8_000, omega=4e-7, alpha=0.06, beta=0.92, nu=6.0, seed=5)
+    index = pd.date_range("2021-01-04", periods=len(r), freq="h", tz=UTC)
+    season = 1 + 0.5 * np.sin(2 * np.pi * index.hour.to_numpy() / 24)
+    returns = pd.Series(r * season, index=index)
+    kwargs = dict(refit_every=None, refit_points=[index[5_000]], train_window=None)
+    one = vol.garch_forecast(returns, horizon=1, **kwargs)
+    day = vol.garch_forecast(returns, horizon=24, **kwargs)
+    np.testing.assert_allclose(one["sigma_horizon"], one["sigma"], rtol=1e-12)
+    test = slice(5_200, None)
+
+    def intraday_swing(s: pd.Series) -> float:
+        by_hour = s.iloc[test].groupby(index[test].hour).median()
+        return float(by_hour.max() / by_hour.min())
+
+    assert intraday_swing(one["sigma"]) > 2.0 and intraday_swing(day["sigma_horizon"]) < 1.1
+    assert day["sigma_horizon"].iloc[:5_000].isna().all() and day["sigma_horizon"].iloc[5_000:].notna().all()
+
+
 def test_garch_recovers_simulated_parameters_and_volatility() -> None:
     omega, alpha, beta, nu = 4e-7, 0.08, 0.9, 5.0
     r, h = simulate_garch(24_000, omega, alpha, beta, nu, seed=11)

@@ -260,6 +260,58 @@ def test_seeds_make_different_choices(inputs: Path, tmp_path: Path) -> None:
     assert (a.trials.loc[~late, "params"].to_numpy() == b.trials.loc[~late, "params"].to_numpy())[:1].all()
 
 
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_gating_only_seed_searches_the_gates_and_risk_scale_only(inputs: Path, tmp_path: Path, sampler: str) -> None:
+    """``search_experts = False`` (the ablation's ``gating_only``): every trial of every study, in the trials frame
+    and in the checkpoint records, varies ``gate.*`` and ``risk_scale`` only, and every fold's final parameters keep
+    the experts' class defaults."""
+    from btc_assets import experts
+
+    result = run(inputs, tmp_path, search_experts=False, sampler=sampler)
+    searched = {f"gate.{e}" for e in EXPERTS} | {"risk_scale"}
+    params = pd.DataFrame([json.loads(p) for p in result.trials["params"]])
+    assert set(params.columns) == searched and len(params) == 40
+    assert (params.nunique() > 30).all()  # they do vary
+    records = sorted((tmp_path / "seed_03" / "phases").glob("*.json"))
+    assert len(records) == 2 * 5
+    for path in records:
+        record = json.loads(path.read_text())
+        assert set(record["params"]) == searched and all(set(t["params"]) == searched for t in record["trials"])
+    defaults = (experts.TrendExpert(), experts.MeanReversionExpert(), experts.BreakoutExpert())
+    for text in result.folds["params"]:
+        for phase in StrategyParams.from_json(json.loads(text)).phases:
+            assert (phase.trend, phase.mean_reversion, phase.breakout) == defaults
+
+
+def test_searched_rebalance_policy_is_global_and_used_out_of_sample(inputs: Path, tmp_path: Path) -> None:
+    """``search_policy``: every study also draws ``policy.band_rel`` / ``policy.decision_hours`` in their ranges;
+    each fold's final parameters carry one policy (the last phase's winner's, chained from phase to phase), and
+    the out-of-sample book trades by it: no two fills closer than its decision interval unless going flat or cut
+    by the throttle."""
+    result = run(inputs, tmp_path, search_policy=True, max_band_rel=0.8, max_decision_hours=30, sampler="random",
+                 n_trials=6)
+    params = pd.DataFrame([json.loads(p) for p in result.trials["params"]])
+    assert params["policy.band_rel"].between(0.0, 0.8).all() and params["policy.band_rel"].nunique() > 10
+    assert params["policy.decision_hours"].between(1, 30).all() and params["policy.decision_hours"].nunique() > 5
+    folds = [StrategyParams.from_json(json.loads(t)) for t in result.folds["params"]]
+    assert all(f.policy is not None for f in folds)
+    oos = result.oos
+    for fold, policy in zip(result.folds["fold"], (f.policy for f in folds), strict=True):
+        book = oos[oos["fold"] == fold].reset_index(drop=True)
+        at = np.flatnonzero(book["turnover"].to_numpy() > 0)
+        gaps = np.diff(at)
+        early = at[1:][gaps < policy.decision_hours]
+        position, throttle = book["position"].to_numpy(), book["throttle"].to_numpy()
+        for t in early:  # allowed early: going flat, a throttle cut, or a carry over its cap
+            prev = at[at < t][-1]
+            assert (position[t] == 0.0 or throttle[t - 1] < throttle[prev - 1]
+                    or position[t] == position[t - 1]), (fold, t)
+    # the default: no policy searched, none stored
+    plain = run(inputs, tmp_path / "plain")
+    assert all(StrategyParams.from_json(json.loads(t)).policy is None for t in plain.folds["params"])
+    assert not any(k.startswith("policy.") for p in plain.trials["params"] for k in json.loads(p))
+
+
 def test_rdb_storage_by_configuration(inputs: Path, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     result = run(inputs, tmp_path / "ck", storage=url, max_folds=1)
@@ -362,8 +414,8 @@ def test_summary_across_seeds(inputs: Path, tmp_path: Path) -> None:
     assert n_eff == pytest.approx(float((studies["study_rho"] + (1 - studies["study_rho"]) * 4).sum()))
     # out of sample: PSR against 0 and against spot buy-and-hold's Sharpe; DSR deflated by the designs compared
     r1 = results["seed_01"].oos["bar_return"].to_numpy()
-    assert o["n_designs"] == 6 and (seeds["dsr"] <= seeds["psr"] + 1e-12).all()
-    assert seeds.loc["seed_01", "dsr"] == pytest.approx(design_deflated_sharpe_ratio(r1, 6))
+    assert o["n_designs"] == 7 and (seeds["dsr"] <= seeds["psr"] + 1e-12).all()  # the ablation's variants
+    assert seeds.loc["seed_01", "dsr"] == pytest.approx(design_deflated_sharpe_ratio(r1, 7))
     assert seeds.loc["seed_01", "psr_vs_spot"] == pytest.approx(
         probabilistic_sharpe_ratio(r1, o["spot_sharpe_per_bar"]))
     assert table.loc["buy_and_hold_spot", "psr_vs_spot"] == pytest.approx(0.5)

@@ -11,7 +11,7 @@ ALL_ASSETS = [*ingestion.assets, *volatility.assets, *regimes.assets, *experts.a
               *wfa.assets, *evaluation.assets, *ablation.assets]
 
 WFA_SELECTION = dg.AssetSelection.assets(*wfa.walk_forward.keys)
-SUMMARY_SELECTION = dg.AssetSelection.assets(*evaluation.wfa_summary.keys)
+SUMMARY_SELECTION = dg.AssetSelection.assets(*evaluation.wfa_summary.keys, *evaluation.wfa_attribution.keys)
 ABLATION_SELECTION = dg.AssetSelection.groups(ablation.GROUP)
 CHAIN_SELECTION = dg.AssetSelection.all() - WFA_SELECTION - SUMMARY_SELECTION - ABLATION_SELECTION
 study_job = dg.define_asset_job(

@@ -1,4 +1,5 @@
-"""Ingestion assets: raw OHLCV and funding (content-hash data versions) and the clean hourly grid."""
+"""Ingestion assets: raw spot OHLCV, perp OHLCV and funding (content-hash data versions) and the clean hourly
+grid."""
 
 
 import dagster as dg
@@ -10,7 +11,8 @@ from btc_assets.defs.resources import MarketSource, ProjectHome, code_version
 GROUP = "ingestion"
 
 
-def _raw_output(context: dg.AssetExecutionContext, loaded: ingestion.Loaded, what: str, source: str) -> dg.Output:
+def _raw_output(context: dg.AssetExecutionContext, loaded: ingestion.Loaded, what: str, source: str,
+                extra: dict[str, object] | None = None) -> dg.Output:
     frame = loaded.frame
     version = ingestion.frame_hash(frame)
     for line in loaded.repairs:
@@ -28,6 +30,7 @@ def _raw_output(context: dg.AssetExecutionContext, loaded: ingestion.Loaded, wha
             "last": str(ts.iloc[-1]) if len(ts) else "-",
             "content_hash": version,
             "what": what,
+            **(extra or {}),
         },
     )
 
@@ -57,13 +60,37 @@ def raw_funding(context: dg.AssetExecutionContext, project: ProjectHome, market_
 
 
 @dg.asset(group_name=GROUP, kinds={"python", "parquet"}, code_version=code_version(1))
-def market_bars(context: dg.AssetExecutionContext, raw_ohlcv: pd.DataFrame, raw_funding: pd.DataFrame) -> dg.Output:
+def raw_perp_ohlcv(context: dg.AssetExecutionContext, project: ProjectHome, market_source: MarketSource) -> dg.Output:
+    """The perpetual's own hourly OHLCV bars, validated with the spot rules (bad input fails with file, row and
+    rule) plus the perp rules: the listing placeholder and no-trade bars (flat, no volume) are flagged, with their
+    rows, and left out, so nothing prices or trades on them.
+
+    Empty when the source has no perp bars (no ``BTC_ASSETS_PERP`` / ``market_source.perp`` file); data version =
+    content hash, as for ``raw_ohlcv``.
+    """
+    settings = market_source.settings()
+    loaded = ingestion.load_market_perp(settings, project.paths.raw, progress=context.log.info)
+    flagged = {rule: len(rows) for report in loaded.reports for rule, rows in report.flagged.items()}
+    return _raw_output(context, loaded, "perp_ohlcv", settings.describe(), extra={
+        "flagged_bars": sum(flagged.values()),
+        "flagged": dg.MetadataValue.md("\n".join(f"- `{rule}`: {n} bar(s)" for rule, n in flagged.items()) or "none"),
+    })
+
+
+@dg.asset(group_name=GROUP, kinds={"python", "parquet"}, code_version=code_version(2))
+def market_bars(context: dg.AssetExecutionContext, raw_ohlcv: pd.DataFrame, raw_funding: pd.DataFrame,
+                raw_perp_ohlcv: pd.DataFrame) -> dg.Output:
     """The clean hourly UTC grid: every hour present, missing exchange hours flagged (prices NaN, never invented),
-    funding rate and payment time on the bar that closes at each settlement."""
-    built = ingestion.build_market_bars(raw_ohlcv, raw_funding)
+    funding rate and payment time on the bar that closes at each settlement, and the perpetual's own bar on the
+    same hour (``perp_open`` … ``perp_close``; NaN where no perp price is known: before its listing, its missing
+    hours, its flagged placeholder / no-trade bars, or everywhere without perp input)."""
+    built = ingestion.build_market_bars(raw_ohlcv, raw_funding, raw_perp_ohlcv)
     bars, gaps = built.bars, built.gaps
     if built.funding_outside_bars:
         context.log.info(f"{built.funding_outside_bars} funding settlement(s) fall outside the bar range")
+    if built.perp_outside_bars:
+        context.log.info(f"{built.perp_outside_bars} perp bar(s) fall outside the spot bar range (dropped)")
+    perp_known = bars["perp_close"].notna()
     largest = gaps.sort_values("hours", ascending=False).head(10)
     return dg.Output(
         bars,
@@ -76,8 +103,11 @@ def market_bars(context: dg.AssetExecutionContext, raw_ohlcv: pd.DataFrame, raw_
             "funding_known_share": float(bars["funding_known"].mean()),
             "first": str(bars["timestamp"].iloc[0]),
             "last": str(bars["timestamp"].iloc[-1]),
+            "perp_bars_known": int(perp_known.sum()),
+            "first_perp_bar": str(bars.loc[perp_known, "timestamp"].iloc[0]) if perp_known.any() else "-",
+            "perp_outside_bars": built.perp_outside_bars,
         },
     )
 
 
-assets = [raw_ohlcv, raw_funding, market_bars]
+assets = [raw_ohlcv, raw_funding, raw_perp_ohlcv, market_bars]

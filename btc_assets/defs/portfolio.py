@@ -5,6 +5,7 @@ import pandas as pd
 
 from btc_assets import plots
 from btc_assets.defs.resources import LOAD_PROFILE, ProjectHome, StudySettings, code_version
+from btc_assets.evaluation import attribution
 from btc_assets.portfolio.moe import compute_portfolio, prepare_inputs
 
 GROUP = "portfolio"
@@ -20,11 +21,13 @@ def moe_portfolio(context: dg.AssetExecutionContext, project: ProjectHome, study
                   market_bars: pd.DataFrame, volatility: pd.DataFrame, regime_probabilities: pd.DataFrame,
                   regime_phases: pd.DataFrame, expert_signals: pd.DataFrame) -> dg.Output:
     """The mixture-of-experts backtest per bar: expert weights soft-switched by the out-of-sample filtered regime
-    probabilities through the gating matrix, volatility-targeted (GARCH forecast), drawdown-throttled, traded one
-    bar after the signal with perp fees, slippage and funding (spot fees and borrowing are not charged). Metadata:
+    probabilities through the gating matrix, volatility-targeted (the holding-horizon volatility), drawdown-throttled,
+    rebalanced by the band / decision-interval policy and traded one bar after the signal on the perp's own bars,
+    each leg paying its venue's fees, slippage, funding and (short spot) borrowing. Metadata:
     metrics against the references on the same out-of-sample bars (``buy_and_hold_spot``, the headline;
     ``buy_and_hold_perp``; ``vol_targeted_buy_and_hold``, see ``btc_assets.portfolio.metrics``), the
-    equity/drawdown chart and the regime-shaded price chart."""
+    equity/drawdown chart, the regime-shaded price chart and the out-of-sample P&L attribution per expert and
+    phase in %/yr of equity (``btc_assets.evaluation.attribution``)."""
     settings = study.get().portfolio
     inputs = prepare_inputs(market_bars, volatility, regime_probabilities, expert_signals, settings)
     run = compute_portfolio(inputs, settings)
@@ -33,7 +36,7 @@ def moe_portfolio(context: dg.AssetExecutionContext, project: ProjectHome, study
     equity = plots.equity_drawdown(ts, {
         "mixture of experts": run.frame["equity"].to_numpy()[start:],
         **{name.replace("_", " "): ref["equity"].to_numpy() for name, ref in run.references.items()},
-    }, title="Out-of-sample equity and drawdown (perp fees, slippage, funding)")
+    }, title="Out-of-sample equity and drawdown (fees per leg, slippage, funding, borrowing)")
     shaded = plots.regime_shaded_price(market_bars["timestamp"], inputs.close, inputs.probs,
                                        phase_labels(regime_phases))
     out = run.frame.reset_index(names="timestamp")
@@ -42,6 +45,9 @@ def moe_portfolio(context: dg.AssetExecutionContext, project: ProjectHome, study
                "hit_rate", "survival"]
     table = run.metrics[columns]
     context.log.info(f"out-of-sample from {ts.iloc[0]}:\n{table.to_string(float_format='%.4f')}")
+    att = attribution.moe_attribution(run.frame, inputs, settings, phase_labels(regime_phases))
+    att_table = attribution.across_seeds({"moe": att.cells}, {"moe": att.time_share})
+    att_view = attribution.margins_view(att_table, scale=100.0).drop(columns=["net_p05", "net_p95"])
     return dg.Output(out, metadata={
         "out_of_sample_start": str(ts.iloc[0]),
         "metrics": dg.MetadataValue.md(table.to_markdown(floatfmt=".4f")),
@@ -49,6 +55,9 @@ def moe_portfolio(context: dg.AssetExecutionContext, project: ProjectHome, study
         "max_drawdown": float(table.loc["strategy", "max_drawdown"]),
         "equity_drawdown": _attach(project, "moe_equity_drawdown", equity, "equity and drawdown"),
         "regime_shaded_price": _attach(project, "regime_shaded_price", shaded, "regime-shaded price"),
+        "attribution_pct_per_year": dg.MetadataValue.md(attribution.markdown(att_view)),
+        "attribution_net_by_expert_and_phase_pct_per_year": dg.MetadataValue.md(
+            attribution.markdown(attribution.net_grid(att_table, scale=100.0))),
     })
 
 

@@ -45,16 +45,19 @@ class StudySettings(dg.ConfigurableResource):
 
 
 class MarketSource(dg.ConfigurableResource):
-    """Where market data comes from. Empty fields fall back to the ``BTC_ASSETS_*`` environment variables."""
+    """Where market data comes from. Empty fields fall back to the ``BTC_ASSETS_*`` environment variables
+    (``perp``: the perpetual's own OHLCV file(s), ``BTC_ASSETS_PERP``; optional)."""
 
     source: str = ""
     ohlcv: str = ""
     funding: str = ""
     symbol: str = ""
     start: str = ""
+    perp: str = ""
 
     def settings(self) -> SourceSettings:
-        return SourceSettings(self.source, self.ohlcv, self.funding, self.symbol, self.start).resolved()
+        return SourceSettings(source=self.source, ohlcv=self.ohlcv, funding=self.funding, symbol=self.symbol,
+                              start=self.start, perp=self.perp).resolved()
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):

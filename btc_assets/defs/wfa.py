@@ -21,8 +21,8 @@ _VERSION = f"{wfa.CODE_VERSION}-" + code_version(1, LOAD_PROFILE.wfa, LOAD_PROFI
         "wfa_results": dg.AssetOut(
             kinds={"python", "optuna", "parquet"}, code_version=_VERSION,
             description="Stitched out-of-sample bars of one seed: each fold's test window run with the parameters "
-                        "optimised on its training window (perp fees, slippage and funding charged; spot fees and "
-                        "borrowing not), with fold, positions, costs and equity.",
+                        "optimised on its training window (each leg's venue fees, slippage, funding and borrowing "
+                        "charged), with fold, positions, P&L terms, costs and equity.",
         ),
         "wfa_folds": dg.AssetOut(
             kinds={"python", "parquet"}, code_version=_VERSION,

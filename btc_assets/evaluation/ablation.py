@@ -1,30 +1,51 @@
-"""Ablation: does each improvement of the mission help? The same walk-forward, data, costs and seeds for five
-variants, each one step away from the one before it (no Dagster in here).
+"""Ablation: does each improvement of the mission help? The same walk-forward, data, costs and seeds for seven
+variants: a chain of four, each one step away from the one before it, and three side variants, each one step away
+from the full system ``mixture_soft`` (no Dagster in here).
 
-=================  =========================================================================================
-variant            what changes (relative to the variant before it)
-=================  =========================================================================================
-``original``       the original design: Ichimoku trend only (its parameters re-optimised per phase), Gaussian
-                   HMM regimes, no vol targeting, no drawdown throttle (position = the signal, leverage 1)
-``vol_targeting``  + volatility targeting (GARCH forecast) with a per-phase vol-target multiple, and the
-                   drawdown throttle
-``student_t_hmm``  + Student-t HMM regimes instead of Gaussian
-``mixture_soft``   + the mixture of experts (trend, mean reversion, breakout, carry) soft-switched by the regime
-                   probabilities: the full system
-``hard_switch``    hard switching (the most probable phase's row only) instead of soft
-=================  =========================================================================================
+=====================  =================  ==================================================================
+variant                reference          what changes (relative to its reference)
+=====================  =================  ==================================================================
+``original``           (none)             the original design: Ichimoku trend only (its parameters
+                                          re-optimised per phase), Gaussian HMM regimes, no vol targeting, no
+                                          drawdown throttle (position = the signal, leverage 1)
+``vol_targeting``      ``original``       + volatility targeting (GARCH forecast) with a per-phase
+                                          vol-target multiple, and the drawdown throttle
+``student_t_hmm``      ``vol_targeting``  + Student-t HMM regimes instead of Gaussian
+``mixture_soft``       ``student_t_hmm``  + the mixture of experts (trend, mean reversion, breakout, carry)
+                                          soft-switched by the regime probabilities: the full system
+``hard_switch``        ``mixture_soft``   hard switching (the most probable phase's row only) instead of soft
+``gating_only``        ``mixture_soft``   the search covers the gating rows (``gate.*``) and ``risk_scale``
+                                          per phase only; every expert keeps its class defaults
+                                          (``WfaSettings.search_experts = False``): 5 searched parameters per
+                                          phase instead of 22, to see how much of the gap between training and
+                                          out-of-sample scores is the search overfitting the experts'
+                                          parameters
+``mixture_soft_tpe``   ``mixture_soft``   Optuna's multivariate TPE sampler instead of random search
+                                          (``WfaSettings.sampler = "tpe"``, the profile's
+                                          ``n_startup_trials``): does the smarter sampler overfit more
+                                          (``pbo_walk_forward``)?
+=====================  =================  ==================================================================
 
 Every variant runs :func:`btc_assets.wfa.run_seed` with its own settings (and its own resumable checkpoint under
-``<checkpoints>/ablation/<variant>/``); only the settings named above differ. Costs are always on.
+``<checkpoints>/ablation/<variant>/``); only the settings named above differ (:data:`REFERENCES`). Every variant
+sets all the settings the ablation varies, whatever the profile says: in particular every variant but
+``mixture_soft_tpe`` searches at random (:data:`SAMPLER`, the full profile's sampler; the quick and integration
+profiles' own studies use TPE), so ``mixture_soft_tpe`` differs from ``mixture_soft`` on every profile, and every
+variant but ``gating_only`` searches its experts' parameters. Costs are always on.
 
 Statistics (per variant, across the seeds; ``confidence`` = 0.95 by default):
 
 * each out-of-sample metric (``btc_assets.evaluation.summary.frame_stats``): the mean across seeds and a
   Student-t confidence interval mean ± t_{(1+c)/2, n−1} · s / √n (NaN with one seed);
-* paired tests of each variant against the one before it, seed by seed: the mean difference of the per-seed
-  Sharpe ratio (and of the compounded ``monthly_return``) with its t interval, the paired t-test p-value and the
-  Wilcoxon signed-rank p-value (exact for small n; with two seeds it cannot go below 0.5, which is the honest answer);
-* a paired test over time: d_t = the seed-averaged daily return of the variant minus that of the one before it, on
+* paired tests of each variant against its *reference* (column ``versus``; :func:`reference_of`): the variant
+  one step before it in the chain for ``vol_targeting``, ``student_t_hmm`` and ``mixture_soft``, and
+  ``mixture_soft`` for the side variants, never merely the row listed before it. When the reference is not among
+  the configured variants, its own reference stands in (and so on up the chain; ``versus`` names the one used, so
+  the difference then spans several steps); with none configured the row has no paired tests. Seed by seed: the
+  mean difference of the per-seed Sharpe ratio (and of the compounded ``monthly_return``) with its t interval, the
+  paired t-test p-value and the Wilcoxon signed-rank p-value (exact for small n; with two seeds it cannot go below
+  0.5, which is the honest answer);
+* a paired test over time: d_t = the seed-averaged daily return of the variant minus that of its reference, on
   the same days; the p-value of H0: E[d] = 0 from a stationary bootstrap (``arch.bootstrap.StationaryBootstrap``,
   mean block length ``block_days``, ``reps`` replications, fixed seed): the share of centred bootstrap means at
   least as far from 0 as the observed mean (two-sided). ``d_daily_mean_ann`` is E[d] × 365;
@@ -63,7 +84,17 @@ DESCRIPTIONS = {
     "student_t_hmm": "+ Student-t HMM regimes",
     "mixture_soft": "+ mixture of experts, soft switching (the full system)",
     "hard_switch": "hard switching instead of soft",
+    "gating_only": "only gating and risk scale searched; experts at their defaults",
+    "mixture_soft_tpe": "TPE sampler instead of random search",
 }
+CHAIN = ("original", "vol_targeting", "student_t_hmm", "mixture_soft")  # each one step from the one before
+# what each variant is one step away from (the paired tests compare with it); the side variants all hang off the full
+# system
+REFERENCES: dict[str, str | None] = {
+    "original": None, "vol_targeting": "original", "student_t_hmm": "vol_targeting", "mixture_soft": "student_t_hmm",
+    "hard_switch": "mixture_soft", "gating_only": "mixture_soft", "mixture_soft_tpe": "mixture_soft",
+}
+SAMPLER = "random"  # every variant's sampler but mixture_soft_tpe's (the full profile's: the 30-seed study's)
 METRICS = ["sharpe", "monthly_return", "cagr", "sortino", "max_drawdown", "turnover_annual", "cost_drag",
            "cost_share_of_gross", "survival"]
 PAIRED = ["sharpe", "monthly_return"]
@@ -71,20 +102,31 @@ PAIRED = ["sharpe", "monthly_return"]
 
 def variant_profile(name: str, profile: Profile) -> Profile:
     """The profile of one variant: the study's profile with the variant's settings (see the module docstring).
-    Every variant sets all the settings the ablation varies, so the chain is the same whatever the profile says."""
+    Every variant sets all the settings the ablation varies, so the variants are the same whatever the profile
+    says (its sampler and ``search_experts`` included)."""
     if name not in ABLATION_VARIANTS:
         raise ValueError(f"unknown ablation variant {name!r}; choose from {', '.join(ABLATION_VARIANTS)}")
-    step = ABLATION_VARIANTS.index(name)
+    step = CHAIN.index(name) if name in CHAIN else len(CHAIN) - 1  # a side variant: the full system, one change
     regimes = replace(profile.regimes, emission="gaussian" if step < 2 else "student_t")
     portfolio = replace(profile.portfolio, vol_targeting=step >= 1, hard_switch=name == "hard_switch",
                         dd_max=profile.portfolio.dd_max if step >= 1 else 0.0)
     wfa = replace(profile.wfa, experts=("trend",) if step < 3 else ("trend", "mean_reversion", "breakout", "carry"),
-                  search_risk_scale=step >= 1)
+                  search_risk_scale=step >= 1, search_experts=name != "gating_only",
+                  sampler="tpe" if name == "mixture_soft_tpe" else SAMPLER)
     return replace(profile, regimes=regimes, portfolio=portfolio, wfa=wfa)
 
 
+def reference_of(variant: str, variants: Sequence[str]) -> str | None:
+    """The variant ``variant`` is compared with among the configured ``variants``: its :data:`REFERENCES` entry, or,
+    when that one is not configured, the nearest configured variant up the chain of references (None: none)."""
+    reference = REFERENCES[variant]
+    while reference is not None and reference not in variants:
+        reference = REFERENCES[reference]
+    return reference
+
+
 def needs_gaussian_regimes(variants: Sequence[str]) -> bool:
-    return any(ABLATION_VARIANTS.index(v) < 2 for v in variants)
+    return any(v in CHAIN[:2] for v in variants)
 
 
 # ------------------------------------------------------------------------------------------------------- running
@@ -218,8 +260,8 @@ def ablation_table(results: dict[tuple[str, int], pd.DataFrame], profile: Profil
                    reps: int = 2000, bootstrap_seed: int = 0,
                    trials: Mapping[tuple[str, int], pd.DataFrame] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(table, per_seed): one row per variant, in the configured order, with the means and intervals across seeds
-    of :data:`METRICS`, the paired tests against the variant before it and, given the runs' ``trials`` frames, the
-    variant's walk-forward PBO (see the module docstring)."""
+    of :data:`METRICS`, the paired tests against its reference (``versus``, :func:`reference_of`; not the row
+    before it) and, given the runs' ``trials`` frames, the variant's walk-forward PBO (see the module docstring)."""
     settings = profile.ablation
     per_seed = per_seed_metrics(results, profile.portfolio.ruin_floor)
     daily = {v: pd.concat({s: daily_returns(results[(v, s)]) for s in settings.seeds}, axis=1)
@@ -232,10 +274,10 @@ def ablation_table(results: dict[tuple[str, int], pd.DataFrame], profile: Profil
         for m in METRICS:
             row[m], row[f"{m}_lo"], row[f"{m}_hi"] = t_interval(mine[m].tolist(), settings.confidence)
         row.update(variant_walk_forward_pbo(trials, variant, settings.seeds))
-        if i > 0:
-            previous = settings.variants[i - 1]
-            theirs = per_seed[per_seed["variant"] == previous].set_index("seed").reindex(mine.index)
-            row["versus"] = previous
+        reference = reference_of(variant, settings.variants)
+        row["versus"] = reference
+        if reference is not None:
+            theirs = per_seed[per_seed["variant"] == reference].set_index("seed").reindex(mine.index)
             for m in PAIRED:
                 d = (mine[m] - theirs[m]).to_numpy(dtype=float)
                 row[f"d_{m}"], row[f"d_{m}_lo"], row[f"d_{m}_hi"] = t_interval(d.tolist(), settings.confidence)
@@ -244,7 +286,7 @@ def ablation_table(results: dict[tuple[str, int], pd.DataFrame], profile: Profil
                     finite.std() > 0 else math.nan
                 row[f"p_{m}_wilcoxon"] = float(sps.wilcoxon(finite).pvalue) if finite.size >= 1 and \
                     (finite != 0).any() else math.nan
-            a, b = daily[variant].mean(axis=1), daily[previous].mean(axis=1)
+            a, b = daily[variant].mean(axis=1), daily[reference].mean(axis=1)
             both = pd.concat([a, b], axis=1, join="inner").dropna()
             diff = (both.iloc[:, 0] - both.iloc[:, 1]).to_numpy()
             row["d_daily_mean_ann"] = float(diff.mean() * 365.0) if diff.size else math.nan

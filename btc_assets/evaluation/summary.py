@@ -4,10 +4,12 @@ own), and the selection-bias statistics (PSR, DSR, minimum track record length).
 
 Conventions
 * Every seed's out-of-sample series is its stitched test windows (``wfa_results``), hourly bars, with the costs the
-  engine charges: perp fees, slippage and funding (spot fees and borrowing are not charged yet).
+  engine charges, each leg at its own venue: perp fees on the directional leg and the carry's perp leg, spot fees
+  on the carry's spot leg, slippage, funding, and borrowing on a short spot leg.
 * The metric columns (:data:`METRICS`) are :func:`btc_assets.portfolio.metrics.portfolio_metrics`'s:
   ``monthly_return`` the compounded monthly rate (1 + CAGR)^(1/12) − 1; ``mean_monthly_return_arithmetic`` the
-  arithmetic mean over complete calendar months; ``cost_drag`` the costs paid (fees + slippage + funding paid) per
+  arithmetic mean over complete calendar months; ``cost_drag`` the costs paid (fees + slippage + borrowing + funding
+  paid) per
   year in fractions of equity; ``cost_share_of_gross`` those costs ÷ the gross (pre-cost) P&L, NaN when the gross
   P&L is not positive.
 * Reference rows (:data:`btc_assets.portfolio.metrics.REFERENCES`, :func:`reference_frames`) on exactly the
@@ -28,10 +30,11 @@ Conventions
 * Out-of-sample series (per seed, per-bar Sharpe ratios of the stitched hourly returns): ``psr`` is the PSR against
   SR* = 0, ``psr_vs_spot`` against SR* = the per-bar Sharpe ratio of ``buy_and_hold_spot`` on the same bars (taken
   as known; the paired comparison with its sampling error is the SPA below). ``dsr`` is the PSR deflated by the
-  number of designs compared, ``n_designs`` (default :data:`N_DESIGNS` = the 5 ablation variants + 1 sampler
-  alternative = 6): SR* = E[max SR] of ``n_designs`` designs with true SR 0 and V[SR] = 1 / (T − 1), the sampling
-  variance of a per-bar SR under H0 (:func:`btc_assets.evaluation.stats.design_deflated_sharpe_ratio`; designs
-  count as independent, which deflates slightly too much). The optimiser's trials are not counted here: they are
+  number of designs compared, ``n_designs`` (default :data:`N_DESIGNS` = the 7 ablation variants, the sampler
+  alternative ``mixture_soft_tpe`` among them): SR* = E[max SR] of ``n_designs`` designs with true SR 0 and
+  V[SR] = 1 / (T − 1), the sampling variance of a per-bar SR under H0
+  (:func:`btc_assets.evaluation.stats.design_deflated_sharpe_ratio`; designs count as independent, which deflates
+  slightly too much). The optimiser's trials are not counted here: they are
   deflated in their own studies (next bullet). ``min_track_record_days``: the minimum track record length against
   SR* = 0 at 95 %, in days.
 * Per-study DSR (:func:`btc_assets.evaluation.stats.study_deflated_sharpe`): for each study, the selected trial's
@@ -63,6 +66,9 @@ Conventions
   the target (a month counts when its first and its last hour are both in the series; :attr:`Summary.monthly`
   holds those months); ``p_seed_at_target`` the share of seeds whose compounded ``monthly_return`` reaches it;
   ``median_monthly_return`` the median of that across seeds.
+* Where the out-of-sample P&L comes from (per expert and per regime phase: gross, basis, funding, fees, slippage,
+  borrowing, in fractions of equity per year, adding up to each seed's Σ bar_return / years) is not part of this
+  table: :mod:`btc_assets.evaluation.attribution`, asset ``wfa_attribution``.
 """
 
 from __future__ import annotations
@@ -94,9 +100,8 @@ from btc_assets.portfolio.metrics import (
     calendar_month_returns,
     portfolio_metrics,
     reference_runs,
-    spot_fee_of,
 )
-from btc_assets.portfolio.moe import engine_params, price_arrays
+from btc_assets.portfolio.moe import engine_params, leverage_sigma, price_arrays
 
 TARGET_MONTHLY = 0.05  # the original study's goal
 # The original system's figures as another study reported them (conventions unknown; not measured here).
@@ -106,7 +111,7 @@ ORIGINAL_SYSTEM_NOTE = ("as reported by another study; its conventions (compound
 METRICS = ["monthly_return", "mean_monthly_return_arithmetic", "cagr", "sharpe", "sortino", "calmar",
            "max_drawdown", "turnover_annual", "cost_drag", "cost_share_of_gross", "survival"]
 SPOT = "buy_and_hold_spot"  # the headline reference: PSR against its Sharpe ratio, the SPA's benchmark
-N_DESIGNS = len(ABLATION_VARIANTS) + 1  # designs compared: the ablation's variants and one sampler alternative
+N_DESIGNS = len(ABLATION_VARIANTS)  # designs compared: the ablation's variants (the sampler alternative among them)
 # the selection-bias columns of every seed row (see the module docstring)
 SELECTION_COLUMNS = ["psr", "psr_vs_spot", "dsr", "study_dsr_median", "study_dsr_mean", "study_dsr_raw_n_median",
                      "study_dsr_raw_n_mean", "pbo", "pbo_walk_forward", "pbo_walk_forward_logit",
@@ -168,16 +173,18 @@ def snooping_tests(oos: Mapping[str, pd.DataFrame], benchmark: pd.DataFrame, see
 def reference_frames(bars: pd.DataFrame, volatility: pd.DataFrame, timestamps: pd.Series,
                      portfolio: PortfolioSettings) -> dict[str, pd.DataFrame]:
     """The references (:data:`btc_assets.portfolio.metrics.REFERENCES`) on exactly the out-of-sample bars, with
-    the portfolio's costs (spot: the spot fee); the daily-horizon volatility of the vol-targeted one is computed
-    from the whole causal GARCH series, so it is known from the first out-of-sample bar."""
+    the portfolio's costs (spot: the spot fee) and the strategy's leverage volatility (causal, so known from the
+    first out-of-sample bar)."""
     index = pd.DatetimeIndex(bars["timestamp"])
     pos = index.get_indexer(pd.DatetimeIndex(timestamps))
     if (pos < 0).any() or not (np.diff(pos) == 1).all():
         raise ValueError("the out-of-sample bars must be a contiguous stretch of the bar grid")
     window = slice(int(pos[0]), int(pos[-1]) + 1)
     params: PortfolioParams = engine_params(portfolio)
-    out = reference_runs(*price_arrays(bars, portfolio), volatility["sigma"].to_numpy(dtype=np.float64), params,
-                         window=window, index=index[window], spot_fee_bps=spot_fee_of(portfolio))
+    prices = price_arrays(bars, portfolio).window(window)
+    sigma_lev = leverage_sigma(volatility, portfolio)[window]
+    slip_sigma = volatility["sigma"].to_numpy(dtype=np.float64)[window]
+    out = reference_runs(prices, sigma_lev, slip_sigma, params, index=index[window])
     return {name: frame.reset_index(names="timestamp") for name, frame in out.items()}
 
 

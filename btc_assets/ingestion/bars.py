@@ -10,6 +10,11 @@ Conventions
 * ``funding_known`` is True on bars inside the funding history (from one interval before the first settlement to
   the last settlement). Outside it ``funding_rate`` is 0 because nothing is known, not because nothing was paid:
   strategies holding perpetuals must not trade there.
+* ``perp_open`` / ``perp_high`` / ``perp_low`` / ``perp_close`` are the perpetual's own bar on the same hour (same
+  open-time convention), NaN wherever no perp price is known: before the perp's first bar, on perp hours absent
+  from its file, on its flagged listing-placeholder / no-trade bars (rules ``perp-placeholder``, ``perp-no-trade``,
+  left out when it was loaded), and everywhere when there is no perp input. Perp bars outside the spot grid are
+  dropped and counted (``MarketBars.perp_outside_bars``). Like spot gaps, a perp gap is never filled here.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from btc_assets.ingestion.schema import TS_DTYPE
 
 MARKET_BAR_COLUMNS = (
     "timestamp", "open", "high", "low", "close", "volume", "missing", "funding_rate", "funding_time",
-    "funding_known",
+    "funding_known", "perp_open", "perp_high", "perp_low", "perp_close",
 )
+PERP_COLUMNS = ("perp_open", "perp_high", "perp_low", "perp_close")
 
 
 @dataclass(frozen=True)
@@ -35,10 +41,12 @@ class MarketBars:
     bars: pd.DataFrame
     gaps: pd.DataFrame
     funding_outside_bars: int
+    perp_outside_bars: int = 0
 
 
-def build_market_bars(ohlcv: pd.DataFrame, funding: pd.DataFrame) -> MarketBars:
-    """Put validated canonical OHLCV on a complete hourly UTC grid and join the funding settlements."""
+def build_market_bars(ohlcv: pd.DataFrame, funding: pd.DataFrame, perp: pd.DataFrame | None = None) -> MarketBars:
+    """Put validated canonical OHLCV on a complete hourly UTC grid and join the funding settlements and, when
+    given, the perpetual's validated canonical OHLCV (``None`` or empty: the perp columns are all NaN)."""
     if ohlcv.empty:
         raise ValueError("no OHLCV bars to put on the grid")
     ohlcv = ohlcv.sort_values("timestamp").reset_index(drop=True)
@@ -69,4 +77,14 @@ def build_market_bars(ohlcv: pd.DataFrame, funding: pd.DataFrame) -> MarketBars:
     bars["funding_rate"] = rate
     bars["funding_time"] = ftime.astype(TS_DTYPE)
     bars["funding_known"] = known
-    return MarketBars(bars[list(MARKET_BAR_COLUMNS)], find_gaps(ohlcv["timestamp"]), outside)
+
+    perp_values = np.full((len(bars), len(PERP_COLUMNS)), np.nan)
+    perp_outside = 0
+    if perp is not None and not perp.empty:
+        pos = grid.get_indexer(pd.DatetimeIndex(perp["timestamp"]))
+        inside = pos >= 0
+        perp_outside = int((~inside).sum())
+        perp_values[pos[inside]] = perp[["open", "high", "low", "close"]].to_numpy(dtype=np.float64)[inside]
+    for i, column in enumerate(PERP_COLUMNS):
+        bars[column] = perp_values[:, i]
+    return MarketBars(bars[list(MARKET_BAR_COLUMNS)], find_gaps(ohlcv["timestamp"]), outside, perp_outside)

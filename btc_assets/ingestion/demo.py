@@ -24,11 +24,19 @@ Model (hourly, about six years by default):
   and AR(1) noise, clipped to +/-0.003.
 * ``n_outages`` short gaps (1-6 h) at seeded positions: those hours are absent from ``ohlcv`` (as real
   exchange outages are) while ``regimes`` still covers every generated hour.
+* The perpetual's own bars (``perp``), listed ``perp_listing_days`` after the spot market starts (the real
+  BTCUSDT perp was listed two years after spot): ``perp = spot x (1 + basis_t)`` on close, high and low, each bar
+  opening at the previous perp close. The basis is a mean-reverting AR(1) (coefficient 0.95, Student-t shocks, a
+  stationary std of about 3 bps) around a small regime-dependent premium (richer in ``trend_up``, a discount in
+  ``crash``) with wider shocks in ``crash``; clipped to +/-1 %. Perp volume is a few times spot volume. The
+  perp has the spot outages' gaps too. It comes from a random stream of its own, so adding it left ``ohlcv``,
+  ``funding`` and ``regimes`` bit-identical to what they were before.
 
 ``DemoMarketSpec(structureless=True)`` is the null market for calibrating the statistics: the same heavy tails,
 GARCH clustering, seasonality, bars, volumes and outages, but no drift, no regime-dependent volatility, no chop
-mean reversion, no price band and funding that is i.i.d. zero-mean noise, so no rule has an edge in expectation
-(a martingale price: log drift −σ²/2, so a simple return has mean zero). The study must say "no skill" on it.
+mean reversion, no price band, and funding and perp basis that are i.i.d. zero-mean noise, so no rule has an edge
+in expectation (a martingale price: log drift −σ²/2, so a simple return has mean zero; the i.i.d. basis, a few
+bps, is undone the next hour on average, far below any trading cost). The study must say "no skill" on it.
 
 The same :class:`DemoMarketSpec` always gives bit-identical frames; a different seed gives a different
 market. Independent random streams are used for each part, so e.g. changing ``n_outages`` does not
@@ -38,13 +46,13 @@ change the price path.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from numba import njit
 
-from btc_assets.ingestion.schema import FUNDING_COLUMNS, OHLCV_COLUMNS, TS_DTYPE
+from btc_assets.ingestion.schema import FUNDING_COLUMNS, OHLCV_COLUMNS, TS_DTYPE, empty_ohlcv
 
 DEMO_REGIMES: tuple[str, ...] = ("calm", "trend_up", "trend_down", "chop", "crash")
 
@@ -80,6 +88,15 @@ _FUNDING_RETURN_BETA = 0.01  # rate per unit of trailing-interval log return
 _FUNDING_AR, _FUNDING_NOISE = 0.7, 0.00006
 _FUNDING_CLIP = 0.003
 
+_BASIS_PREMIUM = np.array([0.00005, 0.0002, -0.0001, 0.0, -0.0004])  # mean perp basis by regime (fraction)
+_BASIS_AR = 0.95  # per hour
+_BASIS_NOISE = 0.0001  # shock std per hour: stationary std 1e-4 / sqrt(1 - 0.95^2) = 3.2 bps
+_BASIS_NOISE_SCALE = np.array([1.0, 1.2, 1.5, 1.0, 4.0])  # by regime: crashes dislocate the basis
+_BASIS_IID_STD = 0.0003  # structureless: i.i.d. basis with this std
+_BASIS_T_DOF = 4.0
+_BASIS_CLIP = 0.01
+_PERP_VOLUME_RATIO = 3.0  # perp volume / spot volume on average
+
 
 @dataclass(frozen=True)
 class DemoMarketSpec:
@@ -92,15 +109,18 @@ class DemoMarketSpec:
     funding_interval_hours: int = 8
     n_outages: int = 4  # a few hours with no bar at all, as real exchanges have (kept as absent rows)
     structureless: bool = False  # the null market (module docstring): nothing to predict
+    perp_listing_days: float = 270.0  # the perpetual's first bar, this long after the first spot bar
 
 
 @dataclass(frozen=True)
 class DemoMarket:
-    """The generated market: canonical OHLCV and funding frames plus the true hourly regime."""
+    """The generated market: canonical OHLCV and funding frames plus the true hourly regime, and the perpetual's
+    own canonical OHLCV bars (``perp``, from its listing on)."""
 
     ohlcv: pd.DataFrame
     funding: pd.DataFrame
     regimes: pd.Series
+    perp: pd.DataFrame = field(default_factory=empty_ohlcv)
 
 
 def demo_transition_matrix() -> np.ndarray:
@@ -231,14 +251,17 @@ def _check_spec(spec: DemoMarketSpec) -> None:
         raise ValueError("funding_interval_hours must be a positive divisor of 24")
     if spec.n_outages < 0:
         raise ValueError("n_outages must be >= 0")
+    if spec.perp_listing_days < 0:
+        raise ValueError("perp_listing_days must be >= 0")
 
 
 def generate_demo_market(spec: DemoMarketSpec = DemoMarketSpec()) -> DemoMarket:
     """Generate the synthetic market described in the module docstring (deterministic in ``spec``)."""
     _check_spec(spec)
     hours, n = _hour_grid(spec)
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(spec.seed).spawn(6)]
-    rng_regime, rng_shock, rng_bar, rng_volume, rng_funding, rng_outage = streams
+    # spawn(7)'s first six children are spawn(6)'s: the perp's stream (added later) changes none of the others
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(spec.seed).spawn(7)]
+    rng_regime, rng_shock, rng_bar, rng_volume, rng_funding, rng_outage, rng_perp = streams
 
     regime = _sample_regimes(n, rng_regime)
     season = _vol_seasonality(hours)
@@ -287,7 +310,49 @@ def generate_demo_market(spec: DemoMarketSpec = DemoMarketSpec()) -> DemoMarket:
     regimes = pd.Series(
         pd.Categorical.from_codes(regime, categories=list(DEMO_REGIMES)), index=ts, name="regime"
     )
-    return DemoMarket(ohlcv=ohlcv, funding=funding, regimes=regimes)
+    listed = np.arange(n) >= round(spec.perp_listing_days * 24)
+    perp = _perp_bars(ts[keep & listed], open_, high, low, close, volume, regime, rng_perp, spec.structureless,
+                      keep & listed)
+    return DemoMarket(ohlcv=ohlcv, funding=funding, regimes=regimes, perp=perp)
+
+
+def _perp_basis(regime: np.ndarray, rng: np.random.Generator, structureless: bool) -> tuple[np.ndarray, float]:
+    """The hourly perp basis (perp / spot - 1 at each close) and the basis before the first hour."""
+    n = regime.shape[0]
+    shocks = rng.standard_t(_BASIS_T_DOF, size=n) / np.sqrt(_BASIS_T_DOF / (_BASIS_T_DOF - 2.0))
+    shocks = np.clip(shocks, -10.0, 10.0)
+    if structureless:
+        return np.clip(_BASIS_IID_STD * shocks, -_BASIS_CLIP, _BASIS_CLIP), 0.0
+    premium = _BASIS_PREMIUM[regime]
+    drive = (1.0 - _BASIS_AR) * premium + _BASIS_NOISE * _BASIS_NOISE_SCALE[regime] * shocks
+    basis = np.empty(n)
+    state = float(premium[0])
+    for t in range(n):
+        state = _BASIS_AR * state + drive[t]
+        basis[t] = state
+    return np.clip(basis, -_BASIS_CLIP, _BASIS_CLIP), float(premium[0])
+
+
+def _perp_bars(
+    ts: pd.DatetimeIndex, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
+    volume: np.ndarray, regime: np.ndarray, rng: np.random.Generator, structureless: bool, keep: np.ndarray,
+) -> pd.DataFrame:
+    """The perp's canonical OHLCV on the hours in ``keep`` (listed and not an outage); the random draws do not
+    depend on ``keep``."""
+    n = close.shape[0]
+    basis, before = _perp_basis(regime, rng, structureless)
+    noise = rng.standard_normal(n)
+    perp_close = close * (1.0 + basis)
+    perp_open = open_ * (1.0 + np.concatenate(([before], basis[:-1])))  # = the previous hour's perp close
+    perp_high = np.maximum(np.maximum(perp_open, perp_close), high * (1.0 + basis))
+    perp_low = np.minimum(np.minimum(perp_open, perp_close), low * (1.0 + basis))
+    perp_volume = volume * _PERP_VOLUME_RATIO * np.exp(0.25 * noise - 0.5 * 0.25**2)
+    frame = pd.DataFrame(
+        {"timestamp": ts, "open": perp_open[keep], "high": perp_high[keep], "low": perp_low[keep],
+         "close": perp_close[keep], "volume": perp_volume[keep]}
+    )  # fmt: skip
+    frame["timestamp"] = frame["timestamp"].astype(TS_DTYPE)
+    return frame[list(OHLCV_COLUMNS)].reset_index(drop=True)
 
 
 def _funding(

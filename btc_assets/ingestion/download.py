@@ -15,6 +15,10 @@ Archive facts this module relies on (checked against public sources, not guessed
   the CSV has the header ``calc_time,funding_interval_hours,last_funding_rate``, ``calc_time`` in epoch ms and
   not always exactly on the hour (e.g. ``1780272000001``) -- several independent projects that parse these
   files (found with code search) show the header and such values.
+* USD-M futures (perpetual) klines use the same file names under ``data/futures/um/monthly/klines/<SYMBOL>/<interval>``
+  and ``data/futures/um/daily/klines/...``, with the same 12 columns in ms; files from about 2022-05 on carry the
+  header ``open_time,open,...``, earlier ones have none -- binance/binance-public-data issues #246 (2023-06-12,
+  "the header row is added after that date, earlier files don't contain the header") and #283 (2023-10-28).
 
 This module only downloads and verifies; parsing the zips into canonical frames is the reader's job. It has no
 Dagster dependency and uses only the standard library for HTTP.
@@ -33,7 +37,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +70,7 @@ class DownloadResult:
     fetched: int  # files fetched over the network this call
     cached: int  # files already present and verified (or, for ccxt, already up to date)
     missing: list[str]  # URLs that answered 404
+    perp_files: list[Path] = field(default_factory=list)  # sorted, every verified perp kline file (when asked for)
 
 
 class DownloadError(RuntimeError):
@@ -245,16 +250,22 @@ def download_binance_archive(
     funding: bool = True,
     progress: Callable[[str], None] | None = None,
     today: datetime.date | None = None,
+    perp: bool = False,
 ) -> DownloadResult:
-    """Mirror BTCUSDT-style 1h spot klines and USD-M funding history from the Binance archive into ``dest``.
+    """Mirror BTCUSDT-style 1h spot klines and USD-M funding history (and, with ``perp``, the USD-M perpetual's
+    own 1h klines) from the Binance archive into ``dest``.
 
     ``start``/``end`` are inclusive ``YYYY-MM`` months; ``end`` defaults to (and is capped at) the current
     UTC month, which -- not having a monthly file yet -- is covered by daily kline files up to yesterday.
     Funding has no daily files, so the current month's funding is not available from the archive. If the
     previous month's monthly kline file is not published yet (early in a month), its daily files are used.
 
-    Files are kept byte-for-byte as downloaded under ``dest/spot/klines/<SYMBOL>/1h`` and
-    ``dest/futures/um/fundingRate/<SYMBOL>``, each with its ``.CHECKSUM``. A file already present and
+    Perp klines follow the spot klines' rules (monthly files, daily files for the current month and for a previous
+    month not published yet).
+
+    Files are kept byte-for-byte as downloaded under ``dest/spot/klines/<SYMBOL>/1h``,
+    ``dest/futures/um/klines/<SYMBOL>/1h`` (perp) and ``dest/futures/um/fundingRate/<SYMBOL>``, each with its
+    ``.CHECKSUM``. A file already present and
     matching its stored checksum is not requested again. HTTP 404 (e.g. months before the symbol was listed)
     is reported in ``missing`` (the zip URL); every other failure raises :class:`DownloadError`.
     """
@@ -272,12 +283,16 @@ def download_binance_archive(
 
     kline_dir = dest / "spot" / "klines" / symbol / INTERVAL
     funding_dir = dest / "futures" / "um" / "fundingRate" / symbol
+    perp_dir = dest / "futures" / "um" / "klines" / symbol / INTERVAL
     kline_url = f"{base}/data/spot/monthly/klines/{symbol}/{INTERVAL}"
     kline_daily_url = f"{base}/data/spot/daily/klines/{symbol}/{INTERVAL}"
     funding_url = f"{base}/data/futures/um/monthly/fundingRate/{symbol}"
+    perp_url = f"{base}/data/futures/um/monthly/klines/{symbol}/{INTERVAL}"
+    perp_daily_url = f"{base}/data/futures/um/daily/klines/{symbol}/{INTERVAL}"
 
     ohlcv_files: list[Path] = []
     funding_files: list[Path] = []
+    perp_files: list[Path] = []
     missing: list[str] = []
     counts = {"fetched": 0, "cached": 0}
 
@@ -309,23 +324,31 @@ def download_binance_archive(
             _atomic_write_bytes(not_published_file, json.dumps(sorted(not_published), indent=1).encode())
         return False
 
-    def get_daily(year: int, month: int, before: datetime.date) -> None:
+    def get_daily(kind: str, daily_url: str, directory: Path, files: list[Path], year: int, month: int,
+                  before: datetime.date) -> None:
         for day in _days(year, month, before):
             name = f"{symbol}-{INTERVAL}-{day.isoformat()}.zip"
-            if get("klines", day.isoformat(), f"{kline_daily_url}/{name}", kline_dir / name):
-                ohlcv_files.append(kline_dir / name)
+            if get(kind, day.isoformat(), f"{daily_url}/{name}", directory / name):
+                files.append(directory / name)
+
+    def get_klines(kind: str, monthly_url: str, daily_url: str, directory: Path, files: list[Path], year: int,
+                   month: int) -> None:
+        label = f"{year:04d}-{month:02d}"
+        if (year, month) == current:
+            get_daily(kind, daily_url, directory, files, year, month, today)
+        else:
+            name = f"{symbol}-{INTERVAL}-{label}.zip"
+            if get(kind, label, f"{monthly_url}/{name}", directory / name):
+                files.append(directory / name)
+            elif (year, month) == _previous_month(*current):
+                report(f"{kind} {label}: monthly file not published yet, using daily files")
+                get_daily(kind, daily_url, directory, files, year, month, datetime.date(*current, 1))
 
     for year, month in _months(first, last):
         label = f"{year:04d}-{month:02d}"
-        if (year, month) == current:
-            get_daily(year, month, today)
-        else:
-            name = f"{symbol}-{INTERVAL}-{label}.zip"
-            if get("klines", label, f"{kline_url}/{name}", kline_dir / name):
-                ohlcv_files.append(kline_dir / name)
-            elif (year, month) == _previous_month(*current):
-                report(f"klines {label}: monthly file not published yet, using daily files")
-                get_daily(year, month, datetime.date(*current, 1))
+        get_klines("klines", kline_url, kline_daily_url, kline_dir, ohlcv_files, year, month)
+        if perp:
+            get_klines("perp klines", perp_url, perp_daily_url, perp_dir, perp_files, year, month)
         if not funding:
             continue
         if (year, month) == current:
@@ -341,6 +364,7 @@ def download_binance_archive(
         fetched=counts["fetched"],
         cached=counts["cached"],
         missing=missing,
+        perp_files=sorted(perp_files),
     )
 
 
@@ -431,13 +455,16 @@ def download_ccxt(
     until: str | None = None,
     exchange: ccxt.Exchange | None = None,
     progress: Callable[[str], None] | None = None,
+    perp: bool = False,
 ) -> DownloadResult:
-    """Download 1h OHLCV of ``symbol`` and funding of ``perp_symbol`` via ccxt into CSVs under ``dest/ccxt``.
+    """Download 1h OHLCV of ``symbol`` and funding of ``perp_symbol`` (and, with ``perp``, the 1h OHLCV of
+    ``perp_symbol`` itself) via ccxt into CSVs under ``dest/ccxt``.
 
-    Writes ``<safe symbol>_1h.csv`` (``timestamp,open,high,low,close,volume``, epoch ms bar open time) and
-    ``<safe perp_symbol>_funding.csv`` (``timestamp,funding_rate``), e.g. ``BTC_USDT_1h.csv`` and
-    ``BTC_USDT_USDT_funding.csv``. ``since`` is inclusive, ``until`` an exclusive ISO date/datetime (UTC;
-    default now); only closed candles are stored. An existing CSV is resumed from its last timestamp + 1 h and
+    Writes ``<safe symbol>_1h.csv`` (``timestamp,open,high,low,close,volume``, epoch ms bar open time),
+    ``<safe perp_symbol>_funding.csv`` (``timestamp,funding_rate``) and with ``perp`` ``<safe perp_symbol>_1h.csv``
+    (the OHLCV layout), e.g. ``BTC_USDT_1h.csv``, ``BTC_USDT_USDT_funding.csv`` and ``BTC_USDT_USDT_1h.csv``.
+    ``since`` is inclusive, ``until`` an exclusive ISO date/datetime (UTC; default now); only closed candles are
+    stored. An existing CSV is resumed from its last timestamp + 1 h and
     rewritten de-duplicated via temp file + rename. ``fetched`` counts CSVs that gained rows, ``cached`` those
     already up to date; ``missing`` is always empty. Default exchange: ``ccxt.binance()``.
     """
@@ -457,25 +484,30 @@ def download_ccxt(
         return max(start_ms, max(rows) + _HOUR_MS) if rows else start_ms
 
     # --- OHLCV: only closed bars (open + 1 h <= now), so a resumed file never keeps a partial candle.
-    ohlcv_path = out_dir / f"{_safe(symbol)}_1h.csv"
-    rows = _read_rows(ohlcv_path)
-    first_ms = resume_from(rows)
     bar_stop = min(stop_ms, now_ms - _HOUR_MS + 1)
 
-    def fetch_ohlcv(since_ms: int) -> list[Any]:
-        page = exchange.fetch_ohlcv(symbol, "1h", since=since_ms, limit=limit, params={"until": bar_stop - 1})
-        report(f"ccxt {symbol} 1h: {len(page)} candles from {since_ms}")
-        return page
+    def candles(market: str) -> Path:
+        path = out_dir / f"{_safe(market)}_1h.csv"
+        rows = _read_rows(path)
 
-    new = 0
-    for candle in _paginate(fetch_ohlcv, first_ms, bar_stop, lambda c: int(c[0]), limit, _HOUR_MS):
-        ts = int(candle[0])
-        new += ts not in rows
-        rows[ts] = [str(ts), *(_num(v) for v in candle[1:6])]
-    counts["fetched" if new else "cached"] += 1
-    if new or not ohlcv_path.exists():
-        _write_rows(ohlcv_path, OHLCV_HEADER, rows)
-    report(f"ccxt {symbol} 1h: {new} new rows, {len(rows)} total -> {ohlcv_path}")
+        def fetch_ohlcv(since_ms: int) -> list[Any]:
+            page = exchange.fetch_ohlcv(market, "1h", since=since_ms, limit=limit, params={"until": bar_stop - 1})
+            report(f"ccxt {market} 1h: {len(page)} candles from {since_ms}")
+            return page
+
+        new = 0
+        for candle in _paginate(fetch_ohlcv, resume_from(rows), bar_stop, lambda c: int(c[0]), limit, _HOUR_MS):
+            ts = int(candle[0])
+            new += ts not in rows
+            rows[ts] = [str(ts), *(_num(v) for v in candle[1:6])]
+        counts["fetched" if new else "cached"] += 1
+        if new or not path.exists():
+            _write_rows(path, OHLCV_HEADER, rows)
+        report(f"ccxt {market} 1h: {new} new rows, {len(rows)} total -> {path}")
+        return path
+
+    ohlcv_path = candles(symbol)
+    perp_files = [candles(perp_symbol)] if perp else []
 
     # --- funding
     funding_path = out_dir / f"{_safe(perp_symbol)}_funding.csv"
@@ -505,4 +537,5 @@ def download_ccxt(
         fetched=counts["fetched"],
         cached=counts["cached"],
         missing=[],
+        perp_files=perp_files,
     )

@@ -4,6 +4,9 @@ Each file is read and validated on its own (so an error names that file and its 
 combined in time order; a timestamp present in two files with identical values is kept once (rule
 ``duplicate-exact`` across files, a repair), with different values it is rejected (``duplicate-conflict``). The
 jump rule is applied once more over the combined series, because a bad splice only shows at the seam.
+
+A perpetual's bars (:func:`load_perp_ohlcv`) go through this same OHLCV loader and its rules, plus the ``perp-*``
+rules that leave the listing placeholder and no-trade bars out (flagged in the reports with their rows).
 """
 
 from __future__ import annotations
@@ -74,17 +77,29 @@ def _combine(parts: list[tuple[pd.DataFrame, np.ndarray, str]], kind: str) -> tu
     return both, notes
 
 
-def load_ohlcv(paths: Sequence[str | Path], limits: ValidationLimits = DEFAULT_LIMITS) -> Loaded:
-    """Read, validate and combine OHLCV files (any supported layout) into one canonical frame."""
+def load_ohlcv(paths: Sequence[str | Path], limits: ValidationLimits = DEFAULT_LIMITS, *,
+               perp: bool = False) -> Loaded:
+    """Read, validate and combine OHLCV files (any supported layout) into one canonical frame.
+
+    ``perp``: the files hold a perpetual's bars; the ``perp-placeholder`` rule then looks at the earliest file (by
+    first timestamp) and ``perp-no-trade`` at every file (see :mod:`btc_assets.ingestion.validation`).
+    """
+    what = "perp OHLCV" if perp else "OHLCV"
     if not paths:
-        raise DataValidationError("<no files>", None, "file-missing", "no OHLCV file given")
-    parts, reports = [], []
+        raise DataValidationError("<no files>", None, "file-missing", f"no {what} file given")
+    canonical = []
     for path in paths:
         table = read_table(path)
-        frame, rows = canonical_ohlcv(table)
-        frame, rows, report = validate_ohlcv(frame, rows, table.name, limits)
-        parts.append((frame, rows, table.name))
+        canonical.append((table.name, *canonical_ohlcv(table)))
+    first = min(range(len(canonical)), key=lambda i: canonical[i][1]["timestamp"].min()) if perp else None
+    parts, reports = [], []
+    for i, (name, frame, rows) in enumerate(canonical):
+        frame, rows, report = validate_ohlcv(frame, rows, name, limits, perp=perp, series_start=i == first)
+        parts.append((frame, rows, name))
         reports.append(report)
+    if sum(len(p[0]) for p in parts) == 0:
+        raise DataValidationError(parts[0][2], None, "perp-no-trade",
+                                  f"no traded bar left in the {what}: every bar is a placeholder or no-trade bar")
     combined, notes = _combine(parts, "bar")
     if "_file" in combined.columns:
         close = combined["close"].to_numpy()
@@ -101,6 +116,12 @@ def load_ohlcv(paths: Sequence[str | Path], limits: ValidationLimits = DEFAULT_L
     for note in notes:
         reports[-1].repair("duplicate-exact", note)
     return Loaded(combined.reset_index(drop=True), reports)
+
+
+def load_perp_ohlcv(paths: Sequence[str | Path], limits: ValidationLimits = DEFAULT_LIMITS) -> Loaded:
+    """Read, validate and combine a perpetual's OHLCV files: the OHLCV loader and rules, plus the perp rules
+    (listing placeholder and no-trade bars flagged in the reports and left out of the frame)."""
+    return load_ohlcv(paths, limits, perp=True)
 
 
 def load_funding(paths: Sequence[str | Path], limits: ValidationLimits = DEFAULT_LIMITS) -> Loaded:

@@ -35,7 +35,18 @@ absurd-jump            R   |log(close_t / close_{t-1})| above ``max_abs_log_retu
                            or a bar whose high/low ratio exceeds ``max_bar_range`` (default 3.0; the real ETH
                            data has a genuine 2.14 flash wick on 2017-08-22)
 funding-range          R   |funding rate| > ``max_abs_funding`` (default 0.05 = 5 % per interval)
+perp-placeholder       F   perp bars only: the leading run of flat bars (open = high = low = close, any volume) of
+                           the earliest perp file, before the first traded bar, is the exchange's listing placeholder
+                           (Binance BTCUSDT-perp: 10,000.00 on 2019-09-08 17:00-18:00): flagged and dropped
+perp-no-trade          F   perp bars only: a flat bar with volume <= ``no_trade_volume`` (default 0.001, base asset)
+                           is a no-trade bar (a price nobody traded at): flagged and dropped
 =====================  ==  =========================================================================================
+
+The two ``perp-*`` rules apply to perpetual OHLCV only (``validate_ohlcv(..., perp=True)``, ``load_perp_ohlcv``);
+spot halts publish flat zero-volume klines too, and those stay (a spot bar's price is what the grid shows). A
+flagged perp bar is *not* a repair of its values: it is left out of the perp series, so the grid has no perp price
+for that hour and nothing trades on it. The flagged source rows are in ``ValidationReport.flagged`` (rule -> rows)
+and, as text with the rows, in ``ValidationReport.repairs``.
 """
 
 from __future__ import annotations
@@ -68,11 +79,18 @@ class ValidationReport:
     rows_in: int = 0
     rows_out: int = 0
     repairs: list[str] = field(default_factory=list)
+    flagged: dict[str, list[int]] = field(default_factory=dict)  # rule -> 1-based source rows left out
 
     def repair(self, rule: str, message: str) -> None:
         text = f"{self.file}: rule '{rule}' repaired: {message}"
         self.repairs.append(text)
         log.warning(text)
+
+    def flag(self, rule: str, rows: np.ndarray, message: str) -> None:
+        """Record source ``rows`` flagged by ``rule`` (and left out of the series), with the rows in the text."""
+        rows = [int(r) for r in rows]
+        self.flagged.setdefault(rule, []).extend(rows)
+        self.repair(rule, f"flagged and dropped {len(rows)} row(s) ({_row_ranges(rows)}): {message}")
 
 
 @dataclass(frozen=True)
@@ -83,6 +101,7 @@ class ValidationLimits:
     max_bar_range: float = 3.0
     max_abs_funding: float = 0.05
     funding_round_minutes: float = 5.0
+    no_trade_volume: float = 0.001  # perp-no-trade: a flat bar with at most this volume (base asset)
 
     @property
     def funding_round_tolerance(self) -> pd.Timedelta:
@@ -95,6 +114,58 @@ DEFAULT_LIMITS = ValidationLimits()
 def _row(positions: np.ndarray | pd.Index, rows: np.ndarray) -> int:
     """1-based source row of the first offending position."""
     return int(rows[int(np.asarray(positions)[0])])
+
+
+def _row_ranges(rows: list[int], limit: int = 30) -> str:
+    """``"rows 1-2, 8-9"``: sorted rows as runs of consecutive numbers (at most ``limit`` runs named)."""
+    runs: list[list[int]] = []
+    for r in sorted(rows):
+        if runs and r == runs[-1][1] + 1:
+            runs[-1][1] = r
+        else:
+            runs.append([r, r])
+    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:limit])
+    more = f" and {len(runs) - limit} more run(s)" if len(runs) > limit else ""
+    return f"row{'s' if len(rows) != 1 else ''} {text}{more}"
+
+
+def flag_perp_no_trade(
+    frame: pd.DataFrame,
+    rows: np.ndarray,
+    report: ValidationReport,
+    limits: ValidationLimits = DEFAULT_LIMITS,
+    *,
+    series_start: bool = True,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Rules ``perp-placeholder`` and ``perp-no-trade``: drop (and report) perp bars nobody traded on.
+
+    ``frame`` is one file's sorted canonical OHLCV. A flat bar has open = high = low = close. With
+    ``series_start`` (the earliest file of the series) the leading run of flat bars is the listing placeholder,
+    whatever its volume; anywhere else a flat bar with volume <= ``limits.no_trade_volume`` is a no-trade bar. A
+    missing volume (rule ``volume-unknown``) does not make a flat bar a no-trade bar.
+    """
+    if frame.empty:
+        return frame, rows
+    o, h, lo, c, v = (frame[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
+    flat = (o == h) & (h == lo) & (lo == c)
+    placeholder = np.zeros(len(frame), dtype=bool)
+    if series_start:
+        traded = np.flatnonzero(~flat)
+        placeholder[: traded[0] if traded.size else len(frame)] = True
+    no_trade = flat & (v <= limits.no_trade_volume) & ~placeholder  # NaN volume compares False
+    ts = frame["timestamp"]
+    for rule, mask, what in (
+        ("perp-placeholder", placeholder, "the listing placeholder: flat bars before the first traded bar"),
+        ("perp-no-trade", no_trade, f"flat bars (open = high = low = close) with volume <= {limits.no_trade_volume}"),
+    ):
+        where = np.flatnonzero(mask)
+        if where.size:
+            report.flag(rule, rows[where], f"{what}, {ts.iloc[where[0]]} .. {ts.iloc[where[-1]]}; no perp price "
+                                           "on those hours")
+    keep = ~(placeholder | no_trade)
+    if keep.all():
+        return frame, rows
+    return frame.loc[keep].reset_index(drop=True), rows[keep]
 
 
 def check_timestamps(ts: pd.Series, rows: np.ndarray, file: str, *, now: pd.Timestamp | None = None) -> None:
@@ -142,10 +213,15 @@ def validate_ohlcv(
     file: str,
     limits: ValidationLimits = DEFAULT_LIMITS,
     report: ValidationReport | None = None,
+    *,
+    perp: bool = False,
+    series_start: bool = True,
 ) -> tuple[pd.DataFrame, np.ndarray, ValidationReport]:
     """Apply every OHLCV rule to one file's canonical frame; return the repaired frame, its rows and the report.
 
-    ``rows`` holds the 1-based source row of each frame row (same length as ``frame``).
+    ``rows`` holds the 1-based source row of each frame row (same length as ``frame``). ``perp``: the bars are a
+    perpetual's, so the ``perp-*`` rules drop its placeholder / no-trade bars (:func:`flag_perp_no_trade`; the
+    leading placeholder run only with ``series_start``) before the range and jump rules look at the prices.
     """
     report = report or ValidationReport(file)
     report.rows_in = len(frame)
@@ -189,6 +265,9 @@ def validate_ohlcv(
             f"open={o[i]} high={h[i]} low={lo[i]} close={c[i]} violates low <= min(open, close) <= "
             "max(open, close) <= high",
         )
+    if perp:
+        frame, rows = flag_perp_no_trade(frame, rows, report, limits, series_start=series_start)
+        h, lo, c = (frame[k].to_numpy() for k in ("high", "low", "close"))
     wide = np.flatnonzero(h / lo > limits.max_bar_range)
     if wide.size:
         raise DataValidationError(

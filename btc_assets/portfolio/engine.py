@@ -6,10 +6,13 @@ Units and conventions
 * Positions are exposures in units of equity (1.0 = notional equal to equity). A position is held as a *constant
   fraction* of equity between trades: the drift of the fraction within a bar is not traded nor charged, costs are
   paid only on changes of the target fraction.
-* ``d`` is the directional (perp) position; ``c`` the carry position, signed as its perp leg: c < 0 is short perp +
-  long spot (earns positive funding), c > 0 long perp + short spot. The spot leg is assumed to hedge the perp leg
-  perfectly: carry has no price P&L (basis moves are ignored) and no directional exposure. Carry trades are paid on
-  both legs (2·|Δc| of notional).
+* ``d`` is the directional (perp) position, priced on ``open_``/``close`` (the perp's own bars; the caller splices
+  spot in where the perp did not trade yet). ``c`` is the carry position, signed as its perp leg: c < 0 is short
+  perp + long spot (earns positive funding), c > 0 long perp + short spot (borrows the spot it sells). The carry
+  has no directional exposure but is no perfect hedge: it earns the basis change, c·(perp return − spot return),
+  with the spot leg priced on ``spot_open``/``spot_close``. Each leg pays its own venue's fee: the directional leg
+  and the carry's perp leg ``perp_fee_bps``, the carry's spot leg ``spot_fee_bps`` (a carry trade moves 2·|Δc| of
+  notional). A short spot leg (c > 0) pays ``borrow_rate`` (annual) / 8760 per hour on its notional c.
 * Gross exposure = |d| + 2|c| (the notional of every leg), net exposure = d.
 
 At the close of bar t (inputs at indices ≤ t and the equity at close t only)
@@ -21,37 +24,48 @@ At the close of bar t (inputs at indices ≤ t and the equity at close t only)
    A row of ``probs`` with any NaN is unknown: both targets are 0 (flat).
 4. Leverage lev_t = min(L_max, vol_target / sigma_hat_t) with vol targeting, 1 without. With vol targeting a
    NaN or non-positive sigma_hat_t means no position (both targets 0, lev_t reported as 0); without vol targeting
-   sigma_hat only feeds the optional vol-proportional slippage.
+   sigma_hat is not used. ``sigma_hat`` is the caller's volatility for the holding horizon (the mixture passes the
+   GARCH forecast of the next day's variance, seasonality averaged out, not the next hour's).
 5. Directional target d*_t = Σ_{e≠carry} w_e(t)·x_e(t) · lev_t · thr_t, clipped to ±L_max (x_e = experts[t, e],
    NaN read as 0: the expert abstains). The per-expert contributions w_e·x_e·lev·thr are scaled by the same clip
    factor, so they sum to d*_t.
-6. Rebalance band on d: the new position is d*_t if |d*_t − d| > band or d*_t == 0 (going flat is never blocked),
-   otherwise d is kept.
+6. Rebalance policy on d. A rebalance is *free* at the close of t when at least ``decision_hours`` closes have
+   passed since the last fill (counting the fill bar's own close; 1 = every bar; a fresh book is free), or when
+   a risk limit demands it: the drawdown throttle has fallen since the last fill (thr_fill → thr_t) by enough
+   that it alone moves the position by more than the band, |d|·(thr_fill − thr_t) > thr_fill·max(band,
+   band_rel·|d|). The new position is d*_t if d*_t == 0 (going flat is never held back) or, when free,
+   |d*_t − d| > max(band, band_rel·|d|); otherwise d is kept.
 7. Carry target c*_t = w_carry(t)·x_carry(t) (no leverage nor throttle), clipped to ±cap with
-   cap = max(0, (L_max − |d_new|)/2) so that gross ≤ L_max (directional exposure has priority). Band as in 6, and
-   the carry is also traded whenever the current |c| exceeds cap.
+   cap = max(0, (L_max − |d_new|)/2) so that gross ≤ L_max (directional exposure has priority). Policy as in 6
+   (with |c| in the relative band), and the carry is also traded whenever the current |c| exceeds cap.
 8. Ruin: once equity_t < ruin_floor (fraction of initial equity) or equity_t ≤ 0, both targets are 0 from then on.
 
 Carried state (one account over several runs): ``state`` (:func:`new_state`, ``S_*`` fields) is read at the start
 and written at the end of a run. A fresh state is the flat book above (equity 1, throttle 1, no order, bar 0 earns
 nothing). A state written by a run over bars ending at T, passed to a run starting at T + 1 h, continues that book:
 equity, drawdown peak, throttle, positions, the pending order (with the slippage rate decided at the close of T),
-the ruin flag and the last close carry over, so bar 0 fills the pending order at its open and earns
-d_old·(open_0/close_T − 1) like any bar. Only the inputs (experts, probabilities, gating) may change at the
-boundary; the rebalance this causes is charged like any trade. Chained runs equal one run over the concatenated
-bars with the inputs of each piece, bit for bit.
+the ruin flag, the last perp and spot closes and the decision interval's count carry over, so bar 0 fills the
+pending order at its open and earns d_old·(open_0/close_T − 1) like any bar. Only the inputs (experts,
+probabilities, gating) may change at the boundary; the rebalance this causes is charged like any trade. Chained
+runs equal one run over the concatenated bars with the inputs of each piece, bit for bit.
 
 Execution one bar after the signal: the new positions are filled at open_[t+1] if bar t+1 is tradable; otherwise
 no trade happens on t+1 (positions and contributions carried) and the order is superseded by the one computed at the
-close of t+1. Bar t+1 then earns
-    r_{t+1} = d_old·(open_{t+1}/close_t − 1) + d_new·(close_{t+1}/open_{t+1} − 1)
-              − (|Δd| + 2|Δc|)·(fee_bps + slip_bps_t)·1e-4 − (d_new + c_new)·funding_{t+1}
-with slip_bps_t = slip_bps + slip_vol_coef·sigma_hat_t (sigma_hat annualised, e.g. 0.6; NaN adds nothing), known at
-the close of t. ``funding_{t+1}`` is the rate settled at the close of bar t+1: a long perp pays rate × notional.
-The two price terms are added, not compounded (a position held through the open earns gap + intraday return,
-not close_{t+1}/close_t − 1; the difference is the cross term, ~1e-5 per bar). Turnover is |Δd| + 2|Δc| (notional
+close of t+1. With g = open_{t+1}/close_t − 1 and b = close_{t+1}/open_{t+1} − 1 (perp), g_s and b_s the same on
+spot, bar t+1 earns
+    price   = d_old·g + d_new·b
+    basis   = c_old·(g − g_s) + c_new·(b − b_s)
+    funding = −(d_new + c_new)·funding_{t+1}
+    fees    = |Δd|·perp_fee + |Δc|·(perp_fee + spot_fee),   slippage = (|Δd| + 2|Δc|)·slip_bps_t·1e-4
+    borrow  = max(c_new, 0)·borrow_rate / 8760
+    r_{t+1} = price + basis + funding − fees − slippage − borrow
+with slip_bps_t = slip_bps + slip_vol_coef·slip_sigma_t (``slip_sigma`` annualised, default ``sigma_hat``: the
+hour-to-hour forecast with its seasonal factor belongs here; NaN adds nothing), known at the close of t.
+``funding_{t+1}`` is the rate settled at the close of bar t+1: a long perp pays rate × notional. The two price
+terms are added, not compounded (a position held through the open earns gap + intraday return, not
+close_{t+1}/close_t − 1; the difference is the cross term, ~1e-5 per bar). Turnover is |Δd| + 2|Δc| (notional
 traded, in equity units). Everything at row t of the outputs: positions held
-during bar t (after the open fill), its costs / funding / return, the equity and drawdown at its close, and the
+during bar t (after the open fill), its P&L terms and costs, the equity and drawdown at its close, and the
 lev / throttle / targets / weights computed at its close (which become positions at t+1).
 
 Implementation: the kernel works in blocks of 256 bars; the path-independent part of a block (gating weights,
@@ -85,17 +99,26 @@ P_DD_MAX = 3
 P_K_MIN = 4
 P_REARM = 5
 P_BAND = 6
-P_FEE_BPS = 7
+P_PERP_FEE_BPS = 7
 P_SLIP_BPS = 8
 P_SLIP_VOL_COEF = 9
 P_HARD_SWITCH = 10
 P_RUIN_FLOOR = 11
-N_PARAMS = 12
+P_SPOT_FEE_BPS = 12
+P_BORROW_RATE = 13
+P_BAND_REL = 14
+P_DECISION_HOURS = 15
+N_PARAMS = 16
 
 
 @dataclass(frozen=True)
 class PortfolioParams:
-    """Named view of the ``params`` array (field order = the ``P_*`` indices). Flags are 0/1 in the array."""
+    """Named view of the ``params`` array (field order = the ``P_*`` indices). Flags are 0/1 in the array.
+
+    Fees are per leg and venue: ``perp_fee_bps`` on the directional leg and the carry's perp leg,
+    ``spot_fee_bps`` on the carry's spot leg; ``borrow_rate`` (annual) is paid per hour on the notional of a
+    short spot leg. ``band`` (absolute, equity units), ``band_rel`` (relative to the held position) and
+    ``decision_hours`` (minimum hours between rebalances) are the rebalance policy (module docstring)."""
 
     vol_target: float = 0.4
     lev_max: float = 2.0
@@ -104,11 +127,15 @@ class PortfolioParams:
     k_min: float = 0.25
     rearm: float = 0.5
     band: float = 0.0
-    fee_bps: float = 4.0
+    perp_fee_bps: float = 5.0
     slip_bps: float = 1.0
     slip_vol_coef: float = 0.0
     hard_switch: bool = False
     ruin_floor: float = 0.5
+    spot_fee_bps: float = 10.0
+    borrow_rate: float = 0.0
+    band_rel: float = 0.0
+    decision_hours: float = 1.0
 
     def to_array(self) -> np.ndarray:
         return np.array([float(v) for v in astuple(self)], dtype=np.float64)
@@ -138,10 +165,16 @@ B_LEVERAGE = 9
 B_THROTTLE = 10
 B_TARGET_POSITION = 11
 B_TARGET_CARRY = 12
-N_BAR_COLS = 13
+B_PRICE_PNL = 13
+B_BASIS_PNL = 14
+B_BORROW = 15
+B_CARRY_FEE = 16
+B_CARRY_SLIP = 17
+N_BAR_COLS = 18
 BAR_COLUMNS: tuple[str, ...] = ("position", "carry_position", "turnover", "fee_cost", "slippage_cost",
                                 "funding_pnl", "bar_return", "equity", "drawdown", "leverage", "throttle",
-                                "target_position", "target_carry")
+                                "target_position", "target_carry", "price_pnl", "basis_pnl", "borrow_cost",
+                                "carry_fee_cost", "carry_slippage_cost")
 
 
 class Score(NamedTuple):
@@ -153,7 +186,7 @@ class Score(NamedTuple):
     sum_sq_neg_return: float  # Σ min(r_t, 0)²
     max_drawdown: float
     turnover: float  # Σ (|Δd| + 2|Δc|)
-    costs: float  # Σ fees + slippage (fractions of equity, summed bar by bar)
+    costs: float  # Σ fees + slippage + borrowing (fractions of equity, summed bar by bar)
 
 
 # Fields of the carried state (:func:`new_state`); the held and pending per-expert contributions follow at
@@ -169,14 +202,19 @@ S_ORDER_CARRY = 7
 S_PENDING = 8  # 1 when the order differs from the held position
 S_RUINED = 9
 S_CLOSE = 10  # the last close
-S_SIGMA = 11  # sigma_hat at the last close (sets the slippage of the next fill)
-N_STATE = 12
+S_SIGMA = 11  # the slippage volatility at the last close (sets the slippage of the next fill)
+S_SPOT_CLOSE = 12  # the last spot close (the carry's spot leg)
+S_SINCE = 13  # bars since the close that placed the last rebalance order (decision interval)
+S_THR_TRADE = 14  # the throttle at that close (a lower throttle since forces a rebalance)
+N_STATE = 15
+_NEVER = 1e300  # S_SINCE of a fresh book: the first rebalance is never held back
 
 
 def new_state(n_experts: int) -> np.ndarray:
     """A fresh, flat book (equity 1, throttle 1, no position, no order) for runs over ``n_experts`` columns."""
     state = np.zeros(N_STATE + 2 * int(n_experts))
-    state[S_EQUITY] = state[S_PEAK] = state[S_THROTTLE] = 1.0
+    state[S_EQUITY] = state[S_PEAK] = state[S_THROTTLE] = state[S_THR_TRADE] = 1.0
+    state[S_SINCE] = _NEVER
     return state
 
 
@@ -290,7 +328,10 @@ _R_KNOWN = 7  # the sum of the probabilities: NaN iff probs[t] has a NaN
 _R_W = 8  # the weight row of one expert (score mode)
 _R_PMAX = 9  # hard switch: the largest probability so far
 _R_BEST = 10  # hard switch: its regime (as a float)
-_N_ROWS = 11
+_R_GAPB = 11  # basis gap: (open_t / close_{t-1} − 1) − (spot_open_t / spot_close_{t-1} − 1)
+_R_BARB = 12  # basis intrabar: (close_t / open_t − 1) − (spot_close_t / spot_open_t − 1)
+_R_INTRA = 13  # close_t / open_t − 1 (the price P&L of the full outputs)
+_N_ROWS = 14
 
 # The block passes below compute everything that does not depend on the equity path, for the bars t of a block
 # [t0, t0 + m) (column i = t − t0 of the ``buf`` rows ``_R_*``). No dependency across bars: the block is transposed
@@ -488,24 +529,37 @@ def _block_signal(experts, gating, sigma_hat, carry_col, hard, vol_targeting, vo
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _block_prices(open_, close, funding, sigma_hat, fee_rate, slip_bps, slip_coef, t0, m, buf):  # pragma: no cover
-    """Fill ``_R_GAP``, ``_R_BARF``, ``_R_SLIP`` and ``_R_COST`` (bar 0, which has no previous close nor fill,
-    keeps its column unset)."""
+def _block_prices(open_, close, spot_open, spot_close, funding, slip_sigma, fee_rate, slip_bps, slip_coef, t0, m,
+                  buf):  # pragma: no cover - compiled
+    """Fill ``_R_GAP``, ``_R_BARF``, ``_R_GAPB``, ``_R_BARB``, ``_R_INTRA``, ``_R_SLIP`` and ``_R_COST`` (bar 0,
+    which has no previous close nor fill, keeps its column unset)."""
     s = 1 if t0 == 0 else 0
     t1 = t0 + m
     open_v = open_[t0 + s:t1]
     close_v = close[t0 + s:t1]
     prev_v = close[t0 + s - 1:t1 - 1]
+    sopen_v = spot_open[t0 + s:t1]
+    sclose_v = spot_close[t0 + s:t1]
+    sprev_v = spot_close[t0 + s - 1:t1 - 1]
     fund_v = funding[t0 + s:t1]
-    sig_prev = sigma_hat[t0 + s - 1:t1 - 1]  # the slippage of a fill at t is known at the close of t − 1
+    sig_prev = slip_sigma[t0 + s - 1:t1 - 1]  # the slippage of a fill at t is known at the close of t − 1
     gap_v = buf[_R_GAP, s:m]
     barf_v = buf[_R_BARF, s:m]
+    gapb_v = buf[_R_GAPB, s:m]
+    barb_v = buf[_R_BARB, s:m]
+    intra_v = buf[_R_INTRA, s:m]
     slip_v = buf[_R_SLIP, s:m]
     cost_v = buf[_R_COST, s:m]
     for i in range(m - s):
         o = open_v[i]
-        gap_v[i] = o / prev_v[i] - 1.0
-        barf_v[i] = (close_v[i] / o - 1.0) - fund_v[i]
+        gap = o / prev_v[i] - 1.0
+        intra = close_v[i] / o - 1.0
+        so = sopen_v[i]
+        gap_v[i] = gap
+        intra_v[i] = intra
+        barf_v[i] = intra - fund_v[i]
+        gapb_v[i] = gap - (so / sprev_v[i] - 1.0)
+        barb_v[i] = intra - (sclose_v[i] / so - 1.0)
         sig = sig_prev[i]
         slip = slip_bps
         if sig == sig:
@@ -522,18 +576,22 @@ def _block_all_finite(funding, fee_rate, t0, m, buf):  # pragma: no cover - comp
     fund_v = funding[t0:t0 + m]
     gap_b = buf[_R_GAP]
     barf_b = buf[_R_BARF]
+    gapb_b = buf[_R_GAPB]
+    barb_b = buf[_R_BARB]
     slip_b = buf[_R_SLIP]
     cost_b = buf[_R_COST]
     bad = 0
     for i in range(m):
-        s = abs(gap_b[i]) + abs(barf_b[i]) + abs(fund_v[i]) + abs(slip_b[i]) + abs(cost_b[i])
+        s = (abs(gap_b[i]) + abs(barf_b[i]) + abs(fund_v[i]) + abs(slip_b[i]) + abs(cost_b[i]) + abs(gapb_b[i])
+             + abs(barb_b[i]))
         bad += not (s < math.inf)  # NaN or an infinity (or an overflowing sum: then only less is skipped)
     return bad == 0 and abs(fee_rate) < math.inf
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col, state,
-                   out_bar, out_contrib, out_weights, full):  # pragma: no cover - compiled
+def _simulate_impl(open_, close, spot_open, spot_close, tradable, funding, experts, probs, gating, sigma_hat,
+                   slip_sigma, params, carry_col, state, out_bar, out_contrib, out_weights,
+                   full):  # pragma: no cover - compiled
     """The per-bar loop (module docstring). Fills the outputs when ``full`` (a constant of each caller, so the
     score-only loop carries none of the output code). Starts from ``state`` and writes the final state into it.
     Returns the :class:`Score` fields as a tuple.
@@ -547,7 +605,12 @@ def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigm
     k_min = params[P_K_MIN]
     rearm_dd = params[P_REARM] * dd_max
     band = params[P_BAND]
-    fee_rate = params[P_FEE_BPS] * 1e-4
+    band_rel = params[P_BAND_REL]
+    hold = params[P_DECISION_HOURS]
+    fee_rate = params[P_PERP_FEE_BPS] * 1e-4  # the directional leg and the carry's perp leg
+    spot_fee_rate = params[P_SPOT_FEE_BPS] * 1e-4  # the carry's spot leg
+    half_fees = 0.5 * (fee_rate + spot_fee_rate)  # carry fee per unit of carry turnover (2·|Δc|)
+    borrow_h = params[P_BORROW_RATE] / 8760.0  # per hour, on the notional of a short spot leg (c > 0)
     slip_bps = params[P_SLIP_BPS]
     slip_coef = params[P_SLIP_VOL_COEF]
     hard = params[P_HARD_SWITCH] != 0.0
@@ -574,6 +637,8 @@ def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigm
     new_d = state[S_ORDER_POSITION]
     new_c = state[S_ORDER_CARRY]
     pending = state[S_PENDING] != 0.0
+    since = state[S_SINCE]
+    thr_trade = state[S_THR_TRADE]
     if full and carried:
         for e in range(E):
             cur[e] = state[N_STATE + e]
@@ -594,11 +659,18 @@ def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigm
         t1 = min(n, t0 + _BLOCK)
         m = t1 - t0
         n_signal = _block_known(probs, sigma_hat, vol_targeting, t0, m, buf, p_b)
-        _block_prices(open_, close, funding, sigma_hat, fee_rate, slip_bps, slip_coef, t0, m, buf)
-        if t0 == 0 and carried:  # bar 0 continues the previous run: its gap and fill use the state's close
+        _block_prices(open_, close, spot_open, spot_close, funding, slip_sigma, fee_rate, slip_bps, slip_coef, t0,
+                      m, buf)
+        if t0 == 0 and carried:  # bar 0 continues the previous run: its gap and fill use the state's closes
             o = open_[0]
-            buf[_R_GAP, 0] = o / state[S_CLOSE] - 1.0
-            buf[_R_BARF, 0] = (close[0] / o - 1.0) - funding[0]
+            gap = o / state[S_CLOSE] - 1.0
+            intra = close[0] / o - 1.0
+            so = spot_open[0]
+            buf[_R_GAP, 0] = gap
+            buf[_R_INTRA, 0] = intra
+            buf[_R_BARF, 0] = intra - funding[0]
+            buf[_R_GAPB, 0] = gap - (so / state[S_SPOT_CLOSE] - 1.0)
+            buf[_R_BARB, 0] = intra - (spot_close[0] / so - 1.0)
             sig = state[S_SIGMA]
             slip = slip_bps
             if sig == sig:
@@ -608,9 +680,11 @@ def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigm
             buf[_R_COST, 0] = fee_rate + slip_rate
         # A block where no position can be taken, entered flat with no pending order, changes nothing (each bar
         # earns ±0: equity, peak, drawdown, throttle and the sums stay as they are; t0 > 0: bar 0 sets the
-        # throttle). Skipped in the score mode when its terms are all finite (NaN · 0 is not 0).
+        # throttle; the decision interval's count only grows, and a flat book is never held back by it).
+        # Skipped in the score mode when its terms are all finite (NaN · 0 is not 0).
         if (not full and t0 > 0 and (n_signal == 0 or ruined) and d == 0.0 and c == 0.0 and new_d == 0.0
                 and new_c == 0.0 and _block_all_finite(funding, fee_rate, t0, m, buf)):
+            since += m
             continue
         _block_signal(experts, gating, sigma_hat, carry_col, hard, vol_targeting, vol_target, lev_max, t0, m, buf,
                       p_b, x_b, w_b, full, out_weights)
@@ -620,6 +694,8 @@ def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigm
         sc_b = buf[_R_SC]
         gap_b = buf[_R_GAP]
         barf_b = buf[_R_BARF]
+        gapb_b = buf[_R_GAPB]
+        barb_b = buf[_R_BARB]
         slip_b = buf[_R_SLIP]
         cost_b = buf[_R_COST]
         tradable_v = tradable[t0:t1]
@@ -633,6 +709,11 @@ def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigm
             fee = 0.0
             slip = 0.0
             fund = 0.0
+            borrow = 0.0
+            carry_fee = 0.0
+            carry_slip = 0.0
+            price = 0.0
+            basis = 0.0
             if i >= first:
                 f_t = funding_v[i]
                 slip_rate = slip_b[i]
@@ -649,14 +730,30 @@ def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigm
                     turn_d = abs(d - d_old)
                     turn_c = 2.0 * abs(c - c_old)
                     turn = turn_d + turn_c
-                    fee = turn * fee_rate
-                    slip = turn * slip_rate
+                    if turn > 0.0:  # a fill: the decision interval counts from here
+                        since = 0.0
+                        thr_trade = thr
+                    borrow = (c if c > 0.0 else 0.0) * borrow_h
                     # The docstring's sum, grouped so the carry leg (the end of the chain) enters last.
-                    ret = ((d_old * gap_b[i] + d * barf_b[i] - turn_d * cost_rate) - (c * f_t + turn_c * cost_rate))
+                    ret = (((d_old * gap_b[i] + d * barf_b[i] - turn_d * cost_rate)
+                            - (c * f_t + turn_c * (half_fees + slip_rate)))
+                           + ((c_old * gapb_b[i] + c * barb_b[i]) - borrow))
+                    if full:
+                        carry_fee = turn_c * half_fees
+                        carry_slip = turn_c * slip_rate
+                        fee = turn_d * fee_rate + carry_fee
+                        slip = turn * slip_rate
+                        price = d_old * gap_b[i] + d * buf[_R_INTRA, i]
+                        basis = c_old * gapb_b[i] + c * barb_b[i]
+                    else:
+                        fee = turn_d * fee_rate + turn_c * half_fees
+                        slip = turn * slip_rate
                 else:  # the orders are the held positions (finite): the same sum with no turnover
                     fee = 0.0 * fee_rate
                     slip = 0.0 * slip_rate
-                    ret = ((d * gap_b[i] + d * barf_b[i] - 0.0 * cost_rate) - (c * f_t + 0.0 * cost_rate))
+                    borrow = (c if c > 0.0 else 0.0) * borrow_h
+                    ret = (((d * gap_b[i] + d * barf_b[i] - 0.0 * cost_rate) - (c * f_t + 0.0 * cost_rate))
+                           + ((c * gapb_b[i] + c * barb_b[i]) - borrow))
                 equity = max(equity * (1.0 + ret), 0.0)
                 if equity > peak:
                     peak = equity
@@ -664,6 +761,7 @@ def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigm
                     raw_slope = inv_peak * inv_dd_max
                 if full:
                     fund = -(d + c) * f_t
+            since += 1.0
             dd = 1.0 - equity * inv_peak
             if equity < ruin_level:  # ruin: the signal of this bar and the next ones is "no position"
                 ruined = True
@@ -696,14 +794,19 @@ def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigm
                     for e in range(E):
                         x = experts[t, e]
                         comp[e] = 0.0 if (e == carry_col or math.isnan(x)) else out_weights[t, e] * x * scale
-                # Rebalance decisions as branches, not selects: the usual outcome is "keep" with a band (and a
-                # zero target is common), so the branch is predicted and the orders do not wait for the equity
-                # chain. A zero order is the constant 0 (its sign changes no score) except in the full outputs.
-                # ``pending``: an order differs from the held position (the next bar takes the fill path).
+                # Rebalance policy: a rebalance is free once ``hold`` bars have closed since the last fill, or
+                # at once when the throttle's cut since that fill alone moves the position by more than the band
+                # (a risk limit); it trades when the target moves by more than max(band, band_rel · |held|).
+                # Going flat is never held back. Decisions as branches, not selects: the usual outcome is
+                # "keep", so the branch is predicted and the orders do not wait for the equity chain. A zero
+                # order is the constant 0 (its sign changes no score) except in the full outputs. ``pending``:
+                # an order differs from the held position (the next bar takes the fill path).
+                gap_band = max(band, band_rel * abs(d))
+                free = (since >= hold) | (abs(d) * (thr_trade - thr) > thr_trade * gap_band)
                 if td == 0.0:
                     new_d = td if full else 0.0
                     pending = d != 0.0
-                elif abs(td - d) > band:
+                elif free and abs(td - d) > gap_band:
                     new_d = td
                     pending = True
                 else:
@@ -717,7 +820,7 @@ def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigm
                 if tc == 0.0:
                     new_c = tc if full else 0.0
                     pending |= c != 0.0
-                elif abs(tc - c) > band or abs(c) > cap:
+                elif abs(c) > cap or (free and abs(tc - c) > max(band, band_rel * abs(c))):
                     new_c = tc
                     pending = True
                 else:
@@ -729,7 +832,7 @@ def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigm
             sum_sq_neg += neg * neg
             max_dd = max(max_dd, dd)
             total_turn += turn
-            total_cost += fee + slip
+            total_cost += (fee + slip) + borrow
             if full:
                 t = t0 + i
                 out_bar[t, B_POSITION] = d
@@ -745,6 +848,11 @@ def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigm
                 out_bar[t, B_THROTTLE] = thr
                 out_bar[t, B_TARGET_POSITION] = td
                 out_bar[t, B_TARGET_CARRY] = tc
+                out_bar[t, B_PRICE_PNL] = price
+                out_bar[t, B_BASIS_PNL] = basis
+                out_bar[t, B_BORROW] = borrow
+                out_bar[t, B_CARRY_FEE] = carry_fee
+                out_bar[t, B_CARRY_SLIP] = carry_slip
                 for e in range(E):
                     out_contrib[t, e] = cur[e]
                 if carry_col >= 0:
@@ -761,7 +869,10 @@ def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigm
         state[S_PENDING] = 1.0 if pending else 0.0
         state[S_RUINED] = 1.0 if ruined else 0.0
         state[S_CLOSE] = close[n - 1]
-        state[S_SIGMA] = sigma_hat[n - 1]
+        state[S_SIGMA] = slip_sigma[n - 1]
+        state[S_SPOT_CLOSE] = spot_close[n - 1]
+        state[S_SINCE] = since
+        state[S_THR_TRADE] = thr_trade
         if full:
             for e in range(E):
                 state[N_STATE + e] = cur[e]
@@ -771,20 +882,21 @@ def _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigm
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _simulate_full(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col, state,
-                   out_bar, out_contrib, out_weights):  # pragma: no cover - compiled
+def _simulate_full(open_, close, spot_open, spot_close, tradable, funding, experts, probs, gating, sigma_hat,
+                   slip_sigma, params, carry_col, state, out_bar, out_contrib,
+                   out_weights):  # pragma: no cover - compiled
     """:func:`_simulate_impl` filling the per-bar outputs (n rows each)."""
-    return _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col,
-                          state, out_bar, out_contrib, out_weights, True)
+    return _simulate_impl(open_, close, spot_open, spot_close, tradable, funding, experts, probs, gating, sigma_hat,
+                          slip_sigma, params, carry_col, state, out_bar, out_contrib, out_weights, True)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _simulate_score(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col,
-                    state):  # pragma: no cover - compiled
+def _simulate_score(open_, close, spot_open, spot_close, tradable, funding, experts, probs, gating, sigma_hat,
+                    slip_sigma, params, carry_col, state):  # pragma: no cover - compiled
     """:func:`_simulate_impl` returning the scalars only."""
     empty = np.empty((0, 0))
-    return _simulate_impl(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col,
-                          state, empty, empty, empty, False)
+    return _simulate_impl(open_, close, spot_open, spot_close, tradable, funding, experts, probs, gating, sigma_hat,
+                          slip_sigma, params, carry_col, state, empty, empty, empty, False)
 
 
 # -------------------------------------------------------------------------------------------------------- wrappers
@@ -797,21 +909,28 @@ def _as_params(params: PortfolioParams | np.ndarray) -> np.ndarray:
     return arr
 
 
-def _prepare(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col):
+def _prepare(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col, spot_open=None,
+             spot_close=None, slip_sigma=None):
+    """The kernel's positional arguments, converted and checked. Without spot prices the carry's spot leg is
+    priced like its perp leg (no basis); without ``slip_sigma`` the slippage reads ``sigma_hat``."""
     f64 = np.float64
     close = np.ascontiguousarray(close, dtype=f64)
     n = close.shape[0]
     open_ = np.ascontiguousarray(open_, dtype=f64)
+    spot_open = open_ if spot_open is None else np.ascontiguousarray(spot_open, dtype=f64)
+    spot_close = close if spot_close is None else np.ascontiguousarray(spot_close, dtype=f64)
     tradable = np.ascontiguousarray(tradable, dtype=np.bool_)
     funding = np.ascontiguousarray(funding, dtype=f64)
     sigma_hat = np.ascontiguousarray(sigma_hat, dtype=f64)
+    slip_sigma = sigma_hat if slip_sigma is None else np.ascontiguousarray(slip_sigma, dtype=f64)
     experts = np.ascontiguousarray(experts, dtype=f64)
     probs = np.ascontiguousarray(probs, dtype=f64)
     gating = np.ascontiguousarray(gating, dtype=f64)
     if experts.ndim == 1:
         experts = experts.reshape(-1, 1)
-    for name, arr in (("open_", open_), ("close", close), ("tradable", tradable), ("funding", funding),
-                      ("sigma_hat", sigma_hat)):
+    for name, arr in (("open_", open_), ("close", close), ("spot_open", spot_open), ("spot_close", spot_close),
+                      ("tradable", tradable), ("funding", funding), ("sigma_hat", sigma_hat),
+                      ("slip_sigma", slip_sigma)):
         if arr.shape != (n,):
             raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
     E = experts.shape[1]
@@ -822,12 +941,16 @@ def _prepare(open_, close, tradable, funding, experts, probs, gating, sigma_hat,
     carry_col = int(carry_col)
     if not -1 <= carry_col < E:
         raise ValueError(f"carry_col must be -1 or a column of experts, got {carry_col}")
-    if n and not (np.all(np.isfinite(open_)) and np.all(np.isfinite(close)) and np.all(open_ > 0)
-                  and np.all(close > 0)):
-        raise ValueError("open_ and close must be positive and finite (forward-fill missing hours)")
+    for name, arr in (("open_", open_), ("close", close), ("spot_open", spot_open), ("spot_close", spot_close)):
+        if n and not (np.all(np.isfinite(arr)) and np.all(arr > 0)):
+            raise ValueError(f"{name} must be positive and finite (forward-fill missing hours)")
     if not np.all(np.isfinite(funding)):
         raise ValueError("funding must be finite (0 on bars without a settlement)")
-    return open_, close, tradable, funding, experts, probs, gating, sigma_hat, _as_params(params), carry_col
+    p = _as_params(params)
+    if not p[P_DECISION_HOURS] >= 1.0 or not p[P_BAND_REL] >= 0.0 or not p[P_BORROW_RATE] >= 0.0:
+        raise ValueError("decision_hours must be >= 1, band_rel and borrow_rate >= 0")
+    return (open_, close, spot_open, spot_close, tradable, funding, experts, probs, gating, sigma_hat, slip_sigma, p,
+            carry_col)
 
 
 def _check_state(state: np.ndarray | None, n_experts: int) -> np.ndarray:
@@ -843,13 +966,17 @@ def _check_state(state: np.ndarray | None, n_experts: int) -> np.ndarray:
 
 
 def run_portfolio_arrays(open_, close, tradable, funding, experts, probs, gating, sigma_hat,
-                         params: PortfolioParams | np.ndarray, carry_col: int = -1, state: np.ndarray | None = None
+                         params: PortfolioParams | np.ndarray, carry_col: int = -1, state: np.ndarray | None = None,
+                         *, spot_open=None, spot_close=None, slip_sigma=None
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Score]:
-    """The kernel with full outputs: (bars (n, 13) in ``BAR_COLUMNS`` order, contributions (n, E),
-    weights (n, E), :class:`Score`). ``state`` (:func:`new_state`) is the account to continue, updated in place;
-    ``None`` runs a fresh book."""
-    args = _prepare(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col)
-    n, E = args[4].shape
+    """The kernel with full outputs: (bars (n, 18) in ``BAR_COLUMNS`` order, contributions (n, E),
+    weights (n, E), :class:`Score`). ``open_``/``close`` price the directional leg and the carry's perp leg,
+    ``spot_open``/``spot_close`` the carry's spot leg (default: the same prices, no basis); ``sigma_hat`` sets
+    the leverage, ``slip_sigma`` (default ``sigma_hat``) the vol-proportional slippage. ``state``
+    (:func:`new_state`) is the account to continue, updated in place; ``None`` runs a fresh book."""
+    args = _prepare(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col, spot_open,
+                    spot_close, slip_sigma)
+    n, E = args[6].shape
     state = _check_state(state, E)
     bars = np.empty((n, N_BAR_COLS))
     contrib = np.empty((n, E))
@@ -875,17 +1002,22 @@ def _frame(bars: np.ndarray, contrib: np.ndarray, weights: np.ndarray, index, ex
 
 def run_portfolio(open_, close, tradable, funding, experts, probs, gating, sigma_hat,
                   params: PortfolioParams | np.ndarray, carry_col: int = -1, *, index=None,
-                  expert_names=None, state: np.ndarray | None = None) -> pd.DataFrame:
+                  expert_names=None, state: np.ndarray | None = None, spot_open=None, spot_close=None,
+                  slip_sigma=None) -> pd.DataFrame:
     """Run the backtest; one row per bar (see the module docstring for what each row holds).
 
     Columns: position, carry_position, gross_exposure, net_exposure, turnover, fee_cost, slippage_cost,
-    funding_pnl, bar_return, equity, drawdown, leverage, throttle, target_position, target_carry,
-    contrib_<expert> (the part of the held position due to each expert; the carry column holds the carry
-    position) and weight_<expert> (gating weights at the close). The :class:`Score` is in ``attrs["score"]``.
-    ``state``: the account to continue (see :func:`run_portfolio_arrays`).
+    funding_pnl, bar_return, equity, drawdown, leverage, throttle, target_position, target_carry, price_pnl
+    (directional leg), basis_pnl (carry), borrow_cost, carry_fee_cost and carry_slippage_cost (the carry legs'
+    part of fee_cost and slippage_cost), contrib_<expert> (the part of the held position due to each expert; the
+    carry column holds the carry position) and weight_<expert> (gating weights at the close). bar_return =
+    price_pnl + basis_pnl + funding_pnl − fee_cost − slippage_cost − borrow_cost (up to rounding). The
+    :class:`Score` is in ``attrs["score"]``. ``state`` and the spot / slippage inputs: see
+    :func:`run_portfolio_arrays`.
     """
     bars, contrib, weights, score = run_portfolio_arrays(open_, close, tradable, funding, experts, probs, gating,
-                                                         sigma_hat, params, carry_col, state)
+                                                         sigma_hat, params, carry_col, state, spot_open=spot_open,
+                                                         spot_close=spot_close, slip_sigma=slip_sigma)
     out = _frame(bars, contrib, weights, index, expert_names)
     out.attrs["score"] = score._asdict()
     return out
@@ -893,15 +1025,18 @@ def run_portfolio(open_, close, tradable, funding, experts, probs, gating, sigma
 
 def backtest_score(open_, close, tradable, funding, experts, probs, gating, sigma_hat,
                    params: PortfolioParams | np.ndarray, carry_col: int = -1, *, check: bool = True,
-                   state: np.ndarray | None = None) -> Score:
+                   state: np.ndarray | None = None, spot_open=None, spot_close=None, slip_sigma=None) -> Score:
     """Scalars only (no per-bar outputs). With ``check=False`` the inputs must already be C-contiguous arrays of
-    the right dtypes and shapes (float64, tradable bool, params (12,)): no conversion, no validation. ``state``:
-    the account to continue, updated in place (fresh when ``None``; its contributions part is not kept)."""
+    the right dtypes and shapes (float64, tradable bool, params (16,)), spot prices and ``slip_sigma`` given:
+    no conversion, no validation. ``state``: the account to continue, updated in place (fresh when ``None``; its
+    contributions part is not kept)."""
     if check:
-        args = _prepare(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col)
-        state = _check_state(state, args[4].shape[1])
+        args = _prepare(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col,
+                        spot_open, spot_close, slip_sigma)
+        state = _check_state(state, args[6].shape[1])
     else:
-        args = (open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col)
+        args = (open_, close, spot_open, spot_close, tradable, funding, experts, probs, gating, sigma_hat, slip_sigma,
+                params, carry_col)
         if state is None:
             state = new_state(experts.shape[1])
     return Score(*_simulate_score(*args, state))
@@ -912,7 +1047,8 @@ def backtest_score(open_, close, tradable, funding, experts, probs, gating, sigm
 
 def run_portfolio_reference(open_, close, tradable, funding, experts, probs, gating, sigma_hat,
                             params: PortfolioParams | np.ndarray, carry_col: int = -1, *, index=None,
-                            expert_names=None) -> pd.DataFrame:
+                            expert_names=None, spot_open=None, spot_close=None,
+                            slip_sigma=None) -> pd.DataFrame:
     """Slow, literal transcription of the module docstring with pandas objects and Python floats (tests only).
 
     ``gating`` may also be one matrix per bar, shape (n, K, E): one run over concatenated pieces whose parameters
@@ -924,8 +1060,11 @@ def run_portfolio_reference(open_, close, tradable, funding, experts, probs, gat
     n, E = experts.shape
     names = [f"e{e}" for e in range(E)]
     bars = pd.DataFrame({"open": np.asarray(open_, float), "close": np.asarray(close, float),
+                         "spot_open": np.asarray(open_ if spot_open is None else spot_open, float),
+                         "spot_close": np.asarray(close if spot_close is None else spot_close, float),
                          "tradable": np.asarray(tradable, bool), "funding": np.asarray(funding, float),
-                         "sigma": np.asarray(sigma_hat, float)})
+                         "sigma": np.asarray(sigma_hat, float),
+                         "slip_sigma": np.asarray(sigma_hat if slip_sigma is None else slip_sigma, float)})
     X = pd.DataFrame(experts, columns=names)
     P = pd.DataFrame(np.asarray(probs, float))
     gating = np.asarray(gating, float)
@@ -939,12 +1078,13 @@ def run_portfolio_reference(open_, close, tradable, funding, experts, probs, gat
     held_contrib = pd.Series(0.0, index=names)
     order: dict | None = None  # decided at the previous close: d, c, contributions, slippage rate
     ruined = False
+    since, thr_at_fill = math.inf, 1.0  # the decision interval: closes since the last fill, the throttle then
     rows: list[dict] = []
     for t in range(n):
         row = bars.iloc[t]
-        turn = fee = slip = fund = ret = 0.0
+        turn = fee = slip = fund = ret = price = basis = borrow = carry_fee = carry_slip = 0.0
         if t > 0:
-            prev_close = bars["close"].iloc[t - 1]
+            prev = bars.iloc[t - 1]
             d_old, c_old = d, c
             if row["tradable"]:
                 if order["d"] != d:
@@ -952,13 +1092,23 @@ def run_portfolio_reference(open_, close, tradable, funding, experts, probs, gat
                     held_contrib = order["contrib"].copy()
                 c = order["c"]
             turn = abs(d - d_old) + 2 * abs(c - c_old)
-            fee = turn * p.fee_bps * 1e-4
+            if turn > 0:
+                since, thr_at_fill = 0, thr
+            # fees per leg: the directional leg and the carry's perp leg at the perp rate, its spot leg at spot's
+            carry_fee = abs(c - c_old) * (p.perp_fee_bps + p.spot_fee_bps) * 1e-4
+            fee = abs(d - d_old) * p.perp_fee_bps * 1e-4 + carry_fee
             slip = turn * order["slip_rate"]
+            carry_slip = 2 * abs(c - c_old) * order["slip_rate"]
             fund = -(d + c) * row["funding"]
-            ret = (d_old * (row["open"] / prev_close - 1) + d * (row["close"] / row["open"] - 1)
-                   - fee - slip + fund)
+            perp_gap, perp_bar = row["open"] / prev["close"] - 1, row["close"] / row["open"] - 1
+            spot_gap, spot_bar = row["spot_open"] / prev["spot_close"] - 1, row["spot_close"] / row["spot_open"] - 1
+            price = d_old * perp_gap + d * perp_bar
+            basis = c_old * (perp_gap - spot_gap) + c * (perp_bar - spot_bar)  # long c perp, short c spot
+            borrow = max(c, 0.0) * p.borrow_rate / 8760  # the short spot leg's margin interest, per hour
+            ret = price + basis + fund - fee - slip - borrow
             equity = max(0.0, equity * (1 + ret))
             peak = max(peak, equity)
+        since += 1
         dd = 1 - equity / peak
         ruined = ruined or equity < p.ruin_floor or equity <= 0
         if p.dd_max > 0:
@@ -991,19 +1141,26 @@ def run_portfolio_reference(open_, close, tradable, funding, experts, probs, gat
                 td = float(np.sign(td)) * p.lev_max
             if carry is not None:
                 tc = float(w[carry] * x[carry])
-        if td == 0 or abs(td - d) > p.band:
+        gap_band = max(p.band, p.band_rel * abs(d))
+        # the decision interval has passed, or a risk limit: the throttle's cut since the fill exceeds the band
+        free = since >= p.decision_hours or abs(d) * (thr_at_fill - thr) > thr_at_fill * gap_band
+        if td == 0 or (free and abs(td - d) > gap_band):
             order_d, order_contrib = td, contrib
         else:
             order_d, order_contrib = d, held_contrib.copy()
         cap = max(0.0, (p.lev_max - abs(order_d)) / 2)
         tc = min(cap, max(-cap, tc))
-        order_c = tc if (tc == 0 or abs(tc - c) > p.band or abs(c) > cap) else c
-        slip_bps = p.slip_bps + (0.0 if np.isnan(sig) else p.slip_vol_coef * sig)
+        trade_c = tc == 0 or abs(c) > cap or (free and abs(tc - c) > max(p.band, p.band_rel * abs(c)))
+        order_c = tc if trade_c else c
+        slip_sig = row["slip_sigma"]
+        slip_bps = p.slip_bps + (0.0 if np.isnan(slip_sig) else p.slip_vol_coef * slip_sig)
         order = {"d": order_d, "c": order_c, "contrib": order_contrib, "slip_rate": slip_bps * 1e-4}
 
         rec = {"position": d, "carry_position": c, "turnover": turn, "fee_cost": fee, "slippage_cost": slip,
                "funding_pnl": fund, "bar_return": ret, "equity": equity, "drawdown": dd, "leverage": lev,
-               "throttle": thr, "target_position": td, "target_carry": tc}
+               "throttle": thr, "target_position": td, "target_carry": tc, "price_pnl": price,
+               "basis_pnl": basis, "borrow_cost": borrow, "carry_fee_cost": carry_fee,
+               "carry_slippage_cost": carry_slip}
         shown = held_contrib.copy()
         if carry is not None:
             shown[carry] = c

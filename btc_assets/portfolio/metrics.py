@@ -4,22 +4,23 @@ Conventions: returns are simple per-bar (hourly) returns on equity, equity start
 the first bar, a year is 8760 bars (24 · 365, as in :mod:`btc_assets.volatility`), a month 1/12 of that year, the
 risk-free rate is 0. Calendar months are UTC.
 
-Costs charged (by the engine, :mod:`btc_assets.portfolio.engine`): perp taker fees and slippage on every trade,
-and funding on perp positions. Spot fees are charged on the spot reference only (its one entry,
-:data:`SPOT_FEE_BPS`); borrowing (margin interest on a levered spot leg, e.g. the carry hedge) is not charged yet.
+Costs charged (by the engine, :mod:`btc_assets.portfolio.engine`), each leg at its own venue: perp fees on the
+directional leg and the carry's perp leg, spot fees on the carry's spot leg, slippage on every leg traded,
+funding on perp positions and borrowing on a short spot leg.
 
 References (:func:`reference_runs`, rows :data:`REFERENCES`), all on the same bars as the strategy:
 
-* ``buy_and_hold_spot``: 1× long *spot* BTC from the open of bar 1 (the engine's first fill) to the end. One entry
-  fee at the spot taker rate (:data:`SPOT_FEE_BPS`, no spot fee setting exists yet) plus the base slippage, no
-  funding, never traded again. The headline reference.
-* ``buy_and_hold_perp``: the same as a 1× long perpetual: perp fee and slippage on the entry, funding paid every
-  settlement (an assumed rate where the history is unknown, see :mod:`btc_assets.portfolio.moe`).
-* ``vol_targeted_buy_and_hold``: a long perp at leverage min(L_max, vol_target / σ_day), σ_day the daily-horizon
-  volatility :func:`btc_assets.portfolio.horizon.horizon_sigma` of the GARCH forecast (√ of the exponentially
-  weighted mean of σ̂² with a one-day half-life: causal, the intraday seasonality damped), with the strategy's
-  rebalancing band, lag, fees, slippage and funding; no drawdown throttle, no ruin stop. (Leverage from the
-  one-step σ̂ itself swings with the hour-of-week seasonality and turns the book over ~843× a year.)
+* ``buy_and_hold_spot``: 1× long *spot* BTC, priced on spot, from the open of bar 1 (the engine's first fill) to
+  the end. One entry fee at the spot fee (``spot_fee_bps``) plus the base slippage, no funding, never traded
+  again. The headline reference.
+* ``buy_and_hold_perp``: the same as a 1× long perpetual, priced on the perp's bars (spot before the listing):
+  perp fee and slippage on the entry, funding paid every settlement (an assumed rate where the history is
+  unknown, see :mod:`btc_assets.portfolio.moe`).
+* ``vol_targeted_buy_and_hold``: a long perp at leverage min(L_max, vol_target / σ), σ the strategy's own
+  leverage volatility (``PortfolioSettings.vol_forecast``: by default the GARCH mean variance of the next day,
+  seasonality averaged out), with the strategy's rebalance policy, lag, fees, slippage and funding; no drawdown
+  throttle, no ruin stop. (Leverage from the next hour's σ̂ swings with the hour-of-week seasonality and turns the
+  book over ~843× a year.)
 """
 
 from __future__ import annotations
@@ -31,17 +32,9 @@ import numpy as np
 import pandas as pd
 
 from btc_assets.portfolio.engine import PortfolioParams, run_portfolio
-from btc_assets.portfolio.horizon import DAILY_BARS, horizon_sigma
 
 BARS_PER_YEAR = 24 * 365
-SPOT_FEE_BPS = 10.0  # spot taker fee per trade, in bps of notional (Binance's base rate), for the spot reference
 REFERENCES: tuple[str, ...] = ("buy_and_hold_spot", "buy_and_hold_perp", "vol_targeted_buy_and_hold")
-
-
-def spot_fee_of(settings) -> float:
-    """The spot fee in bps for the spot reference: the settings' ``spot_fee_bps`` once ``PortfolioSettings`` has
-    one, :data:`SPOT_FEE_BPS` until then."""
-    return float(getattr(settings, "spot_fee_bps", SPOT_FEE_BPS))
 
 
 def _longest_run(mask: np.ndarray) -> int:
@@ -74,9 +67,12 @@ def calendar_month_returns(returns: pd.Series, complete_only: bool = True) -> pd
 
 
 def bar_costs(frame: pd.DataFrame) -> np.ndarray:
-    """Costs paid per bar by a :func:`run_portfolio` frame, in fractions of equity: fees + slippage + funding paid
-    (max(−funding_pnl, 0): funding received is income, not a negative cost; no ``funding_pnl`` column: none)."""
+    """Costs paid per bar by a :func:`run_portfolio` frame, in fractions of equity: fees + slippage + borrowing +
+    funding paid (max(−funding_pnl, 0): funding received is income, not a negative cost; no ``funding_pnl``
+    column: none)."""
     costs = (frame["fee_cost"] + frame["slippage_cost"]).to_numpy(dtype=float)
+    if "borrow_cost" in frame:
+        costs = costs + frame["borrow_cost"].to_numpy(dtype=float)
     if "funding_pnl" in frame:
         costs = costs + np.maximum(-frame["funding_pnl"].to_numpy(dtype=float), 0.0)
     return costs
@@ -177,62 +173,65 @@ def frame_metrics(frame: pd.DataFrame, ruin_floor: float = 0.5) -> dict[str, flo
                              bar_costs(frame), ruin_floor, exposure=frame["gross_exposure"].to_numpy())
 
 
-def _single_expert(open_, close, tradable, funding, sigma_hat, params: PortfolioParams, index, pay_funding: bool):
+def _single_expert(open_, close, tradable, funding, sigma_hat, params: PortfolioParams, index, pay_funding: bool,
+                   slip_sigma=None):
     n = np.asarray(close).shape[0]
     fund = np.asarray(funding, dtype=float) if pay_funding else np.zeros(n)
     return run_portfolio(open_, close, tradable, fund, np.ones((n, 1)), np.ones((n, 1)), np.ones((1, 1)),
-                         sigma_hat, params, -1, index=index, expert_names=["long"])
+                         sigma_hat, params, -1, index=index, expert_names=["long"], slip_sigma=slip_sigma)
 
 
 def _held(params: PortfolioParams | None, **changes) -> PortfolioParams:
     """1× long, never rebalanced: no vol targeting, no throttle, no band, no ruin stop."""
     base = params or PortfolioParams()
-    return dataclasses.replace(base, vol_targeting=False, lev_max=1.0, dd_max=0.0, band=0.0, hard_switch=False,
-                               ruin_floor=0.0, **changes)
+    return dataclasses.replace(base, vol_targeting=False, lev_max=1.0, dd_max=0.0, band=0.0, band_rel=0.0,
+                               decision_hours=1.0, hard_switch=False, ruin_floor=0.0, **changes)
 
 
-def buy_and_hold_spot(open_, close, tradable, params: PortfolioParams | None = None, *, index=None,
-                      fee_bps: float = SPOT_FEE_BPS) -> pd.DataFrame:
+def buy_and_hold_spot(spot_open, spot_close, tradable, params: PortfolioParams | None = None, *, index=None,
+                      fee_bps: float | None = None) -> pd.DataFrame:
     """Spot BTC held 1× from the open of bar 1 (the first fill the engine allows) to the end, as a
-    :func:`run_portfolio` frame: one entry at ``fee_bps`` (spot taker, default :data:`SPOT_FEE_BPS`) plus the
-    base slippage of ``params``, no funding, no exit (marked to market). A position of 1× equity is held
-    unchanged, so equity follows the price (up to the engine's gap + intraday sum, ~1e-5 per bar)."""
-    n = np.asarray(close).shape[0]
-    p = _held(params, fee_bps=float(fee_bps), slip_vol_coef=0.0)
-    return _single_expert(open_, close, tradable, np.zeros(n), np.full(n, np.nan), p, index, False)
+    :func:`run_portfolio` frame on the *spot* prices: one entry at ``fee_bps`` (default: the spot fee of
+    ``params``) plus the base slippage of ``params``, no funding, no borrowing, no exit (marked to market). A
+    position of 1× equity is held unchanged, so equity follows the price (up to the engine's gap + intraday sum,
+    ~1e-5 per bar)."""
+    n = np.asarray(spot_close).shape[0]
+    base = params or PortfolioParams()
+    fee = base.spot_fee_bps if fee_bps is None else float(fee_bps)
+    p = _held(params, perp_fee_bps=fee, slip_vol_coef=0.0)  # the engine's directional leg is spot here
+    return _single_expert(spot_open, spot_close, tradable, np.zeros(n), np.full(n, np.nan), p, index, False)
 
 
 def buy_and_hold_perp(open_, close, tradable, funding, params: PortfolioParams | None = None, *,
                       index=None) -> pd.DataFrame:
-    """A 1× long perpetual from the open of bar 1 to the end, as a :func:`run_portfolio` frame: the perp fee and
-    base slippage of ``params`` on the entry (no vol-proportional slippage: no sigma is used), funding paid every
-    settlement; no vol targeting, no throttle, no ruin stop."""
+    """A 1× long perpetual (on the perp's prices) from the open of bar 1 to the end, as a :func:`run_portfolio`
+    frame: the perp fee and base slippage of ``params`` on the entry (no vol-proportional slippage: no sigma is
+    used), funding paid every settlement; no vol targeting, no throttle, no ruin stop."""
     n = np.asarray(close).shape[0]
     return _single_expert(open_, close, tradable, funding, np.full(n, np.nan), _held(params), index, True)
 
 
 def vol_targeted_buy_and_hold(open_, close, tradable, funding, sigma_lev, params: PortfolioParams | None = None,
-                              *, index=None) -> pd.DataFrame:
-    """A long perp at min(lev_max, vol_target / sigma_lev_t) with the engine's execution lag, the band, fees,
-    slippage and funding of ``params``; no throttle, no ruin stop, no position while sigma_lev is unknown.
-    ``sigma_lev`` is the annualised volatility that sets the leverage (and the optional vol-proportional
-    slippage): the daily-horizon :func:`horizon_sigma` of the GARCH forecast (:func:`reference_runs` passes it)."""
+                              *, index=None, slip_sigma=None) -> pd.DataFrame:
+    """A long perp at min(lev_max, vol_target / sigma_lev_t) with the engine's execution lag, the rebalance policy,
+    fees, slippage and funding of ``params``; no throttle, no ruin stop, no position while sigma_lev is unknown.
+    ``sigma_lev``: the annualised volatility that sets the leverage, the strategy's own (:func:`reference_runs`);
+    ``slip_sigma`` the one of the vol-proportional slippage (default ``sigma_lev``)."""
     base = params or PortfolioParams()
     p = dataclasses.replace(base, vol_targeting=True, dd_max=0.0, hard_switch=False, ruin_floor=0.0)
-    return _single_expert(open_, close, tradable, funding, sigma_lev, p, index, True)
+    return _single_expert(open_, close, tradable, funding, sigma_lev, p, index, True, slip_sigma)
 
 
-def reference_runs(open_, close, tradable, funding, sigma_hat, params: PortfolioParams | None = None, *,
-                   window: slice = slice(None), index=None, halflife: float = DAILY_BARS,
-                   spot_fee_bps: float = SPOT_FEE_BPS) -> dict[str, pd.DataFrame]:
-    """The three references (:data:`REFERENCES`, module docstring) run on the bars ``window`` of the given arrays
-    (each reference starts flat at the window's first bar). ``sigma_hat`` is the one-step GARCH forecast over
-    all the given bars; the daily-horizon volatility is computed from it over all bars up to each one (causal), so
-    it is known from the window's first bar on. ``index``: the timestamps of the window's bars."""
-    sigma_day = horizon_sigma(sigma_hat, halflife)[window]
-    o, c, t, f = (np.asarray(a)[window] for a in (open_, close, tradable, funding))
+def reference_runs(prices, sigma_lev, slip_sigma, params: PortfolioParams | None = None, *,
+                   index=None) -> dict[str, pd.DataFrame]:
+    """The three references (:data:`REFERENCES`, module docstring) on the bars of ``prices`` (a
+    :class:`btc_assets.portfolio.moe.Prices` over the window to measure; each reference starts flat at its first
+    bar). ``sigma_lev``: the strategy's leverage volatility on those bars (causal, known from the first bar on);
+    ``slip_sigma``: the slippage volatility. ``index``: the timestamps of the bars."""
+    p = prices
     return {
-        "buy_and_hold_spot": buy_and_hold_spot(o, c, t, params, index=index, fee_bps=spot_fee_bps),
-        "buy_and_hold_perp": buy_and_hold_perp(o, c, t, f, params, index=index),
-        "vol_targeted_buy_and_hold": vol_targeted_buy_and_hold(o, c, t, f, sigma_day, params, index=index),
+        "buy_and_hold_spot": buy_and_hold_spot(p.spot_open, p.spot_close, p.tradable, params, index=index),
+        "buy_and_hold_perp": buy_and_hold_perp(p.open_, p.close, p.tradable, p.funding, params, index=index),
+        "vol_targeted_buy_and_hold": vol_targeted_buy_and_hold(p.open_, p.close, p.tradable, p.funding, sigma_lev,
+                                                               params, index=index, slip_sigma=slip_sigma),
     }

@@ -1,26 +1,51 @@
 """From the chain's tables to the engine's arrays, and the mixture-of-experts run with its references.
 
 Inputs on the hourly grid:
-* prices: ``open``/``close`` with missing hours forward-filled (a missing hour is not tradable: no fill on it);
+* prices: the directional leg (and the carry's perp leg) is a perpetual, priced on the perp's own bars
+  (``perp_open``/``perp_close`` of ``market_bars``) from its first known bar on; before the perp traded (or
+  without perp bars) on spot, as a hypothetical perp at zero basis. The listing is then one jump of the basis
+  level, a few bps. The carry's spot leg is priced on spot. Missing hours are forward-filled and not tradable (a
+  spot hour missing, or a perp hour missing once the perp trades): no fill on them;
 * funding: the settled rate where the funding history is known. Where it is not (before a perpetual existed, or
   before the file starts) an assumed base rate (``PortfolioSettings.assumed_funding`` per 8 h, at 00/08/16 UTC)
   is charged, so a directional book never trades for free;
 * regime probabilities: the *out-of-sample* stitched series (each bar from the refit that tests it); before the
   first test window they are unknown and the portfolio stays flat;
-* ``sigma_hat``: the GARCH forecast of the next bar's volatility.
+* ``sigma_hat`` (leverage): the volatility over the holding horizon, ``PortfolioSettings.vol_forecast``
+  (:func:`leverage_sigma`); ``slip_sigma`` (slippage): the GARCH forecast of the next hour, seasonal factor
+  included.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from btc_assets.config import EXPERTS, PortfolioSettings
+from btc_assets.config import EXPERTS, VOL_FORECASTS, PortfolioSettings
 from btc_assets.portfolio.engine import PortfolioParams, run_portfolio
-from btc_assets.portfolio.metrics import frame_metrics, reference_runs, spot_fee_of
+from btc_assets.portfolio.horizon import horizon_sigma
+from btc_assets.portfolio.metrics import frame_metrics, reference_runs
 from btc_assets.regimes.walkforward import out_of_sample
+
+
+@dataclass(frozen=True)
+class Prices:
+    """The market arrays of the engine on one grid (:func:`price_arrays`)."""
+
+    open_: np.ndarray  # the perp (directional leg, carry's perp leg)
+    close: np.ndarray
+    spot_open: np.ndarray  # spot (the carry's spot leg, the spot reference)
+    spot_close: np.ndarray
+    tradable: np.ndarray
+    funding: np.ndarray
+    perp_from: int  # first bar priced on the perp's own bars (len: never)
+
+    def window(self, rows: slice) -> Prices:
+        return Prices(*(getattr(self, f.name)[rows] for f in dataclasses.fields(self)[:-1]),
+                      max(0, self.perp_from - (rows.start or 0)))
 
 
 @dataclass(frozen=True)
@@ -34,7 +59,10 @@ class EngineInputs:
     funding: np.ndarray
     experts: np.ndarray
     probs: np.ndarray
-    sigma_hat: np.ndarray
+    sigma_hat: np.ndarray  # sets the leverage
+    spot_open: np.ndarray
+    spot_close: np.ndarray
+    slip_sigma: np.ndarray  # sets the vol-proportional slippage
 
     @property
     def first_known(self) -> int:
@@ -44,11 +72,13 @@ class EngineInputs:
 
 
 def engine_params(settings: PortfolioSettings) -> PortfolioParams:
+    perp_fee, spot_fee = settings.fees_bps
     return PortfolioParams(
         vol_target=settings.vol_target, lev_max=settings.lev_max, vol_targeting=settings.vol_targeting,
         dd_max=settings.dd_max, k_min=settings.k_min, rearm=settings.rearm, band=settings.band,
-        fee_bps=settings.fee_bps, slip_bps=settings.slip_bps, slip_vol_coef=settings.slip_vol_coef,
-        hard_switch=settings.hard_switch, ruin_floor=settings.ruin_floor,
+        perp_fee_bps=perp_fee, slip_bps=settings.slip_bps, slip_vol_coef=settings.slip_vol_coef,
+        hard_switch=settings.hard_switch, ruin_floor=settings.ruin_floor, spot_fee_bps=spot_fee,
+        borrow_rate=settings.borrow_rate, band_rel=settings.band_rel, decision_hours=float(settings.decision_hours),
     )
 
 
@@ -62,28 +92,61 @@ def funding_with_assumption(bars: pd.DataFrame, assumed: float) -> np.ndarray:
     return rate
 
 
-def price_arrays(bars: pd.DataFrame, settings: PortfolioSettings) -> tuple[np.ndarray, ...]:
-    """(open_, close, tradable, funding) on the grid of ``bars``: missing hours forward-filled and not tradable,
-    the funding with the assumed base rate where the history is unknown."""
-    close = bars["close"].ffill().to_numpy(dtype=np.float64)
-    open_ = bars["open"].to_numpy(dtype=np.float64)
-    open_ = np.where(np.isfinite(open_), open_, close)
-    return (open_, close, ~bars["missing"].to_numpy(dtype=bool),
-            funding_with_assumption(bars, settings.assumed_funding))
+def _filled(open_: np.ndarray, close: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Close forward-filled, a missing open read as that close (a flat, untradable bar)."""
+    close = pd.Series(close).ffill().to_numpy(dtype=np.float64)
+    return np.where(np.isfinite(open_), open_, close), close
+
+
+def price_arrays(bars: pd.DataFrame, settings: PortfolioSettings) -> Prices:
+    """The engine's market arrays on the grid of ``bars`` (module docstring): the perp from its first known bar
+    (spot before), spot, tradable, and the funding with the assumed base rate where the history is unknown."""
+    spot_open, spot_close = _filled(bars["open"].to_numpy(dtype=np.float64), bars["close"].to_numpy(dtype=np.float64))
+    tradable = ~bars["missing"].to_numpy(dtype=bool)
+    open_, close = spot_open.copy(), spot_close.copy()
+    n = len(bars)
+    perp_from = n
+    if "perp_close" in bars:
+        p_open = bars["perp_open"].to_numpy(dtype=np.float64)
+        p_close = bars["perp_close"].to_numpy(dtype=np.float64)
+        known = np.isfinite(p_open) & np.isfinite(p_close)
+        if known.any():
+            perp_from = int(np.argmax(known))
+            po, pc = _filled(p_open[perp_from:], p_close[perp_from:])
+            open_[perp_from:], close[perp_from:] = po, pc
+            tradable[perp_from:] &= known[perp_from:]
+    return Prices(open_, close, spot_open, spot_close, tradable,
+                  funding_with_assumption(bars, settings.assumed_funding), perp_from)
+
+
+def leverage_sigma(volatility: pd.DataFrame, settings: PortfolioSettings) -> np.ndarray:
+    """The annualised volatility that sets the leverage (``settings.vol_forecast``): ``horizon`` the GARCH mean
+    variance over the next hours (``sigma_horizon``), ``ewma`` :func:`horizon_sigma` of the next-hour forecast,
+    ``next_hour`` the next-hour forecast ``sigma`` itself."""
+    if settings.vol_forecast not in VOL_FORECASTS:
+        raise ValueError(f"vol_forecast must be one of {', '.join(VOL_FORECASTS)}, not {settings.vol_forecast!r}")
+    sigma = volatility["sigma"].to_numpy(dtype=np.float64)
+    if settings.vol_forecast == "horizon":
+        return volatility["sigma_horizon"].to_numpy(dtype=np.float64)
+    if settings.vol_forecast == "ewma":
+        return horizon_sigma(sigma)
+    return sigma
 
 
 def prepare_inputs(bars: pd.DataFrame, volatility: pd.DataFrame, regime_probabilities: pd.DataFrame,
                    signals: pd.DataFrame, settings: PortfolioSettings) -> EngineInputs:
     """Align the chain's tables on the grid of ``bars``."""
     index = pd.DatetimeIndex(bars["timestamp"])
-    open_, close, tradable, funding = price_arrays(bars, settings)
+    prices = price_arrays(bars, settings)
     oos = out_of_sample(regime_probabilities).set_index("timestamp")
     k = len(settings.gating)
     probs = oos.reindex(index)[[f"p_{j}" for j in range(k)]].to_numpy(dtype=np.float64)
     return EngineInputs(
-        index=index, open_=open_, close=close, tradable=tradable, funding=funding,
+        index=index, open_=prices.open_, close=prices.close, tradable=prices.tradable, funding=prices.funding,
         experts=np.ascontiguousarray(signals[list(EXPERTS)].to_numpy(dtype=np.float64)),
-        probs=np.ascontiguousarray(probs), sigma_hat=volatility["sigma"].to_numpy(dtype=np.float64),
+        probs=np.ascontiguousarray(probs), sigma_hat=np.ascontiguousarray(leverage_sigma(volatility, settings)),
+        spot_open=prices.spot_open, spot_close=prices.spot_close,
+        slip_sigma=volatility["sigma"].to_numpy(dtype=np.float64),
     )
 
 
@@ -101,13 +164,16 @@ def compute_portfolio(inputs: EngineInputs, settings: PortfolioSettings) -> Port
     """Run the mixture of experts over the whole grid; metrics over the out-of-sample period only."""
     params = engine_params(settings)
     gating = np.asarray(settings.gating, dtype=np.float64)
-    args = (inputs.open_, inputs.close, inputs.tradable, inputs.funding)
-    frame = run_portfolio(*args, inputs.experts, inputs.probs, gating, inputs.sigma_hat, params,
-                          EXPERTS.index("carry"), index=inputs.index, expert_names=EXPERTS)
+    frame = run_portfolio(inputs.open_, inputs.close, inputs.tradable, inputs.funding, inputs.experts, inputs.probs,
+                          gating, inputs.sigma_hat, params, EXPERTS.index("carry"), index=inputs.index,
+                          expert_names=EXPERTS, spot_open=inputs.spot_open, spot_close=inputs.spot_close,
+                          slip_sigma=inputs.slip_sigma)
     start = inputs.first_known
     window = slice(start, None)
-    refs = reference_runs(*args, inputs.sigma_hat, params, window=window, index=inputs.index[window],
-                          spot_fee_bps=spot_fee_of(settings))
+    prices = Prices(inputs.open_, inputs.close, inputs.spot_open, inputs.spot_close, inputs.tradable,
+                    inputs.funding, 0)
+    refs = reference_runs(prices.window(window), inputs.sigma_hat[window], inputs.slip_sigma[window], params,
+                          index=inputs.index[window])
     strategy = frame.iloc[window].copy()
     strategy["equity"] = strategy["equity"] / frame["equity"].iloc[start - 1] if start > 0 else strategy["equity"]
     metrics = pd.DataFrame({

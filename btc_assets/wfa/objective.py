@@ -19,7 +19,8 @@ better)::
     score = Sharpe_ann − turnover_penalty · turnover_per_year − drawdown_penalty · max_drawdown
 
 with Sharpe_ann = mean / std of hourly returns × √8760 (0 for a book that never trades) and ``-10`` for a book that
-is ruined (equity below the ruin floor). Costs (fees, slippage, funding) are in the returns, as always.
+is ruined (equity below the ruin floor). Costs (fees per leg, slippage, funding, borrowing) are in the returns,
+as always.
 """
 
 from __future__ import annotations
@@ -35,7 +36,15 @@ from numba import njit
 
 from btc_assets import experts
 from btc_assets.config import EXPERTS, PortfolioSettings, WfaSettings
-from btc_assets.portfolio.engine import B_RETURN, Score, backtest_score, run_portfolio, run_portfolio_arrays
+from btc_assets.portfolio.engine import (
+    B_RETURN,
+    P_BAND_REL,
+    P_DECISION_HOURS,
+    Score,
+    backtest_score,
+    run_portfolio,
+    run_portfolio_arrays,
+)
 from btc_assets.portfolio.moe import EngineInputs, engine_params
 from btc_assets.wfa.space import DIRECTIONAL, PhaseParams, StrategyParams, column_names
 
@@ -160,6 +169,9 @@ class FoldObjective:
         self.tradable = np.ascontiguousarray(inputs.tradable[a:b])
         self.funding = np.ascontiguousarray(inputs.funding[a:b])
         self.sigma_hat = np.ascontiguousarray(inputs.sigma_hat[a:b])
+        self.spot_open = np.ascontiguousarray(inputs.spot_open[a:b])
+        self.spot_close = np.ascontiguousarray(inputs.spot_close[a:b])
+        self.slip_sigma = np.ascontiguousarray(inputs.slip_sigma[a:b])
         self.params = engine_params(portfolio).to_array()
         self.ruin_floor = portfolio.ruin_floor
         self.settings = settings
@@ -186,11 +198,24 @@ class FoldObjective:
 
     # -- scoring -------------------------------------------------------------------------------------------------
 
-    def _run(self, piece: Piece, gating: np.ndarray) -> Score:
+    def engine_params(self, params: StrategyParams) -> np.ndarray:
+        """The engine's parameter array for ``params``: the portfolio's, with its searched policy if it has one."""
+        if params.policy is None:
+            return self.params
+        out = self.params.copy()
+        out[P_BAND_REL] = params.policy.band_rel
+        out[P_DECISION_HOURS] = float(params.policy.decision_hours)
+        return out
+
+    def _run(self, piece: Piece, gating: np.ndarray, engine: np.ndarray) -> Score:
         s = slice(piece.start, piece.stop)
         return backtest_score(self.open_[s], self.close[s], self.tradable[s], self.funding[s], self.columns[s],
-                              self.probs[s], gating, self.sigma_hat[s], self.params, self.columns.shape[1] - 1,
-                              check=False)
+                              self.probs[s], gating, self.sigma_hat[s], engine, self.columns.shape[1] - 1,
+                              check=False, **self._market(s))
+
+    def _market(self, s: slice) -> dict[str, np.ndarray]:
+        """The spot prices and slippage volatility of rows ``s`` (the engine's keyword inputs)."""
+        return {"spot_open": self.spot_open[s], "spot_close": self.spot_close[s], "slip_sigma": self.slip_sigma[s]}
 
     def scores(self, params: StrategyParams, k: int | None = None) -> TrialScores:
         """Scores on the fit and validation pieces. With ``k`` only phase k's column is refreshed (the others
@@ -201,7 +226,8 @@ class FoldObjective:
             self._set_phase_column(k, params.phases[k])
             gating = params.gating_matrix()
         fit, val = self.pieces["fit"], self.pieces["validation"]
-        on_fit, on_val = self._run(fit, gating), self._run(val, gating)
+        engine = self.engine_params(params)
+        on_fit, on_val = self._run(fit, gating, engine), self._run(val, gating, engine)
         return TrialScores(score_of(on_fit, fit.n, self.settings, self.ruin_floor),
                            score_of(on_val, val.n, self.settings, self.ruin_floor),
                            per_bar_sharpe(on_fit, fit.n), per_bar_sharpe(on_val, val.n))
@@ -212,7 +238,7 @@ class FoldObjective:
         PBO. Leaves column k stale outside the test rows: :meth:`scores` and :meth:`load` refresh it whole."""
         test = self.pieces["test"]
         self._set_phase_column(k, params.phases[k], test)
-        on_test = self._run(test, params.gating_matrix())
+        on_test = self._run(test, params.gating_matrix(), self.engine_params(params))
         return score_of(on_test, test.n, self.settings, self.ruin_floor), per_bar_sharpe(on_test, test.n)
 
     def training_returns(self, params: StrategyParams, k: int) -> pd.Series:
@@ -222,8 +248,9 @@ class FoldObjective:
         gating = params.gating_matrix()
         s = slice(self.pieces["fit"].start, self.pieces["validation"].stop)
         bars, _, _, _ = run_portfolio_arrays(self.open_[s], self.close[s], self.tradable[s], self.funding[s],
-                                             self.columns[s], self.probs[s], gating, self.sigma_hat[s], self.params,
-                                             self.columns.shape[1] - 1)
+                                             self.columns[s], self.probs[s], gating, self.sigma_hat[s],
+                                             self.engine_params(params), self.columns.shape[1] - 1,
+                                             **self._market(s))
         return pd.Series(bars[:, B_RETURN], index=self.index[s])
 
     def test_frame(self, params: StrategyParams, state: np.ndarray) -> pd.DataFrame:
@@ -234,6 +261,6 @@ class FoldObjective:
         s = slice(piece.start, piece.stop)
         names = column_names(self.n_phases)
         frame = run_portfolio(self.open_[s], self.close[s], self.tradable[s], self.funding[s], self.columns[s],
-                              self.probs[s], gating, self.sigma_hat[s], self.params, len(names) - 1,
-                              index=self.index[s], expert_names=names, state=state)
+                              self.probs[s], gating, self.sigma_hat[s], self.engine_params(params), len(names) - 1,
+                              index=self.index[s], expert_names=names, state=state, **self._market(s))
         return frame

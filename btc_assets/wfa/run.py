@@ -24,13 +24,14 @@ from btc_assets.wfa.space import (
     PhaseParams,
     StrategyParams,
     complete_phase,
+    incumbent_of,
     phase_distributions,
-    searched_part,
     suggest_phase,
+    with_trial,
 )
 from btc_assets.wfa.study import Stopwatch, TrialRecord, open_storage, run_phase_study, select_winner
 
-CODE_VERSION = "wfa-6"  # bump when the optimisation's logic changes: the assets become stale
+CODE_VERSION = "wfa-7"  # bump when the optimisation's logic changes: the assets become stale
 
 
 def source_hash() -> str:
@@ -137,7 +138,7 @@ def run_seed(
                 def evaluate(flat: dict[str, object], base: StrategyParams = base, k: int = k,
                              objective: FoldObjective = objective) -> TrialScores:
                     counters["run"] += 1
-                    return objective.scores(base.with_phase(k, phase_of(flat, settings)), k)
+                    return objective.scores(with_trial(base, k, flat, settings), k)
 
                 def on_trial(n: int, best: float, refit: int = refit, k: int = k) -> None:
                     if clock.due():
@@ -146,14 +147,14 @@ def run_seed(
                 records = phase_study(
                     storage, name, n_trials=settings.n_trials, sampler=settings.sampler,
                     n_startup_trials=settings.n_startup_trials, seed_parts=(seed, refit, k),
-                    incumbent=searched_part(current.phases[k].flat(), settings),
+                    incumbent=incumbent_of(current, k, settings, portfolio),
                     suggest=lambda trial: suggest_phase(trial, settings), evaluate=evaluate,
                     distributions=distributions, on_trial=on_trial, say=say)
                 winner = select_winner(records, settings.select_top)
                 trials = [r.as_dict() for r in records]
                 for row, r in zip(trials, records, strict=True):  # out of sample, never used to select
-                    row["test"], row["test_sharpe"] = objective.test_scores(
-                        base.with_phase(k, phase_of(r.params, settings)), k)
+                    row["test"], row["test_sharpe"] = objective.test_scores(with_trial(base, k, r.params, settings),
+                                                                            k)
                 record = {
                     "fold": refit, "phase": k, "winner": winner.index, "fit": winner.fit,
                     "validation": winner.validation, "params": winner.params,
@@ -165,7 +166,7 @@ def run_seed(
                 progress("running", refit, k, settings.n_trials, winner.fit)
             else:
                 counters["done_before"] += settings.n_trials
-            current = current.with_phase(k, phase_of(record["params"], settings))
+            current = with_trial(current, k, record["params"], settings)
             objective.load(current)
             for row in record["trials"]:
                 trial_rows.append({"fold": refit, "phase": k, **row, "winner": row["trial"] == record["winner"],
@@ -204,7 +205,7 @@ def study_pbo(objective: FoldObjective, base: StrategyParams, k: int, records: l
     by_index = {r.index: r for r in records}
 
     def returns_of(index: int) -> pd.Series:
-        return objective.training_returns(base.with_phase(k, phase_of(by_index[index].params, settings)), k)
+        return objective.training_returns(with_trial(base, k, by_index[index].params, settings), k)
 
     try:
         out = study_cscv(list(by_index), returns_of, n_trials=settings.pbo_trials, n_blocks=settings.pbo_blocks,

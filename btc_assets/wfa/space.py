@@ -1,13 +1,22 @@
 """The optimiser's parameters: one block per regime phase, and how a full parameter set becomes engine inputs.
 
-Phase k's block (what the study for phase k searches; ``WfaSettings.experts`` and ``search_risk_scale`` can narrow
-it, e.g. for the ablation's Ichimoku-only variants, and :func:`fixed_phase` then says what stays fixed):
+Phase k's block (what the study for phase k searches; ``WfaSettings.experts``, ``search_risk_scale`` and
+``search_experts`` can narrow it, e.g. for the ablation's Ichimoku-only and gating-only variants, and
+:func:`fixed_phase` then says what stays fixed):
 
 * ``gate.<expert>`` for the four experts: raw weights in [0, 1], normalised onto the simplex to give gating row k
   (all zero: equal weights);
 * ``risk_scale``: phase k's vol target as a multiple of the portfolio's (``PortfolioSettings.vol_target``);
 * the directional experts' parameters for phase k: ``trend.*``, ``mean_reversion.*``, ``breakout.*`` (search
-  ranges in ``btc_assets.experts``).
+  ranges in ``btc_assets.experts``); with ``search_experts = False`` they stay at the expert classes' defaults
+  (``TrendExpert()``, ``MeanReversionExpert()``, ``BreakoutExpert()``) and only the gates and ``risk_scale`` are
+  searched.
+
+With ``WfaSettings.search_policy`` every phase's study also searches the rebalance policy, which is global (one
+for the whole book): ``policy.band_rel`` in [0, ``max_band_rel``] and ``policy.decision_hours`` in [1,
+``max_decision_hours``] (:class:`Policy`); each phase's winner sets it for the phases after it, as for its own
+block (the incumbent is enqueued first, so the fit score never gets worse). Off (the default), the policy is the
+portfolio's (``PortfolioSettings.band_rel`` / ``decision_hours``).
 
 The carry expert is market-neutral and behaves the same in every phase: its parameters are shared (defaults) and
 each phase only chooses its carry weight. The engine sees K + 1 columns: column k is phase k's directional mix
@@ -21,7 +30,7 @@ with phase-specific expert parameters and vol targets.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -75,17 +84,35 @@ def normalise_row(raw: np.ndarray) -> tuple[float, ...]:
     return tuple(float(v) for v in row)
 
 
+@dataclass(frozen=True)
+class Policy:
+    """The searched rebalance policy (``PortfolioSettings.band_rel`` / ``decision_hours`` of the engine)."""
+
+    band_rel: float
+    decision_hours: int
+
+    def flat(self) -> dict[str, Any]:
+        return {"policy.band_rel": float(self.band_rel), "policy.decision_hours": int(self.decision_hours)}
+
+    @classmethod
+    def from_flat(cls, params: Mapping[str, Any]) -> Policy:
+        return cls(float(params["policy.band_rel"]), int(params["policy.decision_hours"]))
+
+
 def suggest_phase(trial: Any, settings: WfaSettings) -> dict[str, Any]:
     """Sample phase parameters from an Optuna trial: the searched ones only (:func:`complete_phase` adds the
-    fixed rest before :meth:`PhaseParams.from_flat`)."""
+    fixed rest before :meth:`PhaseParams.from_flat`), and the policy's with ``search_policy``."""
     active = [e for e in EXPERTS if e in settings.experts]
     params: dict[str, Any] = {}
+    if settings.search_policy:
+        params["policy.band_rel"] = trial.suggest_float("policy.band_rel", 0.0, settings.max_band_rel)
+        params["policy.decision_hours"] = trial.suggest_int("policy.decision_hours", 1, settings.max_decision_hours)
     if len(active) > 1:
         params.update({f"gate.{e}": trial.suggest_float(f"gate.{e}", 0.0, 1.0) for e in active})
     if settings.search_risk_scale:
         params["risk_scale"] = trial.suggest_float("risk_scale", settings.min_risk_scale, settings.max_risk_scale)
     for name, kind in EXPERT_KINDS.items():
-        if name in active:
+        if name in _searched_experts(settings):
             config = kind.suggest(trial, prefix=f"{name}.")
             params.update({f"{name}.{key}": value for key, value in asdict(config).items()})
     return params
@@ -93,7 +120,8 @@ def suggest_phase(trial: Any, settings: WfaSettings) -> dict[str, Any]:
 
 def fixed_phase(settings: WfaSettings) -> dict[str, Any]:
     """The phase parameters the search leaves fixed: weight 0 (and default parameters) for the experts outside
-    ``settings.experts``, weight 1 for a sole active expert, ``risk_scale`` 1 when it is not searched."""
+    ``settings.experts``, weight 1 for a sole active expert, ``risk_scale`` 1 when it is not searched, and the
+    default parameters of every directional expert when ``settings.search_experts`` is off."""
     _check_experts(settings)
     active = [e for e in EXPERTS if e in settings.experts]
     fixed: dict[str, Any] = {f"gate.{e}": 0.0 for e in EXPERTS if e not in active}
@@ -102,7 +130,7 @@ def fixed_phase(settings: WfaSettings) -> dict[str, Any]:
     if not settings.search_risk_scale:
         fixed["risk_scale"] = 1.0
     for name, kind in EXPERT_KINDS.items():
-        if name not in active:
+        if name not in _searched_experts(settings):
             fixed.update({f"{name}.{key}": value for key, value in asdict(kind()).items()})
     return fixed
 
@@ -110,6 +138,25 @@ def fixed_phase(settings: WfaSettings) -> dict[str, Any]:
 def complete_phase(searched: Mapping[str, Any], settings: WfaSettings) -> dict[str, Any]:
     """Searched parameters plus the fixed ones: a full flat block for :meth:`PhaseParams.from_flat`."""
     return {**fixed_phase(settings), **searched}
+
+
+def with_trial(base: StrategyParams, k: int, searched: Mapping[str, Any], settings: WfaSettings) -> StrategyParams:
+    """``base`` with phase k's block (and, with ``search_policy``, the policy) from a trial's searched
+    parameters."""
+    out = base.with_phase(k, PhaseParams.from_flat(complete_phase(searched, settings)))
+    return replace(out, policy=Policy.from_flat(searched)) if settings.search_policy else out
+
+
+def incumbent_of(params: StrategyParams, k: int, settings: WfaSettings, portfolio: PortfolioSettings
+                 ) -> dict[str, Any]:
+    """The searched parameters of ``params`` for phase k's study (trial 0): its block's searched part and, with
+    ``search_policy``, its policy (the portfolio's when it has none yet)."""
+    out = searched_part(params.phases[k].flat(), settings)
+    if settings.search_policy:
+        policy = params.policy or Policy(min(portfolio.band_rel, settings.max_band_rel),
+                                         min(portfolio.decision_hours, settings.max_decision_hours))
+        out.update(policy.flat())
+    return out
 
 
 def searched_part(flat: Mapping[str, Any], settings: WfaSettings) -> dict[str, Any]:
@@ -122,6 +169,18 @@ def _check_experts(settings: WfaSettings) -> None:
     unknown = set(settings.experts) - set(EXPERTS)
     if unknown or not settings.experts:
         raise ValueError(f"wfa.experts must be a non-empty subset of {', '.join(EXPERTS)}; got {settings.experts}")
+    if len(settings.experts) == 1 and not settings.search_risk_scale and not _searched_experts(settings):
+        raise ValueError(f"nothing to search: a sole expert ({settings.experts[0]}) whose parameters are not "
+                         "searched (search_experts = false, or the carry expert's shared defaults) and "
+                         "search_risk_scale = false")
+
+
+def _searched_experts(settings: WfaSettings) -> list[str]:
+    """The directional experts whose parameters the search covers: the active ones, none without
+    ``search_experts``."""
+    if not settings.search_experts:
+        return []
+    return [name for name in EXPERT_KINDS if name in settings.experts]
 
 
 @dataclass(frozen=True)
@@ -130,6 +189,7 @@ class StrategyParams:
 
     phases: tuple[PhaseParams, ...]
     carry: experts.CarryExpert = field(default_factory=experts.CarryExpert)
+    policy: Policy | None = None  # the searched rebalance policy; None: the portfolio settings'
 
     @classmethod
     def default(cls, portfolio: PortfolioSettings, settings: WfaSettings | None = None) -> StrategyParams:
@@ -144,7 +204,7 @@ class StrategyParams:
     def with_phase(self, k: int, phase: PhaseParams) -> StrategyParams:
         phases = list(self.phases)
         phases[k] = phase
-        return StrategyParams(tuple(phases), self.carry)
+        return StrategyParams(tuple(phases), self.carry, self.policy)
 
     def gating_matrix(self) -> np.ndarray:
         """K × (K + 1): risk_scale_k on the diagonal (phase k's mix column), G[k, carry] in the last column."""
@@ -156,11 +216,16 @@ class StrategyParams:
         return g
 
     def to_json(self) -> dict[str, Any]:
-        return {"phases": [p.flat() for p in self.phases], "carry": asdict(self.carry)}
+        out = {"phases": [p.flat() for p in self.phases], "carry": asdict(self.carry)}
+        if self.policy is not None:
+            out["policy"] = self.policy.flat()
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StrategyParams:
-        return cls(tuple(PhaseParams.from_flat(p) for p in data["phases"]), experts.CarryExpert(**data["carry"]))
+        policy = Policy.from_flat(data["policy"]) if "policy" in data else None
+        return cls(tuple(PhaseParams.from_flat(p) for p in data["phases"]), experts.CarryExpert(**data["carry"]),
+                   policy)
 
 
 def column_names(n_phases: int) -> list[str]:
@@ -173,13 +238,16 @@ def phase_distributions(settings: WfaSettings) -> dict[str, optuna.distributions
     _check_experts(settings)
     active = [e for e in EXPERTS if e in settings.experts]
     dists: dict[str, optuna.distributions.BaseDistribution] = {}
+    if settings.search_policy:
+        dists["policy.band_rel"] = optuna.distributions.FloatDistribution(0.0, settings.max_band_rel)
+        dists["policy.decision_hours"] = optuna.distributions.IntDistribution(1, settings.max_decision_hours)
     if len(active) > 1:
         dists.update({f"gate.{e}": optuna.distributions.FloatDistribution(0.0, 1.0) for e in active})
     if settings.search_risk_scale:
         dists["risk_scale"] = optuna.distributions.FloatDistribution(settings.min_risk_scale,
                                                                      settings.max_risk_scale)
     for name, kind in EXPERT_KINDS.items():
-        if name not in active:
+        if name not in _searched_experts(settings):
             continue
         for key, (low, high, what) in kind.SEARCH_SPACE.items():
             dists[f"{name}.{key}"] = (
