@@ -138,7 +138,7 @@ class PortfolioSettings:
     rearm: float = 0.5
     # rebalance policy: trade when the target moves by more than max(band, band_rel · |held|) (equity units), at
     # most once every decision_hours unless the target is flat or the drawdown throttle cut risk since the fill
-    # (defaults measured on the real data, default experts: 28× turnover and 2.4 %/yr costs; see the README)
+    # (defaults measured on the real data, default experts: 30× turnover and 2.5 %/yr costs; see the README)
     band: float = 0.2
     band_rel: float = 0.5
     decision_hours: int = 48

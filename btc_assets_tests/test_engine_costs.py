@@ -134,3 +134,47 @@ def test_relative_band_keeps_small_moves() -> None:
     assert (gap[trade] > threshold[trade]).all() and trade.sum() > 20
     wide = run_portfolio(**inputs, params=dataclasses.replace(params, band_rel=0.0), carry_col=CARRY)
     assert frame["turnover"].sum() < wide["turnover"].sum()
+
+
+def test_each_leg_keeps_its_own_decision_clock() -> None:
+    """A carry fill does not restart the directional leg's decision interval (nor rebase its risk limit)."""
+    n = 60
+    perp = 100 * np.exp(np.cumsum(np.r_[0.0, np.full(n - 1, 1e-3)]))
+    directional = np.where(np.arange(n) < 30, 0.5, 0.9)  # the target moves at close 30
+    carry = np.where(np.arange(n) < 20, -0.4, 0.0)  # the carry goes flat at close 20 (never held back)
+    market = two_legs(n, 0.0, 0.0, perp=perp)
+    market["experts"] = np.column_stack([directional, carry])
+    params = dataclasses.replace(PLAIN, band=0.1, decision_hours=25.0)
+    frame = run_portfolio(**market, params=params, carry_col=1)
+    d, c = frame["position"].to_numpy(), frame["carry_position"].to_numpy()
+    assert c[21] == 0.0 and c[20] == -0.4  # the carry's exit filled at bar 21
+    # d was filled at bar 1; its clock is free from close 25 on, so the new target of close 30 fills at bar 31
+    # (a shared clock restarted by the carry's fill at bar 21 would hold it until bar 46)
+    assert d[30] == 0.5 and d[31] == 0.9
+    ref = run_portfolio_reference(**market, params=params, carry_col=1)
+    np.testing.assert_allclose(frame.to_numpy(), ref.to_numpy(), atol=1e-12)
+
+
+def test_perp_bars_price_the_directional_leg_only_while_the_perp_trades() -> None:
+    import pandas as pd
+
+    from btc_assets.config import PortfolioSettings
+    from btc_assets.portfolio.moe import price_arrays
+
+    n = 12
+    spot = np.linspace(100.0, 111.0, n)
+    perp = spot * 1.001
+    perp[:3] = np.nan  # not listed yet
+    perp[6] = np.nan  # a missing perp hour
+    perp[10:] = np.nan  # the perp file ends before spot's
+    bars = pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC"), "open": spot,
+                         "close": spot, "missing": np.zeros(n, bool), "funding_rate": 0.0, "funding_known": True,
+                         "perp_open": perp, "perp_close": perp})
+    p = price_arrays(bars, PortfolioSettings())
+    assert p.perp_from == 3
+    np.testing.assert_array_equal(p.close[:3], spot[:3])
+    np.testing.assert_array_equal(p.close[3:6], perp[3:6])
+    assert p.close[6] == perp[5] and not p.tradable[6]  # forward-filled, no fill on it
+    np.testing.assert_array_equal(p.close[10:], spot[10:])  # spot again after the perp's last bar
+    assert p.tradable[10:].all() and p.tradable[:6].all()
+    np.testing.assert_array_equal(p.spot_close, spot)

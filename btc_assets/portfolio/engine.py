@@ -24,20 +24,21 @@ At the close of bar t (inputs at indices ≤ t and the equity at close t only)
    A row of ``probs`` with any NaN is unknown: both targets are 0 (flat).
 4. Leverage lev_t = min(L_max, vol_target / sigma_hat_t) with vol targeting, 1 without. With vol targeting a
    NaN or non-positive sigma_hat_t means no position (both targets 0, lev_t reported as 0); without vol targeting
-   sigma_hat is not used. ``sigma_hat`` is the caller's volatility for the holding horizon (the mixture passes the
-   GARCH forecast of the next day's variance, seasonality averaged out, not the next hour's).
+   sigma_hat is not used. ``sigma_hat`` is the caller's volatility for the holding horizon (the mixture passes
+   ``PortfolioSettings.vol_forecast``'s: a daily-horizon forecast, not the next hour's).
 5. Directional target d*_t = Σ_{e≠carry} w_e(t)·x_e(t) · lev_t · thr_t, clipped to ±L_max (x_e = experts[t, e],
    NaN read as 0: the expert abstains). The per-expert contributions w_e·x_e·lev·thr are scaled by the same clip
    factor, so they sum to d*_t.
 6. Rebalance policy on d. A rebalance is *free* at the close of t when at least ``decision_hours`` closes have
-   passed since the last fill (counting the fill bar's own close; 1 = every bar; a fresh book is free), or when
-   a risk limit demands it: the drawdown throttle has fallen since the last fill (thr_fill → thr_t) by enough
-   that it alone moves the position by more than the band, |d|·(thr_fill − thr_t) > thr_fill·max(band,
-   band_rel·|d|). The new position is d*_t if d*_t == 0 (going flat is never held back) or, when free,
-   |d*_t − d| > max(band, band_rel·|d|); otherwise d is kept.
+   passed since d's last fill (counting the fill bar's own close; 1 = every bar; a fresh book is free), or when
+   a risk limit demands it: the drawdown throttle has fallen since the close that sized the filled order
+   (thr_fill → thr_t) by enough that it alone moves the position by more than the band, |d|·(thr_fill − thr_t) >
+   thr_fill·max(band, band_rel·|d|). The new position is d*_t if d*_t == 0 (going flat is never held back)
+   or, when free, |d*_t − d| > max(band, band_rel·|d|); otherwise d is kept.
 7. Carry target c*_t = w_carry(t)·x_carry(t) (no leverage nor throttle), clipped to ±cap with
    cap = max(0, (L_max − |d_new|)/2) so that gross ≤ L_max (directional exposure has priority). Policy as in 6
-   (with |c| in the relative band), and the carry is also traded whenever the current |c| exceeds cap.
+   with the carry's own clock (closes since its last fill; no throttle, so no risk limit) and |c| in the relative
+   band, and the carry is also traded whenever the current |c| exceeds cap.
 8. Ruin: once equity_t < ruin_floor (fraction of initial equity) or equity_t ≤ 0, both targets are 0 from then on.
 
 Carried state (one account over several runs): ``state`` (:func:`new_state`, ``S_*`` fields) is read at the start
@@ -204,17 +205,18 @@ S_RUINED = 9
 S_CLOSE = 10  # the last close
 S_SIGMA = 11  # the slippage volatility at the last close (sets the slippage of the next fill)
 S_SPOT_CLOSE = 12  # the last spot close (the carry's spot leg)
-S_SINCE = 13  # bars since the close that placed the last rebalance order (decision interval)
-S_THR_TRADE = 14  # the throttle at that close (a lower throttle since forces a rebalance)
-N_STATE = 15
-_NEVER = 1e300  # S_SINCE of a fresh book: the first rebalance is never held back
+S_SINCE = 13  # closes since the directional leg's last fill, its own close included (decision interval)
+S_THR_TRADE = 14  # the throttle the filled directional order was sized with (a lower one since: risk limit)
+S_SINCE_CARRY = 15  # closes since the carry's last fill
+N_STATE = 16
+_NEVER = 1e300  # S_SINCE(_CARRY) of a fresh book: the first rebalance is never held back
 
 
 def new_state(n_experts: int) -> np.ndarray:
     """A fresh, flat book (equity 1, throttle 1, no position, no order) for runs over ``n_experts`` columns."""
     state = np.zeros(N_STATE + 2 * int(n_experts))
     state[S_EQUITY] = state[S_PEAK] = state[S_THROTTLE] = state[S_THR_TRADE] = 1.0
-    state[S_SINCE] = _NEVER
+    state[S_SINCE] = state[S_SINCE_CARRY] = _NEVER
     return state
 
 
@@ -638,6 +640,7 @@ def _simulate_impl(open_, close, spot_open, spot_close, tradable, funding, exper
     new_c = state[S_ORDER_CARRY]
     pending = state[S_PENDING] != 0.0
     since = state[S_SINCE]
+    since_c = state[S_SINCE_CARRY]
     thr_trade = state[S_THR_TRADE]
     if full and carried:
         for e in range(E):
@@ -685,6 +688,7 @@ def _simulate_impl(open_, close, spot_open, spot_close, tradable, funding, exper
         if (not full and t0 > 0 and (n_signal == 0 or ruined) and d == 0.0 and c == 0.0 and new_d == 0.0
                 and new_c == 0.0 and _block_all_finite(funding, fee_rate, t0, m, buf)):
             since += m
+            since_c += m
             continue
         _block_signal(experts, gating, sigma_hat, carry_col, hard, vol_targeting, vol_target, lev_max, t0, m, buf,
                       p_b, x_b, w_b, full, out_weights)
@@ -730,9 +734,11 @@ def _simulate_impl(open_, close, spot_open, spot_close, tradable, funding, exper
                     turn_d = abs(d - d_old)
                     turn_c = 2.0 * abs(c - c_old)
                     turn = turn_d + turn_c
-                    if turn > 0.0:  # a fill: the decision interval counts from here
+                    if turn_d > 0.0:  # a fill of a leg: its decision interval counts from here
                         since = 0.0
                         thr_trade = thr
+                    if turn_c > 0.0:
+                        since_c = 0.0
                     borrow = (c if c > 0.0 else 0.0) * borrow_h
                     # The docstring's sum, grouped so the carry leg (the end of the chain) enters last.
                     ret = (((d_old * gap_b[i] + d * barf_b[i] - turn_d * cost_rate)
@@ -762,6 +768,7 @@ def _simulate_impl(open_, close, spot_open, spot_close, tradable, funding, exper
                 if full:
                     fund = -(d + c) * f_t
             since += 1.0
+            since_c += 1.0
             dd = 1.0 - equity * inv_peak
             if equity < ruin_level:  # ruin: the signal of this bar and the next ones is "no position"
                 ruined = True
@@ -794,9 +801,10 @@ def _simulate_impl(open_, close, spot_open, spot_close, tradable, funding, exper
                     for e in range(E):
                         x = experts[t, e]
                         comp[e] = 0.0 if (e == carry_col or math.isnan(x)) else out_weights[t, e] * x * scale
-                # Rebalance policy: a rebalance is free once ``hold`` bars have closed since the last fill, or
-                # at once when the throttle's cut since that fill alone moves the position by more than the band
-                # (a risk limit); it trades when the target moves by more than max(band, band_rel · |held|).
+                # Rebalance policy, per leg: a rebalance is free once ``hold`` bars have closed since the leg's
+                # last fill, or (directional leg) at once when the throttle's cut since that fill alone moves the
+                # position by more than the band (a risk limit); it trades when the target moves by more than
+                # max(band, band_rel · |held|).
                 # Going flat is never held back. Decisions as branches, not selects: the usual outcome is
                 # "keep", so the branch is predicted and the orders do not wait for the equity chain. A zero
                 # order is the constant 0 (its sign changes no score) except in the full outputs. ``pending``:
@@ -820,7 +828,7 @@ def _simulate_impl(open_, close, spot_open, spot_close, tradable, funding, exper
                 if tc == 0.0:
                     new_c = tc if full else 0.0
                     pending |= c != 0.0
-                elif abs(c) > cap or (free and abs(tc - c) > max(band, band_rel * abs(c))):
+                elif abs(c) > cap or (since_c >= hold and abs(tc - c) > max(band, band_rel * abs(c))):
                     new_c = tc
                     pending = True
                 else:
@@ -872,6 +880,7 @@ def _simulate_impl(open_, close, spot_open, spot_close, tradable, funding, exper
         state[S_SIGMA] = slip_sigma[n - 1]
         state[S_SPOT_CLOSE] = spot_close[n - 1]
         state[S_SINCE] = since
+        state[S_SINCE_CARRY] = since_c
         state[S_THR_TRADE] = thr_trade
         if full:
             for e in range(E):
@@ -914,6 +923,8 @@ def _prepare(open_, close, tradable, funding, experts, probs, gating, sigma_hat,
     """The kernel's positional arguments, converted and checked. Without spot prices the carry's spot leg is
     priced like its perp leg (no basis); without ``slip_sigma`` the slippage reads ``sigma_hat``."""
     f64 = np.float64
+    if (spot_open is None) != (spot_close is None):
+        raise ValueError("give both spot_open and spot_close, or neither (no basis)")
     close = np.ascontiguousarray(close, dtype=f64)
     n = close.shape[0]
     open_ = np.ascontiguousarray(open_, dtype=f64)
@@ -960,8 +971,9 @@ def _check_state(state: np.ndarray | None, n_experts: int) -> np.ndarray:
     if not (isinstance(state, np.ndarray) and state.dtype == np.float64 and state.shape == (N_STATE + 2 * n_experts,)
             and state.flags.c_contiguous and state.flags.writeable):
         raise ValueError(f"state must be a writable float64 array of shape ({N_STATE + 2 * n_experts},): new_state(E)")
-    if state[S_STARTED] != 0.0 and not (state[S_CLOSE] > 0.0 and math.isfinite(state[S_CLOSE])):
-        raise ValueError("a carried state needs the previous run's positive, finite last close")
+    if state[S_STARTED] != 0.0 and not all(state[i] > 0.0 and math.isfinite(state[i]) for i in (S_CLOSE,
+                                                                                                  S_SPOT_CLOSE)):
+        raise ValueError("a carried state needs the previous run's positive, finite last closes (perp and spot)")
     return state
 
 
@@ -1078,7 +1090,8 @@ def run_portfolio_reference(open_, close, tradable, funding, experts, probs, gat
     held_contrib = pd.Series(0.0, index=names)
     order: dict | None = None  # decided at the previous close: d, c, contributions, slippage rate
     ruined = False
-    since, thr_at_fill = math.inf, 1.0  # the decision interval: closes since the last fill, the throttle then
+    since, thr_at_fill = math.inf, 1.0  # the decision interval: closes since d's last fill, the throttle then
+    since_c = math.inf  # and since the carry's
     rows: list[dict] = []
     for t in range(n):
         row = bars.iloc[t]
@@ -1092,8 +1105,10 @@ def run_portfolio_reference(open_, close, tradable, funding, experts, probs, gat
                     held_contrib = order["contrib"].copy()
                 c = order["c"]
             turn = abs(d - d_old) + 2 * abs(c - c_old)
-            if turn > 0:
+            if d != d_old:
                 since, thr_at_fill = 0, thr
+            if c != c_old:
+                since_c = 0
             # fees per leg: the directional leg and the carry's perp leg at the perp rate, its spot leg at spot's
             carry_fee = abs(c - c_old) * (p.perp_fee_bps + p.spot_fee_bps) * 1e-4
             fee = abs(d - d_old) * p.perp_fee_bps * 1e-4 + carry_fee
@@ -1109,6 +1124,7 @@ def run_portfolio_reference(open_, close, tradable, funding, experts, probs, gat
             equity = max(0.0, equity * (1 + ret))
             peak = max(peak, equity)
         since += 1
+        since_c += 1
         dd = 1 - equity / peak
         ruined = ruined or equity < p.ruin_floor or equity <= 0
         if p.dd_max > 0:
@@ -1150,7 +1166,8 @@ def run_portfolio_reference(open_, close, tradable, funding, experts, probs, gat
             order_d, order_contrib = d, held_contrib.copy()
         cap = max(0.0, (p.lev_max - abs(order_d)) / 2)
         tc = min(cap, max(-cap, tc))
-        trade_c = tc == 0 or abs(c) > cap or (free and abs(tc - c) > max(p.band, p.band_rel * abs(c)))
+        free_c = since_c >= p.decision_hours
+        trade_c = tc == 0 or abs(c) > cap or (free_c and abs(tc - c) > max(p.band, p.band_rel * abs(c)))
         order_c = tc if trade_c else c
         slip_sig = row["slip_sigma"]
         slip_bps = p.slip_bps + (0.0 if np.isnan(slip_sig) else p.slip_vol_coef * slip_sig)

@@ -17,8 +17,8 @@ References (:func:`reference_runs`, rows :data:`REFERENCES`), all on the same ba
   perp fee and slippage on the entry, funding paid every settlement (an assumed rate where the history is
   unknown, see :mod:`btc_assets.portfolio.moe`).
 * ``vol_targeted_buy_and_hold``: a long perp at leverage min(L_max, vol_target / σ), σ the strategy's own
-  leverage volatility (``PortfolioSettings.vol_forecast``: by default the GARCH mean variance of the next day,
-  seasonality averaged out), with the strategy's rebalance policy, lag, fees, slippage and funding; no drawdown
+  leverage volatility (``PortfolioSettings.vol_forecast``: by default a one-day-half-life EWMA of the next-hour
+  forecast's variance), with the strategy's rebalance policy, lag, fees, slippage and funding; no drawdown
   throttle, no ruin stop. (Leverage from the next hour's σ̂ swings with the hour-of-week seasonality and turns the
   book over ~843× a year.)
 """
@@ -81,7 +81,7 @@ def bar_costs(frame: pd.DataFrame) -> np.ndarray:
 def portfolio_metrics(returns, equity, turnover, costs, ruin_floor: float = 0.5, *, exposure=None,
                       initial_equity: float = 1.0, bars_per_year: int = BARS_PER_YEAR) -> dict[str, float]:
     """Summary statistics of one run. ``costs``: everything paid per bar in fractions of equity (for an engine
-    frame :func:`bar_costs`: fees + slippage + funding paid).
+    frame :func:`bar_costs`: fees + slippage + borrowing + funding paid).
 
     * ``cagr``: (equity_end / initial)^(1/years) − 1 with years = bars / 8760.
     * ``monthly_return`` (the headline monthly figure): the compounded monthly rate (1 + cagr)^(1/12) − 1, a month

@@ -3,9 +3,10 @@
 Inputs on the hourly grid:
 * prices: the directional leg (and the carry's perp leg) is a perpetual, priced on the perp's own bars
   (``perp_open``/``perp_close`` of ``market_bars``) from its first known bar on; before the perp traded (or
-  without perp bars) on spot, as a hypothetical perp at zero basis. The listing is then one jump of the basis
-  level, a few bps. The carry's spot leg is priced on spot. Missing hours are forward-filled and not tradable (a
-  spot hour missing, or a perp hour missing once the perp trades): no fill on them;
+  without perp bars) on spot, as a hypothetical perp at zero basis, and so again after the perp's last bar if its
+  file ends before spot's. The listing is then one jump of the basis level, a few bps. The carry's spot leg is
+  priced on spot. Missing hours are forward-filled and not tradable (a spot hour missing, or a perp hour missing
+  while the perp trades): no fill on them;
 * funding: the settled rate where the funding history is known. Where it is not (before a perpetual existed, or
   before the file starts) an assumed base rate (``PortfolioSettings.assumed_funding`` per 8 h, at 00/08/16 UTC)
   is charged, so a directional book never trades for free;
@@ -72,6 +73,9 @@ class EngineInputs:
 
 
 def engine_params(settings: PortfolioSettings) -> PortfolioParams:
+    """The engine's parameters for ``settings`` (fees resolved: taker, or maker with ``maker``)."""
+    if settings.decision_hours < 1 or settings.band_rel < 0 or settings.borrow_rate < 0:
+        raise ValueError("[portfolio] decision_hours must be >= 1, band_rel and borrow_rate >= 0")
     perp_fee, spot_fee = settings.fees_bps
     return PortfolioParams(
         vol_target=settings.vol_target, lev_max=settings.lev_max, vol_targeting=settings.vol_targeting,
@@ -112,9 +116,10 @@ def price_arrays(bars: pd.DataFrame, settings: PortfolioSettings) -> Prices:
         known = np.isfinite(p_open) & np.isfinite(p_close)
         if known.any():
             perp_from = int(np.argmax(known))
-            po, pc = _filled(p_open[perp_from:], p_close[perp_from:])
-            open_[perp_from:], close[perp_from:] = po, pc
-            tradable[perp_from:] &= known[perp_from:]
+            perp_to = n - int(np.argmax(known[::-1]))  # after the last perp bar: spot again, as before the listing
+            po, pc = _filled(p_open[perp_from:perp_to], p_close[perp_from:perp_to])
+            open_[perp_from:perp_to], close[perp_from:perp_to] = po, pc
+            tradable[perp_from:perp_to] &= known[perp_from:perp_to]
     return Prices(open_, close, spot_open, spot_close, tradable,
                   funding_with_assumption(bars, settings.assumed_funding), perp_from)
 

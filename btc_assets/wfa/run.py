@@ -31,7 +31,7 @@ from btc_assets.wfa.space import (
 )
 from btc_assets.wfa.study import Stopwatch, TrialRecord, open_storage, run_phase_study, select_winner
 
-CODE_VERSION = "wfa-7"  # bump when the optimisation's logic changes: the assets become stale
+CODE_VERSION = "wfa-8"  # bump when the optimisation's logic changes: the assets become stale
 
 
 def source_hash() -> str:

@@ -15,7 +15,7 @@ Phase k's block (what the study for phase k searches; ``WfaSettings.experts``, `
 With ``WfaSettings.search_policy`` every phase's study also searches the rebalance policy, which is global (one
 for the whole book): ``policy.band_rel`` in [0, ``max_band_rel``] and ``policy.decision_hours`` in [1,
 ``max_decision_hours``] (:class:`Policy`); each phase's winner sets it for the phases after it, as for its own
-block (the incumbent is enqueued first, so the fit score never gets worse). Off (the default), the policy is the
+block (the incumbent, trial 0, is the current book). Off (the default), the policy is the
 portfolio's (``PortfolioSettings.band_rel`` / ``decision_hours``).
 
 The carry expert is market-neutral and behaves the same in every phase: its parameters are shared (defaults) and
@@ -169,7 +169,8 @@ def _check_experts(settings: WfaSettings) -> None:
     unknown = set(settings.experts) - set(EXPERTS)
     if unknown or not settings.experts:
         raise ValueError(f"wfa.experts must be a non-empty subset of {', '.join(EXPERTS)}; got {settings.experts}")
-    if len(settings.experts) == 1 and not settings.search_risk_scale and not _searched_experts(settings):
+    if (len(settings.experts) == 1 and not settings.search_risk_scale and not _searched_experts(settings)
+            and not settings.search_policy):
         raise ValueError(f"nothing to search: a sole expert ({settings.experts[0]}) whose parameters are not "
                          "searched (search_experts = false, or the carry expert's shared defaults) and "
                          "search_risk_scale = false")
