@@ -1,6 +1,7 @@
 """Causality, bit for bit, on real data: change every value after bar t and recompute; nothing up to t moves.
 
-Covered: the volatility table (realized estimators and GARCH forecasts) and the regime probabilities — the
+Covered: the volatility table (realized estimators, GARCH forecasts and the horizon forecast), the mixture-of-experts
+portfolio on spot and the perp's own bars (every cost, the rebalance policy) and the regime probabilities — the
 out-of-sample (test-segment) series and every refit whose training window ended by t. A refit whose training
 window extends past t is in-sample over its own training window by design (the optimiser trains on it), so it
 is excluded; its *test* probabilities come later than its training end and are covered.
@@ -15,7 +16,7 @@ import pandas as pd
 import pytest
 
 from btc_assets.config import RegimeSettings, VolatilitySettings
-from btc_assets.ingestion import build_market_bars, load_funding, load_ohlcv
+from btc_assets.ingestion import build_market_bars, load_funding, load_ohlcv, load_perp_ohlcv
 from btc_assets.regimes import compute_regimes, out_of_sample
 from btc_assets.schedule import FoldSchedule
 from btc_assets.volatility import compute_volatility
@@ -32,7 +33,8 @@ def real_bars(shared_data: Path) -> pd.DataFrame:
     ohlcv = load_ohlcv([shared_data / "btcusdt_1h.parquet"]).frame
     ohlcv = ohlcv[ohlcv["timestamp"] < pd.Timestamp("2020-09-01", tz="UTC")].reset_index(drop=True)
     funding = load_funding([shared_data / "btcusdt_funding_8h.parquet"]).frame
-    return build_market_bars(ohlcv, funding).bars
+    perp = load_perp_ohlcv([shared_data / "btcusdt_perp_1h.parquet"]).frame
+    return build_market_bars(ohlcv, funding, perp).bars
 
 
 def perturb_after(bars: pd.DataFrame, t: int, seed: int = 7) -> pd.DataFrame:
@@ -41,8 +43,11 @@ def perturb_after(bars: pd.DataFrame, t: int, seed: int = 7) -> pd.DataFrame:
     out = bars.copy()
     n = len(out) - t - 1
     shock = np.exp(np.cumsum(rng.normal(0.0005, 0.02, n)))
-    for column in ("open", "high", "low", "close"):
+    for column in ("open", "high", "low", "close", "perp_open", "perp_high", "perp_low", "perp_close"):
         out.loc[t + 1 :, column] = out.loc[t + 1 :, column].to_numpy() * shock
+    basis = 1 + rng.normal(0, 1e-3, n)  # and the perp's basis to spot
+    for column in ("perp_open", "perp_close"):
+        out.loc[t + 1 :, column] = out.loc[t + 1 :, column].to_numpy() * basis
     out.loc[t + 1 :, "volume"] = out.loc[t + 1 :, "volume"].to_numpy() * rng.uniform(0.5, 2.0, n)
     out.loc[t + 1 :, "funding_rate"] = rng.normal(0, 0.0005, n) * out.loc[t + 1 :, "funding_time"].notna()
     return out
@@ -56,7 +61,32 @@ def runs(real_bars: pd.DataFrame) -> dict[str, object]:
     vol_b = compute_volatility(perturbed, SCHEDULE, VOL)
     reg_a = compute_regimes(real_bars, vol_a, SCHEDULE, REGIMES)
     reg_b = compute_regimes(perturbed, vol_b, SCHEDULE, REGIMES)
-    return {"t": t, "cut": real_bars["timestamp"].iloc[t], "vol": (vol_a, vol_b), "reg": (reg_a, reg_b)}
+    return {"t": t, "cut": real_bars["timestamp"].iloc[t], "vol": (vol_a, vol_b), "reg": (reg_a, reg_b),
+            "bars": (real_bars, perturbed)}
+
+
+def test_portfolio_up_to_t_unchanged(runs: dict) -> None:
+    """The mixture of experts on spot and perp bars, with fees per leg, basis, funding, borrowing and the
+    decision-interval policy: its per-bar frame up to t is bit-identical when everything after t changes."""
+    from btc_assets import experts
+    from btc_assets.config import PortfolioSettings
+    from btc_assets.portfolio.moe import compute_portfolio, prepare_inputs
+
+    t = runs["t"]
+    settings = PortfolioSettings(borrow_rate=0.2, band=0.02, decision_hours=12)
+    frames = []
+    for bars, vol, reg in zip(runs["bars"], runs["vol"], runs["reg"], strict=True):
+        arrays = experts.BarArrays.from_market_bars(bars)
+        signals = pd.DataFrame(experts.expert_positions(arrays, experts.DEFAULT_CONFIGS),
+                               columns=list(experts.EXPERT_NAMES))
+        frames.append(compute_portfolio(prepare_inputs(bars, vol, reg.probabilities, signals, settings),
+                                        settings).frame)
+    a, b = frames
+    held = a.iloc[: t + 1]
+    assert held["position"].ne(0).sum() > 200, held["target_position"].abs().describe()
+    assert held["basis_pnl"].ne(0).any() or held["carry_position"].eq(0).all()
+    pd.testing.assert_frame_equal(a.iloc[: t + 1], b.iloc[: t + 1], check_exact=True)
+    assert not np.array_equal(a["equity"].iloc[t + 1 :], b["equity"].iloc[t + 1 :]), "the test must bite"
 
 
 def test_volatility_up_to_t_unchanged(runs: dict) -> None:
