@@ -40,9 +40,11 @@ def default_portfolio() -> None:
 
     profile = PROFILES["full"]
     start = time.perf_counter()
-    bars = build_market_bars(load_ohlcv([DATA / "btcusdt_1h.parquet"]).frame,
-                             load_funding([DATA / "btcusdt_funding_8h.parquet"]).frame,
-                             load_perp_ohlcv([DATA / "btcusdt_perp_1h.parquet"]).frame).bars
+    bars = build_market_bars(
+        load_ohlcv([DATA / "btcusdt_1h.parquet"]).frame,
+        load_funding([DATA / "btcusdt_funding_8h.parquet"]).frame,
+        load_perp_ohlcv([DATA / "btcusdt_perp_1h.parquet"]).frame,
+    ).bars
     vol = compute_volatility(bars, profile.schedule, profile.volatility)
     probs = compute_regimes(bars, vol, profile.schedule, profile.regimes).probabilities
     arrays = experts.BarArrays.from_market_bars(bars)
@@ -56,9 +58,11 @@ def default_portfolio() -> None:
         for row in ("strategy", "vol_targeted_buy_and_hold"):
             m = run.metrics.loc[row]
             name = "moe_portfolio" if row == "strategy" else row
-            print(f"{label:40s} {name:26s} turnover {m['turnover_annual']:6.1f}×/yr  costs {m['cost_drag']:6.2%}/yr"
-                  f"  CAGR {m['cagr']:7.2%}  Sharpe {m['sharpe']:5.2f}"
-                  + (f"  -> {verdict(m['turnover_annual'], m['cost_drag'])}" if row == "strategy" else ""))
+            print(
+                f"{label:40s} {name:26s} turnover {m['turnover_annual']:6.1f}×/yr  costs {m['cost_drag']:6.2%}/yr"
+                f"  CAGR {m['cagr']:7.2%}  Sharpe {m['sharpe']:5.2f}"
+                + (f"  -> {verdict(m['turnover_annual'], m['cost_drag'])}" if row == "strategy" else "")
+            )
 
 
 def optimised_seeds(home: Path) -> None:
@@ -72,15 +76,24 @@ def optimised_seeds(home: Path) -> None:
     for part in parts:
         frame = pd.read_parquet(part).set_index("timestamp")
         m = frame_metrics(frame)
-        rows.append({"seed": part.parent.name.removeprefix("partition="), "turnover": m["turnover_annual"],
-                     "cost_drag": m["cost_drag"], "cagr": m["cagr"], "sharpe": m["sharpe"]})
+        rows.append(
+            {
+                "seed": part.parent.name.removeprefix("partition="),
+                "turnover": m["turnover_annual"],
+                "cost_drag": m["cost_drag"],
+                "cagr": m["cagr"],
+                "sharpe": m["sharpe"],
+            }
+        )
     table = pd.DataFrame(rows).set_index("seed")
     print(table.to_string(float_format="%.3f"))
     worst_turn, worst_cost = table["turnover"].max(), table["cost_drag"].max()
     meets = int(((table["turnover"] < TURNOVER_TARGET) & (table["cost_drag"] < COST_TARGET)).sum())
-    print(f"{len(table)} optimised seeds out of sample: turnover median {table['turnover'].median():.1f}×/yr "
-          f"(max {worst_turn:.1f}), costs median {table['cost_drag'].median():.2%}/yr (max {worst_cost:.2%}); "
-          f"{meets} of {len(table)} seeds meet the target")
+    print(
+        f"{len(table)} optimised seeds out of sample: turnover median {table['turnover'].median():.1f}×/yr "
+        f"(max {worst_turn:.1f}), costs median {table['cost_drag'].median():.2%}/yr (max {worst_cost:.2%}); "
+        f"{meets} of {len(table)} seeds meet the target"
+    )
 
 
 def main() -> None:

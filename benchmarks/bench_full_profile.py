@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from reference import describe, reference_ms
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 EXE = shutil.which("btc-assets") or str(Path(sys.executable).parent / "btc-assets")
 
@@ -34,11 +36,27 @@ def run(home: Path, seeds: str) -> float:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BTC_ASSETS_", "DAGSTER_"))}
     env["BTC_ASSETS_HOME"] = str(home)
     start = time.perf_counter()
-    done = subprocess.run([EXE, "run", "--profile", "full", "--seeds", seeds, "--log-level", "WARNING",
-                           "--ohlcv", str(DATA / "btcusdt_1h.parquet"),
-                           "--funding", str(DATA / "btcusdt_funding_8h.parquet"),
-                           "--perp", str(DATA / "btcusdt_perp_1h.parquet")],
-                          env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            EXE,
+            "run",
+            "--profile",
+            "full",
+            "--seeds",
+            seeds,
+            "--log-level",
+            "WARNING",
+            "--ohlcv",
+            str(DATA / "btcusdt_1h.parquet"),
+            "--funding",
+            str(DATA / "btcusdt_funding_8h.parquet"),
+            "--perp",
+            str(DATA / "btcusdt_perp_1h.parquet"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         raise SystemExit(done.stderr[-3000:])
     return time.perf_counter() - start
@@ -65,8 +83,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=cores, help="seeds to time after seed 0 (default: cores)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary BTC_ASSETS_HOME")
+    parser.add_argument("--home", help="the BTC_ASSETS_HOME to use and keep (default: a new temporary folder)")
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="bench-full-"))
+    home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="bench-full-"))
+    before = reference_ms()
     try:
         first = run(home, "0")
         chain = chain_seconds(home)
@@ -74,15 +94,23 @@ def main() -> None:
         rounds = math.ceil(args.seeds / cores)
         projected = chain + wall / rounds * math.ceil(30 / cores)
         print(f"cores {cores}; chain {chain:.0f} s; seed 0 with the chain {first:.0f} s")
-        print(f"{args.seeds} seed(s), {cores} at a time: {wall:.0f} s wall ({wall / rounds:.0f} s per round of "
-              f"{cores})")
+        print(
+            f"{args.seeds} seed(s), {cores} at a time: {wall:.0f} s wall ({wall / rounds:.0f} s per round of {cores})"
+        )
         print(f"full profile, 30 seeds, projected: {projected / 60:.1f} min (target < 30 min)")
         trials = trials_per_seed(home)
         per_trial = wall / rounds * cores / trials * 1e3  # core-milliseconds per trial, all-in
-        print(f"{trials} trials per seed: {per_trial:.2f} core-ms per trial all-in (start-up, PBO, out-of-sample "
-              "run and summary included)")
+        print(
+            f"{trials} trials per seed: {per_trial:.2f} core-ms per trial all-in (start-up, PBO, out-of-sample "
+            "run and summary included)"
+        )
+        after = reference_ms()
+        print(
+            f"{describe(min(before, after))} (before {before:.2f}, after {after:.2f}); "
+            f"a trial = {per_trial / min(before, after):.2f}× the reference"
+        )
     finally:
-        if args.keep:
+        if args.keep or args.home:  # a home the user named is never deleted
             print(f"home kept: {home}")
         else:
             shutil.rmtree(home, ignore_errors=True)

@@ -35,9 +35,11 @@ def main() -> None:
     t_o, ohlcv = best_of(3, lambda: load_ohlcv([DATA / "btcusdt_1h.parquet"]))
     t_f, funding = best_of(3, lambda: load_funding([DATA / "btcusdt_funding_8h.parquet"]))
     t_b, built = best_of(3, lambda: build_market_bars(ohlcv.frame, funding.frame))
-    print(f"real BTCUSDT: read+validate {len(ohlcv.frame):,} bars {t_o * 1000:.0f} ms; "
-          f"funding {len(funding.frame):,} rows {t_f * 1000:.0f} ms; grid {len(built.bars):,} h {t_b * 1000:.0f} ms; "
-          f"{len(built.gaps)} gaps / {int(built.gaps['hours'].sum())} missing hours")
+    print(
+        f"real BTCUSDT: read+validate {len(ohlcv.frame):,} bars {t_o * 1000:.0f} ms; "
+        f"funding {len(funding.frame):,} rows {t_f * 1000:.0f} ms; grid {len(built.bars):,} h {t_b * 1000:.0f} ms; "
+        f"{len(built.gaps)} gaps / {int(built.gaps['hours'].sum())} missing hours"
+    )
 
 
 if __name__ == "__main__":

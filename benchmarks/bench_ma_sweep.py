@@ -46,19 +46,24 @@ def vectorbt_sweep(close: pd.Series, fast: np.ndarray, slow: np.ndarray, chunk: 
 
     parts = []
     for lo in range(0, len(fast), chunk):
-        f, s = fast[lo:lo + chunk], slow[lo:lo + chunk]
+        f, s = fast[lo : lo + chunk], slow[lo : lo + chunk]
         fast_ma = vbt.MA.run(close, window=list(f), short_name="fast")
         slow_ma = vbt.MA.run(close, window=list(s), short_name="slow")
         entries = fast_ma.ma_crossed_above(slow_ma)
         exits = fast_ma.ma_crossed_below(slow_ma)
         pf = vbt.Portfolio.from_signals(close, entries, exits, fees=FEE_BPS * 1e-4, freq="1h")
-        parts.append(pd.DataFrame({
-            "fast": f, "slow": s,
-            "total_return": pf.total_return().to_numpy(),
-            "sharpe": pf.sharpe_ratio().to_numpy(),
-            "max_drawdown": pf.max_drawdown().to_numpy(),
-            "n_trades": pf.trades.count().to_numpy(),
-        }))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "fast": f,
+                    "slow": s,
+                    "total_return": pf.total_return().to_numpy(),
+                    "sharpe": pf.sharpe_ratio().to_numpy(),
+                    "max_drawdown": pf.max_drawdown().to_numpy(),
+                    "n_trades": pf.trades.count().to_numpy(),
+                }
+            )
+        )
     return pd.concat(parts, ignore_index=True)
 
 
@@ -71,8 +76,10 @@ def main() -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {0})
     import numba
+
     numba.set_num_threads(1)
     import vectorbt as vbt
+
     vbt.settings["engine"] = "numba"
 
     bars = pd.read_parquet(DATA / "btcusdt_1h.parquet", columns=["timestamp", "close"])
@@ -81,10 +88,12 @@ def main() -> None:
     fast, slow = ff.ravel(), ss.ravel()
     grid = make_pairs(fast, slow)
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
-    print(f"data: {len(close):,} hourly closes {close.index[0]:%Y-%m-%d} .. {close.index[-1]:%Y-%m-%d}; "
-          f"{len(fast):,} pairs (fast {FAST[0]}..{FAST[-1]}, slow {SLOW[0]}..{SLOW[-1]}), fees {FEE_BPS:g} bps, "
-          f"long/flat; cores {cores}, numba threads {numba.get_num_threads()}, vectorbt {vbt.__version__} "
-          f"engine={vbt.settings['engine']}")
+    print(
+        f"data: {len(close):,} hourly closes {close.index[0]:%Y-%m-%d} .. {close.index[-1]:%Y-%m-%d}; "
+        f"{len(fast):,} pairs (fast {FAST[0]}..{FAST[-1]}, slow {SLOW[0]}..{SLOW[-1]}), fees {FEE_BPS:g} bps, "
+        f"long/flat; cores {cores}, numba threads {numba.get_num_threads()}, vectorbt {vbt.__version__} "
+        f"engine={vbt.settings['engine']}"
+    )
 
     # Warm-up on a small slice: numba compilation (or cache loading) excluded from both timings.
     small = close.iloc[:2_000]

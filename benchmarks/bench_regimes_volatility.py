@@ -21,8 +21,9 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 def main() -> None:
     profile = get_profile("full")
-    bars = build_market_bars(load_ohlcv([DATA / "btcusdt_1h.parquet"]).frame,
-                             load_funding([DATA / "btcusdt_funding_8h.parquet"]).frame).bars
+    bars = build_market_bars(
+        load_ohlcv([DATA / "btcusdt_1h.parquet"]).frame, load_funding([DATA / "btcusdt_funding_8h.parquet"]).frame
+    ).bars
     print(f"bars: {len(bars):,} hours, {len(profile.schedule.folds_for(bars['timestamp']))} folds")
     start = time.perf_counter()
     vol = compute_volatility(bars, profile.schedule, profile.volatility)
@@ -32,11 +33,15 @@ def main() -> None:
     fit = compute_regimes(bars, vol, profile.schedule, profile.regimes)
     t_reg = time.perf_counter() - start
     refits = fit.refits
-    print(f"regimes: {t_reg:.1f} s for {len(refits)} refits (K={profile.regimes.n_states}, "
-          f"{profile.regimes.covariance_type}, {profile.regimes.n_restarts} restarts on the first)")
+    print(
+        f"regimes: {t_reg:.1f} s for {len(refits)} refits (K={profile.regimes.n_states}, "
+        f"{profile.regimes.covariance_type}, {profile.regimes.n_restarts} restarts on the first)"
+    )
     for row in refits.itertuples():
-        print(f"  refit {row.refit:2d}: {row.n_train:6d} bars, {row.iterations:3d} iterations, {row.seconds:5.2f} s, "
-              f"BIC t-HMM {row.bic:.0f} vs Gaussian {row.gaussian_bic:.0f}; {row.phase_names}")
+        print(
+            f"  refit {row.refit:2d}: {row.n_train:6d} bars, {row.iterations:3d} iterations, {row.seconds:5.2f} s, "
+            f"BIC t-HMM {row.bic:.0f} vs Gaussian {row.gaussian_bic:.0f}; {row.phase_names}"
+        )
     print(f"volatility + regimes: {t_vol + t_reg:.1f} s (target < 60 s)")
 
 

@@ -54,8 +54,9 @@ def journal_write_ms(n: int = 300) -> float:
         params = suggest_phase(optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask(), settings)
         start = time.perf_counter()
         for i in range(n):
-            running = create_trial(state=optuna.trial.TrialState.RUNNING, params=params, distributions=dists,
-                                   user_attrs={"index": i})
+            running = create_trial(
+                state=optuna.trial.TrialState.RUNNING, params=params, distributions=dists, user_attrs={"index": i}
+            )
             tid = storage.create_new_trial(study._study_id, template_trial=running)
             storage.set_trial_user_attr(tid, "validation", 0.0)
             storage.set_trial_state_values(tid, optuna.trial.TrialState.COMPLETE, [0.0])
@@ -65,8 +66,13 @@ def journal_write_ms(n: int = 300) -> float:
 def warm_lines(signals: SignalCache) -> float:
     """Compute every rolling line the search space can ask for (once per seed in a real run); returns seconds."""
     windows = {  # the experts' SEARCH_SPACE ranges, per line kind they use
-        "midpoint": range(5, 161), "high_max": range(5, 501), "low_min": range(5, 501), "rsi": range(5, 51),
-        "close_mean": range(10, 101), "close_std": range(10, 101), "atr": range(5, 721),
+        "midpoint": range(5, 161),
+        "high_max": range(5, 501),
+        "low_min": range(5, 501),
+        "rsi": range(5, 51),
+        "close_mean": range(10, 101),
+        "close_std": range(10, 101),
+        "atr": range(5, 721),
     }
     start = time.perf_counter()
     for kind, span in windows.items():
@@ -84,8 +90,9 @@ def main() -> None:
         os.sched_setaffinity(0, {0})
     profile = get_profile("full")
     settings = profile.wfa
-    bars = build_market_bars(load_ohlcv([DATA / "btcusdt_1h.parquet"]).frame,
-                             load_funding([DATA / "btcusdt_funding_8h.parquet"]).frame).bars
+    bars = build_market_bars(
+        load_ohlcv([DATA / "btcusdt_1h.parquet"]).frame, load_funding([DATA / "btcusdt_funding_8h.parquet"]).frame
+    ).bars
     vol = compute_volatility(bars, profile.schedule, profile.volatility)
     fast_regimes = replace(profile.regimes, n_restarts=1, n_iter=15)
     probs = compute_regimes(bars, vol, profile.schedule, fast_regimes).probabilities
@@ -95,8 +102,10 @@ def main() -> None:
     measured = [refits[0], refits[len(refits) // 2], refits[-1]]
     train_bars = {r: int((probs[(probs["refit"] == r)]["segment"].isin(["train", "validation"])).sum()) for r in refits}
     write_ms = journal_write_ms()
-    print(f"bars {len(bars):,}; folds {len(refits)}; trials per study {args.trials}; "
-          f"journal writes {write_ms:.2f} ms/trial (3 appends, fsync each)")
+    print(
+        f"bars {len(bars):,}; folds {len(refits)}; trials per study {args.trials}; "
+        f"journal writes {write_ms:.2f} ms/trial (3 appends, fsync each)"
+    )
 
     for sampler in args.samplers.split(","):
         per_fold: dict[int, float] = {}
@@ -108,8 +117,9 @@ def main() -> None:
             objective.load(base)
             spent = {"eval": 0.0}
 
-            def evaluate(flat: dict, objective: FoldObjective = objective, base: StrategyParams = base,
-                         spent: dict = spent) -> tuple:
+            def evaluate(
+                flat: dict, objective: FoldObjective = objective, base: StrategyParams = base, spent: dict = spent
+            ) -> tuple:
                 t0 = time.perf_counter()
                 out = objective.scores(base.with_phase(1, PhaseParams.from_flat(flat)), 1)
                 spent["eval"] += time.perf_counter() - t0
@@ -118,16 +128,27 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 storage = open_storage(None, str(Path(tmp) / "optuna.journal"))
                 start = time.perf_counter()
-                run_phase_study(storage, "bench", n_trials=args.trials, sampler=sampler,
-                                n_startup_trials=settings.n_startup_trials, seed_parts=(0, refit, 1),
-                                incumbent=base.phases[1].flat(), suggest=lambda t: suggest_phase(t, settings),
-                                evaluate=evaluate, distributions=phase_distributions(settings), say=lambda m: None)
+                run_phase_study(
+                    storage,
+                    "bench",
+                    n_trials=args.trials,
+                    sampler=sampler,
+                    n_startup_trials=settings.n_startup_trials,
+                    seed_parts=(0, refit, 1),
+                    incumbent=base.phases[1].flat(),
+                    suggest=lambda t: suggest_phase(t, settings),
+                    evaluate=evaluate,
+                    distributions=phase_distributions(settings),
+                    say=lambda m: None,
+                )
                 total = time.perf_counter() - start
             ms = total / args.trials * 1e3
             ev = spent["eval"] / args.trials * 1e3
             per_fold[refit] = ms
-            print(f"{sampler:>6} fold {refit:2d} ({train_bars[refit]:6,} training bars): {ms:6.2f} ms/trial = "
-                  f"evaluation {ev:5.2f} + Optuna/sampler {ms - ev - write_ms:5.2f} + journal {write_ms:4.2f}")
+            print(
+                f"{sampler:>6} fold {refit:2d} ({train_bars[refit]:6,} training bars): {ms:6.2f} ms/trial = "
+                f"evaluation {ev:5.2f} + Optuna/sampler {ms - ev - write_ms:5.2f} + journal {write_ms:4.2f}"
+            )
         x = np.array([train_bars[r] for r in measured], dtype=float)
         y = np.array([per_fold[r] for r in measured])
         slope, intercept = np.polyfit(x, y, 1)
@@ -136,9 +157,11 @@ def main() -> None:
         wall = per_seed_s * 30 / cores
         trials = len(refits) * 5 * settings.n_trials * 30
         print(f"{sampler:>6} line warm-up (once per seed): {warm_s:.1f} s, {len(signals.lines)} lines")
-        print(f"{sampler:>6} full profile projection: {trials:,} trials, {per_seed_s / 60:.1f} min per seed, "
-              f"{wall / 60:.1f} min wall on {cores} cores (target < 30 min); "
-              f"mean {per_seed_s * 1e3 / (trials / 30):.2f} ms/trial")
+        print(
+            f"{sampler:>6} full profile projection: {trials:,} trials, {per_seed_s / 60:.1f} min per seed, "
+            f"{wall / 60:.1f} min wall on {cores} cores (target < 30 min); "
+            f"mean {per_seed_s * 1e3 / (trials / 30):.2f} ms/trial"
+        )
 
 
 if __name__ == "__main__":
