@@ -1,7 +1,9 @@
 """The ``btc-assets`` command line: a thin face over the Dagster definitions and the stage modules.
 
 Every command works on one ``BTC_ASSETS_HOME`` (``--home`` or the environment, default ``./data``) and uses the
-persistent Dagster instance inside it (``DAGSTER_HOME=<home>/dagster``), so runs started here show in ``ui``.
+persistent Dagster instance inside it (``<home>/dagster``), so runs started here show in ``ui``. The settings (home,
+profile, settings file, sampler, market source) are resolved once per command
+(:func:`btc_assets.settings.resolve_settings`) and handed to the definitions and to every child process.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from btc_assets.config import PROFILES, Paths, get_profile
+from btc_assets.atomic import write_text_atomic
+from btc_assets.config import PROFILES, Paths, default_jobs
+from btc_assets.settings import Settings, environment, resolve_settings
 
 DAGSTER_YAML = """\
 # Written by btc-assets. The instance keeps run history and materialisations so staleness survives restarts.
@@ -24,35 +28,46 @@ concurrency:
 """
 
 
-def default_jobs() -> int:
-    """Seeds optimised at once by default: the cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def prepare_home(home: str | None) -> Paths:
-    """Resolve and create ``BTC_ASSETS_HOME``; point ``DAGSTER_HOME`` at the instance inside it."""
-    paths = Paths.from_env(home).ensure()
-    os.environ["BTC_ASSETS_HOME"] = str(paths.home)
-    os.environ["DAGSTER_HOME"] = str(paths.dagster_home)
+def settings_of(args: argparse.Namespace) -> Settings:
+    """The command's settings, resolved once: ``--home``, ``--profile``, ``--sampler`` and the source options
+    over the environment and the home's settings file."""
+    from btc_assets.ingestion import SourceSettings
+
+    source = SourceSettings(
+        source=getattr(args, "source", None) or "",
+        ohlcv=getattr(args, "ohlcv", None) or "",
+        funding=getattr(args, "funding", None) or "",
+        perp=getattr(args, "perp", None) or "",
+    )
+    return resolve_settings(
+        args.home, getattr(args, "profile", None), source=source, sampler=getattr(args, "sampler", None)
+    )
+
+
+def prepare_home(paths: Paths) -> Paths:
+    """Create the home's folders and its Dagster instance's ``dagster.yaml`` (kept if it exists)."""
+    paths.ensure()
     config = paths.dagster_home / "dagster.yaml"
     if not config.exists():
-        config.write_text(DAGSTER_YAML.format(pool_limit=default_jobs()))
+        write_text_atomic(config, DAGSTER_YAML.format(pool_limit=default_jobs()))
     return paths
 
 
-def _apply_source_options(args: argparse.Namespace) -> None:
-    for option, env in (("source", "BTC_ASSETS_SOURCE"), ("ohlcv", "BTC_ASSETS_OHLCV"),
-                        ("funding", "BTC_ASSETS_FUNDING"), ("perp", "BTC_ASSETS_PERP")):
-        value = getattr(args, option, None)
-        if value and option != "source":
-            # the UI's code server runs in another working directory: pass absolute paths
-            value = ",".join(os.path.abspath(os.path.expanduser(v.strip())) for v in value.split(",") if v.strip())
-        if value:
-            os.environ[env] = value
+def open_instance(paths: Paths):
+    """The home's persistent Dagster instance."""
+    import dagster as dg
+
+    return dg.DagsterInstance.from_config(str(paths.dagster_home))
+
+
+def child_environment(settings: Settings) -> dict[str, str]:
+    """This process's environment with the resolved settings (a child resolves exactly the same ones)."""
+    keep = {k: v for k, v in os.environ.items() if not k.startswith("BTC_ASSETS_") and k != "DAGSTER_HOME"}
+    return {**keep, **environment(settings)}
 
 
 def _quiet_dagster() -> None:
@@ -90,24 +105,22 @@ def stale_statuses(instance, defs, keys, partition: str | None = None) -> dict[s
     return {key.to_user_string(): resolver.get_status(key, partition).value for key in keys}
 
 
-def run_in_process(defs, job: str, options: dict):
+def run_in_process(defs, paths: Paths, job: str, options: dict):
     """Execute ``job`` in this process on the persistent instance; its result (failures are reported)."""
-    import dagster as dg
-
-    with dg.DagsterInstance.get() as instance:
+    with open_instance(paths) as instance:
         result = defs.resolve_job_def(job).execute_in_process(instance=instance, **options)
     if not result.success:
         _report_failure(result)
     return result
 
 
-def sync_chain(defs, options: dict) -> bool:
+def sync_chain(defs, paths: Paths, options: dict) -> bool:
     """Re-read the raw inputs, then materialise what is not fresh in the chain up to the portfolio and everything
     below it. False (after saying why) if a step failed."""
     import dagster as dg
 
     job = defs.resolve_job_def("btc_study")
-    with dg.DagsterInstance.get() as instance:
+    with open_instance(paths) as instance:
         # the raw inputs are re-read every time (cheap): their content hashes tell what changed downstream
         raw = [dg.AssetKey("raw_ohlcv"), dg.AssetKey("raw_funding"), dg.AssetKey("raw_perp_ohlcv")]
         result = job.execute_in_process(instance=instance, asset_selection=raw, **options)
@@ -133,29 +146,54 @@ def sync_chain(defs, options: dict) -> bool:
 
 
 def cmd_ablation(args: argparse.Namespace) -> int:
-    """Bring the chain up to date, then run (or resume) the ablation on the profile's seeds."""
+    """Bring the chain up to date, then run (or resume) the ablation's (variant, seed) partitions that are not fresh,
+    then its table."""
 
     _quiet_dagster()
-    paths = prepare_home(args.home)
-    _apply_source_options(args)
-    profile = get_profile(args.profile)
-    os.environ["BTC_ASSETS_PROFILE"] = profile.name
+    settings = settings_of(args)
+    paths, profile = prepare_home(settings.paths), settings.profile
     from btc_assets.defs import build_definitions
 
-    defs = build_definitions()
-    options = {"tags": {"btc_assets/profile": profile.name}, "raise_on_error": False,
-               "run_config": {"loggers": {"console": {"config": {"log_level": args.log_level}}}}}
-    _say(f"btc-assets ablation: profile {profile.name}; variants {', '.join(profile.ablation.variants)}; "
-         f"seeds {list(profile.ablation.seeds)} (set them in {paths.home / 'config.toml'}, section [ablation])")
-    if not sync_chain(defs, options):
+    defs = build_definitions(settings=settings)
+    options = {
+        "tags": {"btc_assets/profile": profile.name},
+        "raise_on_error": False,
+        "run_config": {"loggers": {"console": {"config": {"log_level": args.log_level}}}},
+    }
+    _say(
+        f"btc-assets ablation: profile {profile.name}; variants {', '.join(profile.ablation.variants)}; "
+        f"seeds {list(profile.ablation.seeds)} (set them in {paths.home / 'config.toml'}, section [ablation])"
+    )
+    if not sync_chain(defs, paths, options):
         return 1
-    result = run_in_process(defs, "ablation_study", options)
+    # the Gaussian-HMM regimes (the first two variants' input), then one run per (variant, seed) partition, then the
+    # table over them
+    import dagster as dg
+
+    from btc_assets.defs.partitions import ablation_key
+
+    gaussian = dg.AssetKey("gaussian_regime_probabilities")
+    with open_instance(paths) as instance:
+        fresh = stale_statuses(instance, defs, [gaussian])[gaussian.to_user_string()] == "FRESH"
+    gaussian_run = {**options, "asset_selection": [gaussian]}
+    if not fresh and not run_in_process(defs, paths, "ablation_study", gaussian_run).success:
+        return 1
+
+    keys = [ablation_key(v, s) for v in profile.ablation.variants for s in profile.ablation.seeds]
+    failed = launch_partitions(
+        defs, settings, "ablation_runs", "ablation_oos", keys, args.jobs or default_jobs(), args.log_level, "run"
+    )
+    if failed:
+        _say(f"FAILED ablation runs: {', '.join(map(str, failed))}; run the same command again to resume them")
+        return 1
+    table_keys = [dg.AssetKey("ablation"), dg.AssetKey("ablation_seeds")]
+    result = run_in_process(defs, paths, "ablation_study", {**options, "asset_selection": table_keys})
     if not result.success:
         return 1
     table = result.output_for_node("ablation", "ablation")
-    columns = ["variant", "n_seeds", "sharpe", "sharpe_lo", "sharpe_hi", "monthly_return", "max_drawdown",
-               "versus", "p_sharpe_t", "p_daily_bootstrap", "pbo_walk_forward"]
-    print(table[[c for c in columns if c in table]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    from btc_assets.evaluation.ablation import SHOWN
+
+    print(table[[c for c in SHOWN if c in table]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     _say(f"chart: {paths.reports / 'ablation.png'}")
     return 0
 
@@ -164,31 +202,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Materialise what is unsynced in the chain, then launch (or resume) every seed not yet done."""
 
     _quiet_dagster()
-    paths = prepare_home(args.home)
-    _apply_source_options(args)
-    if args.sampler:
-        os.environ["BTC_ASSETS_SAMPLER"] = args.sampler  # inherited by the seed processes
-    profile = get_profile(args.profile)
-    os.environ["BTC_ASSETS_PROFILE"] = profile.name
+    settings = settings_of(args)
+    paths, profile = prepare_home(settings.paths), settings.profile
     from btc_assets.defs import build_definitions
 
-    defs = build_definitions()
-    _say(f"btc-assets run: profile {profile.name} ({profile.description}); sampler {profile.wfa.sampler}; "
-         f"home {paths.home}")
-    options = {"tags": {"btc_assets/profile": profile.name}, "raise_on_error": False,
-               "run_config": {"loggers": {"console": {"config": {"log_level": args.log_level}}}}}
-    if not sync_chain(defs, options):
+    defs = build_definitions(settings=settings)
+    _say(
+        f"btc-assets run: profile {profile.name} ({profile.description}); sampler {profile.wfa.sampler}; "
+        f"home {paths.home}" + (f"; settings file {settings.settings_file}" if settings.settings_file else "")
+    )
+    options = {
+        "tags": {"btc_assets/profile": profile.name},
+        "raise_on_error": False,
+        "run_config": {"loggers": {"console": {"config": {"log_level": args.log_level}}}},
+    }
+    if not sync_chain(defs, paths, options):
         return 1
     seeds = parse_seeds(args.seeds, profile.n_seeds)
-    failed = launch_seeds(paths, profile.name, seeds, args.jobs or default_jobs(), args.log_level)
+    failed = launch_seeds(defs, settings, seeds, args.jobs or default_jobs(), args.log_level)
     if failed:
         _say(f"FAILED seeds: {', '.join(failed)}; run the same command again to resume them")
         return 1
-    if not run_in_process(defs, "summarise_seeds", options).success:
+    if not run_in_process(defs, paths, "summarise_seeds", options).success:
         return 1
     _say(f"summary across seeds: {paths.warehouse / 'wfa_summary'}; charts in {paths.reports}")
-    _say(f"query it: btc-assets sql \"SELECT count(*) FROM market_bars\"  (warehouse {paths.warehouse}); "
-         "progress: btc-assets status")
+    _say(
+        f'query it: btc-assets sql "SELECT count(*) FROM market_bars"  (warehouse {paths.warehouse}); '
+        "progress: btc-assets status"
+    )
     return 0
 
 
@@ -208,59 +249,67 @@ def pool_limit(instance, pool: str) -> int | None:
     return None if default is None else int(default)
 
 
-def launch_seeds(paths: Paths, profile: str, seeds: list[int], jobs: int, log_level: str) -> list[str]:
-    """One run (and one process: fault isolation) per seed partition, ``jobs`` at a time; fresh seeds are
-    skipped. Returns the seeds that failed."""
+def launch_partitions(
+    defs, settings: Settings, job: str, asset: str, keys: list[str], jobs: int, log_level: str, what: str = "seed"
+) -> list[str]:
+    """One run (and one process: fault isolation) per partition of ``job``, ``jobs`` at a time; partitions whose
+    ``asset`` is fresh are skipped. Each child resolves the same settings (:func:`child_environment`). Returns the
+    partitions that failed. The seeds (``wfa_seeds``) and the ablation's runs (``ablation_runs``) both go this way."""
     import subprocess
     from concurrent.futures import ThreadPoolExecutor
 
-    import dagster as dg
+    from btc_assets.defs.automation import stale_partitions
 
-    from btc_assets.config import seed_key
-    from btc_assets.defs import build_definitions
-
-    defs = build_definitions()
-    keys = [seed_key(s) for s in seeds]
-    with dg.DagsterInstance.get() as instance:
-        todo = [k for k in keys if stale_statuses(instance, defs, ["wfa_results"], k)["wfa_results"] != "FRESH"]
+    with open_instance(settings.paths) as instance:
+        todo = stale_partitions(instance, defs.resolve_asset_graph(), asset, keys)  # as the UI's sensor decides
         limit = pool_limit(instance, "wfa")
     if limit is not None and jobs > limit:
         # the instance's pool is enforced by Dagster too, but its slot claims on SQLite can race when two runs claim
         # within milliseconds (observed): never launch more at once than the pool allows
-        _say(f"the instance's pool 'wfa' allows {limit} seed(s) at once: --jobs {jobs} lowered to {limit}")
+        _say(f"the instance's pool 'wfa' allows {limit} {what}(s) at once: --jobs {jobs} lowered to {limit}")
         jobs = limit
-    skipped = sorted(set(keys) - set(todo))
+    skipped = [k for k in keys if k not in todo]
     if skipped:
-        _say(f"{len(skipped)} seed(s) already done and up to date, skipped: {', '.join(skipped)}")
+        _say(f"{len(skipped)} {what}(s) already done and up to date, skipped: {', '.join(map(str, skipped))}")
     if not todo:
         return []
-    _say(f"optimising {len(todo)} seed(s), {jobs} at a time: {', '.join(todo)}")
+    _say(f"optimising {len(todo)} {what}(s), {jobs} at a time: {', '.join(map(str, todo))}")
+    env = child_environment(settings)
 
     def one(key: str) -> tuple[str, int]:
-        argv = [sys.executable, "-m", "btc_assets", "--home", str(paths.home), "seed", key,
-                "--profile", profile, "--log-level", log_level]
-        return key, subprocess.run(argv, check=False).returncode
+        argv = [sys.executable, "-m", "btc_assets", "--home", str(settings.paths.home), "seed", str(key),
+                "--job", job, "--profile", settings.profile.name, "--log-level", log_level]  # fmt: skip
+        return key, subprocess.run(argv, check=False, env=env).returncode
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         results = list(pool.map(one, todo))
     return [key for key, code in results if code != 0]
 
 
-def cmd_seed(args: argparse.Namespace) -> int:
-    """Materialise one seed partition (the walk-forward optimisation of that seed) in this process."""
-    import dagster as dg
+def launch_seeds(defs, settings: Settings, seeds: list[int], jobs: int, log_level: str) -> list[str]:
+    """The seed partitions of ``wfa_seeds`` (:func:`launch_partitions`)."""
+    from btc_assets.config import seed_key
 
+    keys = [seed_key(s) for s in seeds]
+    return launch_partitions(defs, settings, "wfa_seeds", "wfa_results", keys, jobs, log_level)
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    """Materialise one partition of a partitioned job in this process: a seed of ``wfa_seeds`` (the walk-forward
+    optimisation of that seed) or a ``variant|seed`` of ``ablation_runs``."""
     _quiet_dagster()
-    prepare_home(args.home)
-    profile = get_profile(args.profile)
-    os.environ["BTC_ASSETS_PROFILE"] = profile.name
+    settings = settings_of(args)
+    paths, profile = prepare_home(settings.paths), settings.profile
     from btc_assets.defs import build_definitions
 
-    job = build_definitions().resolve_job_def("wfa_seeds")
-    with dg.DagsterInstance.get() as instance:
+    job = build_definitions(settings=settings).resolve_job_def(args.job)
+    with open_instance(paths) as instance:
         result = job.execute_in_process(
-            instance=instance, partition_key=args.partition, tags={"btc_assets/profile": profile.name},
-            run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}}, raise_on_error=False,
+            instance=instance,
+            partition_key=args.partition,
+            tags={"btc_assets/profile": profile.name},
+            run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
+            raise_on_error=False,
         )
     if not result.success:
         _report_failure(result)
@@ -274,7 +323,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from btc_assets.config import N_SEEDS, seed_key
     from btc_assets.wfa import read_progress
 
-    paths = Paths.from_env(args.home)
+    paths = resolve_settings(args.home).paths
     progress = read_progress(paths.checkpoints)
     rows = []
     for i in range(N_SEEDS):
@@ -297,12 +346,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     """Start ``dagster dev`` on this project with the same persistent instance."""
-    paths = prepare_home(args.home)
-    _apply_source_options(args)
+    settings = settings_of(args)
+    paths = prepare_home(settings.paths)
     argv = [sys.executable, "-m", "dagster", "dev", "-m", "btc_assets.defs", "-h", args.host, "-p", str(args.port)]
     _say(f"btc-assets ui: DAGSTER_HOME={paths.dagster_home}; open http://{args.host}:{args.port}")
-    os.execvp(argv[0], argv)
-    return 0  # pragma: no cover - exec does not return
+    from btc_assets.dev_server import run_dagster_dev
+
+    # the code server resolves the same settings from the environment; Ctrl-C / SIGTERM stop it all within 10 s
+    return run_dagster_dev(argv, env=child_environment(settings))
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -334,18 +385,22 @@ def cmd_download(args: argparse.Namespace) -> int:
     """Fetch real exchange data into ``raw/`` (resumable, checksum verified)."""
     from btc_assets.ingestion import download
 
-    paths = prepare_home(args.home)
+    paths = prepare_home(resolve_settings(args.home).paths)
     if args.via == "ccxt":
         symbol = args.symbol if "/" in args.symbol else f"{args.symbol[:-4]}/{args.symbol[-4:]}"
-        result = download.download_ccxt(paths.raw, symbol=symbol, perp_symbol=f"{symbol}:{symbol.split('/')[1]}",
-                                         progress=_say, perp=True)
+        result = download.download_ccxt(
+            paths.raw, symbol=symbol, perp_symbol=f"{symbol}:{symbol.split('/')[1]}", progress=_say, perp=True
+        )
     else:
-        result = download.download_binance_archive(paths.raw / "binance", symbol=args.symbol, start=args.start,
-                                                   end=args.end, progress=_say, perp=True)
+        result = download.download_binance_archive(
+            paths.raw / "binance", symbol=args.symbol, start=args.start, end=args.end, progress=_say, perp=True
+        )
     _say(f"done: {result.fetched} fetched, {result.cached} already cached, {len(result.missing)} not published")
     files = ",".join(str(p) for p in result.ohlcv_files)
-    print(f"{len(result.ohlcv_files)} kline file(s), {len(result.perp_files)} perp kline file(s), "
-          f"{len(result.funding_files)} funding file(s) under {paths.raw}")
+    print(
+        f"{len(result.ohlcv_files)} kline file(s), {len(result.perp_files)} perp kline file(s), "
+        f"{len(result.funding_files)} funding file(s) under {paths.raw}"
+    )
     if files:
         print("use them: BTC_ASSETS_SOURCE=download btc-assets run")
     return 0
@@ -355,7 +410,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     """Query the warehouse with DuckDB (in-memory views over the Parquet files; nothing is locked)."""
     from btc_assets.storage import Warehouse
 
-    paths = Paths.from_env(args.home)
+    paths = resolve_settings(args.home).paths
     warehouse = Warehouse(paths.warehouse)
     if not warehouse.tables():
         _say(f"the warehouse {paths.warehouse} is empty: run `btc-assets run` first")
@@ -378,7 +433,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from btc_assets.evaluation.report import render_report
     from btc_assets.storage import Warehouse
 
-    paths = Paths.from_env(args.home).ensure()
+    paths = resolve_settings(args.home).paths.ensure()
     warehouse = Warehouse(paths.warehouse)
     tables = warehouse.tables()
     summary = warehouse.read("wfa_summary") if "wfa_summary" in tables else None
@@ -406,13 +461,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.add_argument("--seeds", help="seed partitions to optimise, e.g. 0-29 or 0,3,7 (default: the profile's)")
     run.add_argument("--jobs", type=int, default=0, help="seeds at once (default: number of cores)")
-    run.add_argument("--sampler", choices=["tpe", "cmaes", "random"],
-                     help="walk-forward sampler (default: the profile's; also BTC_ASSETS_SAMPLER)")
+    run.add_argument(
+        "--sampler",
+        choices=["tpe", "cmaes", "random"],
+        help="walk-forward sampler (default: the profile's; also BTC_ASSETS_SAMPLER)",
+    )
     source_options(run)
     run.set_defaults(func=cmd_run)
 
     seed = sub.add_parser("seed", help="materialise one seed partition (walk-forward optimisation) here")
-    seed.add_argument("partition", help="seed_00 … seed_29")
+    seed.add_argument("partition", help="seed_00 … seed_29 (for --job ablation_runs: seed_00|original …)")
+    seed.add_argument("--job", default="wfa_seeds", choices=["wfa_seeds", "ablation_runs"])
     seed.add_argument("--profile", choices=list(PROFILES), default=None)
     seed.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     seed.set_defaults(func=cmd_seed)
@@ -426,10 +485,12 @@ def build_parser() -> argparse.ArgumentParser:
     abl = sub.add_parser("ablation", help="the ablation: every variant's walk-forward on the configured seeds")
     abl.add_argument("--profile", choices=list(PROFILES), default=None, help="study size (default quick)")
     abl.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    abl.add_argument("--jobs", type=int, default=0, help="runs at once (default: number of cores)")
     source_options(abl)
     abl.set_defaults(func=cmd_ablation)
 
     ui = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on the same instance")
+    ui.add_argument("--profile", choices=list(PROFILES), default=None, help="study size (default quick)")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     source_options(ui)

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
@@ -22,6 +21,11 @@ from btc_assets.schedule import FoldSchedule
 DEFAULT_HOME = "./data"
 
 
+def default_jobs() -> int:
+    """Processes to run at once by default (seeds, ablation runs): the cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 @dataclass(frozen=True)
 class Paths:
     """The folders under one ``BTC_ASSETS_HOME``."""
@@ -29,8 +33,8 @@ class Paths:
     home: Path
 
     @classmethod
-    def from_env(cls, home: str | os.PathLike[str] | None = None) -> Paths:
-        return cls(Path(home or os.environ.get("BTC_ASSETS_HOME") or DEFAULT_HOME).expanduser().resolve())
+    def at(cls, home: str | os.PathLike[str]) -> Paths:
+        return cls(Path(home).expanduser().resolve())
 
     @property
     def raw(self) -> Path:
@@ -176,7 +180,12 @@ class WfaSettings:
     n_startup_trials: int = 20  # random trials before the model-based sampler takes over
     max_folds: int | None = None  # the last N folds only (None: all)
     select_top: int = 5
-    turnover_penalty: float = 0.001  # per unit of annual turnover (equity traded per year)
+    # per unit of annual turnover (equity traded per year). Costs are already in the returns; this counts them about
+    # twice more, because a cost is certain while a fitted gross return is about half noise (walk-forward PBO ≈ ½):
+    # one unit of annual turnover costs ~7 bps of fees and slippage, 0.0035–0.007 of Sharpe at the optimised books'
+    # 10–20 %/yr volatility (0.001 before: the optimised seeds then turned over up to 61× a year at up to 5.7 %/yr
+    # of costs; probes of 0.005 and 0.01 on seeds 0–3 are in the README)
+    turnover_penalty: float = 0.005
     drawdown_penalty: float = 1.0  # per unit of max drawdown
     min_risk_scale: float = 0.25  # per-phase vol-target multiplier range
     max_risk_scale: float = 2.0
@@ -194,8 +203,15 @@ class WfaSettings:
 
 
 # the chain original → … → mixture_soft (the full system), then the side variants, each one step off mixture_soft
-ABLATION_VARIANTS: tuple[str, ...] = ("original", "vol_targeting", "student_t_hmm", "mixture_soft", "hard_switch",
-                                      "gating_only", "mixture_soft_tpe")
+ABLATION_VARIANTS: tuple[str, ...] = (
+    "original",
+    "vol_targeting",
+    "student_t_hmm",
+    "mixture_soft",
+    "hard_switch",
+    "gating_only",
+    "mixture_soft_tpe",
+)
 
 
 @dataclass(frozen=True)
@@ -223,42 +239,34 @@ class Profile:
     ablation: AblationSettings = field(default_factory=AblationSettings)
 
 
-def settings_hash(*sections: object) -> str:
-    """A short stable hash of settings sections, used in code versions so a config change makes assets stale."""
-    text = repr([(type(s).__name__, asdict(s)) for s in sections])  # type: ignore[call-overload]
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-
 PROFILES: dict[str, Profile] = {
     "quick": Profile(
-        "quick", "whole graph end to end in under 2 minutes on 2 cores, tiny settings", n_seeds=2,
+        "quick",
+        "whole graph end to end in under 2 minutes on 2 cores, tiny settings",
+        n_seeds=2,
         regimes=RegimeSettings(n_restarts=2, n_iter=40),
         wfa=WfaSettings(n_trials=6, n_startup_trials=3, max_folds=2, select_top=2),
         ablation=AblationSettings(seeds=(0, 1)),
     ),
-    "integration": Profile("integration", "real data, all stages, several seeds, under 10 minutes", n_seeds=3,
-                           wfa=WfaSettings(n_trials=24, n_startup_trials=8, max_folds=4, select_top=3),
-                           ablation=AblationSettings(seeds=(0, 1, 2))),
+    "integration": Profile(
+        "integration",
+        "real data, all stages, several seeds, under 10 minutes",
+        n_seeds=3,
+        wfa=WfaSettings(n_trials=24, n_startup_trials=8, max_folds=4, select_top=3),
+        ablation=AblationSettings(seeds=(0, 1, 2)),
+    ),
     # random search: the 30-minute target on 2 cores holds with it (TPE costs ~20 ms per trial; see the README)
-    "full": Profile("full", "30 seeds, K=5, 300 trials per phase, all folds, random search", n_seeds=30,
-                    wfa=WfaSettings(sampler="random")),
+    "full": Profile(
+        "full",
+        "30 seeds, K=5, 300 trials per phase, all folds, random search",
+        n_seeds=30,
+        wfa=WfaSettings(sampler="random"),
+    ),
 }
 DEFAULT_PROFILE = "quick"
 
 
 SECTIONS = ("schedule", "volatility", "regimes", "portfolio", "wfa", "ablation")
-
-
-def config_file() -> Path | None:
-    """The user's settings file: ``BTC_ASSETS_CONFIG``, else ``<BTC_ASSETS_HOME>/config.toml`` if it exists."""
-    named = os.environ.get("BTC_ASSETS_CONFIG")
-    if named:
-        path = Path(named).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"BTC_ASSETS_CONFIG={named}: no such file")
-        return path
-    path = Paths.from_env().home / "config.toml"
-    return path if path.is_file() else None
 
 
 def _coerce(value: object, default: object, where: str) -> object:
@@ -296,27 +304,28 @@ def apply_overrides(profile: Profile, overrides: dict[str, object], source: str)
     return replace(profile, **changes)
 
 
-def get_profile(name: str | None = None) -> Profile:
-    """The named profile (default: ``BTC_ASSETS_PROFILE`` or ``quick``) with the user's settings file applied
-    (:func:`config_file`, TOML: ``[portfolio] band = 0.3``); ``BTC_ASSETS_SAMPLER`` (tpe | cmaes | random) then
-    overrides the walk-forward sampler. All are read when the Dagster definitions load, so they enter the assets'
-    code versions: a changed setting makes its stage and everything below it stale."""
-    name = name or os.environ.get("BTC_ASSETS_PROFILE") or DEFAULT_PROFILE
+def get_profile(name: str = DEFAULT_PROFILE) -> Profile:
+    """The named profile as the code defines it (no settings file, no environment: those are applied once, by
+    :func:`btc_assets.settings.resolve_settings`)."""
     try:
-        profile = PROFILES[name]
+        return PROFILES[name]
     except KeyError:
         raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None
-    path = config_file()
-    if path is not None:
-        with open(path, "rb") as handle:
-            try:
-                overrides = tomllib.load(handle)
-            except tomllib.TOMLDecodeError as err:
-                raise ValueError(f"{path}: not valid TOML: {err}") from None
-        profile = apply_overrides(profile, overrides, str(path))
-    sampler = os.environ.get("BTC_ASSETS_SAMPLER")
-    if sampler:
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r} (BTC_ASSETS_SAMPLER); choose one of {', '.join(SAMPLERS)}")
-        profile = replace(profile, wfa=replace(profile.wfa, sampler=sampler))
-    return profile
+
+
+def read_settings_file(profile: Profile, path: Path) -> Profile:
+    """``profile`` with the settings of the TOML file ``path`` applied (``[portfolio] band = 0.3``); an unknown
+    section or setting, or a value of the wrong type, is an error naming the file and the key."""
+    with open(path, "rb") as handle:
+        try:
+            overrides = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"{path}: not valid TOML: {err}") from None
+    return apply_overrides(profile, overrides, str(path))
+
+
+def with_sampler(profile: Profile, sampler: str, source: str) -> Profile:
+    """``profile`` with the walk-forward sampler replaced (``source`` names where the choice came from)."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r} ({source}); choose one of {', '.join(SAMPLERS)}")
+    return replace(profile, wfa=replace(profile.wfa, sampler=sampler))

@@ -102,8 +102,15 @@ class BarArrays:
         return int(self.close.shape[0])
 
     @classmethod
-    def from_arrays(cls, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
-                    funding: np.ndarray | None = None, funding_known: np.ndarray | None = None) -> BarArrays:
+    def from_arrays(
+        cls,
+        open_: np.ndarray,
+        high: np.ndarray,
+        low: np.ndarray,
+        close: np.ndarray,
+        funding: np.ndarray | None = None,
+        funding_known: np.ndarray | None = None,
+    ) -> BarArrays:
         """Fill missing hours (NaN close) with flat bars at the last close; the first bar must be valid."""
         close = np.asarray(close, dtype=np.float64)
         missing = ~np.isfinite(close)
@@ -131,8 +138,11 @@ class BarArrays:
             hours = np.where(hours > 0, hours, FUNDING_HOURS)
             funding[settled] = bars.loc[settled, "funding_rate"].to_numpy(dtype=np.float64) * FUNDING_HOURS / hours
             known = bars["funding_known"].to_numpy(dtype=bool)
-        return cls.from_arrays(*(bars[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close")),
-                               funding=funding, funding_known=known)
+        return cls.from_arrays(
+            *(bars[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close")),
+            funding=funding,
+            funding_known=known,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- numba line kernels
@@ -467,8 +477,7 @@ def _mean_reversion_kernel(close, rsi, mid, sd, k, oversold, overbought):  # pra
 
 
 @njit(cache=True, nogil=True)
-def _breakout_kernel(close, hmax, lmin, xhmax, xlmin, atr_s, atr_l, expansion,
-                     stop_atr):  # pragma: no cover - compiled
+def _breakout_kernel(close, hmax, lmin, xhmax, xlmin, atr_s, atr_l, expansion, stop_atr):  # pragma: no cover - compiled
     n = close.shape[0]
     out = np.zeros(n)
     pos = 0
@@ -546,8 +555,12 @@ class TrendExpert(_Expert):
     chikou: bool = False
 
     SEARCH_SPACE: ClassVar[SearchSpace] = {
-        "tenkan": (5, 30, "int"), "kijun": (10, 80, "int"), "senkou_b": (30, 160, "int"),
-        "displacement": (10, 60, "int"), "cloud_filter": (0, 1, "bool"), "chikou": (0, 1, "bool"),
+        "tenkan": (5, 30, "int"),
+        "kijun": (10, 80, "int"),
+        "senkou_b": (30, 160, "int"),
+        "displacement": (10, 60, "int"),
+        "cloud_filter": (0, 1, "bool"),
+        "chikou": (0, 1, "bool"),
     }
 
     def __post_init__(self) -> None:
@@ -569,9 +582,15 @@ class TrendExpert(_Expert):
     def positions(self, bars: BarArrays, cache: LineCache | None = None, stop: int | None = None) -> np.ndarray:
         cache = LineCache() if cache is None else cache
         s = slice(0, stop)
-        return _trend_kernel(bars.close[s], cache.get(bars, "midpoint", self.tenkan)[s],
-                             cache.get(bars, "midpoint", self.kijun)[s], cache.get(bars, "midpoint", self.senkou_b)[s],
-                             int(self.displacement), bool(self.cloud_filter), bool(self.chikou))
+        return _trend_kernel(
+            bars.close[s],
+            cache.get(bars, "midpoint", self.tenkan)[s],
+            cache.get(bars, "midpoint", self.kijun)[s],
+            cache.get(bars, "midpoint", self.senkou_b)[s],
+            int(self.displacement),
+            bool(self.cloud_filter),
+            bool(self.chikou),
+        )
 
 
 @dataclass(frozen=True)
@@ -585,8 +604,11 @@ class MeanReversionExpert(_Expert):
     overbought: float = 70.0
 
     SEARCH_SPACE: ClassVar[SearchSpace] = {
-        "rsi_period": (5, 50, "int"), "bb_window": (10, 100, "int"), "bb_k": (1.0, 3.5, "float"),
-        "oversold": (10.0, 45.0, "float"), "overbought": (55.0, 90.0, "float"),
+        "rsi_period": (5, 50, "int"),
+        "bb_window": (10, 100, "int"),
+        "bb_k": (1.0, 3.5, "float"),
+        "oversold": (10.0, 45.0, "float"),
+        "overbought": (55.0, 90.0, "float"),
     }
 
     def __post_init__(self) -> None:
@@ -599,10 +621,15 @@ class MeanReversionExpert(_Expert):
     def positions(self, bars: BarArrays, cache: LineCache | None = None, stop: int | None = None) -> np.ndarray:
         cache = LineCache() if cache is None else cache
         s = slice(0, stop)
-        return _mean_reversion_kernel(bars.close[s], cache.get(bars, "rsi", self.rsi_period)[s],
-                                      cache.get(bars, "close_mean", self.bb_window)[s],
-                                      cache.get(bars, "close_std", self.bb_window)[s],
-                                      float(self.bb_k), float(self.oversold), float(self.overbought))
+        return _mean_reversion_kernel(
+            bars.close[s],
+            cache.get(bars, "rsi", self.rsi_period)[s],
+            cache.get(bars, "close_mean", self.bb_window)[s],
+            cache.get(bars, "close_std", self.bb_window)[s],
+            float(self.bb_k),
+            float(self.oversold),
+            float(self.overbought),
+        )
 
 
 @dataclass(frozen=True)
@@ -617,8 +644,12 @@ class BreakoutExpert(_Expert):
     stop_atr: float = 4.0
 
     SEARCH_SPACE: ClassVar[SearchSpace] = {
-        "window": (20, 500, "int"), "exit_window": (5, 250, "int"), "atr_short": (5, 72, "int"),
-        "atr_long": (48, 720, "int"), "expansion": (1.0, 2.5, "float"), "stop_atr": (1.0, 10.0, "float"),
+        "window": (20, 500, "int"),
+        "exit_window": (5, 250, "int"),
+        "atr_short": (5, 72, "int"),
+        "atr_long": (48, 720, "int"),
+        "expansion": (1.0, 2.5, "float"),
+        "stop_atr": (1.0, 10.0, "float"),
     }
 
     def __post_init__(self) -> None:
@@ -629,12 +660,17 @@ class BreakoutExpert(_Expert):
     def positions(self, bars: BarArrays, cache: LineCache | None = None, stop: int | None = None) -> np.ndarray:
         cache = LineCache() if cache is None else cache
         s = slice(0, stop)
-        return _breakout_kernel(bars.close[s], cache.get(bars, "high_max", self.window)[s],
-                                cache.get(bars, "low_min", self.window)[s],
-                                cache.get(bars, "high_max", self.exit_window)[s],
-                                cache.get(bars, "low_min", self.exit_window)[s],
-                                cache.get(bars, "atr", self.atr_short)[s], cache.get(bars, "atr", self.atr_long)[s],
-                                float(self.expansion), float(self.stop_atr))
+        return _breakout_kernel(
+            bars.close[s],
+            cache.get(bars, "high_max", self.window)[s],
+            cache.get(bars, "low_min", self.window)[s],
+            cache.get(bars, "high_max", self.exit_window)[s],
+            cache.get(bars, "low_min", self.exit_window)[s],
+            cache.get(bars, "atr", self.atr_short)[s],
+            cache.get(bars, "atr", self.atr_long)[s],
+            float(self.expansion),
+            float(self.stop_atr),
+        )
 
 
 @dataclass(frozen=True)
@@ -646,7 +682,9 @@ class CarryExpert(_Expert):
     full_at: float = 0.0005
 
     SEARCH_SPACE: ClassVar[SearchSpace] = {
-        "ema_span": (1, 90, "int"), "threshold": (0.0, 0.0005, "float"), "full_at": (0.0001, 0.003, "float"),
+        "ema_span": (1, 90, "int"),
+        "threshold": (0.0, 0.0005, "float"),
+        "full_at": (0.0001, 0.003, "float"),
     }
 
     def __post_init__(self) -> None:
@@ -690,8 +728,9 @@ class ExpertConfigs:
 DEFAULT_CONFIGS = ExpertConfigs()
 
 
-def expert_positions(bars: BarArrays, configs: ExpertConfigs | Mapping[str, _Expert] = DEFAULT_CONFIGS,
-                     cache: LineCache | None = None) -> np.ndarray:
+def expert_positions(
+    bars: BarArrays, configs: ExpertConfigs | Mapping[str, _Expert] = DEFAULT_CONFIGS, cache: LineCache | None = None
+) -> np.ndarray:
     """Targets of all four experts, shape (n, 4), columns :data:`EXPERT_NAMES`; lines come from ``cache``
     (a module-level default cache when None, so repeated calls on the same bars reuse lines)."""
     if not isinstance(configs, ExpertConfigs):
@@ -704,4 +743,3 @@ def expert_positions(bars: BarArrays, configs: ExpertConfigs | Mapping[str, _Exp
 
 
 DEFAULT_CACHE = LineCache()
-

@@ -15,8 +15,13 @@ import numpy as np
 import pandas as pd
 
 PHASE_COLOURS = {
-    "calm": "#9ecae1", "trend_up": "#74c476", "chop": "#fdd0a2", "trend_down": "#fb6a4a", "crash": "#a50f15",
-    "breakout": "#9e9ac8", "all": "#dddddd",
+    "calm": "#9ecae1",
+    "trend_up": "#74c476",
+    "chop": "#fdd0a2",
+    "trend_down": "#fb6a4a",
+    "crash": "#a50f15",
+    "breakout": "#9e9ac8",
+    "all": "#dddddd",
 }
 
 
@@ -32,8 +37,13 @@ def markdown_image(png: bytes, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
-def regime_shaded_price(timestamps: pd.Series, close: np.ndarray, probs: np.ndarray, names: Sequence[str],
-                        title: str = "Price with regime shading (out-of-sample filtered probabilities)") -> bytes:
+def regime_shaded_price(
+    timestamps: pd.Series,
+    close: np.ndarray,
+    probs: np.ndarray,
+    names: Sequence[str],
+    title: str = "Price with regime shading (out-of-sample filtered probabilities)",
+) -> bytes:
     """Log price with the background shaded by the most probable phase at each bar (no shading where unknown)."""
     ts = pd.to_datetime(pd.Series(timestamps)).dt.tz_convert(None).to_numpy()
     fig, ax = plt.subplots(figsize=(12, 4.5))
@@ -42,8 +52,18 @@ def regime_shaded_price(timestamps: pd.Series, close: np.ndarray, probs: np.ndar
     for k, name in enumerate(names):
         first = name.split("/")[0]  # "crash/breakout" -> crash; "chop_1" -> chop
         colour = PHASE_COLOURS.get(first, PHASE_COLOURS.get(first.split("_")[0], "#cccccc"))
-        ax.fill_between(ts, 0, 1, where=phase == k, step="post", color=colour, alpha=0.45, lw=0,
-                        transform=ax.get_xaxis_transform(), label=name)
+        ax.fill_between(
+            ts,
+            0,
+            1,
+            where=phase == k,
+            step="post",
+            color=colour,
+            alpha=0.45,
+            lw=0,
+            transform=ax.get_xaxis_transform(),
+            label=name,
+        )
     ax.plot(ts, close, color="black", lw=0.7)
     ax.set_yscale("log")
     ax.set_title(title)
@@ -52,8 +72,9 @@ def regime_shaded_price(timestamps: pd.Series, close: np.ndarray, probs: np.ndar
     return _png(fig)
 
 
-def equity_drawdown(timestamps: pd.Series, curves: Mapping[str, np.ndarray],
-                    title: str = "Equity and drawdown against buy-and-hold") -> bytes:
+def equity_drawdown(
+    timestamps: pd.Series, curves: Mapping[str, np.ndarray], title: str = "Equity and drawdown against buy-and-hold"
+) -> bytes:
     """Equity curves (log scale, first curve emphasised) above their drawdowns."""
     ts = pd.to_datetime(pd.Series(timestamps)).dt.tz_convert(None).to_numpy()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 6), sharex=True, height_ratios=[2.2, 1])
@@ -73,9 +94,11 @@ def equity_drawdown(timestamps: pd.Series, curves: Mapping[str, np.ndarray],
     return _png(fig)
 
 
-def seed_fan(curves: Mapping[str, pd.DataFrame], references: Mapping[str, pd.DataFrame],
-             title: str = "Out-of-sample equity of every seed (costs per leg) against the references"
-             ) -> bytes:
+def seed_fan(
+    curves: Mapping[str, pd.DataFrame],
+    references: Mapping[str, pd.DataFrame],
+    title: str = "Out-of-sample equity of every seed (costs per leg) against the references",
+) -> bytes:
     """The fan of the seeds' stitched equity curves (thin), their median (thick) and the references (dashed)."""
     fig, ax = plt.subplots(figsize=(12, 5))
     stacked = []
@@ -89,8 +112,14 @@ def seed_fan(curves: Mapping[str, pd.DataFrame], references: Mapping[str, pd.Dat
         ax.plot(ts, np.median(np.vstack(stacked), axis=0), color="C0", lw=1.8, label=f"median of {len(stacked)} seeds")
     for i, (name, frame) in enumerate(references.items()):
         rts = pd.to_datetime(frame["timestamp"]).dt.tz_convert(None).to_numpy()
-        ax.plot(rts, np.cumprod(1.0 + frame["bar_return"].to_numpy()), ls="--", lw=1.0, color=f"C{i + 1}",
-                label=name.replace("_", " "))
+        ax.plot(
+            rts,
+            np.cumprod(1.0 + frame["bar_return"].to_numpy()),
+            ls="--",
+            lw=1.0,
+            color=f"C{i + 1}",
+            label=name.replace("_", " "),
+        )
     ax.set_yscale("log")
     ax.set_ylabel("equity (start = 1)")
     ax.legend(loc="upper left", fontsize=8, frameon=False)
@@ -108,8 +137,15 @@ def fold_bars(fold_returns: pd.DataFrame, title: str = "Out-of-sample return per
     x = np.arange(len(med))
     colours = ["C2" if v >= 0 else "C3" for v in med.to_numpy()]
     ax.bar(x, med.to_numpy(), color=colours, alpha=0.8)
-    ax.errorbar(x, med.to_numpy(), yerr=[med.to_numpy() - low.to_numpy(), high.to_numpy() - med.to_numpy()],
-                fmt="none", ecolor="black", lw=0.8, capsize=3)
+    ax.errorbar(
+        x,
+        med.to_numpy(),
+        yerr=[med.to_numpy() - low.to_numpy(), high.to_numpy() - med.to_numpy()],
+        fmt="none",
+        ecolor="black",
+        lw=0.8,
+        capsize=3,
+    )
     ax.set_xticks(x, [str(f) for f in med.index])
     ax.set_xlabel("fold")
     ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
@@ -118,12 +154,17 @@ def fold_bars(fold_returns: pd.DataFrame, title: str = "Out-of-sample return per
     return _png(fig)
 
 
-def regime_characteristics(phases: pd.DataFrame,
-                           title: str = "Regime characteristics per phase across refits") -> bytes:
+def regime_characteristics(
+    phases: pd.DataFrame, title: str = "Regime characteristics per phase across refits"
+) -> bytes:
     """Per phase, across refits: mean 24 h return, mean log volatility (standardised features' original units),
     Student-t degrees of freedom ν and expected duration. ``phases``: the ``regime_phases`` table."""
-    panels = [("mean_ret_24", "mean 24 h return"), ("mean_log_vol", "mean log volatility"), ("nu", "ν (tail)"),
-              ("expected_duration_h", "expected duration (h)")]
+    panels = [
+        ("mean_ret_24", "mean 24 h return"),
+        ("mean_log_vol", "mean log volatility"),
+        ("nu", "ν (tail)"),
+        ("expected_duration_h", "expected duration (h)"),
+    ]
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
     names = phases.sort_values("refit").groupby("phase")["name"].agg(lambda s: "/".join(dict.fromkeys(s)))
     for ax, (column, label) in zip(axes, panels, strict=True):
@@ -139,8 +180,9 @@ def regime_characteristics(phases: pd.DataFrame,
     return _png(fig)
 
 
-def parameter_stability(params: pd.DataFrame, title: str = "Parameter stability across folds (median over seeds)"
-                        ) -> bytes:
+def parameter_stability(
+    params: pd.DataFrame, title: str = "Parameter stability across folds (median over seeds)"
+) -> bytes:
     """Per phase: its gating weights and vol-target multiple at each fold. ``params``: one row per (seed, fold,
     phase) with columns fold, phase, gate.<expert>..., risk_scale."""
     gates = [c for c in params.columns if c.startswith("gate.")]
@@ -159,16 +201,21 @@ def parameter_stability(params: pd.DataFrame, title: str = "Parameter stability 
     return _png(fig)
 
 
-def ablation_chart(table: pd.DataFrame, per_seed: pd.DataFrame,
-                   title: str = "Ablation: out-of-sample metrics per variant (mean across seeds, CI, seeds as dots)"
-                   ) -> bytes:
+def ablation_chart(
+    table: pd.DataFrame,
+    per_seed: pd.DataFrame,
+    title: str = "Ablation: out-of-sample metrics per variant (mean across seeds, CI, seeds as dots)",
+) -> bytes:
     """Three panels (Sharpe, compounded monthly return, max drawdown): per variant the mean across seeds with its
     confidence interval and every seed as a dot; on the Sharpe panel, above each variant's bar, its paired p-values
     against its reference (t-test across seeds | stationary bootstrap of the daily return difference), which the
     variant's label names ("vs <reference>", ``table["versus"]``: the variant before it in the chain, ``mixture_soft``
     for the side variants). ``table`` and ``per_seed`` are :func:`btc_assets.evaluation.ablation.ablation_table`'s."""
-    panels = [("sharpe", "Sharpe (annualised)", False), ("monthly_return", "monthly return (compounded)", True),
-              ("max_drawdown", "max drawdown", True)]
+    panels = [
+        ("sharpe", "Sharpe (annualised)", False),
+        ("monthly_return", "monthly return (compounded)", True),
+        ("max_drawdown", "max drawdown", True),
+    ]
     variants = list(table["variant"])
     x = np.arange(len(variants))
     versus = list(table["versus"]) if "versus" in table else [None, *variants[:-1]]
@@ -182,16 +229,23 @@ def ablation_chart(table: pd.DataFrame, per_seed: pd.DataFrame,
         ax.errorbar(x, mean, yerr=[low, high], fmt="none", ecolor="black", lw=0.9, capsize=4)
         for i, variant in enumerate(variants):
             dots = per_seed.loc[per_seed["variant"] == variant, metric].to_numpy(dtype=float)
-            ax.scatter(np.full(dots.size, i) + np.linspace(-0.15, 0.15, dots.size), dots, s=9, color="black",
-                       zorder=3)
+            ax.scatter(np.full(dots.size, i) + np.linspace(-0.15, 0.15, dots.size), dots, s=9, color="black", zorder=3)
         if metric == "sharpe" and "p_sharpe_t" in table:
             where = matplotlib.transforms.blended_transform_factory(ax.transData, ax.transAxes)
             for i, reference in enumerate(versus):
                 if not isinstance(reference, str):
                     continue  # no reference (the first of the chain)
                 p_t, p_b = table["p_sharpe_t"].iloc[i], table["p_daily_bootstrap"].iloc[i]
-                ax.text(i, 0.98, f"p_t {p_t:.2f}\np_bs {p_b:.2f}", transform=where, ha="center", va="top",
-                        fontsize=6.5, color="#444")
+                ax.text(
+                    i,
+                    0.98,
+                    f"p_t {p_t:.2f}\np_bs {p_b:.2f}",
+                    transform=where,
+                    ha="center",
+                    va="top",
+                    fontsize=6.5,
+                    color="#444",
+                )
         ax.axhline(0.0, color="black", lw=0.6)
         ax.set_xticks(x, labels, rotation=30, ha="right", rotation_mode="anchor", fontsize=7.5)
         ax.set_title(label, fontsize=10)
@@ -201,25 +255,35 @@ def ablation_chart(table: pd.DataFrame, per_seed: pd.DataFrame,
     return _png(fig)
 
 
-ATTRIBUTION_COLOURS = {"gross": "#4575b4", "basis": "#74add1", "funding": "#abd9e9", "fees": "#d73027",
-                       "slippage": "#fc8d59", "borrowing": "#fee090"}
+ATTRIBUTION_COLOURS = {
+    "gross": "#4575b4",
+    "basis": "#74add1",
+    "funding": "#abd9e9",
+    "fees": "#d73027",
+    "slippage": "#fc8d59",
+    "borrowing": "#fee090",
+}
 
 
-def attribution_chart(table: pd.DataFrame,
-                      title: str = "Where the out-of-sample P&L comes from (median across seeds, %/yr of equity)"
-                      ) -> bytes:
+def attribution_chart(
+    table: pd.DataFrame, title: str = "Where the out-of-sample P&L comes from (median across seeds, %/yr of equity)"
+) -> bytes:
     """From :func:`btc_assets.evaluation.attribution.across_seeds`'s table: per expert (over all phases) and per
     phase (over all experts; the label carries its median time share), the median of each component stacked (P&L
     terms with their sign, costs downwards) with the median ``net`` (diamond) and its 5–95 % range across seeds;
     and the median ``net`` of every (expert, phase) cell. Components' medians need not add up to the median net."""
     from btc_assets.evaluation.attribution import ALL, COMPONENTS, NET, SIGNS, TIME_SHARE, UNALLOCATED
 
-    stats = table.pivot_table(index=["expert", "phase"], columns="component", values=["median", "p05", "p95"],
-                              sort=False)
+    stats = table.pivot_table(
+        index=["expert", "phase"], columns="component", values=["median", "p05", "p95"], sort=False
+    )
     keys = list(stats.index)
     experts = [e for e, p in keys if p == ALL and e not in (ALL, UNALLOCATED)]
-    phases = [p for e, p in keys if e == ALL and p != ALL and ("median", NET) in stats
-              and not np.isnan(stats.loc[(e, p), ("median", NET)])]
+    phases = [
+        p
+        for e, p in keys
+        if e == ALL and p != ALL and ("median", NET) in stats and not np.isnan(stats.loc[(e, p), ("median", NET)])
+    ]
     fig, axes = plt.subplots(1, 3, figsize=(17, 5.2), width_ratios=[1.0, 1.2, 1.2])
 
     def stacked(ax: plt.Axes, rows: list[tuple[str, str]], labels: list[str], heading: str) -> None:
@@ -234,31 +298,61 @@ def attribution_chart(table: pd.DataFrame,
             ax.bar(x, neg, bottom=down, color=ATTRIBUTION_COLOURS[component], width=0.6)
             up, down = up + pos, down + neg
         net = 100.0 * np.array([[stats.loc[r, (s, NET)] for r in rows] for s in ("median", "p05", "p95")])
-        ax.errorbar(x, net[0], yerr=[np.clip(net[0] - net[1], 0, None), np.clip(net[2] - net[0], 0, None)],
-                    fmt="D", color="black", ms=5, capsize=4, lw=1, label="net (p05–p95)", zorder=3)
+        ax.errorbar(
+            x,
+            net[0],
+            yerr=[np.clip(net[0] - net[1], 0, None), np.clip(net[2] - net[0], 0, None)],
+            fmt="D",
+            color="black",
+            ms=5,
+            capsize=4,
+            lw=1,
+            label="net (p05–p95)",
+            zorder=3,
+        )
         ax.axhline(0.0, color="black", lw=0.6)
         ax.set_xticks(x, labels, rotation=25, ha="right", rotation_mode="anchor", fontsize=8)
         ax.set_ylabel("% of equity per year")
         ax.set_title(heading, fontsize=10)
 
     stacked(axes[0], [(e, ALL) for e in experts], experts, "per expert (all phases)")
-    shares = [stats.loc[(ALL, p), ("median", TIME_SHARE)] if ("median", TIME_SHARE) in stats else np.nan
-              for p in phases]
-    stacked(axes[1], [(ALL, p) for p in phases],
-            [p if np.isnan(s) else f"{p}\n{100 * s:.0f} % of time" for p, s in zip(phases, shares, strict=True)],
-            "per phase (all experts)")
+    shares = [
+        stats.loc[(ALL, p), ("median", TIME_SHARE)] if ("median", TIME_SHARE) in stats else np.nan for p in phases
+    ]
+    stacked(
+        axes[1],
+        [(ALL, p) for p in phases],
+        [p if np.isnan(s) else f"{p}\n{100 * s:.0f} % of time" for p, s in zip(phases, shares, strict=True)],
+        "per phase (all experts)",
+    )
     handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8, frameon=False,
-               bbox_to_anchor=(0.5, -0.04))
-    grid = np.array([[stats.loc[(e, p), ("median", NET)] if (e, p) in stats.index else np.nan for p in phases]
-                     for e in experts], dtype=float) * 100.0
+    fig.legend(
+        handles, names, loc="lower center", ncol=len(names), fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.04)
+    )
+    grid = (
+        np.array(
+            [
+                [stats.loc[(e, p), ("median", NET)] if (e, p) in stats.index else np.nan for p in phases]
+                for e in experts
+            ],
+            dtype=float,
+        )
+        * 100.0
+    )
     scale = float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() and np.nanmax(np.abs(grid)) > 0 else 1.0
     image = axes[2].imshow(grid, cmap="RdBu", vmin=-scale, vmax=scale, aspect="auto")
     for i in range(grid.shape[0]):
         for j in range(grid.shape[1]):
             if np.isfinite(grid[i, j]):
-                axes[2].text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                             color="white" if abs(grid[i, j]) > 0.6 * scale else "black")
+                axes[2].text(
+                    j,
+                    i,
+                    f"{grid[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if abs(grid[i, j]) > 0.6 * scale else "black",
+                )
     axes[2].set_xticks(range(len(phases)), phases, rotation=25, ha="right", rotation_mode="anchor", fontsize=8)
     axes[2].set_yticks(range(len(experts)), experts, fontsize=8)
     axes[2].set_title("net per expert and phase", fontsize=10)

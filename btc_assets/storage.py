@@ -10,9 +10,7 @@ place; readers open it read-only.
 
 from __future__ import annotations
 
-import os
 import re
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,29 +20,20 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from btc_assets.atomic import atomic_path
+
 CATALOG = "catalog.duckdb"
 _SAFE = re.compile(r"^[A-Za-z0-9_.=-]+$")
 
 
-def _temp_beside(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-
-
 def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> Path:
-    """Write ``frame`` to ``path`` atomically: a temp file in the same folder, fsync, then rename over."""
+    """Write ``frame`` to ``path`` atomically (:func:`btc_assets.atomic.atomic_path`: temp file, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_beside(path)
-    try:
-        frame = frame.copy(deep=False)
-        frame.attrs = {}  # in-memory annotations (e.g. fit diagnostics) are not part of the stored data
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        with open(tmp, "wb") as handle:
-            pq.write_table(table, handle, compression="zstd")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    frame = frame.copy(deep=False)
+    frame.attrs = {}  # in-memory annotations (e.g. fit diagnostics) are not part of the stored data
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        pq.write_table(table, handle, compression="zstd")
     return path
 
 
@@ -123,18 +112,16 @@ class Warehouse:
         """Rebuild ``catalog.duckdb`` (views only) in a temp file and rename it into place."""
         self.root.mkdir(parents=True, exist_ok=True)
         target = self.root / CATALOG
-        tmp = _temp_beside(target)
-        try:
-            con = duckdb.connect(str(tmp))
+        with atomic_path(target) as tmp:
             try:
-                self._define_views(con)
-                con.execute("CHECKPOINT")
+                con = duckdb.connect(str(tmp))
+                try:
+                    self._define_views(con)
+                    con.execute("CHECKPOINT")
+                finally:
+                    con.close()
             finally:
-                con.close()
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-            Path(f"{tmp}.wal").unlink(missing_ok=True)
+                Path(f"{tmp}.wal").unlink(missing_ok=True)
         return target
 
     def open_catalog(self) -> duckdb.DuckDBPyConnection:

@@ -89,16 +89,19 @@ def realized_volatility(bars: pd.DataFrame, window: int = 24, *, min_periods: in
     with np.errstate(divide="ignore", invalid="ignore"):
         k = 0.34 / (1.34 + (n + 1.0) / (n - 1.0))
     var_yz = var_o + k * var_c + (1.0 - k) * var_rs
-    out = {name: np.sqrt(np.clip(var, 0.0, None) * BARS_PER_YEAR)
-           for name, var in zip(REALIZED_COLUMNS, (var_cc, var_pk, var_gk, var_yz), strict=True)}
+    out = {
+        name: np.sqrt(np.clip(var, 0.0, None) * BARS_PER_YEAR)
+        for name, var in zip(REALIZED_COLUMNS, (var_cc, var_pk, var_gk, var_yz), strict=True)
+    }
     return pd.DataFrame(out, index=bars.index)
 
 
 # ------------------------------------------------------------------------------------------------- variance filter
 
 
-def garch_filter_reference(eps: np.ndarray, h0: float, omega: float, alpha: float, gamma: float,
-                           beta: float) -> np.ndarray:
+def garch_filter_reference(
+    eps: np.ndarray, h0: float, omega: float, alpha: float, gamma: float, beta: float
+) -> np.ndarray:
     """Plain Python reference of :func:`garch_filter` (same arithmetic, same order of operations).
 
     ``h`` starts as ``h0`` (the variance of bar 0) and for each bar t the next bar's variance is
@@ -118,8 +121,9 @@ def garch_filter_reference(eps: np.ndarray, h0: float, omega: float, alpha: floa
 
 
 @njit(cache=True)
-def garch_filter(eps: np.ndarray, h0: float, omega: float, alpha: float, gamma: float,
-                 beta: float) -> np.ndarray:  # pragma: no cover - compiled
+def garch_filter(
+    eps: np.ndarray, h0: float, omega: float, alpha: float, gamma: float, beta: float
+) -> np.ndarray:  # pragma: no cover - compiled
     """GARCH(1,1) / GJR-GARCH(1,1,1) variance filter with fixed parameters; ``out[t] = h_{t+1}``.
 
     h_{t+1} = ω + α ε_t² + γ ε_t² 1[ε_t < 0] + β h_t, and for a NaN ε_t (missing bar, no news; ε_t² replaced by
@@ -187,8 +191,14 @@ def _as_timestamp(point: Any, tz: Any) -> pd.Timestamp:
     return ts
 
 
-def refit_schedule(index: pd.DatetimeIndex, observed: np.ndarray, refit_every: str | None,
-                   refit_points: Sequence[Any], train_window: int | None, min_train: int) -> list[tuple]:
+def refit_schedule(
+    index: pd.DatetimeIndex,
+    observed: np.ndarray,
+    refit_every: str | None,
+    refit_points: Sequence[Any],
+    train_window: int | None,
+    min_train: int,
+) -> list[tuple]:
     """The refit points actually used, as ``(time, row, train_start_row)``, in time order.
 
     Candidates are the calendar points of the offset alias ``refit_every`` between the first and last bar (None
@@ -249,8 +259,9 @@ def _warm_start(prev: dict, ratio: float, o: int) -> np.ndarray:
     return np.array(values + list(prev["dist_params"]), dtype=np.float64)
 
 
-def horizon_variance(h_next: np.ndarray, how: np.ndarray, profile: np.ndarray, persistence: float, uncond: float,
-                     horizon: int) -> np.ndarray:
+def horizon_variance(
+    h_next: np.ndarray, how: np.ndarray, profile: np.ndarray, persistence: float, uncond: float, horizon: int
+) -> np.ndarray:
     """Mean of s(how_{t+j})² · E_t[h_{t+j}] over j = 1 … ``horizon`` for each bar t (in the filter's units), from
     the one-step variance ``h_next[t]`` = h_{t+1}, the bar's hour of week ``how[t]``, the seasonal ``profile``
     (168 values) and the recursion's persistence ρ and unconditional variance h̄ (inf when ρ ≥ 1)."""
@@ -263,9 +274,18 @@ def horizon_variance(h_next: np.ndarray, how: np.ndarray, profile: np.ndarray, p
     return h_next * s2.sum(axis=1)[how] / horizon
 
 
-def garch_forecast(returns: pd.Series, refit_every: str | None = "MS", refit_points: Sequence[pd.Timestamp] = (),
-                   train_window: int | None = 17_520, min_train: int = 2_000, vol: str = "GARCH",
-                   dist: str = "t", seasonal: bool = True, annualise: bool = True, horizon: int = 24) -> pd.DataFrame:
+def garch_forecast(
+    returns: pd.Series,
+    refit_every: str | None = "MS",
+    refit_points: Sequence[pd.Timestamp] = (),
+    train_window: int | None = 17_520,
+    min_train: int = 2_000,
+    vol: str = "GARCH",
+    dist: str = "t",
+    seasonal: bool = True,
+    annualise: bool = True,
+    horizon: int = 24,
+) -> pd.DataFrame:
     """Walk-forward GARCH(1,1) (``vol="GARCH"``) or GJR-GARCH(1,1,1) (``vol="GJR"``) volatility forecasts.
 
     ``returns``: hourly log returns on the regular hourly grid (DatetimeIndex, one row per hour, NaN on missing
@@ -343,41 +363,70 @@ def garch_forecast(returns: pd.Series, refit_every: str | None = "MS", refit_poi
         mu, omega, alpha = float(p[0]), float(p[1]), float(p[2])
         gamma = float(p[3]) if o else 0.0
         beta = float(p[3 + o])
-        dist_params = [float(v) for v in p[4 + o:]]
+        dist_params = [float(v) for v in p[4 + o :]]
         eps = scale * y - mu
         h0 = initial_variance(arch_backcast(z_train - z_train.mean()), omega, alpha, gamma, beta)
         h_next = garch_filter(eps, h0, omega, alpha, gamma, beta)
         rows = slice(row, end)
-        sigma_bar[rows] = profile[how_next[rows]] * np.sqrt(h_next[row - start:]) / scale
+        sigma_bar[rows] = profile[how_next[rows]] * np.sqrt(h_next[row - start :]) / scale
         refit_id[rows] = k
         persistence = alpha + 0.5 * gamma + beta
         uncond = omega / (1.0 - persistence) if persistence < 1.0 else math.inf
-        sigma_horizon[rows] = np.sqrt(horizon_variance(h_next[row - start:], how[rows], profile, persistence,
-                                                       uncond, horizon)) / scale
+        sigma_horizon[rows] = (
+            np.sqrt(horizon_variance(h_next[row - start :], how[rows], profile, persistence, uncond, horizon)) / scale
+        )
         loglik_returns = float(result.loglikelihood) + float(np.sum(np.log(scale / profile[how[start:row]][train_ok])))
         prev = {
-            "refit_id": k, "refit_time": point, "train_start": index[start], "train_end": index[row - 1],
-            "n_obs": int(train_ok.sum()), "scale": scale, "mu_z": mu, "mu": mu / scale, "omega": omega,
-            "alpha": alpha, "gamma": gamma, "beta": beta, "persistence": persistence,
+            "refit_id": k,
+            "refit_time": point,
+            "train_start": index[start],
+            "train_end": index[row - 1],
+            "n_obs": int(train_ok.sum()),
+            "scale": scale,
+            "mu_z": mu,
+            "mu": mu / scale,
+            "omega": omega,
+            "alpha": alpha,
+            "gamma": gamma,
+            "beta": beta,
+            "persistence": persistence,
             "nu": dist_params[0] if dist_params else math.nan,
             "lambda": dist_params[1] if len(dist_params) > 1 else math.nan,
             "uncond_vol": math.sqrt(uncond * BARS_PER_YEAR) / scale if math.isfinite(uncond) else math.inf,
-            "season_min": float(profile.min()), "season_max": float(profile.max()),
-            "loglik": float(result.loglikelihood), "loglik_returns": loglik_returns,
-            "converged": bool(result.convergence_flag == 0), "convergence_flag": int(result.convergence_flag),
-            "iterations": int(result.optimization_result.nit), "warm_start": warm, "dist_params": dist_params,
+            "season_min": float(profile.min()),
+            "season_max": float(profile.max()),
+            "loglik": float(result.loglikelihood),
+            "loglik_returns": loglik_returns,
+            "converged": bool(result.convergence_flag == 0),
+            "convergence_flag": int(result.convergence_flag),
+            "iterations": int(result.optimization_result.nit),
+            "warm_start": warm,
+            "dist_params": dist_params,
         }
         refits.append(prev)
 
-    out = pd.DataFrame({"sigma": sigma_bar * ANNUALISE if annualise else sigma_bar.copy(), "sigma_bar": sigma_bar,
-                        "sigma_horizon": sigma_horizon * ANNUALISE if annualise else sigma_horizon,
-                        "refit_id": refit_id}, index=index)
+    out = pd.DataFrame(
+        {
+            "sigma": sigma_bar * ANNUALISE if annualise else sigma_bar.copy(),
+            "sigma_bar": sigma_bar,
+            "sigma_horizon": sigma_horizon * ANNUALISE if annualise else sigma_horizon,
+            "refit_id": refit_id,
+        },
+        index=index,
+    )
     times = pd.DatetimeIndex([point for point, _, _ in schedule] + [pd.NaT], dtype=index.dtype)
     out["refit_time"] = times[refit_id]  # refit_id -1 picks the trailing NaT
     out.attrs["refits"] = [{key: v for key, v in d.items() if key != "dist_params"} for d in refits]
-    out.attrs["spec"] = {"refit_every": refit_every, "train_window": train_window, "min_train": min_train,
-                         "vol": vol_key, "dist": dist_key, "seasonal": seasonal, "annualise": annualise,
-                         "horizon": int(horizon)}
+    out.attrs["spec"] = {
+        "refit_every": refit_every,
+        "train_window": train_window,
+        "min_train": min_train,
+        "vol": vol_key,
+        "dist": dist_key,
+        "seasonal": seasonal,
+        "annualise": annualise,
+        "horizon": int(horizon),
+    }
     return out
 
 
@@ -409,8 +458,7 @@ def _hac_tstat(d: np.ndarray, lags: int) -> float:
     return float(d.mean() / math.sqrt(lrv / n)) if lrv > 0 else math.nan
 
 
-def forecast_losses(sigma_bar: pd.Series, returns: pd.Series, baseline_window: int = 720,
-                    hac_lags: int = 168) -> dict:
+def forecast_losses(sigma_bar: pd.Series, returns: pd.Series, baseline_window: int = 720, hac_lags: int = 168) -> dict:
     """QLIKE and MSE of the variance forecast h_{t+1} = sigma_bar_t² against the next bar's squared return.
 
     QLIKE per bar is L = log h + r²/h (the form r²/h - log(r²/h) - 1 is undefined for r = 0 and differs from
@@ -437,9 +485,13 @@ def forecast_losses(sigma_bar: pd.Series, returns: pd.Series, baseline_window: i
     m, mb = (r2 - h) ** 2, (r2 - hb) ** 2
     return {
         "n": int(r2.size),
-        "qlike": float(q.mean()), "qlike_baseline": float(qb.mean()), "qlike_diff": float((q - qb).mean()),
+        "qlike": float(q.mean()),
+        "qlike_baseline": float(qb.mean()),
+        "qlike_diff": float((q - qb).mean()),
         "qlike_dm_t": _hac_tstat(q - qb, hac_lags),
-        "mse": float(m.mean()), "mse_baseline": float(mb.mean()), "mse_ratio": float(m.mean() / mb.mean()),
+        "mse": float(m.mean()),
+        "mse_baseline": float(mb.mean()),
+        "mse_ratio": float(m.mean() / mb.mean()),
         "mse_dm_t": _hac_tstat(m - mb, hac_lags),
         "baseline_window": int(baseline_window),
     }
@@ -462,12 +514,18 @@ def compute_volatility(bars: pd.DataFrame, schedule: FoldSchedule, settings: Vol
     returns = np.log(close).diff()  # NaN on a missing bar and on the bar after it
     returns.iloc[0] = 0.0
     folds = schedule.folds_for(bars["timestamp"])
-    garch = garch_forecast(returns, refit_every=settings.refit_every, refit_points=[f.test_start for f in folds],
-                           train_window=settings.train_window, vol=settings.vol, dist=settings.dist,
-                           seasonal=settings.seasonal, horizon=settings.horizon)
+    garch = garch_forecast(
+        returns,
+        refit_every=settings.refit_every,
+        refit_points=[f.test_start for f in folds],
+        train_window=settings.train_window,
+        vol=settings.vol,
+        dist=settings.dist,
+        seasonal=settings.seasonal,
+        horizon=settings.horizon,
+    )
     realized = realized_volatility(bars, window=settings.realized_window)
-    out = pd.DataFrame({"timestamp": bars["timestamp"].to_numpy(), "log_return": returns.to_numpy()},
-                       index=bars.index)
+    out = pd.DataFrame({"timestamp": bars["timestamp"].to_numpy(), "log_return": returns.to_numpy()}, index=bars.index)
     for frame in (realized, garch):
         for column in frame.columns:
             out[column] = frame[column].to_numpy()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,16 @@ def make_ohlcv(n: int = 48, start: str = "2024-01-01", seed: int = 0) -> pd.Data
     high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.003, n))
     low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.003, n))
     volume = rng.lognormal(3, 0.5, n)
-    return pd.DataFrame({"timestamp": ts, "open": open_.round(2), "high": high.round(2), "low": low.round(2),
-                         "close": close.round(2), "volume": volume.round(5)})
+    return pd.DataFrame(
+        {
+            "timestamp": ts,
+            "open": open_.round(2),
+            "high": high.round(2),
+            "low": low.round(2),
+            "close": close.round(2),
+            "volume": volume.round(5),
+        }
+    )
 
 
 def make_funding(start: str = "2024-01-01 08:00", n: int = 6) -> pd.DataFrame:
@@ -38,12 +47,41 @@ def binance_kline_rows(frame: pd.DataFrame, unit: str = "ms") -> pd.DataFrame:
     """The 12-column Binance public-data layout for a canonical frame."""
     scale = 1_000 if unit == "us" else 1
     open_time = frame["timestamp"].astype("datetime64[ms, UTC]").astype("int64") * scale
-    return pd.DataFrame({
-        "open_time": open_time, "open": frame["open"], "high": frame["high"], "low": frame["low"],
-        "close": frame["close"], "volume": frame["volume"], "close_time": open_time + 3_600_000 * scale - 1,
-        "quote_volume": frame["volume"] * frame["close"], "count": 100, "taker_buy_volume": frame["volume"] / 2,
-        "taker_buy_quote_volume": frame["volume"] * frame["close"] / 2, "ignore": 0,
-    })
+    return pd.DataFrame(
+        {
+            "open_time": open_time,
+            "open": frame["open"],
+            "high": frame["high"],
+            "low": frame["low"],
+            "close": frame["close"],
+            "volume": frame["volume"],
+            "close_time": open_time + 3_600_000 * scale - 1,
+            "quote_volume": frame["volume"] * frame["close"],
+            "count": 100,
+            "taker_buy_volume": frame["volume"] / 2,
+            "taker_buy_quote_volume": frame["volume"] * frame["close"] / 2,
+            "ignore": 0,
+        }
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_user_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's environment: every ``BTC_ASSETS_*`` variable and ``DAGSTER_HOME`` are unset
+    (the settings file is the test home's own, and tests' homes are ``tmp_path``)."""
+    for name in [n for n in os.environ if n.startswith("BTC_ASSETS_") or n == "DAGSTER_HOME"]:
+        monkeypatch.delenv(name)
+
+
+def definitions(home: Path, profile: str = "quick", **source: str):
+    """The project's definitions for a test home (settings resolved there, no environment); ``source``: the
+    market source fields (``ohlcv=``, ``funding=``, ``perp=``, ``source=``)."""
+    from btc_assets.defs import build_definitions
+    from btc_assets.ingestion import SourceSettings
+    from btc_assets.settings import resolve_settings
+
+    settings = resolve_settings(home, profile, source=SourceSettings(**source), env={})
+    return build_definitions(settings=settings)
 
 
 @pytest.fixture

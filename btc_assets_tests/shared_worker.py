@@ -42,10 +42,15 @@ def incumbent() -> dict[str, Any]:
 
 def study_kwargs(options: dict[str, Any]) -> dict[str, Any]:
     """The arguments both study functions get (the evaluation excepted)."""
-    return {"n_trials": options["n_trials"], "sampler": options["sampler"],
-            "n_startup_trials": options.get("n_startup_trials", 3), "seed_parts": tuple(options["seed_parts"]),
-            "incumbent": options.get("incumbent") or incumbent(),
-            "suggest": lambda trial: suggest_phase(trial, SETTINGS), "distributions": phase_distributions(SETTINGS)}
+    return {
+        "n_trials": options["n_trials"],
+        "sampler": options["sampler"],
+        "n_startup_trials": options.get("n_startup_trials", 3),
+        "seed_parts": tuple(options["seed_parts"]),
+        "incumbent": options.get("incumbent") or incumbent(),
+        "suggest": lambda trial: suggest_phase(trial, SETTINGS),
+        "distributions": phase_distributions(SETTINGS),
+    }
 
 
 def real_objective(folder: Path, fold_position: int, phase: int):
@@ -64,8 +69,9 @@ def real_objective(folder: Path, fold_position: int, phase: int):
     no_signals = pd.DataFrame(np.zeros((len(bars), len(EXPERTS))), columns=list(EXPERTS))  # as run_seed does
     inputs = prepare_inputs(bars, vol, probs, no_signals, portfolio)
     refit = sorted(int(r) for r in probs["refit"].unique())[fold_position]
-    objective = FoldObjective(inputs, probs, refit, SignalCache(experts.BarArrays.from_market_bars(bars)), portfolio,
-                              SETTINGS)
+    objective = FoldObjective(
+        inputs, probs, refit, SignalCache(experts.BarArrays.from_market_bars(bars)), portfolio, SETTINGS
+    )
     base = StrategyParams.default(portfolio)
     objective.load(base)
 
@@ -81,8 +87,7 @@ def main(settings: str, output: str) -> None:
     evaluated: list[dict[str, Any]] = []
     score = quadratic
     if options.get("real"):
-        score, options["incumbent"] = real_objective(Path(options["real"]), options["fold_position"],
-                                                     options["phase"])
+        score, options["incumbent"] = real_objective(Path(options["real"]), options["fold_position"], options["phase"])
 
     def evaluate(flat: dict[str, Any]) -> TrialScores:
         evaluated.append(flat)
@@ -92,8 +97,9 @@ def main(settings: str, output: str) -> None:
         time.sleep(options.get("delay", 0.0))
         return score(flat)
 
-    storage = open_shared_storage(options["url"], heartbeat_interval=options.get("heartbeat", 1),
-                                  grace_period=options.get("grace", 3))
+    storage = open_shared_storage(
+        options["url"], heartbeat_interval=options.get("heartbeat", 1), grace_period=options.get("grace", 3)
+    )
     if options.get("go"):
         Path(output + ".ready").write_text("ready")
         deadline = time.monotonic() + 120
@@ -101,8 +107,9 @@ def main(settings: str, output: str) -> None:
             if time.monotonic() > deadline:
                 raise SystemExit("no go signal")
             time.sleep(0.01)
-    records = run_shared_phase_study(storage, options["name"], evaluate=evaluate,
-                                     say=lambda m: print(m, flush=True), **study_kwargs(options))
+    records = run_shared_phase_study(
+        storage, options["name"], evaluate=evaluate, say=lambda m: print(m, flush=True), **study_kwargs(options)
+    )
     Path(output).write_text(json.dumps({"records": [r.as_dict() for r in records], "evaluated": evaluated}))
 
 

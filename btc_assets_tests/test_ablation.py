@@ -70,14 +70,17 @@ def test_each_variant_changes_exactly_its_step() -> None:
     assert not p["gating_only"].wfa.search_experts and p["mixture_soft_tpe"].wfa.sampler == "tpe"
     assert all(p[v].wfa.sampler == SAMPLER == "random" for v in ABLATION_VARIANTS if v != "mixture_soft_tpe")
     # the full system is the study's own configuration, but for the sampler: random search (the full profile's)
-    assert p["mixture_soft"].portfolio == base.portfolio and p["mixture_soft"].wfa == replace(base.wfa,
-                                                                                              sampler=SAMPLER)
+    assert p["mixture_soft"].portfolio == base.portfolio and p["mixture_soft"].wfa == replace(base.wfa, sampler=SAMPLER)
     assert p["mixture_soft"].regimes == base.regimes
     full = get_profile("full")
     assert variant_profile("mixture_soft", full).wfa == full.wfa
     # a profile that sets the varied settings otherwise gives the same variants
-    other = replace(base, wfa=replace(base.wfa, sampler="cmaes", search_experts=False, search_risk_scale=False,
-                                      experts=("carry", "trend")))
+    other = replace(
+        base,
+        wfa=replace(
+            base.wfa, sampler="cmaes", search_experts=False, search_risk_scale=False, experts=("carry", "trend")
+        ),
+    )
     assert all(variant_profile(v, other) == p[v] for v in ABLATION_VARIANTS)
     assert needs_gaussian_regimes(["original"]) and not needs_gaussian_regimes(["student_t_hmm", "hard_switch"])
     assert not needs_gaussian_regimes(["gating_only", "mixture_soft_tpe"])
@@ -109,8 +112,11 @@ def test_narrowed_search_space_is_trend_only_with_fixed_rest() -> None:
 
 
 GATING = {f"gate.{e}" for e in EXPERTS} | {"risk_scale"}
-DEFAULT_EXPERTS = {"trend": experts.TrendExpert(), "mean_reversion": experts.MeanReversionExpert(),
-                   "breakout": experts.BreakoutExpert()}
+DEFAULT_EXPERTS = {
+    "trend": experts.TrendExpert(),
+    "mean_reversion": experts.MeanReversionExpert(),
+    "breakout": experts.BreakoutExpert(),
+}
 
 
 def test_gating_only_space_is_the_gates_and_risk_scale_with_default_experts() -> None:
@@ -149,10 +155,19 @@ def test_gating_only_study_varies_only_the_gates_and_risk_scale(tmp_path, sample
         seen.append(phase)
         return TrialScores(-abs(phase.risk_scale - 1.3), phase.gating[0], 0.0, 0.0)
 
-    records = run_phase_study(open_storage(None, str(tmp_path / "s.journal")), "s", n_trials=12, sampler=sampler,
-                              n_startup_trials=4, seed_parts=(1, 2, 3), incumbent=incumbent,
-                              suggest=lambda t: suggest_phase(t, settings), evaluate=evaluate, distributions=dists,
-                              say=lambda m: None)
+    records = run_phase_study(
+        open_storage(None, str(tmp_path / "s.journal")),
+        "s",
+        n_trials=12,
+        sampler=sampler,
+        n_startup_trials=4,
+        seed_parts=(1, 2, 3),
+        incumbent=incumbent,
+        suggest=lambda t: suggest_phase(t, settings),
+        evaluate=evaluate,
+        distributions=dists,
+        say=lambda m: None,
+    )
     assert len(records) == len(seen) == 12 and all(set(r.params) == GATING for r in records)
     frame = pd.DataFrame([r.params for r in records])
     assert (frame.nunique() == 12).all()  # every searched parameter varies
@@ -200,17 +215,29 @@ def test_t_interval_and_bootstrap_pvalue() -> None:
 def oos_frame(returns: np.ndarray, start: str = "2024-01-01") -> pd.DataFrame:
     n = returns.size
     zeros = np.zeros(n)
-    return pd.DataFrame({
-        "timestamp": pd.date_range(start, periods=n, freq="h"), "bar_return": returns,
-        "equity": np.cumprod(1 + returns), "turnover": np.full(n, 0.01), "fee_cost": np.full(n, 1e-5),
-        "slippage_cost": zeros, "gross_exposure": np.ones(n),
-    })
+    return pd.DataFrame(
+        {
+            "timestamp": pd.date_range(start, periods=n, freq="h"),
+            "bar_return": returns,
+            "equity": np.cumprod(1 + returns),
+            "turnover": np.full(n, 0.01),
+            "fee_cost": np.full(n, 1e-5),
+            "slippage_cost": zeros,
+            "gross_exposure": np.ones(n),
+        }
+    )
 
 
 def test_ablation_table_finds_a_planted_step_and_not_a_null_one() -> None:
     profile = get_profile("quick")
-    profile = profile.__class__(**{**profile.__dict__, "ablation": profile.ablation.__class__(
-        seeds=(0, 1, 2, 3, 4, 5), variants=("original", "vol_targeting", "student_t_hmm"))})
+    profile = profile.__class__(
+        **{
+            **profile.__dict__,
+            "ablation": profile.ablation.__class__(
+                seeds=(0, 1, 2, 3, 4, 5), variants=("original", "vol_targeting", "student_t_hmm")
+            ),
+        }
+    )
     rng = np.random.default_rng(3)
     n = 24 * 365
     results = {}
@@ -218,8 +245,9 @@ def test_ablation_table_finds_a_planted_step_and_not_a_null_one() -> None:
         base = rng.normal(0.0, 0.004, n)
         results[("original", s)] = oos_frame(base)
         results[("vol_targeting", s)] = oos_frame(base + 0.0004 + rng.normal(0, 0.001, n))  # planted skill
-        results[("student_t_hmm", s)] = oos_frame(results[("vol_targeting", s)]["bar_return"].to_numpy()
-                                                  + rng.normal(0, 0.001, n))  # noise only
+        results[("student_t_hmm", s)] = oos_frame(
+            results[("vol_targeting", s)]["bar_return"].to_numpy() + rng.normal(0, 0.001, n)
+        )  # noise only
     table, per_seed = ablation_table(results, profile, reps=500)
     assert list(table["variant"]) == ["original", "vol_targeting", "student_t_hmm"]
     assert len(per_seed) == 18 and (table["n_seeds"] == 6).all()
@@ -248,8 +276,12 @@ def test_side_variants_are_compared_with_the_full_system_not_the_row_before() ->
             results[(variant, s)] = oos_frame(edge + rng.normal(0, 0.001, n))
     table, per_seed = ablation_table(results, profile, reps=300)
     rows = table.set_index("variant")
-    assert rows["versus"].dropna().to_dict() == {"mixture_soft": "student_t_hmm", "hard_switch": "mixture_soft",
-                                                 "gating_only": "mixture_soft", "mixture_soft_tpe": "mixture_soft"}
+    assert rows["versus"].dropna().to_dict() == {
+        "mixture_soft": "student_t_hmm",
+        "hard_switch": "mixture_soft",
+        "gating_only": "mixture_soft",
+        "mixture_soft_tpe": "mixture_soft",
+    }
     assert pd.isna(rows.loc["student_t_hmm", "versus"]) and pd.isna(rows.loc["student_t_hmm", "d_sharpe"])
     assert rows.loc["mixture_soft", "p_daily_bootstrap"] < 0.01 and rows.loc["mixture_soft", "d_sharpe_lo"] > 0
     assert rows.loc["hard_switch", "d_sharpe_hi"] < 0 and rows.loc["hard_switch", "p_daily_bootstrap"] < 0.01
@@ -263,12 +295,12 @@ def test_side_variants_are_compared_with_the_full_system_not_the_row_before() ->
     assert reference_of("gating_only", ("original", "gating_only")) == "original"
     assert reference_of("student_t_hmm", ("original", "student_t_hmm")) == "original"
     assert reference_of("mixture_soft_tpe", ("mixture_soft_tpe",)) is None
-    assert [reference_of(v, ABLATION_VARIANTS) for v in ABLATION_VARIANTS] == [REFERENCES[v] for v in
-                                                                              ABLATION_VARIANTS]
+    assert [reference_of(v, ABLATION_VARIANTS) for v in ABLATION_VARIANTS] == [REFERENCES[v] for v in ABLATION_VARIANTS]
 
 
-def synthetic_trials(rng: np.random.Generator, skill: bool, n_folds: int = 4, n_phases: int = 5,
-                     n_trials: int = 30) -> pd.DataFrame:
+def synthetic_trials(
+    rng: np.random.Generator, skill: bool, n_folds: int = 4, n_phases: int = 5, n_trials: int = 30
+) -> pd.DataFrame:
     """A walk-forward trials frame: the winner is the best fit score; with ``skill`` the test score follows the
     fit score (what is good in sample stays good), without it the test score is independent noise."""
     rows = []
@@ -277,16 +309,29 @@ def synthetic_trials(rng: np.random.Generator, skill: bool, n_folds: int = 4, n_
             fit = rng.normal(size=n_trials)
             test = (fit if skill else 0.0) + rng.normal(size=n_trials) * (0.3 if skill else 1.0)
             for i in range(n_trials):
-                rows.append({"fold": fold, "phase": phase, "trial": i, "fit": fit[i], "validation": fit[i],
-                             "test": test[i], "winner": i == int(np.argmax(fit))})
+                rows.append(
+                    {
+                        "fold": fold,
+                        "phase": phase,
+                        "trial": i,
+                        "fit": fit[i],
+                        "validation": fit[i],
+                        "test": test[i],
+                        "winner": i == int(np.argmax(fit)),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
 def test_ablation_table_walk_forward_pbo_per_variant() -> None:
     profile = get_profile("quick")
     seeds = tuple(range(6))
-    profile = profile.__class__(**{**profile.__dict__, "ablation": profile.ablation.__class__(
-        seeds=seeds, variants=("original", "vol_targeting"))})
+    profile = profile.__class__(
+        **{
+            **profile.__dict__,
+            "ablation": profile.ablation.__class__(seeds=seeds, variants=("original", "vol_targeting")),
+        }
+    )
     rng = np.random.default_rng(9)
     results = {(v, s): oos_frame(rng.normal(0.0, 0.004, 24 * 60)) for v in profile.ablation.variants for s in seeds}
     trials = {("original", s): synthetic_trials(rng, skill=False) for s in seeds}

@@ -17,6 +17,7 @@ import pytest
 from btc_assets.config import EXPERTS, get_profile
 from btc_assets.evaluation import attribution as att
 from btc_assets.portfolio.engine import PortfolioParams, run_portfolio
+from btc_assets_tests.conftest import definitions
 from btc_assets_tests.test_portfolio_engine import CARRY, PARAM_SETS, random_inputs
 
 NAMES = tuple(EXPERTS)  # trend, mean_reversion, breakout, carry: column CARRY is the carry
@@ -435,8 +436,6 @@ def test_moe_attribution_over_the_out_of_sample_window(books: dict) -> None:
 def test_dagster_asset_and_report(books: dict, tmp_path: Path) -> None:
     """``wfa_attribution`` over the seeds in a warehouse (written here from the synthetic books), its metadata and
     chart, the report's section, and ``moe_portfolio``'s attribution metadata."""
-    from btc_assets.defs import ALL_ASSETS
-    from btc_assets.defs.resources import StudySettings, default_resources
     from btc_assets.evaluation.report import render_report
     from btc_assets.storage import Warehouse
 
@@ -452,11 +451,10 @@ def test_dagster_asset_and_report(books: dict, tmp_path: Path) -> None:
     warehouse.write(first["probabilities"], "regime_probabilities")
     signals = np.clip(np.random.default_rng(0).normal(0, 0.6, (len(first["bars"]), 4)), -1, 1)
     warehouse.write(pd.DataFrame(signals, columns=list(EXPERTS)), "expert_signals")
-    resources = default_resources(tmp_path)
-    resources["study"] = StudySettings(profile="quick")
+    defs = definitions(tmp_path, "quick")
     with dg.instance_for_test() as instance:
         result = dg.materialize(
-            ALL_ASSETS, resources=resources, instance=instance, selection=["wfa_attribution", "moe_portfolio"]
+            defs.assets, resources=defs.resources, instance=instance, selection=["wfa_attribution", "moe_portfolio"]
         )
     assert result.success
     moe = result.asset_materializations_for_node("moe_portfolio")[0].metadata

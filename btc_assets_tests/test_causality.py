@@ -61,8 +61,13 @@ def runs(real_bars: pd.DataFrame) -> dict[str, object]:
     vol_b = compute_volatility(perturbed, SCHEDULE, VOL)
     reg_a = compute_regimes(real_bars, vol_a, SCHEDULE, REGIMES)
     reg_b = compute_regimes(perturbed, vol_b, SCHEDULE, REGIMES)
-    return {"t": t, "cut": real_bars["timestamp"].iloc[t], "vol": (vol_a, vol_b), "reg": (reg_a, reg_b),
-            "bars": (real_bars, perturbed)}
+    return {
+        "t": t,
+        "cut": real_bars["timestamp"].iloc[t],
+        "vol": (vol_a, vol_b),
+        "reg": (reg_a, reg_b),
+        "bars": (real_bars, perturbed),
+    }
 
 
 def test_portfolio_up_to_t_unchanged(runs: dict) -> None:
@@ -77,10 +82,12 @@ def test_portfolio_up_to_t_unchanged(runs: dict) -> None:
     frames = []
     for bars, vol, reg in zip(runs["bars"], runs["vol"], runs["reg"], strict=True):
         arrays = experts.BarArrays.from_market_bars(bars)
-        signals = pd.DataFrame(experts.expert_positions(arrays, experts.DEFAULT_CONFIGS),
-                               columns=list(experts.EXPERT_NAMES))
-        frames.append(compute_portfolio(prepare_inputs(bars, vol, reg.probabilities, signals, settings),
-                                        settings).frame)
+        signals = pd.DataFrame(
+            experts.expert_positions(arrays, experts.DEFAULT_CONFIGS), columns=list(experts.EXPERT_NAMES)
+        )
+        frames.append(
+            compute_portfolio(prepare_inputs(bars, vol, reg.probabilities, signals, settings), settings).frame
+        )
     a, b = frames
     held = a.iloc[: t + 1]
     assert held["position"].ne(0).sum() > 200, held["target_position"].abs().describe()

@@ -78,25 +78,38 @@ def test_run_keeps_history_in_persistent_instance(tmp_path: Path, shared_data: P
     assert "original_system" in page and "spa_consistent" in page and "p_month_at_target" in page
     assert "Original system, as reported" in page and "buy_and_hold_spot" in page
 
-    second = cli("run", "--ohlcv", str(shared_data / "btcusdt_1h.parquet"),
-                 "--funding", str(shared_data / "btcusdt_funding_8h.parquet"), home=home, cwd=tmp_path)
+    second = cli(
+        "run",
+        "--ohlcv",
+        str(shared_data / "btcusdt_1h.parquet"),
+        "--funding",
+        str(shared_data / "btcusdt_funding_8h.parquet"),
+        home=home,
+        cwd=tmp_path,
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     assert "different data" in second.stderr  # the seeds' checkpoints were made from the demo market
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         runs = instance.get_runs()
         # per command: the raw re-read, the chain when unsynced, the seeds not done, the summary / the ablation
-        assert sorted(r.job_name for r in runs) == (["ablation_study"] * 2 + ["btc_study"] * 7
-                                                    + ["summarise_seeds"] * 3 + ["wfa_seeds"] * 4)
+        # the ablation: one run per (variant, seed) partition, the Gaussian regimes once and its table twice
+        assert sorted(r.job_name for r in runs) == (
+            ["ablation_runs"] * 2 * len(ABLATION_VARIANTS)
+            + ["ablation_study"] * 3
+            + ["btc_study"] * 7
+            + ["summarise_seeds"] * 3
+            + ["wfa_seeds"] * 4
+        )
         assert instance.get_latest_materialization_event(dg.AssetKey("market_bars")) is not None
-    out = cli("sql", "SELECT count(*) AS n, count_if(missing) AS gaps FROM market_bars", "--format", "csv",
-              home=home)
+    out = cli("sql", "SELECT count(*) AS n, count_if(missing) AS gaps FROM market_bars", "--format", "csv", home=home)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["n,gaps", "76671,128"]
 
 
 def check_ablation(home: Path, cwd: Path) -> None:
-    """``btc-assets ablation`` on the quick profile: every variant on seeds 0 and 1, intervals and paired tests, the
-    chart; a second run resumes every (variant, seed) from its checkpoint and gives the same table."""
+    """``btc-assets ablation`` on the quick profile: every variant on seeds 0 and 1, one Dagster run per (variant,
+    seed) partition of ``ablation_runs``, intervals and paired tests, the chart; a second run finds every partition
+    up to date, launches none and gives the same table."""
     first = cli("ablation", "--profile", "quick", home=home, cwd=cwd)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "up to date" in first.stderr and "p_daily_bootstrap" in first.stdout
@@ -107,8 +120,14 @@ def check_ablation(home: Path, cwd: Path) -> None:
     assert len(per_seed) == n_runs and per_seed["sharpe"].notna().all()
     assert per_seed.groupby("seed")["sharpe"].nunique().eq(len(ABLATION_VARIANTS)).all()  # the variants really differ
     # each step of the chain against the one before it; the side variants against the full system
-    assert list(table["versus"].iloc[1:]) == ["original", "vol_targeting", "student_t_hmm", "mixture_soft",
-                                              "mixture_soft", "mixture_soft"]
+    assert list(table["versus"].iloc[1:]) == [
+        "original",
+        "vol_targeting",
+        "student_t_hmm",
+        "mixture_soft",
+        "mixture_soft",
+        "mixture_soft",
+    ]
     for column in ("sharpe_lo", "sharpe_hi", "d_sharpe", "p_sharpe_t", "p_sharpe_wilcoxon", "p_daily_bootstrap"):
         assert table[column].iloc[1:].notna().all(), column
     assert (home / "reports" / "ablation.png").stat().st_size > 10_000
@@ -119,15 +138,24 @@ def check_ablation(home: Path, cwd: Path) -> None:
     records = sorted((home / "checkpoints" / "ablation" / "gating_only" / "seed_00" / "phases").glob("*.json"))
     assert len(records) == 10
     for path in records:  # gating_only searches the gates and the vol-target multiple only
-        assert all(set(t["params"]) == {"gate.trend", "gate.mean_reversion", "gate.breakout", "gate.carry",
-                                        "risk_scale"} for t in json.loads(path.read_text())["trials"])
+        assert all(
+            set(t["params"]) == {"gate.trend", "gate.mean_reversion", "gate.breakout", "gate.carry", "risk_scale"}
+            for t in json.loads(path.read_text())["trials"]
+        )
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         event = instance.get_latest_materialization_event(dg.AssetKey("ablation"))
         meta = event.asset_materialization.metadata
-        assert "data:image/png;base64," in meta["ablation_chart"].value and "p_sharpe_t" in meta["table"].value
+        assert "data:image/png;base64," in meta["ablation_chart"].value
+        assert "p_sharpe_t" in [c.name for c in meta["table"].schema.columns]  # table metadata, typed columns
+        assert [r.data["variant"] for r in meta["table"].records] == list(ABLATION_VARIANTS)
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        runs = [r for r in instance.get_runs() if r.job_name == "ablation_runs"]
+        partitions = sorted(r.tags["dagster/partition"] for r in runs)
+        assert partitions == sorted(f"seed_0{s}|{v}" for v in ABLATION_VARIANTS for s in (0, 1))
+        assert all(r.is_success for r in runs)
     again = cli("ablation", "--profile", "quick", home=home, cwd=cwd)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stderr.count("(0 trials run now)") == n_runs  # every (variant, seed) from its checkpoint
+    assert f"{n_runs} run(s) already done and up to date, skipped" in again.stderr
     pd.testing.assert_frame_equal(pd.read_parquet(home / "warehouse" / "ablation" / "data.parquet"), table)
 
 
@@ -145,28 +173,41 @@ def _perp_files(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 @pytest.mark.parametrize("command", ["run", "ablation", "ui"])
 def test_perp_option_reaches_the_assets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
-    """``--perp`` is passed as ``--ohlcv`` / ``--funding`` are (``BTC_ASSETS_PERP``, an absolute path), and the
-    ``market_source`` resource reads it from there: ``raw_perp_ohlcv`` flags the placeholder, ``market_bars`` prices
-    the perp from the file. A ``market_source.perp`` in run config takes precedence over the environment."""
-    from btc_assets.cli import _apply_source_options, build_parser
-    from btc_assets.defs import ALL_ASSETS
-    from btc_assets.defs.resources import MarketSource, default_resources
+    """``--perp`` is resolved as ``--ohlcv`` / ``--funding`` are (an absolute path) into the settings, and the
+    definitions' ``market_source`` resource carries it: ``raw_perp_ohlcv`` flags the placeholder, ``market_bars``
+    prices the perp from the file. A ``market_source.perp`` given explicitly takes precedence. The CLI writes
+    nothing into its own environment."""
+    from btc_assets.cli import build_parser, settings_of
+    from btc_assets.defs import build_definitions
+    from btc_assets.defs.resources import MarketSource
 
     spot, funding, perp = _perp_files(tmp_path)
-    for env in ("BTC_ASSETS_SOURCE", "BTC_ASSETS_OHLCV", "BTC_ASSETS_FUNDING", "BTC_ASSETS_PERP"):
-        monkeypatch.setenv(env, "")  # restored (unset) after the test; the CLI writes os.environ itself
     monkeypatch.chdir(tmp_path)
-    args = build_parser().parse_args([command, "--ohlcv", spot.name, "--funding", funding.name, "--perp", perp.name])
-    _apply_source_options(args)
-    assert os.environ["BTC_ASSETS_PERP"] == str(perp) and os.environ["BTC_ASSETS_OHLCV"] == str(spot)
-    settings = MarketSource().settings()
-    assert (settings.source, settings.perp) == ("files", str(perp)) and f"perp={perp}" in settings.describe()
+    before = dict(os.environ)
+    args = build_parser().parse_args(
+        [
+            "--home",
+            str(tmp_path / "home"),
+            command,
+            "--ohlcv",
+            spot.name,
+            "--funding",
+            funding.name,
+            "--perp",
+            perp.name,
+        ]
+    )
+    settings = settings_of(args)
+    assert dict(os.environ) == before
+    assert (settings.source.perp, settings.source.ohlcv) == (str(perp), str(spot))
+    defs = build_definitions(settings=settings)
+    source = defs.resources["market_source"].settings()
+    assert (source.source, source.perp) == ("files", str(perp)) and f"perp={perp}" in source.describe()
     if command != "run":
         return
     ingestion = dg.AssetSelection.groups("ingestion")
     with dg.instance_for_test() as instance:
-        result = dg.materialize(ALL_ASSETS, resources=default_resources(tmp_path / "home"), instance=instance,
-                                selection=ingestion)
+        result = dg.materialize(defs.assets, resources=defs.resources, instance=instance, selection=ingestion)
         assert result.success
         raw = result.asset_materializations_for_node("raw_perp_ohlcv")[0].metadata
         assert raw["flagged_bars"].value == 1 and "perp-placeholder" in raw["repairs"].value
@@ -179,17 +220,20 @@ def test_perp_option_reaches_the_assets(tmp_path: Path, monkeypatch: pytest.Monk
 
         other = tmp_path / "other_perp.csv"
         make_ohlcv(72, seed=11).to_csv(other, index=False)
-        resources = default_resources(tmp_path / "home")
-        resources["market_source"] = MarketSource(perp=str(other))  # run config wins over BTC_ASSETS_PERP
-        assert dg.materialize(ALL_ASSETS, resources=resources, instance=instance, selection=ingestion).success
+        resources = {
+            **defs.resources,
+            "market_source": MarketSource(ohlcv=str(spot), funding=str(funding), perp=str(other)),
+        }
+        assert dg.materialize(defs.assets, resources=resources, instance=instance, selection=ingestion).success
         bars = pd.read_parquet(tmp_path / "home" / "warehouse" / "market_bars" / "data.parquet")
         assert (bars["perp_close"].to_numpy() == pd.read_csv(other)["close"].to_numpy()).all()
 
 
 def test_bad_user_file_fails_run_with_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
-    bad.write_text("timestamp,open,high,low,close,volume\n2024-01-01T00:00:00Z,1,2,0.5,1.5,3\n"
-                   "not-a-time,1,2,0.5,1.5,3\n")
+    bad.write_text(
+        "timestamp,open,high,low,close,volume\n2024-01-01T00:00:00Z,1,2,0.5,1.5,3\nnot-a-time,1,2,0.5,1.5,3\n"
+    )
     done = cli("run", "--ohlcv", str(bad), home=tmp_path / "home")
     assert done.returncode == 1
     assert f"{bad}: row 2: rule 'timestamp-parse'" in done.stderr
@@ -217,7 +261,8 @@ def test_concurrency_pool_limits_seeds_optimising_at_once(tmp_path: Path) -> Non
     home = tmp_path / "home"
     (home / "dagster").mkdir(parents=True)
     (home / "dagster" / "dagster.yaml").write_text(
-        "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n")
+        "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
+    )
     done = cli("run", "--profile", "quick", "--jobs", "2", home=home, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "the instance's pool 'wfa' allows 1 seed(s) at once: --jobs 2 lowered to 1" in done.stderr
@@ -227,7 +272,8 @@ def test_concurrency_pool_limits_seeds_optimising_at_once(tmp_path: Path) -> Non
             if run.job_name != "wfa_seeds":
                 continue
             records = instance.get_records_for_run(
-                run.run_id, of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}).records
+                run.run_id, of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}
+            ).records
             times = {r.event_log_entry.dagster_event.event_type_value: r.event_log_entry.timestamp for r in records}
             steps.append((times["STEP_START"], times["STEP_SUCCESS"]))
     assert len(steps) == 2

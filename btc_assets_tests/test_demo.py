@@ -228,14 +228,17 @@ def test_other_funding_interval() -> None:
     assert set(f["timestamp"].dt.hour) == {0, 4, 8, 12, 16, 20}
 
 
-
 # The frames' content hashes (``frame_hash``) before the perp was added: the perp's own random stream must leave the
 # spot bars, the funding and the regimes exactly as they were.
 PRE_PERP_HASHES = {
-    "default": ("21678dec1b1a3f68336142e13daa7ff67e0a070c3aad1e9e79b7148a1145100b",
-                "e63c24d1f9b0d5b159c1921070c21a5f8b8f035c6d731ab4d9ec91c3c1e14e2f"),
-    "structureless": ("932d521736974d2ddf1c23de304f73f70d2511af5b0bdd8921f8ab2d91261e61",
-                      "fa92322993214f4566fd5905df75bcea686ab2084e4c44dc34819fc1a96e7bbf"),
+    "default": (
+        "21678dec1b1a3f68336142e13daa7ff67e0a070c3aad1e9e79b7148a1145100b",
+        "e63c24d1f9b0d5b159c1921070c21a5f8b8f035c6d731ab4d9ec91c3c1e14e2f",
+    ),
+    "structureless": (
+        "932d521736974d2ddf1c23de304f73f70d2511af5b0bdd8921f8ab2d91261e61",
+        "fa92322993214f4566fd5905df75bcea686ab2084e4c44dc34819fc1a96e7bbf",
+    ),
 }
 
 
@@ -267,8 +270,11 @@ def test_perp_bars(market: DemoMarket) -> None:
     # listed 270 days after spot starts (the real perp came two years after spot), then every spot hour
     assert perp["timestamp"].iloc[0] == pd.Timestamp("2019-01-01", tz="UTC") + pd.Timedelta(days=270)
     assert perp["timestamp"].isin(spot["timestamp"]).all()
-    assert spot.loc[spot["timestamp"] >= perp["timestamp"].iloc[0], "timestamp"].reset_index(drop=True).equals(
-        perp["timestamp"])
+    assert (
+        spot.loc[spot["timestamp"] >= perp["timestamp"].iloc[0], "timestamp"]
+        .reset_index(drop=True)
+        .equals(perp["timestamp"])
+    )
     out, _, report = validate_ohlcv(perp, np.arange(1, len(perp) + 1), "demo perp", perp=True)
     assert len(out) == len(perp) and report.flagged == {}  # no placeholder or no-trade bar in it
     consecutive = (perp["timestamp"].diff() == pd.Timedelta(hours=1)).to_numpy()

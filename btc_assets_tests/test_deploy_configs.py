@@ -57,8 +57,9 @@ def test_docker_run_launcher_builds_from_the_file(monkeypatch: pytest.MonkeyPatc
     dagster_docker = pytest.importorskip("dagster_docker", reason="dagster-docker not installed")
     monkeypatch.setenv("BTC_ASSETS_IMAGE", "registry.example/btc-assets:1")
     launcher = instance_config("docker")["run_launcher"]
-    built = ConfigurableClassData(launcher["module"], launcher["class"],
-                                  yaml.safe_dump(launcher["config"])).rehydrate(dagster_docker.DockerRunLauncher)
+    built = ConfigurableClassData(launcher["module"], launcher["class"], yaml.safe_dump(launcher["config"])).rehydrate(
+        dagster_docker.DockerRunLauncher
+    )
     assert built.image == "registry.example/btc-assets:1" and built.networks == ["btc_assets"]
     assert "BTC_ASSETS_HOME=/data/btc_assets" in built.env_vars
     assert built.container_kwargs["volumes"] == ["/srv/btc_assets:/data/btc_assets"]
@@ -74,7 +75,8 @@ def test_k8s_run_launcher_config() -> None:
 
 
 def test_celery_run_config_validates_against_the_executor_and_the_seed_job(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     dagster_celery = pytest.importorskip("dagster_celery", reason="dagster-celery not installed")
     from dagster_celery.cli import get_config_value_from_yaml
 
@@ -85,13 +87,14 @@ def test_celery_run_config_validates_against_the_executor_and_the_seed_job(
     assert worker_config["broker"] == {"env": "DAGSTER_CELERY_BROKER_URL"}
 
     # the whole run config, resolved for the project's seed job defined with the Celery executor
-    from btc_assets.defs import ALL_ASSETS, WFA_SELECTION
-    from btc_assets.defs.resources import default_resources
+    from btc_assets.defs import WFA_SELECTION
+    from btc_assets_tests.conftest import definitions
 
     monkeypatch.setenv("DAGSTER_CELERY_BROKER_URL", "pyamqp://guest@rabbitmq//")
     monkeypatch.setenv("DAGSTER_CELERY_BACKEND_URL", "redis://redis:6379/1")
     job = dg.define_asset_job("wfa_seeds", selection=WFA_SELECTION, executor_def=dagster_celery.celery_executor)
-    defs = dg.Definitions(assets=ALL_ASSETS, jobs=[job], resources=default_resources(str(tmp_path)))
+    project = definitions(tmp_path)
+    defs = dg.Definitions(assets=project.assets, jobs=[job], resources=project.resources)
     validated = dg.validate_run_config(defs.resolve_job_def("wfa_seeds"), yaml.safe_load(path.read_text()))
     celery = validated["execution"]["celery"]  # resolved config, keyed by the executor's name
     assert celery["broker"] == "pyamqp://guest@rabbitmq//" and celery["config_source"]["task_acks_late"] is True
@@ -101,11 +104,9 @@ def test_optuna_settings_file_through_the_project_overrides(tmp_path: Path, monk
     import sqlalchemy
 
     from btc_assets.config import apply_overrides, get_profile
+    from btc_assets.settings import resolve_settings
     from btc_assets.wfa.shared import _with_installed_driver
 
-    for key in ("BTC_ASSETS_CONFIG", "BTC_ASSETS_SAMPLER", "BTC_ASSETS_PROFILE"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("BTC_ASSETS_HOME", str(tmp_path))  # no config.toml there
     path = DEPLOY / "optuna.toml"
     with open(path, "rb") as handle:
         overrides = tomllib.load(handle)
@@ -115,5 +116,5 @@ def test_optuna_settings_file_through_the_project_overrides(tmp_path: Path, monk
     url = sqlalchemy.engine.make_url(profile.wfa.storage)
     assert url.drivername == "postgresql+psycopg2" and url.password is None  # libpq: PGPASSWORD / ~/.pgpass
     assert _with_installed_driver(profile.wfa.storage) == profile.wfa.storage
-    monkeypatch.setenv("BTC_ASSETS_CONFIG", str(path))  # as a machine would use it
-    assert get_profile("full").wfa.storage == profile.wfa.storage
+    machine = resolve_settings(tmp_path, "full", env={"BTC_ASSETS_CONFIG": str(path)})  # as a machine uses it
+    assert machine.profile.wfa.storage == profile.wfa.storage

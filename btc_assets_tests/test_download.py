@@ -114,9 +114,7 @@ def _build_archive(root: Path) -> None:
     for i, label in enumerate(KLINE_MONTHS):
         _write_zip(spot_m, f"{SYMBOL}-1h-{label}", _kline_rows(*_month_bounds(label), seed=i))
     for i, label in enumerate(FUNDING_MONTHS):
-        _write_zip(
-            fund_m, f"{SYMBOL}-fundingRate-{label}", _funding_rows(*_month_bounds(label), seed=100 + i)
-        )
+        _write_zip(fund_m, f"{SYMBOL}-fundingRate-{label}", _funding_rows(*_month_bounds(label), seed=100 + i))
     for i, day in enumerate(CURRENT_DAYS):
         _add_daily(spot_d, day, seed=200 + i)
 
@@ -127,8 +125,9 @@ def _add_daily(spot_d: Path, day: str, seed: int) -> None:
 
 
 PERP_MONTHS = ["2024-11", "2024-12", "2025-01", "2025-02"]
-PERP_HEADER = ("open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,"
-               "taker_buy_quote_volume,ignore")
+PERP_HEADER = (
+    "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore"
+)
 
 
 def _perp_kline_rows(start_ms: int, end_ms: int, seed: int, placeholder: int = 0) -> str:
@@ -142,14 +141,18 @@ def _perp_kline_rows(start_ms: int, end_ms: int, seed: int, placeholder: int = 0
     return "\n".join(header + lines) + "\n"
 
 
-def _add_perp_archive(root: Path, months: list[str] = PERP_MONTHS, days: list[str] = CURRENT_DAYS,
-                      placeholder: int = 0) -> None:
+def _add_perp_archive(
+    root: Path, months: list[str] = PERP_MONTHS, days: list[str] = CURRENT_DAYS, placeholder: int = 0
+) -> None:
     """USD-M perpetual klines beside the spot ones: monthly files for ``months``, daily ones for ``days``."""
     monthly = root / "data/futures/um/monthly/klines" / SYMBOL / "1h"
     daily = root / "data/futures/um/daily/klines" / SYMBOL / "1h"
     for i, label in enumerate(months):
-        _write_zip(monthly, f"{SYMBOL}-1h-{label}",
-                   _perp_kline_rows(*_month_bounds(label), seed=400 + i, placeholder=placeholder if i == 0 else 0))
+        _write_zip(
+            monthly,
+            f"{SYMBOL}-1h-{label}",
+            _perp_kline_rows(*_month_bounds(label), seed=400 + i, placeholder=placeholder if i == 0 else 0),
+        )
     for i, day in enumerate(days):
         start = _ms(datetime.date.fromisoformat(day))
         _write_zip(daily, f"{SYMBOL}-1h-{day}", _perp_kline_rows(start, start + 24 * HOUR_MS, seed=500 + i))
@@ -650,9 +653,7 @@ def fake_binance() -> Iterator[FakeBinance]:
 
     for httpd in _serve(Handler):
         local = f"http://127.0.0.1:{httpd.server_address[1]}"
-        exchange = ccxt.binance(
-            {"enableRateLimit": False, "options": {"fetchMarkets": {"types": ["spot", "linear"]}}}
-        )
+        exchange = ccxt.binance({"enableRateLimit": False, "options": {"fetchMarkets": {"types": ["spot", "linear"]}}})
         # urls['api'] maps every API group (public, fapiPublic, sapi, ...) to an absolute base URL such as
         # https://api.binance.com/api/v3 or https://fapi.binance.com/fapi/v1: keep the path, swap the host.
         for name, base in list(exchange.urls["api"].items()):
@@ -763,22 +764,22 @@ def test_ccxt_perp_klines(fake_binance: FakeBinance, tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ through the pipeline
 
 
-def test_download_source_materialises_market_bars(archive: Server, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_source_materialises_market_bars(
+    archive: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``source=download`` fetches into raw/binance, then ingests the archived zips like any user file, the perp's
     klines included (its listing placeholder flagged and left out)."""
     import dagster as dg
 
-    from btc_assets.defs import ALL_ASSETS
-    from btc_assets.defs.resources import MarketSource, default_resources
+    from btc_assets_tests.conftest import definitions
 
     _add_perp_archive(archive.root, days=[], placeholder=2)
     monkeypatch.setenv("BTC_ASSETS_BINANCE_URL", archive.url)
-    resources = default_resources(tmp_path / "home")
-    resources["market_source"] = MarketSource(source="download", start="2024-11")
+    defs = definitions(tmp_path / "home", source="download", start="2024-11")
     with dg.instance_for_test() as instance:
-        result = dg.materialize(ALL_ASSETS, resources=resources, instance=instance,
-                                selection=dg.AssetSelection.groups("ingestion"))
+        result = dg.materialize(
+            defs.assets, resources=defs.resources, instance=instance, selection=dg.AssetSelection.groups("ingestion")
+        )
     assert result.success
     bars = pd.read_parquet(tmp_path / "home" / "warehouse" / "market_bars" / "data.parquet")
     assert bars["timestamp"].iloc[0] == pd.Timestamp("2024-11-01", tz="UTC")

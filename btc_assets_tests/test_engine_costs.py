@@ -11,18 +11,35 @@ from btc_assets.portfolio import PortfolioParams, run_portfolio, run_portfolio_r
 from btc_assets_tests.test_portfolio_engine import CARRY, random_inputs
 
 # no vol targeting, no throttle, no band, no ruin stop: positions follow the signals exactly
-PLAIN = PortfolioParams(vol_targeting=False, lev_max=2.0, dd_max=0.0, band=0.0, perp_fee_bps=5.0, spot_fee_bps=10.0,
-                        slip_bps=1.0, slip_vol_coef=0.0, ruin_floor=0.0)
+PLAIN = PortfolioParams(
+    vol_targeting=False,
+    lev_max=2.0,
+    dd_max=0.0,
+    band=0.0,
+    perp_fee_bps=5.0,
+    spot_fee_bps=10.0,
+    slip_bps=1.0,
+    slip_vol_coef=0.0,
+    ruin_floor=0.0,
+)
 
 
 def two_legs(n: int, directional: float, carry: float, *, perp=None, spot=None, funding=None):
     """One regime, a directional expert at ``directional`` and a carry expert at ``carry`` (gating weights 1)."""
     perp = np.full(n, 100.0) if perp is None else np.asarray(perp, float)
     spot = perp if spot is None else np.asarray(spot, float)
-    return dict(open_=np.r_[perp[0], perp[:-1]], close=perp, spot_open=np.r_[spot[0], spot[:-1]], spot_close=spot,
-                tradable=np.ones(n, bool), funding=np.zeros(n) if funding is None else funding,
-                experts=np.column_stack([np.full(n, directional), np.full(n, carry)]), probs=np.ones((n, 1)),
-                gating=np.ones((1, 2)), sigma_hat=np.full(n, 0.5))
+    return dict(
+        open_=np.r_[perp[0], perp[:-1]],
+        close=perp,
+        spot_open=np.r_[spot[0], spot[:-1]],
+        spot_close=spot,
+        tradable=np.ones(n, bool),
+        funding=np.zeros(n) if funding is None else funding,
+        experts=np.column_stack([np.full(n, directional), np.full(n, carry)]),
+        probs=np.ones((n, 1)),
+        gating=np.ones((1, 2)),
+        sigma_hat=np.full(n, 0.5),
+    )
 
 
 def test_each_leg_pays_its_own_venue() -> None:
@@ -47,8 +64,9 @@ def test_borrowing_only_on_a_short_spot_leg(carry: float, pays: bool) -> None:
     expected = 0.5 * 1e-5 if pays else 0.0
     np.testing.assert_allclose(held, expected, rtol=1e-12, atol=0)
     assert frame["borrow_cost"].iloc[0] == 0.0
-    assert frame.attrs["score"]["costs"] == pytest.approx((frame["fee_cost"] + frame["slippage_cost"]
-                                                           + frame["borrow_cost"]).sum(), abs=1e-15)
+    assert frame.attrs["score"]["costs"] == pytest.approx(
+        (frame["fee_cost"] + frame["slippage_cost"] + frame["borrow_cost"]).sum(), abs=1e-15
+    )
 
 
 def test_carry_earns_the_basis_change_hand_computed() -> None:
@@ -102,8 +120,9 @@ def test_decision_interval_spaces_fills(hold: int) -> None:
 
 def test_going_flat_and_risk_limits_are_never_held_back() -> None:
     inputs = random_inputs(2000, seed=4, smooth=True, missing=0.0, vol=0.03)
-    params = PortfolioParams(band=0.0, decision_hours=48.0, dd_max=0.1, k_min=0.1, rearm=0.5, vol_target=1.5,
-                             lev_max=3.0, ruin_floor=0.0)
+    params = PortfolioParams(
+        band=0.0, decision_hours=48.0, dd_max=0.1, k_min=0.1, rearm=0.5, vol_target=1.5, lev_max=3.0, ruin_floor=0.0
+    )
     frame = run_portfolio(**inputs, params=params, carry_col=-1)  # directional only (a carry over its cap trades)
     target = frame["target_position"].to_numpy()
     position = frame["position"].to_numpy()
@@ -167,9 +186,18 @@ def test_perp_bars_price_the_directional_leg_only_while_the_perp_trades() -> Non
     perp[:3] = np.nan  # not listed yet
     perp[6] = np.nan  # a missing perp hour
     perp[10:] = np.nan  # the perp file ends before spot's
-    bars = pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC"), "open": spot,
-                         "close": spot, "missing": np.zeros(n, bool), "funding_rate": 0.0, "funding_known": True,
-                         "perp_open": perp, "perp_close": perp})
+    bars = pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC"),
+            "open": spot,
+            "close": spot,
+            "missing": np.zeros(n, bool),
+            "funding_rate": 0.0,
+            "funding_known": True,
+            "perp_open": perp,
+            "perp_close": perp,
+        }
+    )
     p = price_arrays(bars, PortfolioSettings())
     assert p.perp_from == 3
     np.testing.assert_array_equal(p.close[:3], spot[:3])

@@ -42,8 +42,9 @@ def test_chained_runs_equal_one_run_bit_for_bit(name: str) -> None:
     assert state[S_STARTED] == 1.0
     # the score kernel carries the same account
     score_state = new_state(inputs["experts"].shape[1])
-    sums = [backtest_score(**piece, params=params, carry_col=CARRY, state=score_state)
-            for _, _, piece in _pieces(inputs)]
+    sums = [
+        backtest_score(**piece, params=params, carry_col=CARRY, state=score_state) for _, _, piece in _pieces(inputs)
+    ]
     assert sum(s.turnover for s in sums) == pytest.approx(whole["turnover"].sum(), abs=1e-12)
     assert sum(s.sum_return for s in sums) == pytest.approx(whole["bar_return"].sum(), abs=1e-12)
     assert sums[-1].log_growth == pytest.approx(np.log(whole["equity"].iloc[-1]), abs=1e-12)
@@ -57,11 +58,13 @@ def test_chained_runs_with_new_parameters_equal_one_reference_run(name: str) -> 
     inputs = random_inputs(N, seed=31 + len(name), smooth=True, basis=name in WITH_BASIS)
     params = PARAM_SETS[name]
     rng = np.random.default_rng(5)
-    gatings = [rng.dirichlet(np.ones(inputs["experts"].shape[1]), inputs["probs"].shape[1])
-               for _ in range(len(SPLITS) - 1)]
+    gatings = [
+        rng.dirichlet(np.ones(inputs["experts"].shape[1]), inputs["probs"].shape[1]) for _ in range(len(SPLITS) - 1)
+    ]
     frames, _ = _chained(inputs, params, gatings)
-    per_bar = np.concatenate([np.repeat(g[None], b - a, axis=0)
-                              for (a, b, _), g in zip(_pieces(inputs), gatings, strict=True)])
+    per_bar = np.concatenate(
+        [np.repeat(g[None], b - a, axis=0) for (a, b, _), g in zip(_pieces(inputs), gatings, strict=True)]
+    )
     reference = run_portfolio_reference(**{**inputs, "gating": per_bar}, params=params, carry_col=CARRY)
     stitched = np.concatenate([f.to_numpy() for f in frames])
     np.testing.assert_allclose(stitched, reference.to_numpy(), rtol=0, atol=1e-9, equal_nan=True)
@@ -76,22 +79,43 @@ def test_boundary_position_is_carried_or_traded_and_charged() -> None:
     is a charged trade (fees and slippage on the turnover)."""
     n = 60
     close = 100 * np.exp(np.linspace(0, 0.05, n))
-    market = dict(open_=close.copy(), close=close, tradable=np.ones(n, bool), funding=np.zeros(n),
-                  sigma_hat=np.full(n, 0.4), probs=np.ones((n, 1)))
+    market = dict(
+        open_=close.copy(),
+        close=close,
+        tradable=np.ones(n, bool),
+        funding=np.zeros(n),
+        sigma_hat=np.full(n, 0.4),
+        probs=np.ones((n, 1)),
+    )
     params = PARAM_SETS["band"]
     state = new_state(1)
-    first = run_portfolio(**{k: v[:30] for k, v in market.items()}, experts=np.full((30, 1), 0.5),
-                          gating=np.ones((1, 1)), params=params, state=state)
+    first = run_portfolio(
+        **{k: v[:30] for k, v in market.items()},
+        experts=np.full((30, 1), 0.5),
+        gating=np.ones((1, 1)),
+        params=params,
+        state=state,
+    )
     held = first["position"].iloc[-1]
     assert held > 0 and state[S_POSITION] == held and state[S_PENDING] == 0.0
     # same target: the position carries, no trade at the boundary
-    same = run_portfolio(**{k: v[30:] for k, v in market.items()}, experts=np.full((30, 1), 0.5),
-                         gating=np.ones((1, 1)), params=params, state=state.copy())
+    same = run_portfolio(
+        **{k: v[30:] for k, v in market.items()},
+        experts=np.full((30, 1), 0.5),
+        gating=np.ones((1, 1)),
+        params=params,
+        state=state.copy(),
+    )
     assert same["position"].iloc[0] == held and same["turnover"].iloc[0] == 0.0
     assert same["bar_return"].iloc[0] == pytest.approx(held * (close[30] / close[29] - 1))
     # a new parameter set (gating 0.2): the order decided at its first close fills at the next open and is charged
-    new = run_portfolio(**{k: v[30:] for k, v in market.items()}, experts=np.full((30, 1), 0.5),
-                        gating=np.full((1, 1), 0.2), params=params, state=state.copy())
+    new = run_portfolio(
+        **{k: v[30:] for k, v in market.items()},
+        experts=np.full((30, 1), 0.5),
+        gating=np.full((1, 1), 0.2),
+        params=params,
+        state=state.copy(),
+    )
     assert new["position"].iloc[0] == held
     assert new["position"].iloc[1] < held and new["turnover"].iloc[1] == pytest.approx(held - new["position"].iloc[1])
     cost_rate = (params.perp_fee_bps + params.slip_bps) * 1e-4

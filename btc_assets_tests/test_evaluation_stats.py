@@ -70,12 +70,12 @@ def test_psr_and_dsr_match_the_closed_forms_on_an_explicit_vector() -> None:
     assert skew < -1.0 and kurt > 4.0  # the example really exercises the non-normal terms
     n = len(R)
     assert probabilistic_sharpe_ratio(R) == pytest.approx(hand_psr(sr, skew, kurt, n, 0.0), rel=1e-10)
-    assert probabilistic_sharpe_ratio(R, sr_benchmark=0.1) == pytest.approx(hand_psr(sr, skew, kurt, n, 0.1),
-                                                                            rel=1e-10)
+    assert probabilistic_sharpe_ratio(R, sr_benchmark=0.1) == pytest.approx(hand_psr(sr, skew, kurt, n, 0.1), rel=1e-10)
     sr_star = hand_emax(10, 0.02)
     assert expected_max_sharpe(10, 0.02) == pytest.approx(sr_star, rel=1e-10)
     assert deflated_sharpe_ratio(R, n_trials=10, sr_variance=0.02) == pytest.approx(
-        hand_psr(sr, skew, kurt, n, sr_star), rel=1e-10)
+        hand_psr(sr, skew, kurt, n, sr_star), rel=1e-10
+    )
 
 
 def test_dsr_numerical_example_of_bailey_lopez_de_prado_2014() -> None:
@@ -160,8 +160,8 @@ def slow_pbo(x: np.ndarray, n_blocks: int) -> dict[str, np.ndarray]:
     """The obvious CSCV loop: concatenate blocks, Sharpe per column, argmax, OOS rank, logit."""
     t, n = x.shape
     size = t // n_blocks
-    x = x[t - size * n_blocks:]
-    blocks = [x[i * size:(i + 1) * size] for i in range(n_blocks)]
+    x = x[t - size * n_blocks :]
+    blocks = [x[i * size : (i + 1) * size] for i in range(n_blocks)]
     out: dict[str, list[float]] = {"best": [], "rank": [], "logit": [], "is_sr": [], "oos_sr": []}
     for combo in itertools.combinations(range(n_blocks), n_blocks // 2):
         is_rows = np.vstack([blocks[i] for i in combo])
@@ -208,8 +208,10 @@ def test_pbo_low_with_planted_skill() -> None:
 def test_pbo_near_one_half_for_pure_noise() -> None:
     # For noise the in-sample winner's out-of-sample rank is uniform, so E[PBO] = 0.5; a single data set's PBO
     # varies a lot (its combinations share data; sd ≈ 0.18 at T = 2000, N = 50), hence the average over 16 draws.
-    pbos = [probability_of_backtest_overfitting(np.random.default_rng(seed).normal(size=(2000, 50))).pbo
-            for seed in range(16)]
+    pbos = [
+        probability_of_backtest_overfitting(np.random.default_rng(seed).normal(size=(2000, 50))).pbo
+        for seed in range(16)
+    ]
     assert abs(np.mean(pbos) - 0.5) < 0.1
 
 
@@ -267,9 +269,13 @@ def test_spa_p_values_for_a_mixed_set_of_strategies() -> None:
     # One noisy strategy with a tiny positive in-sample edge and two costly copies: the bootstrap path runs, the
     # p-values are proper fractions ordered lower <= consistent <= upper (Hansen's recentring), none significant.
     rng, bench = _market(2)
-    models = np.column_stack([bench + 0.0005 + rng.normal(0.0, 0.005, bench.size),
-                              bench - 0.0005 * np.abs(rng.normal(size=bench.size)),
-                              bench - 0.001 + rng.normal(0.0, 0.005, bench.size)])
+    models = np.column_stack(
+        [
+            bench + 0.0005 + rng.normal(0.0, 0.005, bench.size),
+            bench - 0.0005 * np.abs(rng.normal(size=bench.size)),
+            bench - 0.001 + rng.normal(0.0, 0.005, bench.size),
+        ]
+    )
     excess = (models - bench[:, None]).mean(axis=0)
     assert excess[0] > 0.0 > excess[1:].max()
     p = spa_test(models, bench, reps=500, seed=3)
@@ -280,8 +286,9 @@ def test_spa_studentizes_but_reality_check_does_not() -> None:
     # Model 0: small, very reliable edge. Model 1: no edge, huge variance. Studentized (SPA) the edge stands out;
     # White's raw-mean statistic is dominated by model 1's noise.
     rng, bench = _market(1)
-    models = np.column_stack([bench + 0.0005 + rng.normal(0.0, 0.002, bench.size),
-                              bench + rng.normal(0.0, 0.2, bench.size)])
+    models = np.column_stack(
+        [bench + 0.0005 + rng.normal(0.0, 0.002, bench.size), bench + rng.normal(0.0, 0.2, bench.size)]
+    )
     assert spa_test(models, bench, reps=500, seed=0)["consistent"] < 0.05
     assert reality_check(models, bench, reps=500, seed=0)["pvalue"] > 0.1
 
@@ -290,9 +297,13 @@ def test_reality_check_matches_whites_bootstrap_by_hand() -> None:
     # White (2000): V = max_k d̄_k, V*_b = max_k (d̄*_kb − d̄_k), p = share of V*_b > V, with the same stationary
     # bootstrap draws (same block length and seed) as arch uses internally.
     rng, bench = _market(2)
-    models = np.column_stack([bench + 0.0005 + rng.normal(0.0, 0.005, bench.size),
-                              bench - 0.0005 * np.abs(rng.normal(size=bench.size)),
-                              bench - 0.001 + rng.normal(0.0, 0.005, bench.size)])
+    models = np.column_stack(
+        [
+            bench + 0.0005 + rng.normal(0.0, 0.005, bench.size),
+            bench - 0.0005 * np.abs(rng.normal(size=bench.size)),
+            bench - 0.001 + rng.normal(0.0, 0.005, bench.size),
+        ]
+    )
     d = models - bench[:, None]
     draws = StationaryBootstrap(12, d, seed=np.random.default_rng(5))
     v_star = [np.max(data[0][0].mean(axis=0) - d.mean(axis=0)) for data in draws.bootstrap(300)]
@@ -340,14 +351,21 @@ def wf_frame() -> pd.DataFrame:
     """Three hand-made studies (two seeds): ranks with ties, a NaN test score, one too-small study."""
     rows = [
         # seed A, fold 1, phase 0: test scores 0.1, 0.3, 0.3, 0.5; the winner (0.3) ties with another: rank 2.5
-        ("A", 1, 0, 0, 0.1, False), ("A", 1, 0, 1, 0.3, True), ("A", 1, 0, 2, 0.3, False), ("A", 1, 0, 3, 0.5, False),
+        ("A", 1, 0, 0, 0.1, False),
+        ("A", 1, 0, 1, 0.3, True),
+        ("A", 1, 0, 2, 0.3, False),
+        ("A", 1, 0, 3, 0.5, False),
         # seed A, fold 1, phase 1: the winner is the best of 3 finite scores (one NaN dropped): rank 3 of N = 3
-        ("A", 1, 1, 0, -10.0, False), ("A", 1, 1, 1, np.nan, False), ("A", 1, 1, 2, 0.2, True),
+        ("A", 1, 1, 0, -10.0, False),
+        ("A", 1, 1, 1, np.nan, False),
+        ("A", 1, 1, 2, 0.2, True),
         ("A", 1, 1, 3, 0.0, False),
         # seed B, fold 1, phase 0: the winner is the worst: rank 1 of 2
-        ("B", 1, 0, 0, -0.2, True), ("B", 1, 0, 1, 0.4, False),
+        ("B", 1, 0, 0, -0.2, True),
+        ("B", 1, 0, 1, 0.4, False),
         # seed B, fold 2, phase 0: only the winner has a score: left out
-        ("B", 2, 0, 0, 0.1, True), ("B", 2, 0, 1, np.nan, False),
+        ("B", 2, 0, 0, 0.1, True),
+        ("B", 2, 0, 1, np.nan, False),
     ]
     return pd.DataFrame(rows, columns=["seed", "fold", "phase", "trial", "test", "winner"])
 
@@ -411,8 +429,9 @@ def test_study_cscv_runs_the_chosen_trials_only_and_compounds_weekly() -> None:
     assert out["pbo"] == expected.pbo and (out["n_trials"], out["n_study_trials"]) == (12.0, 30.0)
     assert (out["n_weeks"], out["n_blocks"]) == (40.0, 8.0)
     assert out["rho"] == pytest.approx((12 - effective_number_of_trials(weekly)) / 11)
-    short = study_cscv(range(30), lambda i: pd.Series(hourly[: 24 * 7 * 7, i], index=index[: 24 * 7 * 7]),
-                       n_trials=12, n_blocks=16)
+    short = study_cscv(
+        range(30), lambda i: pd.Series(hourly[: 24 * 7 * 7, i], index=index[: 24 * 7 * 7]), n_trials=12, n_blocks=16
+    )
     assert math.isnan(short["pbo"]) and short["n_blocks"] == 0.0  # 7 weeks: too short for CSCV
 
 
@@ -423,9 +442,19 @@ def test_study_deflated_sharpe_uses_each_studys_own_trials() -> None:
     frames = []
     for fold, (n, rho, bars) in enumerate([(40, 0.3, 5000.0), (10, 0.0, 12000.0)]):
         sr = rng.normal(0.0, 0.01 * (fold + 1), n)
-        frames.append(pd.DataFrame({"fold": fold, "phase": 0, "trial": range(n), "fit_sharpe": sr,
-                                    "winner": np.arange(n) == int(np.argmax(sr)), "study_rho": rho,
-                                    "fit_bars": bars}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "fold": fold,
+                    "phase": 0,
+                    "trial": range(n),
+                    "fit_sharpe": sr,
+                    "winner": np.arange(n) == int(np.argmax(sr)),
+                    "study_rho": rho,
+                    "fit_bars": bars,
+                }
+            )
+        )
     trials = pd.concat(frames, ignore_index=True)
     out = study_deflated_sharpe(trials).set_index("fold")
     for fold, frame in enumerate(frames):

@@ -43,8 +43,11 @@ def real_bars() -> ex.BarArrays:
 
     ohlcv = pd.read_parquet(SHARED_DATA / "btcusdt_1h.parquet")
     funding_path = SHARED_DATA / "btcusdt_funding_8h.parquet"
-    funding = (pd.read_parquet(funding_path)[["timestamp", "funding_rate"]] if funding_path.exists()
-               else pd.DataFrame({"timestamp": pd.Series(dtype="datetime64[ms, UTC]"), "funding_rate": []}))
+    funding = (
+        pd.read_parquet(funding_path)[["timestamp", "funding_rate"]]
+        if funding_path.exists()
+        else pd.DataFrame({"timestamp": pd.Series(dtype="datetime64[ms, UTC]"), "funding_rate": []})
+    )
     return ex.BarArrays.from_market_bars(build_market_bars(ohlcv, funding).bars)
 
 
@@ -68,11 +71,13 @@ def test_lines_match_pandas(seed: int) -> None:
             np.testing.assert_allclose(ex.rolling_mean(arr, w), ex.rolling_mean_reference(arr, w), **TOL)
             if w >= 2:
                 for ddof in (0, 1):
-                    np.testing.assert_allclose(ex.rolling_std(arr, w, ddof), ex.rolling_std_reference(arr, w, ddof),
-                                               **TOL)
+                    np.testing.assert_allclose(
+                        ex.rolling_std(arr, w, ddof), ex.rolling_std_reference(arr, w, ddof), **TOL
+                    )
         np.testing.assert_allclose(ex.wilder_rsi(b.close, w), ex.wilder_rsi_reference(b.close, w), **TOL)
-        np.testing.assert_allclose(ex.wilder_atr(b.high, b.low, b.close, w),
-                                   ex.wilder_atr_reference(b.high, b.low, b.close, w), **TOL)
+        np.testing.assert_allclose(
+            ex.wilder_atr(b.high, b.low, b.close, w), ex.wilder_atr_reference(b.high, b.low, b.close, w), **TOL
+        )
     lead = np.r_[np.full(5, np.nan), x[:200]]
     for alpha, mp in ((0.5, 1), (2 / 21, 10), (1 / 14, 14)):
         np.testing.assert_allclose(ex.ewm_mean(lead, alpha, mp), ex.ewm_mean_reference(lead, alpha, mp), **TOL)
@@ -100,7 +105,7 @@ def test_rolling_max_min_are_linear_time() -> None:
 def _mid(high: list[float], low: list[float], n: int, t: int) -> float | None:
     if t < n - 1:
         return None
-    return (max(high[t - n + 1:t + 1]) + min(low[t - n + 1:t + 1])) / 2.0
+    return (max(high[t - n + 1 : t + 1]) + min(low[t - n + 1 : t + 1])) / 2.0
 
 
 def _wilder(values: list[float | None], period: int) -> list[float | None]:
@@ -164,7 +169,7 @@ def mean_reversion_reference(b: ex.BarArrays, e: ex.MeanReversionExpert) -> np.n
             out.append(0.0)
             continue
         rsi = 50.0 if ag[t] + al[t] == 0 else 100.0 * ag[t] / (ag[t] + al[t])
-        win = c[t - w + 1:t + 1]
+        win = c[t - w + 1 : t + 1]
         mid = math.fsum(win) / w
         sd = math.sqrt(math.fsum((v - mid) ** 2 for v in win) / w)
         if (pos == 1 and c[t] >= mid) or (pos == -1 and c[t] <= mid):
@@ -189,8 +194,8 @@ def breakout_reference(b: ex.BarArrays, e: ex.BreakoutExpert) -> np.ndarray:
             pos = 0
             out.append(0.0)
             continue
-        upper, lower = max(h[t - e.window:t]), min(lo[t - e.window:t])
-        x_upper, x_lower = max(h[t - e.exit_window:t]), min(lo[t - e.exit_window:t])
+        upper, lower = max(h[t - e.window : t]), min(lo[t - e.window : t])
+        x_upper, x_lower = max(h[t - e.exit_window : t]), min(lo[t - e.exit_window : t])
         if pos == 1 and (c[t] < x_lower or c[t] <= stop):
             pos = 0
         if pos == -1 and (c[t] > x_upper or c[t] >= stop):
@@ -220,15 +225,24 @@ def carry_reference(b: ex.BarArrays, e: ex.CarryExpert) -> np.ndarray:
 
 
 REFERENCES = {
-    ex.TrendExpert: trend_reference, ex.MeanReversionExpert: mean_reversion_reference,
-    ex.BreakoutExpert: breakout_reference, ex.CarryExpert: carry_reference,
+    ex.TrendExpert: trend_reference,
+    ex.MeanReversionExpert: mean_reversion_reference,
+    ex.BreakoutExpert: breakout_reference,
+    ex.CarryExpert: carry_reference,
 }
 CASES = [
-    ex.TrendExpert(), ex.TrendExpert(5, 12, 30, 10, cloud_filter=False, chikou=True),
+    ex.TrendExpert(),
+    ex.TrendExpert(5, 12, 30, 10, cloud_filter=False, chikou=True),
     ex.TrendExpert(7, 20, 44, 15, chikou=True),
-    ex.MeanReversionExpert(), ex.MeanReversionExpert(7, 12, 1.2, 40.0, 60.0), ex.MeanReversionExpert(30, 50, 1.5),
-    ex.BreakoutExpert(), ex.BreakoutExpert(20, 8, 5, 60, 1.0, 1.5), ex.BreakoutExpert(40, 60, 10, 50, 0.9, 2.0),
-    ex.CarryExpert(), ex.CarryExpert(1, 0.00005, 0.0002), ex.CarryExpert(5, 0.0003, 0.0004),
+    ex.MeanReversionExpert(),
+    ex.MeanReversionExpert(7, 12, 1.2, 40.0, 60.0),
+    ex.MeanReversionExpert(30, 50, 1.5),
+    ex.BreakoutExpert(),
+    ex.BreakoutExpert(20, 8, 5, 60, 1.0, 1.5),
+    ex.BreakoutExpert(40, 60, 10, 50, 0.9, 2.0),
+    ex.CarryExpert(),
+    ex.CarryExpert(1, 0.00005, 0.0002),
+    ex.CarryExpert(5, 0.0003, 0.0004),
 ]
 
 
@@ -308,8 +322,9 @@ def test_outputs_bounded_and_zero_in_warmup() -> None:
     b = random_bars(3000, 11)
     cache = ex.LineCache()
     for _ in range(8):
-        cfg = ex.ExpertConfigs(*(_sample(c, rng) for c in (ex.TrendExpert, ex.MeanReversionExpert,
-                                                              ex.BreakoutExpert, ex.CarryExpert)))
+        cfg = ex.ExpertConfigs(
+            *(_sample(c, rng) for c in (ex.TrendExpert, ex.MeanReversionExpert, ex.BreakoutExpert, ex.CarryExpert))
+        )
         p = ex.expert_positions(b, cfg, cache)
         assert p.shape == (len(b), 4) and np.isfinite(p).all() and np.abs(p).max() <= 1.0
         t, m, br, _ = cfg.experts()
@@ -358,26 +373,31 @@ def test_line_cache_identity() -> None:
 def test_causality_bit_exact_on_real_data(real_bars: ex.BarArrays) -> None:
     b = real_bars
     rng = np.random.default_rng(0)
-    configs = [ex.DEFAULT_CONFIGS, ex.ExpertConfigs(ex.TrendExpert(chikou=True, cloud_filter=True),
-                                                      ex.MeanReversionExpert(9, 30, 1.5, 40, 60),
-                                                      ex.BreakoutExpert(24, 12, 6, 48, 1.0, 2.0),
-                                                      ex.CarryExpert(3, 0.00005, 0.0003))]
+    configs = [
+        ex.DEFAULT_CONFIGS,
+        ex.ExpertConfigs(
+            ex.TrendExpert(chikou=True, cloud_filter=True),
+            ex.MeanReversionExpert(9, 30, 1.5, 40, 60),
+            ex.BreakoutExpert(24, 12, 6, 48, 1.0, 2.0),
+            ex.CarryExpert(3, 0.00005, 0.0003),
+        ),
+    ]
     full = [ex.expert_positions(b, cfg, ex.LineCache()) for cfg in configs]
     settled = np.flatnonzero(np.isfinite(b.funding))
     cuts = [500, int(settled[10]), int(settled[len(settled) // 2]) - 1, len(b) - 300]
     for t in cuts:
         k = len(b) - t - 1
         shock = np.exp(rng.normal(0, 0.05, k))
-        cl = np.r_[b.close[: t + 1], b.close[t + 1:] * shock]
-        hi = np.r_[b.high[: t + 1], b.high[t + 1:] * shock * 1.01]
-        lo = np.r_[b.low[: t + 1], b.low[t + 1:] * shock * 0.99]
-        op = np.r_[b.open[: t + 1], b.open[t + 1:] * shock]
-        fu = np.r_[b.funding[: t + 1], b.funding[t + 1:] * -3.0 + 0.001]
+        cl = np.r_[b.close[: t + 1], b.close[t + 1 :] * shock]
+        hi = np.r_[b.high[: t + 1], b.high[t + 1 :] * shock * 1.01]
+        lo = np.r_[b.low[: t + 1], b.low[t + 1 :] * shock * 0.99]
+        op = np.r_[b.open[: t + 1], b.open[t + 1 :] * shock]
+        fu = np.r_[b.funding[: t + 1], b.funding[t + 1 :] * -3.0 + 0.001]
         pert = ex.BarArrays(op, hi, lo, cl, fu, b.funding_known)
         for cfg, ref in zip(configs, full, strict=True):
             got = ex.expert_positions(pert, cfg, ex.LineCache())
             np.testing.assert_array_equal(got[: t + 1], ref[: t + 1])
-            assert not np.array_equal(got[t + 1:], ref[t + 1:])  # the perturbation does matter later
+            assert not np.array_equal(got[t + 1 :], ref[t + 1 :])  # the perturbation does matter later
 
 
 @pytest.mark.realdata

@@ -17,8 +17,9 @@ from btc_assets_tests.conftest import binance_kline_rows, sha256
 
 def _check_same(loaded: pd.DataFrame, expected: pd.DataFrame) -> None:
     assert loaded["timestamp"].dtype == TS_DTYPE
-    pdt.assert_frame_equal(loaded.reset_index(drop=True), expected.reset_index(drop=True), check_exact=False,
-                           rtol=1e-12)
+    pdt.assert_frame_equal(
+        loaded.reset_index(drop=True), expected.reset_index(drop=True), check_exact=False, rtol=1e-12
+    )
 
 
 def test_binance_spot_csv_without_header_ms(tmp_path: Path, ohlcv: pd.DataFrame) -> None:
@@ -94,8 +95,9 @@ def test_freqtrade_feather(tmp_path: Path, ohlcv: pd.DataFrame) -> None:
 def test_binance_funding_csv(tmp_path: Path, funding: pd.DataFrame) -> None:
     path = tmp_path / "BTCUSDT-fundingRate-2024-01.csv"
     calc = funding["timestamp"].astype("int64") + 7  # Binance stamps settlements a few ms after the hour
-    pd.DataFrame({"calc_time": calc, "funding_interval_hours": 8,
-                  "last_funding_rate": funding["funding_rate"]}).to_csv(path, index=False)
+    pd.DataFrame({"calc_time": calc, "funding_interval_hours": 8, "last_funding_rate": funding["funding_rate"]}).to_csv(
+        path, index=False
+    )
     loaded = load_funding([path])
     _check_same(loaded.frame, funding)
     assert any("funding-round" in r for r in loaded.repairs)

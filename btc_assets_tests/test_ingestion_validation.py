@@ -106,8 +106,9 @@ def test_non_monotonic(tmp_path: Path, ohlcv: pd.DataFrame) -> None:
     assert "row 21" in str(err)
 
 
-def test_exact_duplicate_dropped_and_logged(tmp_path: Path, ohlcv: pd.DataFrame,
-                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_exact_duplicate_dropped_and_logged(
+    tmp_path: Path, ohlcv: pd.DataFrame, caplog: pytest.LogCaptureFixture
+) -> None:
     frame = pd.concat([ohlcv.iloc[:11], ohlcv.iloc[10:]], ignore_index=True)
     path = write_csv(tmp_path, iso(frame))
     before = sha256(path)
@@ -163,8 +164,11 @@ def test_negative_volume(tmp_path: Path, ohlcv: pd.DataFrame) -> None:
 @pytest.mark.parametrize("column,factor", [("low", 1.01), ("high", 0.99)])
 def test_ohlc_inconsistent(tmp_path: Path, ohlcv: pd.DataFrame, column: str, factor: float) -> None:
     frame = iso(ohlcv)
-    ref = max(frame.loc[30, "open"], frame.loc[30, "close"]) if column == "low" else min(
-        frame.loc[30, "open"], frame.loc[30, "close"])
+    ref = (
+        max(frame.loc[30, "open"], frame.loc[30, "close"])
+        if column == "low"
+        else min(frame.loc[30, "open"], frame.loc[30, "close"])
+    )
     frame.loc[30, column] = ref * factor
     err = expect_error([write_csv(tmp_path, frame)], "ohlc-inconsistent", 31)
     assert "low <= min(open, close)" in str(err)
@@ -226,7 +230,6 @@ def test_conflict_across_files_names_both(tmp_path: Path, ohlcv: pd.DataFrame) -
     assert str(a) in str(info.value) and str(b) in str(info.value)
 
 
-
 # ------------------------------------------------------------------------------ perp bars: placeholder / no-trade
 
 
@@ -247,8 +250,9 @@ def perp_frame() -> pd.DataFrame:
     return frame
 
 
-def test_perp_placeholder_and_no_trade_bars_flagged_and_dropped(tmp_path: Path,
-                                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_perp_placeholder_and_no_trade_bars_flagged_and_dropped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     frame = perp_frame()
     path = write_csv(tmp_path, iso(frame), "perp.csv")
     before = sha256(path)
@@ -289,8 +293,7 @@ def test_perp_placeholder_only_before_the_series_starts(tmp_path: Path) -> None:
     b = write_csv(tmp_path, iso(later), "b.csv")
     loaded = load_perp_ohlcv([b, a])
     flagged = {rep.file: rep.flagged for rep in loaded.reports}
-    assert flagged == {str(b): {"perp-no-trade": [6]},
-                       str(a): {"perp-placeholder": [1, 2], "perp-no-trade": [11, 12]}}
+    assert flagged == {str(b): {"perp-no-trade": [6]}, str(a): {"perp-placeholder": [1, 2], "perp-no-trade": [11, 12]}}
     assert len(loaded.frame) == 48 - 4 + 24 - 1
     assert loaded.frame["timestamp"].is_monotonic_increasing
 
@@ -325,7 +328,6 @@ def test_real_perp_file_flags_exactly_its_listing_artefacts(shared_data: Path) -
     assert loaded.reports[0].flagged == {"perp-placeholder": [1, 2], "perp-no-trade": [8, 9]}
     assert len(loaded.frame) == 58_623 - 4
     assert loaded.frame["timestamp"].iloc[0] == pd.Timestamp("2019-09-08 19:00", tz="UTC")
-    hours = pd.DatetimeIndex(["2019-09-08 17:00", "2019-09-08 18:00", "2019-09-09 00:00", "2019-09-09 01:00"],
-                             tz="UTC")
+    hours = pd.DatetimeIndex(["2019-09-08 17:00", "2019-09-08 18:00", "2019-09-09 00:00", "2019-09-09 01:00"], tz="UTC")
     assert not loaded.frame["timestamp"].isin(hours).any()
     assert sha256(path) == before

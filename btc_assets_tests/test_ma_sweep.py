@@ -110,11 +110,16 @@ def test_parity_with_vectorbt_on_real_slice() -> None:
         entries, exits = fast_ma.ma_crossed_above(slow_ma), fast_ma.ma_crossed_below(slow_ma)
         # Long/flat = vectorbt defaults; long/short = direction="both" with lock_cash (shorts sized on free cash).
         for allow_short, extra in ((False, {}), (True, {"direction": "both", "lock_cash": True})):
-            ours = ma_crossover_sweep(close.to_numpy(), grid=make_pairs(fast, slow), fee_bps=10.0,
-                                      allow_short=allow_short)
+            ours = ma_crossover_sweep(
+                close.to_numpy(), grid=make_pairs(fast, slow), fee_bps=10.0, allow_short=allow_short
+            )
             pf = vbt.Portfolio.from_signals(close, entries, exits, fees=10.0 * 1e-4, freq="1h", **extra)
-            theirs = {"total_return": pf.total_return().to_numpy(), "sharpe": pf.sharpe_ratio().to_numpy(),
-                      "max_drawdown": pf.max_drawdown().to_numpy(), "n_trades": pf.trades.count().to_numpy()}
+            theirs = {
+                "total_return": pf.total_return().to_numpy(),
+                "sharpe": pf.sharpe_ratio().to_numpy(),
+                "max_drawdown": pf.max_drawdown().to_numpy(),
+                "n_trades": pf.trades.count().to_numpy(),
+            }
             for key in ("total_return", "sharpe", "max_drawdown"):
                 np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-9, atol=1e-12, err_msg=key)
             np.testing.assert_array_equal(ours["n_trades"], theirs["n_trades"])

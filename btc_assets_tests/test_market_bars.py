@@ -56,7 +56,6 @@ def test_settlement_outside_bars_counted() -> None:
     assert built.funding_outside_bars == 3  # 2024-01-02 00:00, 08:00, 16:00 close bars beyond the last one
 
 
-
 def test_without_perp_the_perp_columns_are_nan() -> None:
     ohlcv, funding = make_ohlcv(48).drop(index=[7]).reset_index(drop=True), make_funding()
     old_call = build_market_bars(ohlcv, funding)
@@ -89,9 +88,10 @@ def test_perp_columns_nan_where_unknown_and_the_file_elsewhere(tmp_path: Path) -
     assert built.perp_outside_bars == 7 and len(bars) == 48
     assert (bars[PERP].dtypes == np.float64).all()
     hour = pd.Timestamp("2024-01-01 00:00", tz="UTC") + pd.to_timedelta(np.arange(48), unit="h")
-    unknown = hour[(hour < pd.Timestamp("2024-01-01 07:00", tz="UTC"))  # before its listing, its placeholder
-                   | hour.isin(pd.DatetimeIndex(["2024-01-01 20:00", "2024-01-02 01:00", "2024-01-02 02:00"],
-                                                tz="UTC"))]  # its no-trade bar, its absent hours
+    unknown = hour[
+        (hour < pd.Timestamp("2024-01-01 07:00", tz="UTC"))  # before its listing, its placeholder
+        | hour.isin(pd.DatetimeIndex(["2024-01-01 20:00", "2024-01-02 01:00", "2024-01-02 02:00"], tz="UTC"))
+    ]  # its no-trade bar, its absent hours
     assert bars.loc[unknown, PERP].isna().all().all()
     known = bars.index.difference(unknown)
     assert len(known) == 48 - 10 and bars.loc[known, PERP].notna().all().all()

@@ -34,15 +34,35 @@ def null_study(tmp_path_factory: pytest.TempPathFactory):
     profile = get_profile("quick")
     vol = compute_volatility(bars, SCHEDULE, profile.volatility)
     regimes = compute_regimes(bars, vol, SCHEDULE, replace(profile.regimes, n_restarts=1, n_iter=20))
-    settings = replace(profile.wfa, n_trials=16, n_startup_trials=16, sampler="random", max_folds=5, select_top=3,
-                       progress_every=0.0, pbo_trials=16)
+    settings = replace(
+        profile.wfa,
+        n_trials=16,
+        n_startup_trials=16,
+        sampler="random",
+        max_folds=5,
+        select_top=3,
+        progress_every=0.0,
+        pbo_trials=16,
+    )
     checkpoints = tmp_path_factory.mktemp("null_checkpoints")
-    results = {f"seed_{s:02d}": run_seed(s, f"seed_{s:02d}", bars, vol, regimes.probabilities, settings=settings,
-                                         portfolio=profile.portfolio, schedule=SCHEDULE,
-                                         checkpoints=str(checkpoints), say=lambda m: None)
-               for s in SEEDS}
-    return summarise({k: r.oos for k, r in results.items()}, {k: r.trials for k, r in results.items()}, bars, vol,
-                     profile.portfolio)
+    results = {
+        f"seed_{s:02d}": run_seed(
+            s,
+            f"seed_{s:02d}",
+            bars,
+            vol,
+            regimes.probabilities,
+            settings=settings,
+            portfolio=profile.portfolio,
+            schedule=SCHEDULE,
+            checkpoints=str(checkpoints),
+            say=lambda m: None,
+        )
+        for s in SEEDS
+    }
+    return summarise(
+        {k: r.oos for k, r in results.items()}, {k: r.trials for k, r in results.items()}, bars, vol, profile.portfolio
+    )
 
 
 def test_null_market_says_no_skill(null_study) -> None:

@@ -26,8 +26,16 @@ E, K = 4, 5
 CARRY = 3
 
 
-def random_inputs(n: int = 600, seed: int = 0, *, missing: float = 0.03, nan_probs: float = 0.02,
-                  vol: float = 0.01, smooth: bool = False, basis: bool = False):
+def random_inputs(
+    n: int = 600,
+    seed: int = 0,
+    *,
+    missing: float = 0.03,
+    nan_probs: float = 0.02,
+    vol: float = 0.01,
+    smooth: bool = False,
+    basis: bool = False,
+):
     """Random hourly inputs: forward-filled prices on missing (non-tradable) hours, funding every 8 bars,
     NaN probability rows and a NaN sigma warm-up. With ``basis`` also spot prices apart from the perp's by a
     mean-reverting basis, and a separate slippage volatility."""
@@ -52,8 +60,16 @@ def random_inputs(n: int = 600, seed: int = 0, *, missing: float = 0.03, nan_pro
     gating = rng.dirichlet(np.ones(E), K)
     sigma = rng.uniform(0.2, 1.2, n)
     sigma[:20] = np.nan
-    out = dict(open_=open_, close=close, tradable=tradable, funding=funding, experts=experts, probs=probs,
-               gating=gating, sigma_hat=sigma)
+    out = dict(
+        open_=open_,
+        close=close,
+        tradable=tradable,
+        funding=funding,
+        experts=experts,
+        probs=probs,
+        gating=gating,
+        sigma_hat=sigma,
+    )
     if basis:
         b = np.zeros(n)
         for t in range(1, n):
@@ -72,12 +88,21 @@ PARAM_SETS = {
     "soft": PortfolioParams(band=0.0, slip_vol_coef=3.0),
     "hard": PortfolioParams(hard_switch=True, band=0.0),
     "band": PortfolioParams(band=0.15, perp_fee_bps=10.0, slip_bps=5.0),
-    "throttle": PortfolioParams(dd_max=0.05, k_min=0.2, rearm=0.5, band=0.05, vol_target=1.0, lev_max=3.0,
-                                ruin_floor=0.0),
+    "throttle": PortfolioParams(
+        dd_max=0.05, k_min=0.2, rearm=0.5, band=0.05, vol_target=1.0, lev_max=3.0, ruin_floor=0.0
+    ),
     "no_vol_target": PortfolioParams(vol_targeting=False, lev_max=0.8, band=0.02),
     "ruin": PortfolioParams(vol_target=2.0, lev_max=4.0, dd_max=0.0, ruin_floor=0.9, perp_fee_bps=20.0),
-    "policy": PortfolioParams(band=0.05, band_rel=0.25, decision_hours=6.0, dd_max=0.05, k_min=0.2, vol_target=1.0,
-                              lev_max=3.0, ruin_floor=0.0),
+    "policy": PortfolioParams(
+        band=0.05,
+        band_rel=0.25,
+        decision_hours=6.0,
+        dd_max=0.05,
+        k_min=0.2,
+        vol_target=1.0,
+        lev_max=3.0,
+        ruin_floor=0.0,
+    ),
     "basis": PortfolioParams(band=0.02, borrow_rate=0.5, spot_fee_bps=12.0, slip_vol_coef=2.0),
 }
 WITH_BASIS = ("policy", "basis")
@@ -87,8 +112,9 @@ WITH_BASIS = ("policy", "basis")
 @pytest.mark.parametrize("carry_col", [CARRY, -1])
 def test_kernel_matches_reference(name: str, carry_col: int) -> None:
     params = PARAM_SETS[name]
-    inputs = random_inputs(500, seed=len(name) + carry_col, smooth=name in ("band", "throttle", "policy"),
-                           basis=name in WITH_BASIS)
+    inputs = random_inputs(
+        500, seed=len(name) + carry_col, smooth=name in ("band", "throttle", "policy"), basis=name in WITH_BASIS
+    )
     fast = run(inputs, params, carry_col)
     slow = run_portfolio_reference(**inputs, params=params, carry_col=carry_col)
     assert list(fast.columns) == list(slow.columns)
@@ -106,12 +132,18 @@ def test_kernel_matches_reference(name: str, carry_col: int) -> None:
     if name == "ruin":
         assert fast["equity"].min() < 0.9
         after = fast.index[fast["equity"] < 0.9][0]
-        assert (fast.loc[after + 2:, "position"] == 0).all()
+        assert (fast.loc[after + 2 :, "position"] == 0).all()
     if name == "basis" and carry_col >= 0:
         assert fast["basis_pnl"].abs().sum() > 0 and fast["borrow_cost"].sum() > 0
     # the return is the sum of its parts
-    parts = (fast["price_pnl"] + fast["basis_pnl"] + fast["funding_pnl"] - fast["fee_cost"] - fast["slippage_cost"]
-             - fast["borrow_cost"])
+    parts = (
+        fast["price_pnl"]
+        + fast["basis_pnl"]
+        + fast["funding_pnl"]
+        - fast["fee_cost"]
+        - fast["slippage_cost"]
+        - fast["borrow_cost"]
+    )
     np.testing.assert_allclose(parts, fast["bar_return"], rtol=0, atol=1e-15)
 
 
@@ -133,9 +165,13 @@ def test_score_matches_frame() -> None:
 
 def test_output_columns_and_contributions() -> None:
     inputs = random_inputs(300, seed=5)
-    frame = run_portfolio(**inputs, params=PARAM_SETS["band"], carry_col=CARRY,
-                          index=pd.date_range("2024-01-01", periods=300, freq="h", tz="UTC"),
-                          expert_names=["trend", "revert", "noise", "carry"])
+    frame = run_portfolio(
+        **inputs,
+        params=PARAM_SETS["band"],
+        carry_col=CARRY,
+        index=pd.date_range("2024-01-01", periods=300, freq="h", tz="UTC"),
+        expert_names=["trend", "revert", "noise", "carry"],
+    )
     for col in (*BAR_COLUMNS, "gross_exposure", "net_exposure", "contrib_trend", "contrib_carry", "weight_carry"):
         assert col in frame
     directional = frame[["contrib_trend", "contrib_revert", "contrib_noise"]].sum(axis=1)
@@ -148,8 +184,13 @@ def test_output_columns_and_contributions() -> None:
 
 
 def flat_market(n: int, price: float = 100.0):
-    return dict(open_=np.full(n, price), close=np.full(n, price), tradable=np.ones(n, bool), funding=np.zeros(n),
-                sigma_hat=np.full(n, 0.5))
+    return dict(
+        open_=np.full(n, price),
+        close=np.full(n, price),
+        tradable=np.ones(n, bool),
+        funding=np.zeros(n),
+        sigma_hat=np.full(n, 0.5),
+    )
 
 
 def single(expert: np.ndarray, gating=((1.0,),)):
@@ -161,16 +202,21 @@ def single(expert: np.ndarray, gating=((1.0,),)):
     return dict(experts=expert, probs=np.ones((n, 1)), gating=np.asarray(gating, float))
 
 
-PLAIN = PortfolioParams(vol_targeting=False, lev_max=1.0, dd_max=0.0, band=0.0, perp_fee_bps=0.0, slip_bps=0.0,
-                        ruin_floor=0.0)
+PLAIN = PortfolioParams(
+    vol_targeting=False, lev_max=1.0, dd_max=0.0, band=0.0, perp_fee_bps=0.0, slip_bps=0.0, ruin_floor=0.0
+)
 
 
 def test_no_position_no_pnl_and_no_costs() -> None:
     inputs = random_inputs(400, seed=7)
     inputs["experts"] = np.zeros((400, E))
     frame = run(inputs, PortfolioParams())
-    assert (frame[["position", "carry_position", "turnover", "fee_cost", "slippage_cost", "funding_pnl",
-                   "bar_return"]].to_numpy() == 0).all()
+    assert (
+        frame[
+            ["position", "carry_position", "turnover", "fee_cost", "slippage_cost", "funding_pnl", "bar_return"]
+        ].to_numpy()
+        == 0
+    ).all()
     assert (frame["equity"] == 1.0).all()
 
 
@@ -179,8 +225,7 @@ def test_flat_bars_earn_only_costs() -> None:
     on = (np.arange(600) // 40) % 2 == 0  # exposure switched on and off in stretches
     inputs["experts"] = np.where(on[:, None], inputs["experts"], 0.0)
     frame = run(inputs, PortfolioParams(band=0.0), carry_col=CARRY)
-    flat_before = np.r_[True, (frame["position"].to_numpy()[:-1] == 0) & (frame["carry_position"].to_numpy()[:-1]
-                                                                          == 0)]
+    flat_before = np.r_[True, (frame["position"].to_numpy()[:-1] == 0) & (frame["carry_position"].to_numpy()[:-1] == 0)]
     flat_now = (frame["position"] == 0).to_numpy() & (frame["carry_position"] == 0).to_numpy()
     both = flat_before & flat_now
     assert both.sum() > 100
@@ -227,8 +272,13 @@ def test_funding_sign_carry_and_no_price_pnl(carry_signal: float) -> None:
     n = 60
     rng = np.random.default_rng(1)
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, n)))
-    market = dict(open_=np.r_[100.0, close[:-1]], close=close, tradable=np.ones(n, bool), funding=np.zeros(n),
-                  sigma_hat=np.full(n, 0.5))
+    market = dict(
+        open_=np.r_[100.0, close[:-1]],
+        close=close,
+        tradable=np.ones(n, bool),
+        funding=np.zeros(n),
+        sigma_hat=np.full(n, 0.5),
+    )
     market["funding"][[15, 40]] = [2e-3, -1e-3]
     experts = np.column_stack([np.zeros(n), np.full(n, carry_signal)])
     params = dataclasses.replace(PLAIN, lev_max=2.0, perp_fee_bps=5.0, slip_bps=1.0)
@@ -255,8 +305,10 @@ def test_leverage_never_exceeds_cap() -> None:
     inputs["sigma_hat"] = np.where(np.isnan(inputs["sigma_hat"]), np.nan, inputs["sigma_hat"] / 20)  # huge lev
     inputs["experts"][:, :3] = np.sign(inputs["experts"][:, :3])
     inputs["experts"][:, CARRY] = -1.0
-    for params in (PortfolioParams(lev_max=1.5, vol_target=3.0, band=0.0),
-                   PortfolioParams(lev_max=2.5, vol_target=3.0, band=0.3, hard_switch=True)):
+    for params in (
+        PortfolioParams(lev_max=1.5, vol_target=3.0, band=0.0),
+        PortfolioParams(lev_max=2.5, vol_target=3.0, band=0.3, hard_switch=True),
+    ):
         frame = run(inputs, params)
         lmax = params.lev_max
         assert frame["leverage"].max() == lmax
@@ -269,7 +321,7 @@ def test_leverage_never_exceeds_cap() -> None:
 
 def test_throttle_engages_at_drawdown_with_hysteresis() -> None:
     n = 200
-    price = np.r_[np.full(10, 100.0), 100 * 0.97 ** np.arange(1, 61), np.full(20, 100 * 0.97 ** 60)]
+    price = np.r_[np.full(10, 100.0), 100 * 0.97 ** np.arange(1, 61), np.full(20, 100 * 0.97**60)]
     price = np.r_[price, price[-1] * 1.02 ** np.arange(1, n - len(price) + 1)]
     market = flat_market(n)
     market["open_"] = np.r_[price[0], price[:-1]]
@@ -340,13 +392,13 @@ def test_causality(cut: int) -> None:
     bumped["experts"][later] = -bumped["experts"][later]
     bumped["probs"][later] = rng.dirichlet(np.ones(K), 600 - cut - 1)
     bumped["sigma_hat"][later] = rng.uniform(0.05, 3, 600 - cut - 1)
-    bumped["tradable"][cut + 2:] = ~bumped["tradable"][cut + 2:]  # whether bar t+1 trades is known at its open
+    bumped["tradable"][cut + 2 :] = ~bumped["tradable"][cut + 2 :]  # whether bar t+1 trades is known at its open
     moved = run(bumped, params)
     held = ["position", "carry_position", *base.filter(like="contrib_").columns]
-    pd.testing.assert_frame_equal(moved.loc[:cut + 1, held], base.loc[:cut + 1, held], check_exact=True)
+    pd.testing.assert_frame_equal(moved.loc[: cut + 1, held], base.loc[: cut + 1, held], check_exact=True)
     pd.testing.assert_frame_equal(moved.loc[:cut], base.loc[:cut], check_exact=True)
     if cut + 2 < 600:
-        assert not moved.loc[cut + 2:, "position"].equals(base.loc[cut + 2:, "position"])
+        assert not moved.loc[cut + 2 :, "position"].equals(base.loc[cut + 2 :, "position"])
 
 
 @pytest.mark.parametrize("hard", [False, True])
@@ -386,8 +438,9 @@ def test_metrics_on_a_known_path() -> None:
     r[800] = 0.30
     returns = pd.Series(r, index=idx)
     equity = np.cumprod(1 + r)
-    m = portfolio_metrics(returns, equity, np.ones(len(idx)), np.full(len(idx), 1e-5), ruin_floor=0.9,
-                          exposure=np.ones(len(idx)))
+    m = portfolio_metrics(
+        returns, equity, np.ones(len(idx)), np.full(len(idx), 1e-5), ruin_floor=0.9, exposure=np.ones(len(idx))
+    )
     assert m["final_equity"] == pytest.approx(1.1 * 0.8 * 1.3)
     assert m["cagr"] == pytest.approx((1.1 * 0.8 * 1.3) ** (8760 / len(idx)) - 1)
     assert m["max_drawdown"] == pytest.approx(0.2)
@@ -453,8 +506,9 @@ def test_buy_and_hold_references() -> None:
     assert spot["turnover"].sum() == 1.0 and spot["funding_pnl"].eq(0).all()
     assert spot["fee_cost"].sum() == pytest.approx(1e-3) and bh["fee_cost"].sum() == pytest.approx(4e-4)
     assert (bh["funding_pnl"] != 0).any()
-    vt = vol_targeted_buy_and_hold(inputs["open_"], inputs["close"], inputs["tradable"], inputs["funding"],
-                                   inputs["sigma_hat"], params)
+    vt = vol_targeted_buy_and_hold(
+        inputs["open_"], inputs["close"], inputs["tradable"], inputs["funding"], inputs["sigma_hat"], params
+    )
     assert vt["position"].max() <= 2.0 and vt["throttle"].eq(1.0).all()
     lev = np.minimum(2.0, 0.3 / inputs["sigma_hat"])
     np.testing.assert_allclose(vt["position"].iloc[22:], lev[21:-1], atol=1e-15)

@@ -53,8 +53,10 @@ def server() -> None:
 
 def _drop(name: str) -> None:
     with closing(_admin()) as conn, conn.cursor() as cur:
-        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
-                    "AND pid <> pg_backend_pid()", (name,))
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
         cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -88,8 +90,12 @@ def _processes() -> Iterator[list[subprocess.Popen]]:
 
 
 def _worker(procs: list[subprocess.Popen], settings: dict[str, Any], out: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, str(WORKER), json.dumps(settings), str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), json.dumps(settings), str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     procs.append(proc)
     return proc
 
@@ -123,8 +129,13 @@ def _reference(tmp_path: Path, options: dict[str, Any], evaluate: Any = shared_w
     from btc_assets.wfa.study import open_storage, run_phase_study
 
     journal = tmp_path / f"reference-{uuid.uuid4().hex[:6]}.journal"
-    records = run_phase_study(open_storage(None, str(journal)), "reference", evaluate=evaluate, say=lambda m: None,
-                              **shared_worker.study_kwargs(options))
+    records = run_phase_study(
+        open_storage(None, str(journal)),
+        "reference",
+        evaluate=evaluate,
+        say=lambda m: None,
+        **shared_worker.study_kwargs(options),
+    )
     return json.loads(json.dumps([r.as_dict() for r in records]))
 
 
@@ -154,10 +165,12 @@ def test_one_shared_worker_gives_the_records_of_run_phase_study(fresh_db: str, t
         return shared_worker.quadratic(flat)
 
     try:
-        first = run_shared_phase_study(storage, "s", evaluate=evaluate, say=lambda m: None,
-                                       **shared_worker.study_kwargs(options))
-        again = run_shared_phase_study(storage, "s", evaluate=evaluate, say=lambda m: None,
-                                       **shared_worker.study_kwargs(options))
+        first = run_shared_phase_study(
+            storage, "s", evaluate=evaluate, say=lambda m: None, **shared_worker.study_kwargs(options)
+        )
+        again = run_shared_phase_study(
+            storage, "s", evaluate=evaluate, say=lambda m: None, **shared_worker.study_kwargs(options)
+        )
     finally:
         storage.engine.dispose()
     assert len(evaluated) == 10 and again == first
@@ -184,8 +197,7 @@ def test_storage_and_slot_creation_are_race_free(fresh_db: str) -> None:
             barrier.wait(timeout=30)
             storage = open_shared_storage(url, heartbeat_interval=1, grace_period=3)
             storages.append(storage)
-            study = optuna.create_study(study_name="race", storage=storage, direction="maximize",
-                                        load_if_exists=True)
+            study = optuna.create_study(study_name="race", storage=storage, direction="maximize", load_if_exists=True)
             _reconcile(storage, study, n, shared_worker.incumbent(), say=lambda m: None)
         except BaseException as err:  # reported below
             errors.append(err)
@@ -203,8 +215,9 @@ def test_storage_and_slot_creation_are_race_free(fresh_db: str) -> None:
     trials = _study_trials(url, "race")
     assert all(t.state == optuna.trial.TrialState.WAITING and t.system_attrs[SLOT_ATTR] for t in trials)
     assert sorted(t.user_attrs["index"] for t in trials) == list(range(n))
-    assert next(t for t in trials if t.user_attrs["index"] == 0).system_attrs["fixed_params"] == \
-        shared_worker.incumbent()
+    assert (
+        next(t for t in trials if t.user_attrs["index"] == 0).system_attrs["fixed_params"] == shared_worker.incumbent()
+    )
 
 
 def test_claimed_slot_whose_worker_never_beat_again_is_rerun(fresh_db: str, tmp_path: Path) -> None:
@@ -221,12 +234,12 @@ def test_claimed_slot_whose_worker_never_beat_again_is_rerun(fresh_db: str, tmp_
         _reconcile(storage, study, 8, kwargs["incumbent"], say=lambda m: None)
         slot = next(t for t in study.get_trials() if t.user_attrs["index"] == 3)
         assert _claim(storage, slot) and not _claim(storage, slot)  # the second claim of a slot loses
-        zombie = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, user_attrs={"index": 5},
-                                           params={}, distributions={})
+        zombie = optuna.trial.create_trial(
+            state=optuna.trial.TrialState.RUNNING, user_attrs={"index": 5}, params={}, distributions={}
+        )
         storage.create_new_trial(study._study_id, zombie)
         started = time.monotonic()
-        records = run_shared_phase_study(storage, "s", evaluate=shared_worker.quadratic, say=messages.append,
-                                         **kwargs)
+        records = run_shared_phase_study(storage, "s", evaluate=shared_worker.quadratic, say=messages.append, **kwargs)
         waited = time.monotonic() - started
     finally:
         storage.engine.dispose()
@@ -244,8 +257,17 @@ def test_two_workers_share_one_study_exactly(fresh_db: str, tmp_path: Path) -> N
     schema and the study at once): both run trials, exactly n complete with indices 0..n-1 once each, both return
     the same records, and (random search) those of a single-writer run_phase_study with the same seed parts."""
     n = 16
-    options = {"url": _url(fresh_db), "name": "seed_00-abc-fold06-phase2", "n_trials": n, "sampler": "random",
-               "seed_parts": [0, 6, 2], "delay": 0.15, "heartbeat": 1, "grace": 3, "go": str(tmp_path / "go")}
+    options = {
+        "url": _url(fresh_db),
+        "name": "seed_00-abc-fold06-phase2",
+        "n_trials": n,
+        "sampler": "random",
+        "seed_parts": [0, 6, 2],
+        "delay": 0.15,
+        "heartbeat": 1,
+        "grace": 3,
+        "go": str(tmp_path / "go"),
+    }
     outs = [tmp_path / "a.json", tmp_path / "b.json"]
     with _processes() as procs:
         workers = [_worker(procs, options, out) for out in outs]
@@ -259,7 +281,8 @@ def test_two_workers_share_one_study_exactly(fresh_db: str, tmp_path: Path) -> N
     by_index = _assert_exact(_study_trials(options["url"], options["name"]), n)
     assert len(by_index) == n
     assert sorted(json.dumps(p, sort_keys=True) for p in a["evaluated"] + b["evaluated"]) == sorted(
-        json.dumps(r["params"], sort_keys=True) for r in a["records"])
+        json.dumps(r["params"], sort_keys=True) for r in a["records"]
+    )
     assert a["records"] == _reference(tmp_path, options)
 
 
@@ -268,8 +291,16 @@ def test_killed_worker_slot_is_completed_by_the_survivor(fresh_db: str, tmp_path
     period (no heartbeat), re-queues its index and runs it; the count stays exact and the records equal the
     single-writer run's."""
     n = 16
-    base = {"url": _url(fresh_db), "name": "kill", "n_trials": n, "sampler": "random", "seed_parts": [9, 3, 0],
-            "heartbeat": 1, "grace": 2, "go": str(tmp_path / "go")}
+    base = {
+        "url": _url(fresh_db),
+        "name": "kill",
+        "n_trials": n,
+        "sampler": "random",
+        "seed_parts": [9, 3, 0],
+        "heartbeat": 1,
+        "grace": 2,
+        "go": str(tmp_path / "go"),
+    }
     log_a = tmp_path / "a.log"
     outs = [tmp_path / "a.json", tmp_path / "b.json"]
     with _processes() as procs:
@@ -315,15 +346,36 @@ def test_two_workers_optimise_one_seed_together(fresh_db: str, tmp_path: Path, d
     both did part of the work, and (random search) the result equals a single process on a journal file."""
     wfa_worker = HERE / "wfa_worker.py"
     n = 8
-    settings = {"seed": 4, "seed_key": "seed_04", "n_trials": n, "n_startup_trials": 3, "max_folds": 2,
-                "select_top": 2, "progress_every": 0.0, "sampler": "random"}
+    settings = {
+        "seed": 4,
+        "seed_key": "seed_04",
+        "n_trials": n,
+        "n_startup_trials": 3,
+        "max_folds": 2,
+        "select_top": 2,
+        "progress_every": 0.0,
+        "sampler": "random",
+    }
     shared = {**settings, "storage": _url(fresh_db), "shared": True}
     env = {**os.environ, "WFA_WORKER_TRIAL_DELAY": "0.05"}
     with _processes() as procs:
         for name in ("a", "b"):
-            procs.append(subprocess.Popen(
-                [sys.executable, str(wfa_worker), str(demo_inputs), str(tmp_path / "ckpt"), str(tmp_path / name),
-                 json.dumps(shared)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(wfa_worker),
+                        str(demo_inputs),
+                        str(tmp_path / "ckpt"),
+                        str(tmp_path / name),
+                        json.dumps(shared),
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    env=env,
+                )
+            )
         logs = [_finish(p, timeout=600) for p in procs]
     runs = [int(log.rsplit("trials_run=", 1)[1].split()[0]) for log in logs]
     assert all(r > 0 for r in runs), logs  # both workers evaluated trials
@@ -331,9 +383,19 @@ def test_two_workers_optimise_one_seed_together(fresh_db: str, tmp_path: Path, d
     assert len(studies) == 2 * 5
     for summary in studies:
         _assert_exact(_study_trials(_url(fresh_db), summary.study_name), n)
-    alone = subprocess.run([sys.executable, str(wfa_worker), str(demo_inputs), str(tmp_path / "alone_ckpt"),
-                            str(tmp_path / "alone"), json.dumps(settings)], capture_output=True, text=True,
-                           timeout=600)
+    alone = subprocess.run(
+        [
+            sys.executable,
+            str(wfa_worker),
+            str(demo_inputs),
+            str(tmp_path / "alone_ckpt"),
+            str(tmp_path / "alone"),
+            json.dumps(settings),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert alone.returncode == 0, alone.stdout + alone.stderr
     for name in ("oos", "trials", "folds"):
         a, b = (pd.read_parquet(tmp_path / w / f"{name}.parquet") for w in ("a", "b"))
@@ -348,7 +410,9 @@ def _instance_yaml(db: str) -> str:
     """The instance configuration the CLI writes (DAGSTER_YAML), plus the storage on PostgreSQL."""
     from btc_assets.cli import DAGSTER_YAML
 
-    return DAGSTER_YAML.format(pool_limit=2) + f"""\
+    return (
+        DAGSTER_YAML.format(pool_limit=2)
+        + f"""\
 storage:
   postgres:
     postgres_db:
@@ -359,6 +423,7 @@ storage:
       port: 5432
       scheme: postgresql+psycopg2  # SQLAlchemy 2.1's default driver for postgresql:// is psycopg 3 (not installed)
 """
+    )
 
 
 @pytest.mark.slow
@@ -374,9 +439,14 @@ def test_seed_partition_materialised_in_a_dagster_instance_on_postgres(fresh_db:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BTC_ASSETS_", "DAGSTER_"))}
     with _processes() as procs:
         command = [shutil.which("btc-assets")] if shutil.which("btc-assets") else [sys.executable, "-m", "btc_assets"]
-        proc = subprocess.Popen([*command, "--home", str(home), "run", "--profile", "quick", "--seeds", "0",
-                                 "--jobs", "1"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [*command, "--home", str(home), "run", "--profile", "quick", "--seeds", "0", "--jobs", "1"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         procs.append(proc)
         out = _finish(proc, timeout=600)
     assert "seed_00: done" in out, out
@@ -405,23 +475,31 @@ def test_seed_partition_materialised_in_a_dagster_instance_on_postgres(fresh_db:
         cur.execute("SELECT pipeline_name, status FROM runs")
         rows = cur.fetchall()
         assert ("wfa_seeds", "SUCCESS") in rows and all(status == "SUCCESS" for _, status in rows)
-        cur.execute("SELECT run_id FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION' "
-                    "AND asset_key = %s AND partition = 'seed_00'", ('["wfa_results"]',))
+        cur.execute(
+            "SELECT run_id FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION' "
+            "AND asset_key = %s AND partition = 'seed_00'",
+            ('["wfa_results"]',),
+        )
         assert [r[0] for r in cur.fetchall()] == [seed_run.run_id]
         cur.execute('SELECT concurrency_key, "limit" FROM concurrency_limits')
         assert ("wfa", 2) in cur.fetchall()  # the seed run claimed its slot in the "wfa" pool of this database
     assert not list((home / "dagster").rglob("*.db"))  # no SQLite run or event storage
 
 
-def test_deploy_postgres_instance_opens_on_the_server(fresh_db: str, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_deploy_postgres_instance_opens_on_the_server(
+    fresh_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """deploy/postgres/dagster.yaml, with its credentials from the environment, opens an instance on the server that
     stores runs there (copied to a temporary DAGSTER_HOME: local artefacts and compute logs go beside it)."""
     import dagster as dg
     from dagster._core.instance.ref import InstanceRef
 
-    for key, value in {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_USERNAME": "postgres", "DAGSTER_PG_PASSWORD": "",
-                       "DAGSTER_PG_DB": fresh_db}.items():
+    for key, value in {
+        "DAGSTER_PG_HOST": "127.0.0.1",
+        "DAGSTER_PG_USERNAME": "postgres",
+        "DAGSTER_PG_PASSWORD": "",
+        "DAGSTER_PG_DB": fresh_db,
+    }.items():
         monkeypatch.setenv(key, value)
     shutil.copy(REPO / "deploy" / "postgres" / "dagster.yaml", tmp_path / "dagster.yaml")
 

@@ -13,8 +13,11 @@ from btc_assets_tests.conftest import sha256
 pytestmark = pytest.mark.realdata
 
 # From ../shared/data/README.md: the first rows of the 28 gaps of Binance spot BTCUSDT / ETHUSDT.
-FIRST_GAPS = [("2017-09-06 17:00", "2017-09-06 22:00", 6), ("2018-01-04 04:00", "2018-01-04 04:00", 1),
-              ("2018-02-08 01:00", "2018-02-09 09:00", 33)]
+FIRST_GAPS = [
+    ("2017-09-06 17:00", "2017-09-06 22:00", 6),
+    ("2018-01-04 04:00", "2018-01-04 04:00", 1),
+    ("2018-02-08 01:00", "2018-02-09 09:00", 33),
+]
 
 
 def test_btcusdt_spot_and_funding(shared_data: Path) -> None:
@@ -28,7 +31,10 @@ def test_btcusdt_spot_and_funding(shared_data: Path) -> None:
     assert len(built.gaps) == 28 and built.gaps["hours"].sum() == 128 and built.bars["missing"].sum() == 128
     for (first, last, hours), row in zip(FIRST_GAPS, built.gaps.itertuples(), strict=False):
         assert (row.first_missing, row.last_missing, row.hours) == (
-            pd.Timestamp(first, tz="UTC"), pd.Timestamp(last, tz="UTC"), hours)
+            pd.Timestamp(first, tz="UTC"),
+            pd.Timestamp(last, tz="UTC"),
+            hours,
+        )
     assert built.gaps["hours"].max() == 33
     # every settlement but the one after the last bar (2026-05-17 00:00) lands on the grid
     assert built.funding_outside_bars == 1

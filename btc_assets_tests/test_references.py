@@ -77,8 +77,16 @@ def market(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     sigma = seasonal_sigma(n, seed)
     sigma[:30] = np.nan  # the GARCH warm-up
     basis = 1 + rng.normal(0, 5e-4, n)  # the perp's own prices: spot times a small basis
-    return {"open_": open_ * basis, "close": close * basis, "spot_open": open_, "spot_close": close,
-            "tradable": tradable, "funding": funding, "sigma_hat": horizon_sigma(sigma), "slip_sigma": sigma}
+    return {
+        "open_": open_ * basis,
+        "close": close * basis,
+        "spot_open": open_,
+        "spot_close": close,
+        "tradable": tradable,
+        "funding": funding,
+        "sigma_hat": horizon_sigma(sigma),
+        "slip_sigma": sigma,
+    }
 
 
 def refs_of(m: dict[str, np.ndarray], params, window: slice = slice(None)) -> dict[str, pd.DataFrame]:
@@ -141,8 +149,15 @@ def real_references(shared_data: Path) -> dict[str, object]:
     window = slice(int(index.get_loc(start)), None)
     p = price_arrays(bars, settings).window(window)
     old_policy = dataclasses.replace(settings, band_rel=0.0, decision_hours=1)  # the band alone, as before
-    one_step = vol_targeted_buy_and_hold(p.open_, p.close, p.tradable, p.funding, vol["sigma"].to_numpy()[window],
-                                         engine_params(old_policy), index=index[window])
+    one_step = vol_targeted_buy_and_hold(
+        p.open_,
+        p.close,
+        p.tradable,
+        p.funding,
+        vol["sigma"].to_numpy()[window],
+        engine_params(old_policy),
+        index=index[window],
+    )
     return {"refs": refs, "metrics": metrics, "one_step": one_step, "bars": bars}
 
 

@@ -17,8 +17,9 @@ def lfp_reference(r: np.ndarray, window: int, min_period: int) -> np.ndarray:
     taper = 0.5 - 0.5 * np.cos(2 * np.pi * j / (window - 1))
     for t in range(window - 1, len(r)):
         x = r[t - window + 1 : t + 1] * taper
-        power = np.array([abs(np.sum(x * np.exp(-2j * np.pi * k * j / window))) ** 2
-                          for k in range(1, window // 2 + 1)])
+        power = np.array(
+            [abs(np.sum(x * np.exp(-2j * np.pi * k * j / window))) ** 2 for k in range(1, window // 2 + 1)]
+        )
         low = window / np.arange(1, window // 2 + 1) >= min_period
         out[t] = power[low].sum() / power.sum()
     return out

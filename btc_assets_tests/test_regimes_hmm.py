@@ -58,8 +58,15 @@ def three_state_truth():
 
 
 def five_state_truth():
-    means = np.array([[0.0, 0.0, 0.0, 0.0], [2.5, 0.0, -1.0, 1.0], [-2.5, 1.0, 0.5, -1.0],
-                      [0.0, 3.0, 1.5, 0.5], [1.0, -2.5, 2.5, -0.5]])
+    means = np.array(
+        [
+            [0.0, 0.0, 0.0, 0.0],
+            [2.5, 0.0, -1.0, 1.0],
+            [-2.5, 1.0, 0.5, -1.0],
+            [0.0, 3.0, 1.5, 0.5],
+            [1.0, -2.5, 2.5, -0.5],
+        ]
+    )
     sd = np.array([0.4, 0.6, 0.8, 0.5, 0.7])
     rng = np.random.default_rng(42)
     scales = []
@@ -118,6 +125,7 @@ def full_covars(model):
 # Exactness
 # --------------------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("covariance_type", ["full", "diag"])
 def test_log_likelihood_equals_scipy_multivariate_t(covariance_type):
     model = random_model(covariance_type)
@@ -139,15 +147,17 @@ def test_numba_kernels_equal_their_references(covariance_type):
 
     log_prob, fwd, bwd, post = hmm_module._forward_backward_kernel(log_frameprob, *model._hmm_arrays())
     ref_prob, ref_fwd, ref_bwd, ref_post = hmm_module.forward_backward_reference(
-        log_frameprob, model.startprob_, model.transmat_)
+        log_frameprob, model.startprob_, model.transmat_
+    )
     assert log_prob == pytest.approx(ref_prob, rel=1e-12)
     np.testing.assert_allclose(fwd, ref_fwd, rtol=1e-11)
     np.testing.assert_allclose(bwd, ref_bwd, rtol=1e-11, atol=1e-9)
     np.testing.assert_allclose(post, ref_post, atol=1e-10)
 
     xi = hmm_module._log_xi_sum_kernel(fwd, np.log(model.transmat_), model.transmat_, bwd, log_frameprob)
-    np.testing.assert_allclose(xi, np.exp(_hmmc.compute_log_xi_sum(fwd, model.transmat_, bwd, log_frameprob)),
-                               rtol=1e-9)
+    np.testing.assert_allclose(
+        xi, np.exp(_hmmc.compute_log_xi_sum(fwd, model.transmat_, bwd, log_frameprob)), rtol=1e-9
+    )
 
     _, consts, half_nu_p, log_u_max = model._emission_terms()
     got = hmm_module._t_stats_kernel(x, post, log_frameprob, model.means_, consts, half_nu_p, log_u_max)
@@ -169,7 +179,8 @@ def test_log_lattices_stay_exact_where_shifted_sums_underflow():
     model.dofs_ = np.array([10.0, 10.0])
     lattice, log_prob, post, fwd, bwd = model._fit_log(x)
     ref_prob, ref_fwd, ref_bwd, ref_post = hmm_module.forward_backward_reference(
-        lattice, model.startprob_, model.transmat_)
+        lattice, model.startprob_, model.transmat_
+    )
     assert np.isfinite(log_prob) and log_prob == pytest.approx(ref_prob, rel=1e-12)
     for got, want in ((fwd, ref_fwd), (bwd, ref_bwd)):
         finite = np.isfinite(want)
@@ -192,9 +203,12 @@ def test_score_on_iid_data_equals_hand_computed_t_mixture(covariance_type):
     model.startprob_ = weights
     model.transmat_ = np.tile(weights, (3, 1))  # every row = the start distribution: an i.i.d. t-mixture
     x, _ = model.sample(1500, random_state=6)
-    logpdf = np.column_stack([
-        stats.multivariate_t.logpdf(x, loc=model.means_[j], shape=full_covars(model)[j], df=model.dofs_[j])
-        for j in range(3)])
+    logpdf = np.column_stack(
+        [
+            stats.multivariate_t.logpdf(x, loc=model.means_[j], shape=full_covars(model)[j], df=model.dofs_[j])
+            for j in range(3)
+        ]
+    )
     mixture = special.logsumexp(logpdf + np.log(weights), axis=1).sum()
     assert abs(model.score(x) - mixture) < 1e-8
     # the numba forward pass (used while fitting) agrees as well
@@ -222,8 +236,14 @@ def test_em_sufficient_statistics_give_the_papers_updates():
         np.testing.assert_allclose(model.means_[j], mu, rtol=1e-10)
         np.testing.assert_allclose(model.covars_[j], sigma, rtol=1e-9)
         nu = model.dofs_[j]
-        equation = (-special.digamma(nu / 2) + np.log(nu / 2) + 1 + (g * (np.log(u) - u)).sum() / g.sum()
-                    + special.digamma((old_dofs[j] + p) / 2) - np.log((old_dofs[j] + p) / 2))
+        equation = (
+            -special.digamma(nu / 2)
+            + np.log(nu / 2)
+            + 1
+            + (g * (np.log(u) - u)).sum() / g.sum()
+            + special.digamma((old_dofs[j] + p) / 2)
+            - np.log((old_dofs[j] + p) / 2)
+        )
         assert abs(equation) < 1e-9
 
 
@@ -234,8 +254,9 @@ def test_monitor_log_likelihood_never_decreases(covariance_type):
     dofs = np.array([3.0, 1e6, 6.0])  # one Gaussian state: its ν runs into the upper bound (the clipping branch)
     x, _ = simulate(4000, means, scales, dofs, transmat, seed=10)
     x[rng.integers(0, 4000, 5)] += 30.0  # a few gross outliers
-    model = StudentTHMM(n_components=3, covariance_type=covariance_type, n_iter=80, tol=-np.inf, random_state=2,
-                        dof_bounds=(2.5, 15.0))
+    model = StudentTHMM(
+        n_components=3, covariance_type=covariance_type, n_iter=80, tol=-np.inf, random_state=2, dof_bounds=(2.5, 15.0)
+    )
     model.fit(x)
     history = np.array(model.monitor_.history)
     assert len(history) == 80
@@ -247,8 +268,10 @@ def test_monitor_log_likelihood_never_decreases(covariance_type):
 def test_scaling_implementation_gives_the_same_fit():
     means, scales, dofs, transmat = three_state_truth()
     x, _ = simulate(3000, means, scales, dofs, transmat, seed=11)
-    fits = [StudentTHMM(n_components=3, n_iter=8, tol=-np.inf, random_state=0, implementation=impl).fit(x)
-            for impl in ("log", "scaling")]
+    fits = [
+        StudentTHMM(n_components=3, n_iter=8, tol=-np.inf, random_state=0, implementation=impl).fit(x)
+        for impl in ("log", "scaling")
+    ]
     for name in ("startprob_", "transmat_", "means_", "covars_", "dofs_"):
         np.testing.assert_allclose(getattr(fits[0], name), getattr(fits[1], name), rtol=1e-7, atol=1e-9)
 
@@ -257,12 +280,14 @@ def test_scaling_implementation_gives_the_same_fit():
 # Recovery
 # --------------------------------------------------------------------------------------------------------------
 
+
 def recovery_errors(case):
     means, scales, dofs, transmat = case["truth"]
     model, perm = case["model"], case["perm"]
     inverse = np.argsort(perm)
-    scale_err = max(np.abs(model.covars_[perm[j]] - scales[j]).max() / np.diag(scales[j]).max()
-                    for j in range(len(means)))
+    scale_err = max(
+        np.abs(model.covars_[perm[j]] - scales[j]).max() / np.diag(scales[j]).max() for j in range(len(means))
+    )
     return {
         "mean": np.abs(model.means_[perm] - means).max(),
         "scale": scale_err,
@@ -296,6 +321,7 @@ def test_parameter_recovery(case_name, min_filtered, request):
 # Causal filtering
 # --------------------------------------------------------------------------------------------------------------
 
+
 def test_filter_proba_is_causal_bit_for_bit(three_state):
     model, x = three_state["model"], three_state["x"][:4000]
     full = model.filter_proba(x)
@@ -327,6 +353,7 @@ def test_filter_proba_restarts_each_sequence(three_state):
 # --------------------------------------------------------------------------------------------------------------
 # hmmlearn integration: information criteria, sampling, priors, restarts, warm starts
 # --------------------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("covariance_type", ["full", "diag"])
 def test_bic_and_aic_count_the_degrees_of_freedom(covariance_type):
@@ -404,8 +431,10 @@ def test_warm_start_converges_in_few_iterations(three_state):
     warm.fit(x)  # the walk-forward window grew by 5,000 bars
     scratch = StudentTHMM(n_components=3, n_iter=300, tol=1e-2, random_state=0).fit(x)
     history = np.array(warm.monitor_.history)
-    print(f"\nfrom scratch: {scratch.monitor_.iter} iterations; warm refit: {warm.monitor_.iter}; "
-          f"warm start's first log-likelihood {history[0] - history[-1]:+.3f} from its last")
+    print(
+        f"\nfrom scratch: {scratch.monitor_.iter} iterations; warm refit: {warm.monitor_.iter}; "
+        f"warm start's first log-likelihood {history[0] - history[-1]:+.3f} from its last"
+    )
     assert warm.monitor_.converged
     assert warm.monitor_.iter <= 10 and 3 * warm.monitor_.iter < scratch.monitor_.iter
     assert history[-1] - history[0] < 5.0  # it starts next to the optimum
@@ -415,6 +444,7 @@ def test_warm_start_converges_in_few_iterations(three_state):
 # --------------------------------------------------------------------------------------------------------------
 # Validation and hygiene
 # --------------------------------------------------------------------------------------------------------------
+
 
 def test_check_rejects_invalid_parameters():
     model = random_model("full")

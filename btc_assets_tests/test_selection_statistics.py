@@ -39,9 +39,18 @@ N_TRIALS, N_FOLLOW = 200, 40  # trials per study, of which signal followers
 SELECT_TOP = 5
 
 
-def garch_t_market(rng: np.random.Generator, n_bars: int, n_markets: int, *, loading: float,
-                   nu: float = 5.0, alpha: float = 0.08, beta: float = 0.90, vol: float = 0.006,
-                   phi: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+def garch_t_market(
+    rng: np.random.Generator,
+    n_bars: int,
+    n_markets: int,
+    *,
+    loading: float,
+    nu: float = 5.0,
+    alpha: float = 0.08,
+    beta: float = 0.90,
+    vol: float = 0.006,
+    phi: float = 0.9,
+) -> tuple[np.ndarray, np.ndarray]:
     """(returns, signal), each n_bars × n_markets: r_t = σ_t·(loading·x_{t−1} + sqrt(1 − loading²)·z_t), z Student-t
     with unit variance, σ²_t = ω + α·r²_{t−1} + β·σ²_{t−1} (unconditional σ = ``vol``), x a unit-variance AR(1)."""
     omega = vol**2 * (1.0 - alpha - beta)
@@ -102,15 +111,15 @@ def run_studies(n_studies: int, loading: float, seed: int, n_follow: int = N_FOL
     rows, cscv, cscv_top, psr = [], [], [], []
     for s in range(n_studies):
         returns = strategy_returns(rng, r[:, s], x[:, s], n_follow)
-        fit, val = returns[:FIT], returns[FIT:FIT + VALIDATION]
-        train, test = returns[:FIT + VALIDATION], returns[FIT + VALIDATION:]
+        fit, val = returns[:FIT], returns[FIT : FIT + VALIDATION]
+        train, test = returns[: FIT + VALIDATION], returns[FIT + VALIDATION :]
         fit_sr, val_sr, test_sr = per_bar_sharpe(fit), per_bar_sharpe(val), per_bar_sharpe(test)
         records = [TrialRecord(i, float(fit_sr[i]), float(val_sr[i]), {}) for i in range(returns.shape[1])]
         winner = select_winner(records, SELECT_TOP).index
         psr.append(probabilistic_sharpe_ratio(fit[:, winner]))
 
         def returns_of(i: int, train: np.ndarray = train) -> pd.Series:
-            return pd.Series(train[:, i], index=index[:FIT + VALIDATION])
+            return pd.Series(train[:, i], index=index[: FIT + VALIDATION])
 
         result = study_cscv(range(returns.shape[1]), returns_of, n_trials=50, n_blocks=12, seed=(seed, s))
         cscv.append(result["pbo"])
@@ -118,10 +127,24 @@ def run_studies(n_studies: int, loading: float, seed: int, n_follow: int = N_FOL
         weekly = np.add.reduceat(train[:, top], np.arange(0, FIT + VALIDATION, WEEK))
         cscv_top.append(probability_of_backtest_overfitting(weekly, n_blocks=12).pbo)
         n = returns.shape[1]
-        rows.append(pd.DataFrame({
-            "fold": s, "phase": 0, "trial": np.arange(n), "fit": fit_sr, "validation": val_sr, "fit_sharpe": fit_sr,
-            "validation_sharpe": val_sr, "test": test_sr, "test_sharpe": test_sr, "winner": np.arange(n) == winner,
-            "study_rho": result["rho"], "fit_bars": float(FIT)}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "fold": s,
+                    "phase": 0,
+                    "trial": np.arange(n),
+                    "fit": fit_sr,
+                    "validation": val_sr,
+                    "fit_sharpe": fit_sr,
+                    "validation_sharpe": val_sr,
+                    "test": test_sr,
+                    "test_sharpe": test_sr,
+                    "winner": np.arange(n) == winner,
+                    "study_rho": result["rho"],
+                    "fit_bars": float(FIT),
+                }
+            )
+        )
     return Studies(pd.concat(rows, ignore_index=True), cscv, cscv_top, psr)
 
 
@@ -203,7 +226,7 @@ def test_design_dsr_controls_the_choice_among_designs() -> None:
     dsr, psr = [], []
     for k in range(reps):
         designs = np.sign(rng.standard_normal((n_bars // 24 + 1, n_designs))).repeat(24, axis=0)[:n_bars]
-        returns = designs * r[:, k:k + 1]
+        returns = designs * r[:, k : k + 1]
         best = returns[:, int(np.argmax(per_bar_sharpe(returns)))]
         dsr.append(design_deflated_sharpe_ratio(best, n_designs))
         psr.append(probabilistic_sharpe_ratio(best))
@@ -237,8 +260,11 @@ def test_design_snooping_spa_no_skill_and_planted() -> None:
     for rep in range(12):
         r, x = garch_t_market(rng, n_bars, 1, loading=0.0)
         market = r[:, 0]
-        results = {(v, s): daily_frame(np.sign(rng.standard_normal(n_bars)) * 0.5 * market + 0.5 * market)
-                   for v in variants for s in seeds}  # half exposure plus noise trading: no edge over spot
+        results = {
+            (v, s): daily_frame(np.sign(rng.standard_normal(n_bars)) * 0.5 * market + 0.5 * market)
+            for v in variants
+            for s in seeds
+        }  # half exposure plus noise trading: no edge over spot
         out = design_snooping(results, daily_frame(market), profile, reps=300, seed=rep)
         assert out["n_candidates"] == 5 and out["candidates"] == list(variants) and out["days"] == 365
         assert 0.0 <= out["spa_lower"] <= out["spa_consistent"] <= out["spa_upper"] <= 1.0

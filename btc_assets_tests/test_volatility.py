@@ -63,8 +63,12 @@ def hand_estimators(bars: list[tuple[float, float, float, float]], prev_close: f
     k = 0.34 / (1.34 + (n + 1) / (n - 1))
     yz = statistics.variance(overnight) + k * statistics.variance(oc) + (1 - k) * sum(rs) / n
     year = 24 * 365
-    return {"rv_cc": math.sqrt(statistics.variance(ret) * year), "rv_parkinson": math.sqrt(park * year),
-            "rv_gk": math.sqrt(gk * year), "rv_yz": math.sqrt(yz * year)}
+    return {
+        "rv_cc": math.sqrt(statistics.variance(ret) * year),
+        "rv_parkinson": math.sqrt(park * year),
+        "rv_gk": math.sqrt(gk * year),
+        "rv_yz": math.sqrt(yz * year),
+    }
 
 
 def simulate_garch(n: int, omega: float, alpha: float, beta: float, nu: float, seed: int = 1):
@@ -84,8 +88,14 @@ def simulate_garch(n: int, omega: float, alpha: float, beta: float, nu: float, s
 
 
 def test_realized_estimators_match_hand_computation() -> None:
-    rows = [(100.0, 101.0, 99.5, 100.5), (100.6, 102.0, 100.1, 101.7), (101.6, 101.9, 99.0, 99.4),
-            (99.5, 100.8, 98.7, 100.2), (100.1, 100.3, 97.9, 98.0), (98.1, 99.9, 97.6, 99.8)]
+    rows = [
+        (100.0, 101.0, 99.5, 100.5),
+        (100.6, 102.0, 100.1, 101.7),
+        (101.6, 101.9, 99.0, 99.4),
+        (99.5, 100.8, 98.7, 100.2),
+        (100.1, 100.3, 97.9, 98.0),
+        (98.1, 99.9, 97.6, 99.8),
+    ]
     bars = ohlc_frame(rows)
     out = vol.realized_volatility(bars, window=4, min_periods=3)
     assert list(out.columns) == list(vol.REALIZED_COLUMNS)
@@ -97,13 +107,20 @@ def test_realized_estimators_match_hand_computation() -> None:
     # Rows 0-1 have fewer than 3 valid terms; row 2 has two returns (row 0 has no previous close) -> still NaN.
     assert out["rv_cc"].iloc[:3].isna().all() and out["rv_parkinson"].iloc[:2].isna().all()
     assert out["rv_parkinson"].iloc[2] == pytest.approx(
-        math.sqrt(sum(math.log(h / lo) ** 2 for _, h, lo, _ in rows[:3]) / (4 * math.log(2) * 3) * 8760), rel=1e-12)
+        math.sqrt(sum(math.log(h / lo) ** 2 for _, h, lo, _ in rows[:3]) / (4 * math.log(2) * 3) * 8760), rel=1e-12
+    )
 
 
 def test_realized_estimators_skip_missing_bars() -> None:
-    rows = [(100.0, 101.0, 99.5, 100.5), (100.6, 102.0, 100.1, 101.7), (101.6, 101.9, 99.0, 99.4),
-            (99.5, 100.8, 98.7, 100.2), (100.1, 100.3, 97.9, 98.0), (98.1, 99.9, 97.6, 99.8),
-            (99.7, 100.9, 99.1, 100.4)]
+    rows = [
+        (100.0, 101.0, 99.5, 100.5),
+        (100.6, 102.0, 100.1, 101.7),
+        (101.6, 101.9, 99.0, 99.4),
+        (99.5, 100.8, 98.7, 100.2),
+        (100.1, 100.3, 97.9, 98.0),
+        (98.1, 99.9, 97.6, 99.8),
+        (99.7, 100.9, 99.1, 100.4),
+    ]
     bars = ohlc_frame(rows)
     bars.loc[4, ["open", "high", "low", "close"]] = np.nan  # a missing hour
     out = vol.realized_volatility(bars, window=5, min_periods=2)
@@ -194,13 +211,19 @@ def test_refit_schedule() -> None:
     index = pd.date_range("2020-01-01", "2020-06-30 23:00", freq="h", tz=UTC)
     observed = np.ones(len(index), dtype=bool)
     observed[100:400] = False
-    points = [pd.Timestamp("2020-03-15 12:30", tz=UTC), pd.Timestamp("2020-04-01", tz=UTC),
-              pd.Timestamp("2020-08-01", tz=UTC), "2020-05-20 06:00"]
+    points = [
+        pd.Timestamp("2020-03-15 12:30", tz=UTC),
+        pd.Timestamp("2020-04-01", tz=UTC),
+        pd.Timestamp("2020-08-01", tz=UTC),
+        "2020-05-20 06:00",
+    ]
     schedule = vol.refit_schedule(index, observed, "MS", points, train_window=1_500, min_train=1_200)
     times = [p for p, _, _ in schedule]
     # Feb 1 has 744 bars before it (300 missing); Mar 1: 1440 bars, 1140 observed < 1200; Aug 1 is past the end.
-    assert times == [pd.Timestamp(t, tz=UTC) for t in ("2020-03-15 12:30", "2020-04-01", "2020-05-01",
-                                                         "2020-05-20 06:00", "2020-06-01")]
+    assert times == [
+        pd.Timestamp(t, tz=UTC)
+        for t in ("2020-03-15 12:30", "2020-04-01", "2020-05-01", "2020-05-20 06:00", "2020-06-01")
+    ]
     for point, row, start in schedule:
         assert index[row] >= point > index[row - 1]
         assert row - start <= 1_500 and observed[start:row].sum() >= 1_200
@@ -214,11 +237,23 @@ def test_horizon_variance_is_archs_multi_step_forecast() -> None:
     _, omega, alpha, beta = res.params.to_numpy()[:4]
     fc = res.forecast(horizon=24, start=5_000, reindex=False).variance.to_numpy()  # rows: origins 5000 …
     persistence = alpha + beta
-    got = vol.horizon_variance(fc[:, 0], np.zeros(len(fc), dtype=np.int64), np.ones(vol.HOURS_PER_WEEK),
-                               persistence, omega / (1 - persistence), 24)
+    got = vol.horizon_variance(
+        fc[:, 0],
+        np.zeros(len(fc), dtype=np.int64),
+        np.ones(vol.HOURS_PER_WEEK),
+        persistence,
+        omega / (1 - persistence),
+        24,
+    )
     np.testing.assert_allclose(got, fc.mean(axis=1), rtol=1e-10)
-    one = vol.horizon_variance(fc[:, 0], np.zeros(len(fc), dtype=np.int64), np.ones(vol.HOURS_PER_WEEK),
-                               persistence, omega / (1 - persistence), 1)
+    one = vol.horizon_variance(
+        fc[:, 0],
+        np.zeros(len(fc), dtype=np.int64),
+        np.ones(vol.HOURS_PER_WEEK),
+        persistence,
+        omega / (1 - persistence),
+        1,
+    )
     np.testing.assert_allclose(one, fc[:, 0], rtol=1e-14)
 
 
@@ -248,8 +283,7 @@ def test_garch_recovers_simulated_parameters_and_volatility() -> None:
     index = pd.date_range("2021-01-01", periods=len(r), freq="h", tz=UTC)
     returns = pd.Series(r, index=index)
     returns.iloc[[500, 9_000, 9_001, 20_000]] = np.nan
-    out = vol.garch_forecast(returns, refit_every=None, refit_points=[index[20_000]], train_window=None,
-                             seasonal=False)
+    out = vol.garch_forecast(returns, refit_every=None, refit_points=[index[20_000]], train_window=None, seasonal=False)
     fit = vol.garch_refits(out).iloc[0]
     assert fit["alpha"] == pytest.approx(alpha, abs=0.02) and fit["beta"] == pytest.approx(beta, abs=0.03)
     assert 3.5 < fit["nu"] < 8 and fit["converged"]
@@ -285,8 +319,7 @@ def test_forecast_losses_formula() -> None:
     r2 = {t: returns.iloc[t] ** 2 for t in h}
     assert out["n"] == 4
     assert out["qlike"] == pytest.approx(np.mean([math.log(h[t]) + r2[t] / h[t] for t in h]), rel=1e-12)
-    assert out["qlike_baseline"] == pytest.approx(np.mean([math.log(base[t]) + r2[t] / base[t] for t in h]),
-                                                  rel=1e-12)
+    assert out["qlike_baseline"] == pytest.approx(np.mean([math.log(base[t]) + r2[t] / base[t] for t in h]), rel=1e-12)
     assert out["qlike_diff"] == pytest.approx(out["qlike"] - out["qlike_baseline"], rel=1e-12)
     assert out["mse"] == pytest.approx(np.mean([(r2[t] - h[t]) ** 2 for t in h]), rel=1e-12)
     assert out["mse_baseline"] == pytest.approx(np.mean([(r2[t] - base[t]) ** 2 for t in h]), rel=1e-12)
@@ -432,8 +465,9 @@ def test_garch_refit_uses_only_data_before_its_point(real_returns: pd.Series) ->
 def test_gjr_skewt_selectable_and_well_scaled(real_returns: pd.Series) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataScaleWarning)
-        out = vol.garch_forecast(real_returns, refit_every="QS", train_window=8_760, vol="GJR", dist="skewt",
-                                 seasonal=False)
+        out = vol.garch_forecast(
+            real_returns, refit_every="QS", train_window=8_760, vol="GJR", dist="skewt", seasonal=False
+        )
     refits = vol.garch_refits(out)
     assert len(refits) > 30 and refits["converged"].mean() > 0.9
     assert refits["gamma"].abs().max() > 0 and refits["gamma"].between(-0.2, 0.3).all()

@@ -45,8 +45,18 @@ def run(folder: Path, checkpoints: Path, seed: int = 3, messages: list[str] | No
     profile = get_profile("quick")
     settings = replace(profile.wfa, **{**TINY, **overrides})
     say = messages.append if messages is not None else (lambda m: None)
-    return run_seed(seed, f"seed_{seed:02d}", bars, vol, probs, settings=settings, portfolio=profile.portfolio,
-                    schedule=SCHEDULE, checkpoints=str(checkpoints), say=say)
+    return run_seed(
+        seed,
+        f"seed_{seed:02d}",
+        bars,
+        vol,
+        probs,
+        settings=settings,
+        portfolio=profile.portfolio,
+        schedule=SCHEDULE,
+        checkpoints=str(checkpoints),
+        say=say,
+    )
 
 
 # ------------------------------------------------------------------------------------------------- parameter blocks
@@ -115,8 +125,12 @@ def test_block_random_sampler_draws_uniformly_inside_the_space() -> None:
 
 
 def test_winner_is_best_validation_among_top_fit() -> None:
-    records = [TrialRecord(0, 1.0, 0.1, {}), TrialRecord(1, 0.9, 0.5, {}), TrialRecord(2, 0.2, 9.0, {}),
-               TrialRecord(3, 1.0, 0.1, {})]
+    records = [
+        TrialRecord(0, 1.0, 0.1, {}),
+        TrialRecord(1, 0.9, 0.5, {}),
+        TrialRecord(2, 0.2, 9.0, {}),
+        TrialRecord(3, 1.0, 0.1, {}),
+    ]
     assert select_winner(records, 2).index == 0  # trials 0 and 3 tie on fit: the earlier is ranked first
     assert select_winner(records, 3).index == 1  # trial 2's validation is out of reach: its fit is not top 3
     assert select_winner(records, 1).index == 0
@@ -196,16 +210,25 @@ def test_out_of_sample_is_one_account_equal_to_one_reference_run(inputs: Path, t
         gating = objective.load(params)
         test = objective.pieces["test"]
         s = slice(test.start, test.stop)
-        pieces.append(dict(open_=objective.open_[s], close=objective.close[s], tradable=objective.tradable[s],
-                           funding=objective.funding[s], experts=objective.columns[s].copy(),
-                           probs=objective.probs[s], sigma_hat=objective.sigma_hat[s],
-                           gating=np.repeat(gating[None], test.n, axis=0)))
+        pieces.append(
+            dict(
+                open_=objective.open_[s],
+                close=objective.close[s],
+                tradable=objective.tradable[s],
+                funding=objective.funding[s],
+                experts=objective.columns[s].copy(),
+                probs=objective.probs[s],
+                sigma_hat=objective.sigma_hat[s],
+                gating=np.repeat(gating[None], test.n, axis=0),
+            )
+        )
     joined = {key: np.concatenate([p[key] for p in pieces]) for key in pieces[0]}
     reference = run_portfolio_reference(**joined, params=objective.params, carry_col=joined["experts"].shape[1] - 1)
     oos = result.oos
     assert len(oos) == len(reference)
-    np.testing.assert_allclose(oos[list(BAR_COLUMNS)].to_numpy(), reference[list(BAR_COLUMNS)].to_numpy(),
-                               rtol=0, atol=1e-9, equal_nan=True)
+    np.testing.assert_allclose(
+        oos[list(BAR_COLUMNS)].to_numpy(), reference[list(BAR_COLUMNS)].to_numpy(), rtol=0, atol=1e-9, equal_nan=True
+    )
     # at each boundary the position is carried (or traded there and charged), never silently flat at equity 1
     for fold in oos["fold"].unique()[1:]:
         at = int(np.flatnonzero(oos["fold"].to_numpy() == fold)[0])
@@ -233,20 +256,30 @@ def test_changed_config_or_input_starts_fresh_and_keeps_the_old_checkpoint(input
     messages.clear()
     profile = get_profile("quick")
     settings = replace(profile.wfa, **{**TINY, "turnover_penalty": 0.01})
-    run_seed(3, "seed_03", bars, vol, probs, settings=settings, portfolio=profile.portfolio, schedule=SCHEDULE,
-             checkpoints=str(tmp_path), say=messages.append)
+    run_seed(
+        3,
+        "seed_03",
+        bars,
+        vol,
+        probs,
+        settings=settings,
+        portfolio=profile.portfolio,
+        schedule=SCHEDULE,
+        checkpoints=str(tmp_path),
+        say=messages.append,
+    )
     assert "different data" in messages[0]
     assert len(list(tmp_path.glob("seed_03.stale-*"))) == 2
 
 
 def test_changed_code_starts_fresh(inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fingerprint's code part hashes the source of the optimiser, experts and engine: an edit there (here
-    simulated) never resumes an old checkpoint."""
+    """The fingerprint's code part is the source digest of the optimiser and all it imports (experts, engine,
+    glue; ``btc_assets.versions``): an edit there (here simulated) never resumes an old checkpoint."""
     from btc_assets.wfa import run as wfa_run
 
     first = run(inputs, tmp_path, max_folds=1)
-    assert first.fingerprint.code.endswith(wfa_run.source_hash())
-    monkeypatch.setattr(wfa_run, "source_hash", lambda: "edited")
+    assert first.fingerprint.code == wfa_run.code_digest()
+    monkeypatch.setattr(wfa_run, "code_digest", lambda: "edited")
     messages: list[str] = []
     again = run(inputs, tmp_path, messages=messages, max_folds=1)
     assert "different code" in messages[0] and again.trials_run == 20
@@ -288,8 +321,9 @@ def test_searched_rebalance_policy_is_global_and_used_out_of_sample(inputs: Path
     each fold's final parameters carry one policy (the last phase's winner's, chained from phase to phase), and
     the out-of-sample book trades by it: no two fills closer than its decision interval unless going flat or cut
     by the throttle."""
-    result = run(inputs, tmp_path, search_policy=True, max_band_rel=0.8, max_decision_hours=30, sampler="random",
-                 n_trials=6)
+    result = run(
+        inputs, tmp_path, search_policy=True, max_band_rel=0.8, max_decision_hours=30, sampler="random", n_trials=6
+    )
     params = pd.DataFrame([json.loads(p) for p in result.trials["params"]])
     assert params["policy.band_rel"].between(0.0, 0.8).all() and params["policy.band_rel"].nunique() > 10
     assert params["policy.decision_hours"].between(1, 30).all() and params["policy.decision_hours"].nunique() > 5
@@ -326,9 +360,13 @@ def _worker(inputs: Path, checkpoints: Path, out: Path, settings: dict, delay: f
     env = {**os.environ, "PYTHONHASHSEED": str(random.randrange(1 << 16))}  # nothing may depend on hashing
     if delay:
         env["WFA_WORKER_TRIAL_DELAY"] = str(delay)  # trials dominate the run time: kills land mid-trial
-    return subprocess.Popen([sys.executable, str(WORKER), str(inputs), str(checkpoints), str(out),
-                             json.dumps(settings)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env)
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), str(inputs), str(checkpoints), str(out), json.dumps(settings)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
 
 
 def _journal_lines(checkpoints: Path) -> int:
@@ -367,12 +405,18 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(inputs: Path
     assert final.returncode == 0, out
 
     for name in ("trials", "oos", "folds"):
-        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "killed_out" / f"{name}.parquet"),
-                                      pd.read_parquet(tmp_path / "clean_out" / f"{name}.parquet"), check_exact=True)
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(tmp_path / "killed_out" / f"{name}.parquet"),
+            pd.read_parquet(tmp_path / "clean_out" / f"{name}.parquet"),
+            check_exact=True,
+        )
     # the killed trials were marked failed (zombies), never completed twice
     storage = open_storage(None, str(tmp_path / "killed" / "seed_05" / "optuna.journal"))
-    states = [t.state for s in optuna.get_all_study_summaries(storage)
-              for t in optuna.load_study(study_name=s.study_name, storage=storage).get_trials(deepcopy=False)]
+    states = [
+        t.state
+        for s in optuna.get_all_study_summaries(storage)
+        for t in optuna.load_study(study_name=s.study_name, storage=storage).get_trials(deepcopy=False)
+    ]
     assert states.count(optuna.trial.TrialState.COMPLETE) == 2 * 5 * 10
     assert optuna.trial.TrialState.RUNNING not in states
     assert states.count(optuna.trial.TrialState.FAIL) >= 1
@@ -387,8 +431,13 @@ def test_summary_across_seeds(inputs: Path, tmp_path: Path) -> None:
 
     results = {f"seed_{s:02d}": run(inputs, tmp_path, seed=s) for s in (1, 2, 3)}
     bars, vol, _ = load(inputs)
-    summary = summarise({k: r.oos for k, r in results.items()}, {k: r.trials for k, r in results.items()}, bars,
-                        vol, get_profile("quick").portfolio)
+    summary = summarise(
+        {k: r.oos for k, r in results.items()},
+        {k: r.trials for k, r in results.items()},
+        bars,
+        vol,
+        get_profile("quick").portfolio,
+    )
     table = summary.table.set_index("row")
     assert list(table.index[:3]) == ["seed_01", "seed_02", "seed_03"]
     seeds = table.loc[["seed_01", "seed_02", "seed_03"]]
@@ -406,7 +455,8 @@ def test_summary_across_seeds(inputs: Path, tmp_path: Path) -> None:
     o = summary.overfitting
     assert o["n_trials"] == 3 * 40 and o["n_studies"] == 3 * 2 * 5
     studies = pd.concat([r.trials.assign(seed=k) for k, r in results.items()]).drop_duplicates(
-        ["seed", "fold", "phase"])
+        ["seed", "fold", "phase"]
+    )
     n_eff = o["n_effective_trials"]  # informative: Σ over studies of ρ̄ + (1 − ρ̄)·N
     assert 3 * 2 * 5 <= n_eff <= 3 * 40
     assert n_eff == pytest.approx(float((studies["study_rho"] + (1 - studies["study_rho"]) * 4).sum()))
@@ -415,7 +465,8 @@ def test_summary_across_seeds(inputs: Path, tmp_path: Path) -> None:
     assert o["n_designs"] == 7 and (seeds["dsr"] <= seeds["psr"] + 1e-12).all()  # the ablation's variants
     assert seeds.loc["seed_01", "dsr"] == pytest.approx(design_deflated_sharpe_ratio(r1, 7))
     assert seeds.loc["seed_01", "psr_vs_spot"] == pytest.approx(
-        probabilistic_sharpe_ratio(r1, o["spot_sharpe_per_bar"]))
+        probabilistic_sharpe_ratio(r1, o["spot_sharpe_per_bar"])
+    )
     assert table.loc["buy_and_hold_spot", "psr_vs_spot"] == pytest.approx(0.5)
     # per-study DSR of each study's winner on its fit piece, with the study's own N and V; raw N deflates more
     assert o["studies_with_dsr"] == 3 * 2 * 5 and 0.0 <= o["median_study_dsr"] <= 1.0
@@ -458,13 +509,15 @@ def test_summary_across_seeds(inputs: Path, tmp_path: Path) -> None:
     assert summary.target["p_seed_at_target"] == pytest.approx(at_target)
 
 
-def test_sampler_from_the_environment_enters_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sampler_from_the_environment_enters_the_profile(tmp_path: Path) -> None:
+    from btc_assets.settings import resolve_settings
+
     assert get_profile("full").wfa.sampler == "random" and get_profile("quick").wfa.sampler == "tpe"
-    monkeypatch.setenv("BTC_ASSETS_SAMPLER", "cmaes")
-    assert get_profile("full").wfa.sampler == "cmaes" and get_profile("quick").wfa.sampler == "cmaes"
-    monkeypatch.setenv("BTC_ASSETS_SAMPLER", "grid")
+    env = {"BTC_ASSETS_SAMPLER": "cmaes"}
+    for name in ("full", "quick"):
+        assert resolve_settings(tmp_path, name, env=env).profile.wfa.sampler == "cmaes"
     with pytest.raises(ValueError, match="unknown sampler 'grid'"):
-        get_profile("quick")
+        resolve_settings(tmp_path, "quick", env={"BTC_ASSETS_SAMPLER": "grid"})
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "cmaes", "random"])
@@ -484,15 +537,26 @@ def test_interrupted_study_resumes_with_the_same_choices(tmp_path: Path, sampler
         return TrialScores(-abs(x - 100.0), x % 1.0, 0.0, 0.0)
 
     def study(storage, n: int) -> list:
-        return run_phase_study(storage, "s", n_trials=n, sampler=sampler, n_startup_trials=4, seed_parts=(7, 1, 2),
-                               incumbent=incumbent, suggest=lambda t: suggest_phase(t, settings), evaluate=evaluate,
-                               distributions=dists, say=lambda m: None)
+        return run_phase_study(
+            storage,
+            "s",
+            n_trials=n,
+            sampler=sampler,
+            n_startup_trials=4,
+            seed_parts=(7, 1, 2),
+            incumbent=incumbent,
+            suggest=lambda t: suggest_phase(t, settings),
+            evaluate=evaluate,
+            distributions=dists,
+            say=lambda m: None,
+        )
 
     whole = study(open_storage(None, str(tmp_path / "whole.journal")), 16)
     interrupted = open_storage(None, str(tmp_path / "part.journal"))
     study(interrupted, 7)
-    zombie = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, params=whole[8].params,
-                                       distributions=dists, user_attrs={"index": 7})
+    zombie = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.RUNNING, params=whole[8].params, distributions=dists, user_attrs={"index": 7}
+    )
     interrupted.create_new_trial(optuna.load_study(study_name="s", storage=interrupted)._study_id, zombie)
     resumed = study(open_storage(None, str(tmp_path / "part.journal")), 16)
     assert [r.params for r in resumed] == [r.params for r in whole]
@@ -509,8 +573,18 @@ def test_walk_forward_is_causal(inputs: Path, tmp_path: Path) -> None:
     settings = replace(profile.wfa, **TINY)
 
     def go(b: pd.DataFrame, v: pd.DataFrame, home: Path):
-        return run_seed(3, "seed_03", b, v, probs, settings=settings, portfolio=profile.portfolio,
-                        schedule=SCHEDULE, checkpoints=str(home), say=lambda m: None)
+        return run_seed(
+            3,
+            "seed_03",
+            b,
+            v,
+            probs,
+            settings=settings,
+            portfolio=profile.portfolio,
+            schedule=SCHEDULE,
+            checkpoints=str(home),
+            say=lambda m: None,
+        )
 
     clean = go(bars, vol, tmp_path / "clean")
     end = clean.oos.loc[clean.oos["fold"] == 6, "timestamp"].max()

@@ -173,8 +173,14 @@ class DagsterUI:
         self.home, self.port, self.log = home, port, log
         self.url = f"http://127.0.0.1:{port}"
         with open(log, "wb") as output:  # a file, not a pipe: nobody reads a pipe, and a full one blocks dagster dev
-            self.proc = subprocess.Popen([EXE, "ui", "--port", str(port)], env=clean_env(home, **env), cwd=home,
-                                         stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [EXE, "ui", "--port", str(port)],
+                env=clean_env(home, **env),
+                cwd=home,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.location = ""
         self.repository = ""
 
@@ -218,8 +224,7 @@ class DagsterUI:
     def gql(self, query: str, variables: dict[str, Any] | None = None, timeout: float = 120) -> dict[str, Any]:
         """POST one GraphQL document; the ``data`` of the answer (GraphQL errors fail the test)."""
         body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        request = urllib.request.Request(f"{self.url}/graphql", data=body,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=timeout) as response:
             answer = json.loads(response.read())
         if answer.get("errors"):
@@ -276,8 +281,11 @@ class DagsterUI:
         out = []
         for node in self.gql(ASSET_STALE_STATUS, {"assetKeys": [key_input(n) for n in names]})["assetNodes"]:
             stats = node["partitionStats"]
-            missing = (stats["numPartitions"] - stats["numMaterializing"] - stats["numMaterialized"] > 0 if stats
-                       else node["staleStatus"] == "MISSING")
+            missing = (
+                stats["numPartitions"] - stats["numMaterializing"] - stats["numMaterialized"] > 0
+                if stats
+                else node["staleStatus"] == "MISSING"
+            )
             if node["isMaterializable"] and (node["staleStatus"] == "STALE" or missing):
                 out.append(key_name(node))
         return out
@@ -286,8 +294,9 @@ class DagsterUI:
         """(asset, partition or None) → (run id, timestamp) of its latest materialisation, for every asset."""
         out: dict[tuple[str, str | None], tuple[str, str]] = {}
         for node in self.gql(LATEST_MATERIALIZATIONS)["assetNodes"]:
-            events = node["latestMaterializationByPartition"] if node["isPartitioned"] else node[
-                "assetMaterializations"]
+            events = (
+                node["latestMaterializationByPartition"] if node["isPartitioned"] else node["assetMaterializations"]
+            )
             for event in events:
                 if event is not None:
                     out[(key_name(node), event["partition"])] = (event["runId"], event["timestamp"])
@@ -295,8 +304,9 @@ class DagsterUI:
 
     def materialization_metadata(self, name: str, partition: str | None = None) -> dict[str, Any]:
         """The latest materialisation of ``name`` (partition): run id and metadata values by label."""
-        data = self.gql(MATERIALIZATION_METADATA, {"assetKey": key_input(name),
-                                                   "partitions": [partition] if partition else None})
+        data = self.gql(
+            MATERIALIZATION_METADATA, {"assetKey": key_input(name), "partitions": [partition] if partition else None}
+        )
         event = data["assetNodeOrError"]["assetMaterializations"][0]
         values: dict[str, Any] = {"run_id": event["runId"], "timestamp": event["timestamp"]}
         for entry in event["metadataEntries"]:
@@ -307,16 +317,21 @@ class DagsterUI:
 
     # -- launching ---------------------------------------------------------------------------------------------
 
-    def launch_run(self, job: str, asset_names: list[str], tags: list[dict[str, str]] | None = None,
-                   run_config: str = "{}") -> str:
+    def launch_run(
+        self, job: str, asset_names: list[str], tags: list[dict[str, str]] | None = None, run_config: str = "{}"
+    ) -> str:
         """``launchPipelineExecution`` with the params of ``executionParamsForAssetJob`` (+ the UI tag)."""
         params = {
             "mode": "default",
             "executionMetadata": {"tags": [*(tags or []), *UI_TAGS]},
             "runConfigData": run_config,
-            "selector": {"repositoryLocationName": self.location, "repositoryName": self.repository,
-                         "pipelineName": job, "assetSelection": [key_input(n) for n in asset_names],
-                         "assetCheckSelection": []},
+            "selector": {
+                "repositoryLocationName": self.location,
+                "repositoryName": self.repository,
+                "pipelineName": job,
+                "assetSelection": [key_input(n) for n in asset_names],
+                "assetCheckSelection": [],
+            },
         }
         answer = self.gql(LAUNCH_RUN, {"executionParams": params})["launchPipelineExecution"]
         if answer["__typename"] != "LaunchRunSuccess":
@@ -325,8 +340,12 @@ class DagsterUI:
 
     def launch_backfill(self, asset_names: list[str], partitions: list[str]) -> str:
         """``launchPartitionBackfill`` as the partitions dialog sends it for the hidden asset job."""
-        params = {"tags": UI_TAGS, "assetSelection": [key_input(n) for n in asset_names],
-                  "partitionNames": partitions, "fromFailure": False}
+        params = {
+            "tags": UI_TAGS,
+            "assetSelection": [key_input(n) for n in asset_names],
+            "partitionNames": partitions,
+            "fromFailure": False,
+        }
         answer = self.gql(LAUNCH_BACKFILL, {"backfillParams": params})["launchPartitionBackfill"]
         if answer["__typename"] != "LaunchBackfillSuccess":
             raise self.fail(f"launchPartitionBackfill failed: {answer}")
@@ -355,9 +374,16 @@ class DagsterUI:
             if not job.startswith("__ASSET_JOB"):
                 raise self.fail(f"a job backfill ({job}) is not what this helper reproduces")
             return "backfill", self.launch_backfill(names, partitions)
-        answer = self.gql(PARTITION_TAGS_AND_CONFIG, {
-            "repositoryName": self.repository, "repositoryLocationName": self.location, "jobName": job,
-            "partitionName": partitions[0], "assetKeys": [key_input(n) for n in names]})
+        answer = self.gql(
+            PARTITION_TAGS_AND_CONFIG,
+            {
+                "repositoryName": self.repository,
+                "repositoryLocationName": self.location,
+                "jobName": job,
+                "partitionName": partitions[0],
+                "assetKeys": [key_input(n) for n in names],
+            },
+        )
         partition = answer["pipelineOrError"]["partition"]
         tags = partition["tagsOrError"]["results"]
         return "run", self.launch_run(job, names, tags=tags, run_config=partition["runConfigOrError"]["yaml"])
@@ -367,7 +393,8 @@ class DagsterUI:
         answer = self.gql(TERMINATE_RUNS, {"runIds": [run_id], "terminatePolicy": policy})["terminateRuns"]
         results = answer.get("terminateRunResults") or []
         if answer["__typename"] != "TerminateRunsResult" or any(
-                r["__typename"] != "TerminateRunSuccess" for r in results):
+            r["__typename"] != "TerminateRunSuccess" for r in results
+        ):
             raise self.fail(f"terminateRuns failed: {answer}")
 
     # -- waiting -----------------------------------------------------------------------------------------------
@@ -388,8 +415,9 @@ class DagsterUI:
 
     def wait_run(self, run_id: str, timeout: float, expect: str | None = "SUCCESS") -> str:
         """Poll ``runOrError`` until the run is done; check its final status (``expect``, None: any)."""
-        status = self.wait_for(f"run {run_id}", lambda: (s := self.run_status(run_id)) in DONE_RUN and s,
-                               timeout, every=2.0)
+        status = self.wait_for(
+            f"run {run_id}", lambda: (s := self.run_status(run_id)) in DONE_RUN and s, timeout, every=2.0
+        )
         if expect and status != expect:
             raise self.fail(f"run {run_id} ended {status}, expected {expect}:\n{self.run_errors(run_id)}")
         return status

@@ -40,10 +40,18 @@ def main(inputs: str, checkpoints: str, output: str, settings: str) -> None:
     bars, vol, probs = (pd.read_parquet(source / f"{name}.parquet") for name in ("bars", "volatility", "probs"))
     profile = get_profile("quick")
     options = json.loads(settings)
-    result = run_seed(options.pop("seed"), options.pop("seed_key"), bars, vol, probs,
-                      settings=replace(profile.wfa, **options), portfolio=profile.portfolio,
-                      schedule=FoldSchedule(**json.loads((source / "schedule.json").read_text())),
-                      checkpoints=checkpoints, say=lambda m: print(m, flush=True))
+    result = run_seed(
+        options.pop("seed"),
+        options.pop("seed_key"),
+        bars,
+        vol,
+        probs,
+        settings=replace(profile.wfa, **options),
+        portfolio=profile.portfolio,
+        schedule=FoldSchedule(**json.loads((source / "schedule.json").read_text())),
+        checkpoints=checkpoints,
+        say=lambda m: print(m, flush=True),
+    )
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     result.oos.to_parquet(out / "oos.parquet")

@@ -4,40 +4,92 @@ from __future__ import annotations
 
 import dagster as dg
 
+from btc_assets.config import Profile
 from btc_assets.defs import ablation, evaluation, experts, ingestion, portfolio, regimes, volatility, wfa
+from btc_assets.defs.automation import build_sensor
 from btc_assets.defs.resources import default_resources
+from btc_assets.settings import Settings, resolve_settings
+from btc_assets.versions import code_version
 
-ALL_ASSETS = [*ingestion.assets, *volatility.assets, *regimes.assets, *experts.assets, *portfolio.assets,
-              *wfa.assets, *evaluation.assets, *ablation.assets]
+_MODULES = (ingestion, volatility, regimes, experts, portfolio, wfa, evaluation, ablation)
+ALL_ASSETS = [a for module in _MODULES for a in module.assets]  # unversioned: build_definitions stamps them
+COMPUTED_BY: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    name: spec for module in _MODULES for name, spec in module.COMPUTED_BY.items()
+}
+
+
+def asset_code_version(name: str, profile: Profile) -> str:
+    """Asset ``name``'s code version under ``profile``: the source digest of the modules that compute it plus the
+    hash of the settings sections it reads (``COMPUTED_BY``; :func:`btc_assets.versions.code_version`)."""
+    modules, sections = COMPUTED_BY[name]
+    return code_version(modules, *(getattr(profile, section) for section in sections))
+
+
+def versioned_assets(profile: Profile) -> list[dg.AssetsDefinition]:
+    """Every asset with its code version under ``profile`` (an asset missing from ``COMPUTED_BY`` is an error)."""
+    missing = [k.to_user_string() for a in ALL_ASSETS for k in a.keys if k.to_user_string() not in COMPUTED_BY]
+    if missing:
+        raise ValueError(f"no COMPUTED_BY entry (modules, settings) for asset(s) {', '.join(missing)}")
+    return [
+        a.map_asset_specs(
+            lambda spec: spec.replace_attributes(code_version=asset_code_version(spec.key.to_user_string(), profile))
+        )
+        for a in ALL_ASSETS
+    ]
+
 
 WFA_SELECTION = dg.AssetSelection.assets(*wfa.walk_forward.keys)
 SUMMARY_SELECTION = dg.AssetSelection.assets(*evaluation.wfa_summary.keys, *evaluation.wfa_attribution.keys)
 ABLATION_SELECTION = dg.AssetSelection.groups(ablation.GROUP)
 CHAIN_SELECTION = dg.AssetSelection.all() - WFA_SELECTION - SUMMARY_SELECTION - ABLATION_SELECTION
 study_job = dg.define_asset_job(
-    "btc_study", selection=CHAIN_SELECTION,
+    "btc_study",
+    selection=CHAIN_SELECTION,
     description="Materialise the chain up to the portfolio (everything that is not per seed).",
 )
 seeds_job = dg.define_asset_job(
-    "wfa_seeds", selection=WFA_SELECTION,
+    "wfa_seeds",
+    selection=WFA_SELECTION,
     description="The walk-forward optimisation of one seed partition (one run per seed).",
 )
 
 summary_job = dg.define_asset_job(
-    "summarise_seeds", selection=SUMMARY_SELECTION,
+    "summarise_seeds",
+    selection=SUMMARY_SELECTION,
     description="Summarise the seed partitions materialised so far.",
 )
 
-ablation_job = dg.define_asset_job(
-    "ablation_study", selection=ABLATION_SELECTION,
-    description="The ablation: Gaussian-HMM regimes and the walk-forward of every variant on the configured seeds.",
+ABLATION_RUNS_SELECTION = dg.AssetSelection.assets(*ablation.ablation_run.keys)
+ablation_runs_job = dg.define_asset_job(
+    "ablation_runs",
+    selection=ABLATION_RUNS_SELECTION,
+    description="The walk-forward optimisation of one ablation (variant, seed) partition (one run per partition).",
 )
+ablation_job = dg.define_asset_job(
+    "ablation_study",
+    selection=ABLATION_SELECTION - ABLATION_RUNS_SELECTION,
+    description="The ablation's Gaussian-HMM regimes and its table over the materialised (variant, seed) runs.",
+)
+JOBS = [study_job, seeds_job, summary_job, ablation_runs_job, ablation_job]
 
 
-def build_definitions(home: str | None = None) -> dg.Definitions:
-    """All definitions, with resources rooted at ``home`` (default: ``BTC_ASSETS_HOME``)."""
-    return dg.Definitions(assets=ALL_ASSETS, jobs=[study_job, seeds_job, summary_job, ablation_job],
-                          resources=default_resources(home))
+def build_definitions(
+    home: str | None = None, profile: str | None = None, *, settings: Settings | None = None
+) -> dg.Definitions:
+    """All definitions for one home and profile. The settings are resolved here, once
+    (:func:`btc_assets.settings.resolve_settings`, unless ``settings`` is given): the assets' code versions and
+    the resources (``study`` is the resolved object) come from the same settings."""
+    settings = settings or resolve_settings(home, profile)
+    return dg.Definitions(
+        assets=versioned_assets(settings.profile),
+        jobs=JOBS,
+        sensors=[build_sensor(settings, [seeds_job, ablation_runs_job])],
+        resources=default_resources(settings),
+    )
 
 
-defs = build_definitions()
+@dg.definitions
+def defs() -> dg.Definitions:
+    """What ``dagster dev -m btc_assets.defs`` loads: the definitions of the environment's home and profile
+    (``btc-assets ui`` sets them), resolved when the code location loads, not when this module is imported."""
+    return build_definitions()

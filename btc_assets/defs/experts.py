@@ -6,13 +6,12 @@ import dagster as dg
 import pandas as pd
 
 from btc_assets import experts
-from btc_assets.defs.resources import code_version
 
 GROUP = "experts"
+COMPUTED_BY = {"expert_signals": (("btc_assets.experts",), ())}
 
 
-@dg.asset(group_name=GROUP, kinds={"python", "numba", "parquet"},
-          code_version=code_version(1, experts.DEFAULT_CONFIGS))
+@dg.asset(group_name=GROUP, kinds={"python", "numba", "parquet"})
 def expert_signals(context: dg.AssetExecutionContext, market_bars: pd.DataFrame) -> dg.Output:
     """Target position in [-1, 1] per hourly bar for each expert (default parameters; the walk-forward optimiser
     searches their ranges): Ichimoku trend, RSI/Bollinger mean reversion, Donchian/ATR breakout and funding carry
@@ -22,16 +21,25 @@ def expert_signals(context: dg.AssetExecutionContext, market_bars: pd.DataFrame)
     positions = experts.expert_positions(bars, experts.DEFAULT_CONFIGS)
     out = pd.DataFrame(positions, columns=list(experts.EXPERT_NAMES))
     out.insert(0, "timestamp", market_bars["timestamp"].to_numpy())
-    shares = pd.DataFrame({
-        "long": (out[list(experts.EXPERT_NAMES)] > 0).mean(),
-        "short": (out[list(experts.EXPERT_NAMES)] < 0).mean(),
-        "flat": (out[list(experts.EXPERT_NAMES)] == 0).mean(),
-    })
-    return dg.Output(out, metadata={
-        "time_in_market": dg.MetadataValue.md(shares.to_markdown(floatfmt=".3f")),
-        "configs": dg.MetadataValue.json({f.name: dataclasses.asdict(getattr(experts.DEFAULT_CONFIGS, f.name))
-                                          for f in dataclasses.fields(experts.DEFAULT_CONFIGS)}),
-    })
+    shares = pd.DataFrame(
+        {
+            "long": (out[list(experts.EXPERT_NAMES)] > 0).mean(),
+            "short": (out[list(experts.EXPERT_NAMES)] < 0).mean(),
+            "flat": (out[list(experts.EXPERT_NAMES)] == 0).mean(),
+        }
+    )
+    return dg.Output(
+        out,
+        metadata={
+            "time_in_market": dg.MetadataValue.md(shares.to_markdown(floatfmt=".3f")),
+            "configs": dg.MetadataValue.json(
+                {
+                    f.name: dataclasses.asdict(getattr(experts.DEFAULT_CONFIGS, f.name))
+                    for f in dataclasses.fields(experts.DEFAULT_CONFIGS)
+                }
+            ),
+        },
+    )
 
 
 assets = [expert_signals]

@@ -1,18 +1,26 @@
 """Ingestion assets: raw spot OHLCV, perp OHLCV and funding (content-hash data versions) and the clean hourly
 grid."""
 
-
 import dagster as dg
 import pandas as pd
 
 from btc_assets import ingestion
-from btc_assets.defs.resources import MarketSource, ProjectHome, code_version
+from btc_assets.defs.resources import MarketSource, ProjectHome
 
 GROUP = "ingestion"
+# asset → (the modules that compute it, the settings sections it reads): its code version (btc_assets.versions)
+COMPUTED_BY = {
+    name: (("btc_assets.ingestion",), ()) for name in ("raw_ohlcv", "raw_funding", "raw_perp_ohlcv", "market_bars")
+}
 
 
-def _raw_output(context: dg.AssetExecutionContext, loaded: ingestion.Loaded, what: str, source: str,
-                extra: dict[str, object] | None = None) -> dg.Output:
+def _raw_output(
+    context: dg.AssetExecutionContext,
+    loaded: ingestion.Loaded,
+    what: str,
+    source: str,
+    extra: dict[str, object] | None = None,
+) -> dg.Output:
     frame = loaded.frame
     version = ingestion.frame_hash(frame)
     for line in loaded.repairs:
@@ -23,8 +31,9 @@ def _raw_output(context: dg.AssetExecutionContext, loaded: ingestion.Loaded, wha
         data_version=dg.DataVersion(version[:24]),
         metadata={
             "source": source,
-            "files": dg.MetadataValue.md("\n".join(f"- `{r.file}`: {r.rows_in} rows in, {r.rows_out} kept"
-                                                   for r in loaded.reports) or "-"),
+            "files": dg.MetadataValue.md(
+                "\n".join(f"- `{r.file}`: {r.rows_in} rows in, {r.rows_out} kept" for r in loaded.reports) or "-"
+            ),
             "repairs": dg.MetadataValue.md("\n".join(f"- {r}" for r in loaded.repairs) or "none"),
             "first": str(ts.iloc[0]) if len(ts) else "-",
             "last": str(ts.iloc[-1]) if len(ts) else "-",
@@ -35,7 +44,7 @@ def _raw_output(context: dg.AssetExecutionContext, loaded: ingestion.Loaded, wha
     )
 
 
-@dg.asset(group_name=GROUP, kinds={"python", "parquet"}, code_version=code_version(1))
+@dg.asset(group_name=GROUP, kinds={"python", "parquet"})
 def raw_ohlcv(context: dg.AssetExecutionContext, project: ProjectHome, market_source: MarketSource) -> dg.Output:
     """Hourly OHLCV bars as the source delivers them, validated (bad input fails with file, row and rule).
 
@@ -48,7 +57,7 @@ def raw_ohlcv(context: dg.AssetExecutionContext, project: ProjectHome, market_so
     return _raw_output(context, loaded, "ohlcv", settings.describe())
 
 
-@dg.asset(group_name=GROUP, kinds={"python", "parquet"}, code_version=code_version(1))
+@dg.asset(group_name=GROUP, kinds={"python", "parquet"})
 def raw_funding(context: dg.AssetExecutionContext, project: ProjectHome, market_source: MarketSource) -> dg.Output:
     """Perpetual funding settlements (rate per interval, settlement time on the hour), validated.
 
@@ -59,7 +68,7 @@ def raw_funding(context: dg.AssetExecutionContext, project: ProjectHome, market_
     return _raw_output(context, loaded, "funding", settings.describe())
 
 
-@dg.asset(group_name=GROUP, kinds={"python", "parquet"}, code_version=code_version(1))
+@dg.asset(group_name=GROUP, kinds={"python", "parquet"})
 def raw_perp_ohlcv(context: dg.AssetExecutionContext, project: ProjectHome, market_source: MarketSource) -> dg.Output:
     """The perpetual's own hourly OHLCV bars, validated with the spot rules (bad input fails with file, row and
     rule) plus the perp rules: the listing placeholder and no-trade bars (flat, no volume) are flagged, with their
@@ -71,15 +80,24 @@ def raw_perp_ohlcv(context: dg.AssetExecutionContext, project: ProjectHome, mark
     settings = market_source.settings()
     loaded = ingestion.load_market_perp(settings, project.paths.raw, progress=context.log.info)
     flagged = {rule: len(rows) for report in loaded.reports for rule, rows in report.flagged.items()}
-    return _raw_output(context, loaded, "perp_ohlcv", settings.describe(), extra={
-        "flagged_bars": sum(flagged.values()),
-        "flagged": dg.MetadataValue.md("\n".join(f"- `{rule}`: {n} bar(s)" for rule, n in flagged.items()) or "none"),
-    })
+    return _raw_output(
+        context,
+        loaded,
+        "perp_ohlcv",
+        settings.describe(),
+        extra={
+            "flagged_bars": sum(flagged.values()),
+            "flagged": dg.MetadataValue.md(
+                "\n".join(f"- `{rule}`: {n} bar(s)" for rule, n in flagged.items()) or "none"
+            ),
+        },
+    )
 
 
-@dg.asset(group_name=GROUP, kinds={"python", "parquet"}, code_version=code_version(2))
-def market_bars(context: dg.AssetExecutionContext, raw_ohlcv: pd.DataFrame, raw_funding: pd.DataFrame,
-                raw_perp_ohlcv: pd.DataFrame) -> dg.Output:
+@dg.asset(group_name=GROUP, kinds={"python", "parquet"})
+def market_bars(
+    context: dg.AssetExecutionContext, raw_ohlcv: pd.DataFrame, raw_funding: pd.DataFrame, raw_perp_ohlcv: pd.DataFrame
+) -> dg.Output:
     """The clean hourly UTC grid: every hour present, missing exchange hours flagged (prices NaN, never invented),
     funding rate and payment time on the bar that closes at each settlement, and the perpetual's own bar on the
     same hour (``perp_open`` … ``perp_close``; NaN where no perp price is known: before its listing, its missing

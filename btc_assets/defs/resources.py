@@ -1,52 +1,30 @@
 """Dagster resources: where the project's state lives, where market data comes from, and the Parquet IO manager."""
 
-
-import os
-from pathlib import Path
-
 import dagster as dg
 import pandas as pd
 
-from btc_assets.config import Paths, Profile, get_profile, settings_hash
+from btc_assets.config import Paths
 from btc_assets.ingestion import SourceSettings
+from btc_assets.settings import Settings
 from btc_assets.storage import Warehouse
+
+Study = dg.ResourceParam[Settings]  # the resolved settings, as a resource: ``study.profile.portfolio``
 
 
 class ProjectHome(dg.ConfigurableResource):
     """The project's state folder (``BTC_ASSETS_HOME``): raw inputs, warehouse, checkpoints, reports."""
 
-    home: str = ""
+    home: str
 
     @property
     def paths(self) -> Paths:
-        return Paths.from_env(self.home or None).ensure()
-
-
-LOAD_PROFILE: Profile = get_profile()  # the profile in force when the definitions load (BTC_ASSETS_PROFILE)
-
-
-def code_version(revision: int, *sections: object) -> str:
-    """An asset's code version: its code revision plus a hash of the settings sections it reads, so a settings
-    change makes exactly that asset (and what depends on it) stale."""
-    return f"{revision}-{settings_hash(*sections)}" if sections else str(revision)
-
-
-class StudySettings(dg.ConfigurableResource):
-    """The study profile (``quick`` | ``integration`` | ``full``); empty = ``BTC_ASSETS_PROFILE`` or ``quick``.
-
-    Assets' code versions include a hash of the settings they use (taken from the profile in force when the
-    definitions load), so changing a stage's settings makes that stage and everything below it stale.
-    """
-
-    profile: str = ""
-
-    def get(self) -> Profile:
-        return get_profile(self.profile or None)
+        return Paths.at(self.home).ensure()
 
 
 class MarketSource(dg.ConfigurableResource):
-    """Where market data comes from. Empty fields fall back to the ``BTC_ASSETS_*`` environment variables
-    (``perp``: the perpetual's own OHLCV file(s), ``BTC_ASSETS_PERP``; optional)."""
+    """Where market data comes from (``btc_assets.ingestion.SourceSettings``): filled from the resolved settings
+    when the definitions are built; a run's config may name other files (``perp``: the perpetual's own OHLCV
+    file(s), optional). Never read from the environment at run time."""
 
     source: str = ""
     ohlcv: str = ""
@@ -56,44 +34,73 @@ class MarketSource(dg.ConfigurableResource):
     perp: str = ""
 
     def settings(self) -> SourceSettings:
-        return SourceSettings(source=self.source, ohlcv=self.ohlcv, funding=self.funding, symbol=self.symbol,
-                              start=self.start, perp=self.perp).resolved()
+        return SourceSettings(
+            source=self.source,
+            ohlcv=self.ohlcv,
+            funding=self.funding,
+            symbol=self.symbol,
+            start=self.start,
+            perp=self.perp,
+        ).resolved(env={})
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
     """Stores each asset (partition) as one Parquet file in the warehouse, written atomically."""
 
-    home: str = ""
+    home: str
 
     @property
     def warehouse(self) -> Warehouse:
-        return Warehouse(Paths.from_env(self.home or None).warehouse)
+        return Warehouse(Paths.at(self.home).warehouse)
 
     @staticmethod
     def _name(context: dg.OutputContext | dg.InputContext) -> str:
         return "__".join(context.asset_key.path)
 
+    @staticmethod
+    def partition_name(key: str) -> str:
+        """A partition key as a warehouse folder name: a multi-partition key's values joined by ``.`` in the order
+        of its dimension names (``seed_00.original`` for variant ``original``, seed ``seed_00``)."""
+        if isinstance(key, dg.MultiPartitionKey):
+            return ".".join(key.keys_by_dimension[d] for d in sorted(key.keys_by_dimension))
+        return key
+
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         if not isinstance(obj, pd.DataFrame):
             raise TypeError(f"{context.asset_key.to_user_string()} returned {type(obj).__name__}, not a DataFrame")
-        partition = context.partition_key if context.has_asset_partitions else None
+        partition = self.partition_name(context.partition_key) if context.has_asset_partitions else None
         path = self.warehouse.write(obj, self._name(context), partition)
         self.warehouse.refresh_catalog()
         context.add_output_metadata(
             {"path": dg.MetadataValue.path(str(path)), "rows": len(obj), "bytes": path.stat().st_size}
         )
 
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
-        partition = context.asset_partition_key if context.has_asset_partitions else None
-        return self.warehouse.read(self._name(context), partition)
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame | dict[str, pd.DataFrame]:
+        """One frame; or, for an unpartitioned asset reading a partitioned one (all its partitions), a dict
+        partition key → frame of the partitions materialised so far (the others are skipped)."""
+        name = self._name(context)
+        if not context.has_asset_partitions:
+            return self.warehouse.read(name)
+        if context.has_partition_key:  # partitioned → partitioned: the same partition
+            return self.warehouse.read(name, self.partition_name(context.asset_partition_key))
+        out = {}
+        for key in context.asset_partition_keys:
+            path = self.warehouse.path_for(name, self.partition_name(key))
+            if path.exists():
+                out[key] = pd.read_parquet(path)
+        return out
 
 
-def default_resources(home: str | os.PathLike[str] | None = None) -> dict[str, object]:
-    """The resources every asset needs; ``home`` overrides ``BTC_ASSETS_HOME`` (tests pass ``tmp_path``)."""
-    home_str = str(Path(home)) if home else ""
+def default_resources(settings: Settings) -> dict[str, object]:
+    """The resources every asset needs, from the resolved ``settings`` (tests resolve them on ``tmp_path``):
+    ``study`` is the :class:`~btc_assets.settings.Settings` object itself (assets read ``study.profile``)."""
+    home = str(settings.paths.home)
+    src = settings.source
     return {
-        "project": ProjectHome(home=home_str),
-        "market_source": MarketSource(),
-        "study": StudySettings(),
-        "io_manager": ParquetIOManager(home=home_str),
+        "project": ProjectHome(home=home),
+        "market_source": MarketSource(
+            source=src.source, ohlcv=src.ohlcv, funding=src.funding, symbol=src.symbol, start=src.start, perp=src.perp
+        ),
+        "study": settings,
+        "io_manager": ParquetIOManager(home=home),
     }

@@ -4,34 +4,36 @@ import dagster as dg
 import pandas as pd
 
 from btc_assets import volatility as vol
-from btc_assets.defs.resources import LOAD_PROFILE, StudySettings, code_version
+from btc_assets.defs.resources import Study
 
 GROUP = "volatility"
+COMPUTED_BY = {"volatility": (("btc_assets.volatility",), ("schedule", "volatility"))}
 
 
-@dg.asset(group_name=GROUP, kinds={"python", "parquet"},
-          code_version=code_version(1, LOAD_PROFILE.schedule, LOAD_PROFILE.volatility))
-def volatility(context: dg.AssetExecutionContext, study: StudySettings,
-               market_bars: pd.DataFrame) -> dg.Output:
+@dg.asset(group_name=GROUP, kinds={"python", "parquet"})
+def volatility(context: dg.AssetExecutionContext, study: Study, market_bars: pd.DataFrame) -> dg.Output:
     """Per hourly bar: realized volatility (close-to-close, Parkinson, Garman–Klass, Yang–Zhang; trailing windows)
     and the GARCH forecast ``sigma`` of bar t+1's volatility given data up to t (annualised; ``sigma_bar`` per bar).
 
     GARCH parameters are re-estimated monthly and at every walk-forward fold start, each time on data before the
     refit point only; between refits the variance is filtered bar by bar with fixed parameters.
     """
-    profile = study.get()
+    profile = study.profile
     settings = profile.volatility
     out = vol.compute_volatility(market_bars, profile.schedule, settings)
     losses = vol.forecast_losses(out["sigma_bar"], out["log_return"])
     refits = vol.garch_refits(out)
     context.log.info(f"GARCH: {len(refits)} refits; losses {losses}")
-    return dg.Output(out, metadata={
-        "refits": len(refits),
-        "refit_parameters": dg.MetadataValue.md(refits.to_markdown(index=False, floatfmt=".4g")),
-        "forecast_losses": dg.MetadataValue.json(losses),
-        "spec": f"{settings.vol}(1,1) {settings.dist} errors, seasonal={settings.seasonal}, "
-                f"train window {settings.train_window} bars",
-    })
+    return dg.Output(
+        out,
+        metadata={
+            "refits": len(refits),
+            "refit_parameters": dg.MetadataValue.md(refits.to_markdown(index=False, floatfmt=".4g")),
+            "forecast_losses": dg.MetadataValue.json(losses),
+            "spec": f"{settings.vol}(1,1) {settings.dist} errors, seasonal={settings.seasonal}, "
+            f"train window {settings.train_window} bars",
+        },
+    )
 
 
 assets = [volatility]

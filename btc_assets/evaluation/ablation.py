@@ -62,12 +62,8 @@ Statistics (per variant, across the seeds; ``confidence`` = 0.95 by default):
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
-from multiprocessing import get_context
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -91,13 +87,45 @@ CHAIN = ("original", "vol_targeting", "student_t_hmm", "mixture_soft")  # each o
 # what each variant is one step away from (the paired tests compare with it); the side variants all hang off the full
 # system
 REFERENCES: dict[str, str | None] = {
-    "original": None, "vol_targeting": "original", "student_t_hmm": "vol_targeting", "mixture_soft": "student_t_hmm",
-    "hard_switch": "mixture_soft", "gating_only": "mixture_soft", "mixture_soft_tpe": "mixture_soft",
+    "original": None,
+    "vol_targeting": "original",
+    "student_t_hmm": "vol_targeting",
+    "mixture_soft": "student_t_hmm",
+    "hard_switch": "mixture_soft",
+    "gating_only": "mixture_soft",
+    "mixture_soft_tpe": "mixture_soft",
 }
 SAMPLER = "random"  # every variant's sampler but mixture_soft_tpe's (the full profile's: the 30-seed study's)
-METRICS = ["sharpe", "monthly_return", "cagr", "sortino", "max_drawdown", "turnover_annual", "cost_drag",
-           "cost_share_of_gross", "survival"]
+METRICS = [
+    "sharpe",
+    "monthly_return",
+    "cagr",
+    "sortino",
+    "max_drawdown",
+    "turnover_annual",
+    "cost_drag",
+    "cost_share_of_gross",
+    "survival",
+]
 PAIRED = ["sharpe", "monthly_return"]
+# the columns a person reads first (the table metadata in the UI, the command line)
+SHOWN = [
+    "variant",
+    "n_seeds",
+    "sharpe",
+    "sharpe_lo",
+    "sharpe_hi",
+    "monthly_return",
+    "max_drawdown",
+    "survival",
+    "versus",
+    "d_sharpe",
+    "p_sharpe_t",
+    "p_sharpe_wilcoxon",
+    "d_daily_mean_ann",
+    "p_daily_bootstrap",
+    "pbo_walk_forward",
+]
 
 
 def variant_profile(name: str, profile: Profile) -> Profile:
@@ -108,11 +136,19 @@ def variant_profile(name: str, profile: Profile) -> Profile:
         raise ValueError(f"unknown ablation variant {name!r}; choose from {', '.join(ABLATION_VARIANTS)}")
     step = CHAIN.index(name) if name in CHAIN else len(CHAIN) - 1  # a side variant: the full system, one change
     regimes = replace(profile.regimes, emission="gaussian" if step < 2 else "student_t")
-    portfolio = replace(profile.portfolio, vol_targeting=step >= 1, hard_switch=name == "hard_switch",
-                        dd_max=profile.portfolio.dd_max if step >= 1 else 0.0)
-    wfa = replace(profile.wfa, experts=("trend",) if step < 3 else ("trend", "mean_reversion", "breakout", "carry"),
-                  search_risk_scale=step >= 1, search_experts=name != "gating_only",
-                  sampler="tpe" if name == "mixture_soft_tpe" else SAMPLER)
+    portfolio = replace(
+        profile.portfolio,
+        vol_targeting=step >= 1,
+        hard_switch=name == "hard_switch",
+        dd_max=profile.portfolio.dd_max if step >= 1 else 0.0,
+    )
+    wfa = replace(
+        profile.wfa,
+        experts=("trend",) if step < 3 else ("trend", "mean_reversion", "breakout", "carry"),
+        search_risk_scale=step >= 1,
+        search_experts=name != "gating_only",
+        sampler="tpe" if name == "mixture_soft_tpe" else SAMPLER,
+    )
     return replace(profile, regimes=regimes, portfolio=portfolio, wfa=wfa)
 
 
@@ -132,80 +168,37 @@ def needs_gaussian_regimes(variants: Sequence[str]) -> bool:
 # ------------------------------------------------------------------------------------------------------- running
 
 
-@dataclass(frozen=True)
-class AblationTask:
-    variant: str
-    seed: int
-
-
-_INPUTS: dict[str, pd.DataFrame] = {}
-
-
-def _load_inputs(folder: str) -> None:
-    for name in ("bars", "volatility", "student_t", "gaussian"):
-        path = Path(folder) / f"{name}.parquet"
-        if path.exists():
-            _INPUTS[name] = pd.read_parquet(path)
-
-
-def _run_task(task: AblationTask, profile: Profile,
-              checkpoints: str) -> tuple[AblationTask, pd.DataFrame, pd.DataFrame, int]:
+def run_variant(
+    variant: str,
+    seed: int,
+    bars: pd.DataFrame,
+    volatility: pd.DataFrame,
+    student_t: pd.DataFrame,
+    gaussian: pd.DataFrame,
+    profile: Profile,
+    checkpoints: str,
+    say: Callable[[str], None] = print,
+):
+    """Run (or resume) one (variant, seed): :func:`btc_assets.wfa.run_seed` with the variant's settings
+    (:func:`variant_profile`) and its regimes (``gaussian``: the Gaussian-HMM probabilities, for the first two
+    variants; ``student_t`` otherwise), checkpointed under ``<checkpoints>/ablation/<variant>/``. Returns the
+    :class:`~btc_assets.wfa.WfaResult`. In Dagster each (variant, seed) is one partition of ``ablation_runs``."""
     from btc_assets.wfa import run_seed
 
-    prof = variant_profile(task.variant, profile)
-    regimes = _INPUTS["gaussian" if prof.regimes.emission == "gaussian" else "student_t"]
-    result = run_seed(task.seed, seed_key(task.seed), _INPUTS["bars"], _INPUTS["volatility"], regimes,
-                      settings=prof.wfa, portfolio=prof.portfolio, schedule=prof.schedule,
-                      checkpoints=str(Path(checkpoints) / "ablation" / task.variant), say=lambda m: None)
-    return task, result.oos, result.trials, result.trials_run
-
-
-def run_ablation(bars: pd.DataFrame, volatility: pd.DataFrame, student_t: pd.DataFrame,
-                 gaussian: pd.DataFrame | None, profile: Profile, checkpoints: str, *, jobs: int = 1,
-                 say: Callable[[str], None] = print,
-                 trials_out: dict[tuple[str, int], pd.DataFrame] | None = None) -> dict[tuple[str, int], pd.DataFrame]:
-    """Run (or resume) every (variant, seed) of ``profile.ablation``; returns the out-of-sample frames (and puts
-    each run's trials frame, ``wfa_trials``' columns, into ``trials_out`` when given, for the walk-forward PBO).
-
-    ``jobs`` > 1 runs that many in separate processes (each a plain :func:`run_seed`; results do not depend on it).
-    ``gaussian`` (the Gaussian-HMM regime probabilities) is needed by the first two variants only."""
-    settings = profile.ablation
-    tasks = [AblationTask(v, s) for v in settings.variants for s in settings.seeds]
-    if needs_gaussian_regimes(settings.variants) and gaussian is None:
-        raise ValueError("the original and vol_targeting variants need Gaussian-HMM regime probabilities")
-    out: dict[tuple[str, int], pd.DataFrame] = {}
-    with tempfile.TemporaryDirectory(prefix="ablation-inputs-") as folder:
-        frames = {"bars": bars, "volatility": volatility, "student_t": student_t, "gaussian": gaussian}
-        for name, frame in frames.items():
-            if frame is not None:
-                frame = frame.copy()
-                frame.attrs = {}
-                frame.to_parquet(Path(folder) / f"{name}.parquet")
-        workers = max(1, min(jobs, len(tasks)))
-        if workers == 1:
-            _load_inputs(folder)
-            results = (_run_task(t, profile, checkpoints) for t in tasks)
-            for task, oos, trials, ran in results:
-                out[(task.variant, task.seed)] = oos
-                if trials_out is not None:
-                    trials_out[(task.variant, task.seed)] = trials
-                say(f"ablation {task.variant} {seed_key(task.seed)}: done ({ran} trials run now)")
-            _INPUTS.clear()
-        else:
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_load_inputs,
-                                     initargs=(folder,)) as pool:
-                futures = [pool.submit(_run_task, t, profile, checkpoints) for t in tasks]
-                for future in futures:
-                    task, oos, trials, ran = future.result()
-                    out[(task.variant, task.seed)] = oos
-                    if trials_out is not None:
-                        trials_out[(task.variant, task.seed)] = trials
-                    say(f"ablation {task.variant} {seed_key(task.seed)}: done ({ran} trials run now)")
-    return out
-
-
-def default_jobs() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    prof = variant_profile(variant, profile)
+    regimes = gaussian if prof.regimes.emission == "gaussian" else student_t
+    return run_seed(
+        seed,
+        seed_key(seed),
+        bars,
+        volatility,
+        regimes,
+        settings=prof.wfa,
+        portfolio=prof.portfolio,
+        schedule=prof.schedule,
+        checkpoints=str(Path(checkpoints) / "ablation" / variant),
+        say=say,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- statistics
@@ -239,38 +232,53 @@ def bootstrap_mean_pvalue(d: np.ndarray, block: float, reps: int, seed: int) -> 
 
 def per_seed_metrics(results: dict[tuple[str, int], pd.DataFrame], ruin_floor: float) -> pd.DataFrame:
     """One row per (variant, seed): the out-of-sample metrics."""
-    rows = [{"variant": v, "seed": seed_key(s), **frame_stats(frame, ruin_floor)}
-            for (v, s), frame in results.items()]
+    rows = [{"variant": v, "seed": seed_key(s), **frame_stats(frame, ruin_floor)} for (v, s), frame in results.items()]
     return pd.DataFrame(rows)[["variant", "seed", *METRICS]]
 
 
-def variant_walk_forward_pbo(trials: Mapping[tuple[str, int], pd.DataFrame] | None, variant: str,
-                             seeds: Sequence[int]) -> dict[str, float]:
+def variant_walk_forward_pbo(
+    trials: Mapping[tuple[str, int], pd.DataFrame] | None, variant: str, seeds: Sequence[int]
+) -> dict[str, float]:
     """The walk-forward PBO of one variant, pooled over the studies of all its seeds (NaN without trials)."""
-    frames = [trials[(variant, s)].assign(seed=seed_key(s)) for s in seeds
-              if trials is not None and (variant, s) in trials]
+    frames = [
+        trials[(variant, s)].assign(seed=seed_key(s)) for s in seeds if trials is not None and (variant, s) in trials
+    ]
     if not frames:
         return {"pbo_walk_forward": math.nan, "pbo_walk_forward_logit": math.nan, "pbo_walk_forward_studies": 0.0}
     wf = walk_forward_pbo(pd.concat(frames, ignore_index=True))
-    return {"pbo_walk_forward": wf.pbo, "pbo_walk_forward_logit": wf.mean_logit,
-            "pbo_walk_forward_studies": float(wf.n_studies)}
+    return {
+        "pbo_walk_forward": wf.pbo,
+        "pbo_walk_forward_logit": wf.mean_logit,
+        "pbo_walk_forward_studies": float(wf.n_studies),
+    }
 
 
-def ablation_table(results: dict[tuple[str, int], pd.DataFrame], profile: Profile, *, block_days: float = 10.0,
-                   reps: int = 2000, bootstrap_seed: int = 0,
-                   trials: Mapping[tuple[str, int], pd.DataFrame] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def ablation_table(
+    results: dict[tuple[str, int], pd.DataFrame],
+    profile: Profile,
+    *,
+    block_days: float = 10.0,
+    reps: int = 2000,
+    bootstrap_seed: int = 0,
+    trials: Mapping[tuple[str, int], pd.DataFrame] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(table, per_seed): one row per variant, in the configured order, with the means and intervals across seeds
     of :data:`METRICS`, the paired tests against its reference (``versus``, :func:`reference_of`; not the row
     before it) and, given the runs' ``trials`` frames, the variant's walk-forward PBO (see the module docstring)."""
     settings = profile.ablation
     per_seed = per_seed_metrics(results, profile.portfolio.ruin_floor)
-    daily = {v: pd.concat({s: daily_returns(results[(v, s)]) for s in settings.seeds}, axis=1)
-             for v in settings.variants}
+    daily = {
+        v: pd.concat({s: daily_returns(results[(v, s)]) for s in settings.seeds}, axis=1) for v in settings.variants
+    }
     rows = []
     for i, variant in enumerate(settings.variants):
         mine = per_seed[per_seed["variant"] == variant].set_index("seed")
-        row: dict[str, object] = {"step": i, "variant": variant, "description": DESCRIPTIONS[variant],
-                                  "n_seeds": len(mine)}
+        row: dict[str, object] = {
+            "step": i,
+            "variant": variant,
+            "description": DESCRIPTIONS[variant],
+            "n_seeds": len(mine),
+        }
         for m in METRICS:
             row[m], row[f"{m}_lo"], row[f"{m}_hi"] = t_interval(mine[m].tolist(), settings.confidence)
         row.update(variant_walk_forward_pbo(trials, variant, settings.seeds))
@@ -282,10 +290,12 @@ def ablation_table(results: dict[tuple[str, int], pd.DataFrame], profile: Profil
                 d = (mine[m] - theirs[m]).to_numpy(dtype=float)
                 row[f"d_{m}"], row[f"d_{m}_lo"], row[f"d_{m}_hi"] = t_interval(d.tolist(), settings.confidence)
                 finite = d[np.isfinite(d)]
-                row[f"p_{m}_t"] = float(sps.ttest_1samp(finite, 0.0).pvalue) if finite.size >= 2 and \
-                    finite.std() > 0 else math.nan
-                row[f"p_{m}_wilcoxon"] = float(sps.wilcoxon(finite).pvalue) if finite.size >= 1 and \
-                    (finite != 0).any() else math.nan
+                row[f"p_{m}_t"] = (
+                    float(sps.ttest_1samp(finite, 0.0).pvalue) if finite.size >= 2 and finite.std() > 0 else math.nan
+                )
+                row[f"p_{m}_wilcoxon"] = (
+                    float(sps.wilcoxon(finite).pvalue) if finite.size >= 1 and (finite != 0).any() else math.nan
+                )
             a, b = daily[variant].mean(axis=1), daily[reference].mean(axis=1)
             both = pd.concat([a, b], axis=1, join="inner").dropna()
             diff = (both.iloc[:, 0] - both.iloc[:, 1]).to_numpy()
@@ -296,8 +306,15 @@ def ablation_table(results: dict[tuple[str, int], pd.DataFrame], profile: Profil
     return pd.DataFrame(rows), per_seed
 
 
-def design_snooping(results: Mapping[tuple[str, int], pd.DataFrame], benchmark: pd.DataFrame, profile: Profile, *,
-                    block_size: int | None = None, reps: int = 1000, seed: int = 0) -> dict[str, object]:
+def design_snooping(
+    results: Mapping[tuple[str, int], pd.DataFrame],
+    benchmark: pd.DataFrame,
+    profile: Profile,
+    *,
+    block_size: int | None = None,
+    reps: int = 1000,
+    seed: int = 0,
+) -> dict[str, object]:
     """SPA and Reality Check of the designs against ``benchmark`` (``buy_and_hold_spot`` on the same bars): the M
     candidates are the variants, each its seed-averaged daily out-of-sample return series; the days every variant
     and the benchmark have. Stationary bootstrap (``block_size`` mean block length, default int(sqrt(T))), ``reps``
@@ -306,14 +323,22 @@ def design_snooping(results: Mapping[tuple[str, int], pd.DataFrame], benchmark: 
     variants = [v for v in settings.variants if all((v, s) in results for s in settings.seeds)]
     if not variants:
         raise ValueError("design_snooping needs at least one variant with every seed's results")
-    daily = {v: pd.concat({s: daily_returns(results[(v, s)]) for s in settings.seeds}, axis=1)
-             .mean(axis=1, skipna=False) for v in variants}
+    daily = {
+        v: pd.concat({s: daily_returns(results[(v, s)]) for s in settings.seeds}, axis=1).mean(axis=1, skipna=False)
+        for v in variants
+    }
     frame = pd.concat({**daily, "_benchmark": daily_returns(benchmark)}, axis=1, join="inner").dropna()
     designs, bench = frame[variants].to_numpy(), frame["_benchmark"].to_numpy()
     spa = spa_test(designs, bench, block_size=block_size, reps=reps, seed=seed)
     rc = reality_check(designs, bench, block_size=block_size, reps=reps, seed=seed)
     excess = (designs - bench[:, None]).mean(axis=0) * 365.0
-    return {"spa_lower": spa["lower"], "spa_consistent": spa["consistent"], "spa_upper": spa["upper"],
-            "reality_check": rc["pvalue"], "candidates": list(variants), "n_candidates": float(len(variants)),
-            "days": float(len(frame)),
-            "excess_vs_benchmark_ann": {v: float(x) for v, x in zip(variants, excess, strict=True)}}
+    return {
+        "spa_lower": spa["lower"],
+        "spa_consistent": spa["consistent"],
+        "spa_upper": spa["upper"],
+        "reality_check": rc["pvalue"],
+        "candidates": list(variants),
+        "n_candidates": float(len(variants)),
+        "days": float(len(frame)),
+        "excess_vs_benchmark_ann": {v: float(x) for v, x in zip(variants, excess, strict=True)},
+    }

@@ -398,8 +398,15 @@ def unselected_trials(trial_indices: Iterable[int], size: int, seed: int | Seque
     return np.sort(rng.choice(idx, size=int(size), replace=False))
 
 
-def study_cscv(trial_indices: Iterable[int], returns_of: Callable[[int], pd.Series], *, n_trials: int = 50,
-               n_blocks: int = 16, seed: int | Sequence[int] = 0, period: str = "7D") -> dict[str, float]:
+def study_cscv(
+    trial_indices: Iterable[int],
+    returns_of: Callable[[int], pd.Series],
+    *,
+    n_trials: int = 50,
+    n_blocks: int = 16,
+    seed: int | Sequence[int] = 0,
+    period: str = "7D",
+) -> dict[str, float]:
     """Probability of backtest overfitting of one study by CSCV over trials *not selected by the score under test*.
 
     Convention: the configurations are :func:`unselected_trials` (``n_trials`` of the study's trials drawn at random,
@@ -428,8 +435,14 @@ def study_cscv(trial_indices: Iterable[int], returns_of: Callable[[int], pd.Seri
     n = len(chosen)
     rho = (n - effective_number_of_trials(matrix)) / (n - 1) if n >= 2 and matrix.shape[0] >= 2 else 1.0
     blocks = min(int(n_blocks), (matrix.shape[0] // 4) // 2 * 2)
-    out = {"pbo": math.nan, "rho": float(rho), "n_trials": float(n), "n_study_trials": float(len(all_indices)),
-           "n_weeks": float(matrix.shape[0]), "n_blocks": 0.0}
+    out = {
+        "pbo": math.nan,
+        "rho": float(rho),
+        "n_trials": float(n),
+        "n_study_trials": float(len(all_indices)),
+        "n_weeks": float(matrix.shape[0]),
+        "n_blocks": 0.0,
+    }
     if n >= 2 and blocks >= 2:
         out["pbo"] = float(probability_of_backtest_overfitting(matrix, n_blocks=blocks).pbo)
         out["n_blocks"] = float(blocks)
@@ -465,8 +478,10 @@ def walk_forward_pbo(trials: pd.DataFrame, score: str = "test") -> WalkForwardPB
     """
     missing = [c for c in ("fold", "phase", "winner", score) if c not in trials]
     if missing:
-        raise ValueError(f"the trials frame has no column(s) {missing}: the walk-forward PBO needs every trial's "
-                         f"out-of-sample {score!r} score (re-run the walk-forward to get it)")
+        raise ValueError(
+            f"the trials frame has no column(s) {missing}: the walk-forward PBO needs every trial's "
+            f"out-of-sample {score!r} score (re-run the walk-forward to get it)"
+        )
     keys = study_keys(trials)
     frame = trials[[*keys, "winner", score]].copy()
     frame[score] = pd.to_numeric(frame[score], errors="coerce").astype(float)
@@ -481,16 +496,25 @@ def walk_forward_pbo(trials: pd.DataFrame, score: str = "test") -> WalkForwardPB
     chosen = frame[frame["winner"].astype(bool)].rename(columns={"_rank": "rank", "_n": "n_trials"})
     chosen = chosen[chosen["rank"].notna() & (chosen["n_trials"] >= 2)]
     omega = chosen["rank"] / (chosen["n_trials"] + 1.0)
-    studies = chosen[keys].assign(n_trials=chosen["n_trials"].astype(int), rank=chosen["rank"], omega=omega,
-                                  logit=np.log(omega / (1.0 - omega))).reset_index(drop=True)
+    studies = (
+        chosen[keys]
+        .assign(
+            n_trials=chosen["n_trials"].astype(int),
+            rank=chosen["rank"],
+            omega=omega,
+            logit=np.log(omega / (1.0 - omega)),
+        )
+        .reset_index(drop=True)
+    )
     if studies.empty:
         return WalkForwardPBO(math.nan, math.nan, 0, studies)
     below = (studies["logit"] < 0.0).to_numpy(dtype=float) + 0.5 * (studies["logit"] == 0.0).to_numpy(dtype=float)
     return WalkForwardPBO(float(below.mean()), float(studies["logit"].mean()), len(studies), studies)
 
 
-def study_deflated_sharpe(trials: pd.DataFrame, sharpe: str = "fit_sharpe", bars: str = "fit_bars",
-                          rho: str = "study_rho") -> pd.DataFrame:
+def study_deflated_sharpe(
+    trials: pd.DataFrame, sharpe: str = "fit_sharpe", bars: str = "fit_bars", rho: str = "study_rho"
+) -> pd.DataFrame:
     """Deflated Sharpe ratio of each study's selected trial on the piece the search optimised, with that study's
     own trial count and Sharpe variance (Bailey & López de Prado 2014, applied where the selection happened).
 
@@ -524,17 +548,40 @@ def study_deflated_sharpe(trials: pd.DataFrame, sharpe: str = "fit_sharpe", bars
         sr = float(win[sharpe].iloc[0])
         t = float(win[bars].iloc[0])
         row = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
-        row.update(n_trials=float(n), n_effective=n_eff, sr=sr, n_bars=t, sr_variance=math.nan,
-                   expected_max_sr=math.nan, expected_max_sr_raw_n=math.nan, dsr=math.nan, dsr_raw_n=math.nan)
+        row.update(
+            n_trials=float(n),
+            n_effective=n_eff,
+            sr=sr,
+            n_bars=t,
+            sr_variance=math.nan,
+            expected_max_sr=math.nan,
+            expected_max_sr_raw_n=math.nan,
+            dsr=math.nan,
+            dsr_raw_n=math.nan,
+        )
         if sr_all.size >= 2 and math.isfinite(sr) and math.isfinite(t) and t >= 2:
             v = float(np.var(sr_all, ddof=1))
             e_eff, e_raw = expected_max_sharpe(max(n_eff, 1.0), v), expected_max_sharpe(max(n, 1), v)
-            row.update(sr_variance=v, expected_max_sr=e_eff, expected_max_sr_raw_n=e_raw,
-                       dsr=_psr_from_moments(sr, 0.0, 3.0, t, e_eff),
-                       dsr_raw_n=_psr_from_moments(sr, 0.0, 3.0, t, e_raw))
+            row.update(
+                sr_variance=v,
+                expected_max_sr=e_eff,
+                expected_max_sr_raw_n=e_raw,
+                dsr=_psr_from_moments(sr, 0.0, 3.0, t, e_eff),
+                dsr_raw_n=_psr_from_moments(sr, 0.0, 3.0, t, e_raw),
+            )
         rows.append(row)
-    columns = [*keys, "n_trials", "n_effective", "sr", "sr_variance", "n_bars", "expected_max_sr",
-               "expected_max_sr_raw_n", "dsr", "dsr_raw_n"]
+    columns = [
+        *keys,
+        "n_trials",
+        "n_effective",
+        "sr",
+        "sr_variance",
+        "n_bars",
+        "expected_max_sr",
+        "expected_max_sr_raw_n",
+        "dsr",
+        "dsr_raw_n",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -654,7 +701,8 @@ def reality_check(
     b = _block_size(block_size, bench.size)
     if (strat - bench[:, None]).mean(axis=0).max() <= 0.0:
         return {"pvalue": 1.0}
-    rc = RealityCheck(-bench, -strat, block_size=b, reps=int(reps), bootstrap="stationary", studentize=False,
-                      seed=_rng(seed))
+    rc = RealityCheck(
+        -bench, -strat, block_size=b, reps=int(reps), bootstrap="stationary", studentize=False, seed=_rng(seed)
+    )
     rc.compute()
     return {"pvalue": float(rc.pvalues["upper"])}

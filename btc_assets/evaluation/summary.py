@@ -106,16 +106,40 @@ from btc_assets.portfolio.moe import engine_params, leverage_sigma, price_arrays
 TARGET_MONTHLY = 0.05  # the original study's goal
 # The original system's figures as another study reported them (conventions unknown; not measured here).
 ORIGINAL_SYSTEM_REPORTED = {"return_per_month": 0.0030, "max_drawdown": 0.12, "survival": 1.0}
-ORIGINAL_SYSTEM_NOTE = ("as reported by another study; its conventions (compounded or arithmetic months, costs, "
-                        "period, data) are unknown, so these figures are not comparable with the measured table")
-METRICS = ["monthly_return", "mean_monthly_return_arithmetic", "cagr", "sharpe", "sortino", "calmar",
-           "max_drawdown", "turnover_annual", "cost_drag", "cost_share_of_gross", "survival"]
+ORIGINAL_SYSTEM_NOTE = (
+    "as reported by another study; its conventions (compounded or arithmetic months, costs, "
+    "period, data) are unknown, so these figures are not comparable with the measured table"
+)
+METRICS = [
+    "monthly_return",
+    "mean_monthly_return_arithmetic",
+    "cagr",
+    "sharpe",
+    "sortino",
+    "calmar",
+    "max_drawdown",
+    "turnover_annual",
+    "cost_drag",
+    "cost_share_of_gross",
+    "survival",
+]
 SPOT = "buy_and_hold_spot"  # the headline reference: PSR against its Sharpe ratio, the SPA's benchmark
 N_DESIGNS = len(ABLATION_VARIANTS)  # designs compared: the ablation's variants (the sampler alternative among them)
 # the selection-bias columns of every seed row (see the module docstring)
-SELECTION_COLUMNS = ["psr", "psr_vs_spot", "dsr", "study_dsr_median", "study_dsr_mean", "study_dsr_raw_n_median",
-                     "study_dsr_raw_n_mean", "pbo", "pbo_walk_forward", "pbo_walk_forward_logit",
-                     "min_track_record_days", "track_record_days"]
+SELECTION_COLUMNS = [
+    "psr",
+    "psr_vs_spot",
+    "dsr",
+    "study_dsr_median",
+    "study_dsr_mean",
+    "study_dsr_raw_n_median",
+    "study_dsr_raw_n_mean",
+    "pbo",
+    "pbo_walk_forward",
+    "pbo_walk_forward_logit",
+    "min_track_record_days",
+    "track_record_days",
+]
 # FoldSchedule's default purge + validation: where the fit piece ends before a test window (fallback for trials
 # frames without ``fit_bars``)
 
@@ -139,8 +163,14 @@ def frame_stats(frame: pd.DataFrame, ruin_floor: float) -> dict[str, float]:
     :func:`btc_assets.portfolio.metrics.bar_costs` (fees + slippage + funding paid)."""
     returns = pd.Series(frame["bar_return"].to_numpy(), index=pd.DatetimeIndex(frame["timestamp"]))
     equity = np.cumprod(1.0 + returns.to_numpy())
-    return portfolio_metrics(returns, equity, frame["turnover"].to_numpy(), bar_costs(frame), ruin_floor,
-                             exposure=frame["gross_exposure"].to_numpy() if "gross_exposure" in frame else None)
+    return portfolio_metrics(
+        returns,
+        equity,
+        frame["turnover"].to_numpy(),
+        bar_costs(frame),
+        ruin_floor,
+        exposure=frame["gross_exposure"].to_numpy() if "gross_exposure" in frame else None,
+    )
 
 
 def monthly_returns(frame: pd.DataFrame) -> pd.Series:
@@ -161,17 +191,27 @@ def snooping_tests(oos: Mapping[str, pd.DataFrame], benchmark: pd.DataFrame, see
     the seed-averaged daily return series (the seeds are replications, not candidates; days every seed and the
     benchmark have). ``spa_candidates`` = 1."""
     daily = pd.concat({s: daily_returns(f) for s, f in oos.items()}, axis=1)
-    both = pd.concat([daily.mean(axis=1, skipna=False).rename("design"),
-                      daily_returns(benchmark).rename("benchmark")], axis=1, join="inner").dropna()
+    both = pd.concat(
+        [daily.mean(axis=1, skipna=False).rename("design"), daily_returns(benchmark).rename("benchmark")],
+        axis=1,
+        join="inner",
+    ).dropna()
     design, bench = both["design"].to_numpy(), both["benchmark"].to_numpy()
     spa = spa_test(design, bench, seed=seed)
     rc = reality_check(design, bench, seed=seed)
-    return {"spa_lower": spa["lower"], "spa_consistent": spa["consistent"], "spa_upper": spa["upper"],
-            "reality_check": rc["pvalue"], "spa_candidates": 1.0, "days": float(len(both))}
+    return {
+        "spa_lower": spa["lower"],
+        "spa_consistent": spa["consistent"],
+        "spa_upper": spa["upper"],
+        "reality_check": rc["pvalue"],
+        "spa_candidates": 1.0,
+        "days": float(len(both)),
+    }
 
 
-def reference_frames(bars: pd.DataFrame, volatility: pd.DataFrame, timestamps: pd.Series,
-                     portfolio: PortfolioSettings) -> dict[str, pd.DataFrame]:
+def reference_frames(
+    bars: pd.DataFrame, volatility: pd.DataFrame, timestamps: pd.Series, portfolio: PortfolioSettings
+) -> dict[str, pd.DataFrame]:
     """The references (:data:`btc_assets.portfolio.metrics.REFERENCES`) on exactly the out-of-sample bars, with
     the portfolio's costs (spot: the spot fee) and the strategy's leverage volatility (causal, so known from the
     first out-of-sample bar)."""
@@ -214,14 +254,20 @@ def effective_trials(all_trials: pd.DataFrame) -> float:
 def trial_fit_bars(all_trials: pd.DataFrame) -> np.ndarray:
     """Bars of each trial's fit piece (the ``fit_bars`` column, written by ``run_seed``)."""
     if "fit_bars" not in all_trials or all_trials["fit_bars"].isna().any():
-        raise ValueError("wfa_trials has no fit_bars for some trials (results of an older version): re-run the "
-                         "walk-forward")
+        raise ValueError(
+            "wfa_trials has no fit_bars for some trials (results of an older version): re-run the walk-forward"
+        )
     return all_trials["fit_bars"].to_numpy(dtype=float)
 
 
-def selection_statistics(oos: Mapping[str, pd.DataFrame], trials: Mapping[str, pd.DataFrame], spot: pd.DataFrame,
-                         *, n_designs: int = N_DESIGNS,
-                         bootstrap_seed: int = 0) -> tuple[pd.DataFrame, dict[str, float]]:
+def selection_statistics(
+    oos: Mapping[str, pd.DataFrame],
+    trials: Mapping[str, pd.DataFrame],
+    spot: pd.DataFrame,
+    *,
+    n_designs: int = N_DESIGNS,
+    bootstrap_seed: int = 0,
+) -> tuple[pd.DataFrame, dict[str, float]]:
     """The selection-bias columns of every seed row (:data:`SELECTION_COLUMNS`) and the pooled figures (the
     summary's ``overfitting``), each where its selection happened (see the module docstring). ``spot`` is
     ``buy_and_hold_spot`` on the seeds' out-of-sample bars."""
@@ -241,9 +287,12 @@ def selection_statistics(oos: Mapping[str, pd.DataFrame], trials: Mapping[str, p
         }
     per_seed = pd.DataFrame(rows).T.reindex(columns=SELECTION_COLUMNS)
     pooled: dict[str, float] = {
-        "n_trials": float(len(all_trials)), "n_effective_trials": effective_trials(all_trials) if frames else 0.0,
-        "n_designs": float(n_designs), "spot_sharpe_per_bar": spot_sr,
-        "median_psr": float(per_seed["psr"].median()), "median_psr_vs_spot": float(per_seed["psr_vs_spot"].median()),
+        "n_trials": float(len(all_trials)),
+        "n_effective_trials": effective_trials(all_trials) if frames else 0.0,
+        "n_designs": float(n_designs),
+        "spot_sharpe_per_bar": spot_sr,
+        "median_psr": float(per_seed["psr"].median()),
+        "median_psr_vs_spot": float(per_seed["psr_vs_spot"].median()),
         "median_dsr": float(per_seed["dsr"].median()),
     }
     if frames:
@@ -256,36 +305,53 @@ def selection_statistics(oos: Mapping[str, pd.DataFrame], trials: Mapping[str, p
         per_seed["study_dsr_raw_n_median"] = by_seed["dsr_raw_n"].median()
         per_seed["study_dsr_raw_n_mean"] = by_seed["dsr_raw_n"].mean()
         finite = dsr["dsr"].dropna()
-        pooled.update({
-            "n_studies": float(len(dsr)), "studies_with_dsr": float(len(finite)),
-            "median_study_dsr": float(finite.median()) if len(finite) else math.nan,
-            "mean_study_dsr": float(finite.mean()) if len(finite) else math.nan,
-            "median_study_dsr_raw_n": float(dsr["dsr_raw_n"].median()),
-            "share_studies_dsr_above_95": float((finite > 0.95).mean()) if len(finite) else math.nan,
-        })
+        pooled.update(
+            {
+                "n_studies": float(len(dsr)),
+                "studies_with_dsr": float(len(finite)),
+                "median_study_dsr": float(finite.median()) if len(finite) else math.nan,
+                "mean_study_dsr": float(finite.mean()) if len(finite) else math.nan,
+                "median_study_dsr_raw_n": float(dsr["dsr_raw_n"].median()),
+                "share_studies_dsr_above_95": float((finite > 0.95).mean()) if len(finite) else math.nan,
+            }
+        )
         if "study_pbo" in all_trials:
             studies = all_trials.drop_duplicates(keys)
             per_seed["pbo"] = studies.groupby("seed")["study_pbo"].mean()
             pbo = studies["study_pbo"].dropna()
-            pooled.update({
-                "studies_with_pbo": float(len(pbo)),
-                "median_study_pbo": float(pbo.median()) if len(pbo) else math.nan,
-                "mean_study_pbo": float(pbo.mean()) if len(pbo) else math.nan,
-                "share_studies_pbo_above_half": float((pbo > 0.5).mean()) if len(pbo) else math.nan,
-            })
+            pooled.update(
+                {
+                    "studies_with_pbo": float(len(pbo)),
+                    "median_study_pbo": float(pbo.median()) if len(pbo) else math.nan,
+                    "mean_study_pbo": float(pbo.mean()) if len(pbo) else math.nan,
+                    "share_studies_pbo_above_half": float((pbo > 0.5).mean()) if len(pbo) else math.nan,
+                }
+            )
         wf = walk_forward_pbo(all_trials)
         if wf.n_studies:
             per_study = wf.studies.assign(low=wf.studies["logit"] <= 0.0).groupby("seed")
             per_seed["pbo_walk_forward"] = per_study["low"].mean().astype(float)
             per_seed["pbo_walk_forward_logit"] = per_study["logit"].mean()
-        pooled.update({"pbo_walk_forward": wf.pbo, "pbo_walk_forward_logit": wf.mean_logit,
-                       "pbo_walk_forward_studies": float(wf.n_studies)})
+        pooled.update(
+            {
+                "pbo_walk_forward": wf.pbo,
+                "pbo_walk_forward_logit": wf.mean_logit,
+                "pbo_walk_forward_studies": float(wf.n_studies),
+            }
+        )
     pooled.update(snooping_tests(oos, spot, seed=bootstrap_seed))
     return per_seed.astype(float), pooled
 
 
-def summarise(oos: Mapping[str, pd.DataFrame], trials: Mapping[str, pd.DataFrame], bars: pd.DataFrame,
-              volatility: pd.DataFrame, portfolio: PortfolioSettings, *, n_designs: int = N_DESIGNS) -> Summary:
+def summarise(
+    oos: Mapping[str, pd.DataFrame],
+    trials: Mapping[str, pd.DataFrame],
+    bars: pd.DataFrame,
+    volatility: pd.DataFrame,
+    portfolio: PortfolioSettings,
+    *,
+    n_designs: int = N_DESIGNS,
+) -> Summary:
     """The whole summary (see the module docstring; ``n_designs``: the designs compared, for ``dsr``)."""
     if not oos:
         raise ValueError("no seed has out-of-sample results yet: materialise some wfa_results partitions first")
@@ -298,11 +364,16 @@ def summarise(oos: Mapping[str, pd.DataFrame], trials: Mapping[str, pd.DataFrame
     columns = [*METRICS, *SELECTION_COLUMNS]
     per_seed = per_seed[columns]
     finite = per_seed.replace([np.inf, -np.inf], np.nan)
-    spread = pd.DataFrame({
-        "median": finite.median(), "p05": finite.quantile(0.05), "p95": finite.quantile(0.95),
-    }).T
-    spread["min_track_record_days"] = [quantile_with_inf(per_seed["min_track_record_days"], q)
-                                       for q in (0.5, 0.05, 0.95)]  # an infinite one (never significant) counts
+    spread = pd.DataFrame(
+        {
+            "median": finite.median(),
+            "p05": finite.quantile(0.05),
+            "p95": finite.quantile(0.95),
+        }
+    ).T
+    spread["min_track_record_days"] = [
+        quantile_with_inf(per_seed["min_track_record_days"], q) for q in (0.5, 0.05, 0.95)
+    ]  # an infinite one (never significant) counts
     spread["survival"] = per_seed["survival"].mean()  # the survival rate, in every dispersion row
     ref_rows = pd.DataFrame({name: frame_stats(frame, portfolio.ruin_floor) for name, frame in refs.items()}).T
     for name, frame in refs.items():

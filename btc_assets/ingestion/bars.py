@@ -28,8 +28,20 @@ from btc_assets.ingestion.load import find_gaps
 from btc_assets.ingestion.schema import TS_DTYPE
 
 MARKET_BAR_COLUMNS = (
-    "timestamp", "open", "high", "low", "close", "volume", "missing", "funding_rate", "funding_time",
-    "funding_known", "perp_open", "perp_high", "perp_low", "perp_close",
+    "timestamp",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "missing",
+    "funding_rate",
+    "funding_time",
+    "funding_known",
+    "perp_open",
+    "perp_high",
+    "perp_low",
+    "perp_close",
 )
 PERP_COLUMNS = ("perp_open", "perp_high", "perp_low", "perp_close")
 

@@ -239,9 +239,7 @@ def _hour_grid(spec: DemoMarketSpec) -> tuple[np.ndarray, int]:
 
 
 def _timestamps(epoch_hours: np.ndarray) -> pd.DatetimeIndex:
-    return pd.DatetimeIndex((epoch_hours * _HOUR_MS).astype("datetime64[ms]"), name="timestamp").tz_localize(
-        "UTC"
-    )
+    return pd.DatetimeIndex((epoch_hours * _HOUR_MS).astype("datetime64[ms]"), name="timestamp").tz_localize("UTC")
 
 
 def _check_spec(spec: DemoMarketSpec) -> None:
@@ -271,10 +269,22 @@ def generate_demo_market(spec: DemoMarketSpec = DemoMarketSpec()) -> DemoMarket:
     if spec.structureless:  # one volatility level, no drift, no mean reversion, no band
         inf = float("inf")
         drift, vol, chop, band_soft, band_hard, band_kappa = (
-            np.zeros(len(DEMO_REGIMES)), np.full(len(DEMO_REGIMES), 0.006), -1, (-inf, inf), (-inf, inf), 0.0)
+            np.zeros(len(DEMO_REGIMES)),
+            np.full(len(DEMO_REGIMES), 0.006),
+            -1,
+            (-inf, inf),
+            (-inf, inf),
+            0.0,
+        )
     else:
         drift, vol, chop, band_soft, band_hard, band_kappa = (
-            _DRIFT, _VOL, _CHOP, _LOG_BAND_SOFT, _LOG_BAND_HARD, _BAND_KAPPA)
+            _DRIFT,
+            _VOL,
+            _CHOP,
+            _LOG_BAND_SOFT,
+            _LOG_BAND_HARD,
+            _BAND_KAPPA,
+        )
     xs, sig = _simulate_log_path(
         x0, regime, drift, vol, season, z, _GARCH_A, _GARCH_B, chop, _CHOP_KAPPA,
         band_soft, band_hard, band_kappa, _SHOCK_CAP, spec.structureless,
@@ -307,12 +317,11 @@ def generate_demo_market(spec: DemoMarketSpec = DemoMarketSpec()) -> DemoMarket:
     ohlcv = ohlcv[list(OHLCV_COLUMNS)].reset_index(drop=True)
 
     funding = _funding(hours, regime, ret, spec.funding_interval_hours, rng_funding, spec.structureless)
-    regimes = pd.Series(
-        pd.Categorical.from_codes(regime, categories=list(DEMO_REGIMES)), index=ts, name="regime"
-    )
+    regimes = pd.Series(pd.Categorical.from_codes(regime, categories=list(DEMO_REGIMES)), index=ts, name="regime")
     listed = np.arange(n) >= round(spec.perp_listing_days * 24)
-    perp = _perp_bars(ts[keep & listed], open_, high, low, close, volume, regime, rng_perp, spec.structureless,
-                      keep & listed)
+    perp = _perp_bars(
+        ts[keep & listed], open_, high, low, close, volume, regime, rng_perp, spec.structureless, keep & listed
+    )
     return DemoMarket(ohlcv=ohlcv, funding=funding, regimes=regimes, perp=perp)
 
 
@@ -334,8 +343,16 @@ def _perp_basis(regime: np.ndarray, rng: np.random.Generator, structureless: boo
 
 
 def _perp_bars(
-    ts: pd.DatetimeIndex, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
-    volume: np.ndarray, regime: np.ndarray, rng: np.random.Generator, structureless: bool, keep: np.ndarray,
+    ts: pd.DatetimeIndex,
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+    regime: np.ndarray,
+    rng: np.random.Generator,
+    structureless: bool,
+    keep: np.ndarray,
 ) -> pd.DataFrame:
     """The perp's canonical OHLCV on the hours in ``keep`` (listed and not an outage); the random draws do not
     depend on ``keep``."""
@@ -356,7 +373,11 @@ def _perp_bars(
 
 
 def _funding(
-    hours: np.ndarray, regime: np.ndarray, ret: np.ndarray, interval: int, rng: np.random.Generator,
+    hours: np.ndarray,
+    regime: np.ndarray,
+    ret: np.ndarray,
+    interval: int,
+    rng: np.random.Generator,
     structureless: bool = False,
 ) -> pd.DataFrame:
     """Funding settled at each interval boundary from the regimes and returns of the interval before it

@@ -32,7 +32,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -40,6 +39,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from btc_assets.atomic import atomic_path, write_bytes_atomic
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; ccxt is imported lazily (slow import)
     import ccxt
@@ -112,6 +113,10 @@ def _http_get(url: str, sink: Callable[[bytes], None] | None = None) -> bytes | 
     raise DownloadError(f"GET {url} failed after {HTTP_ATTEMPTS} attempts: {last_error}") from last_error
 
 
+class _NotFound(Exception):
+    """Internal: the streamed GET answered 404 (the partial download is discarded)."""
+
+
 class _RetryStream(Exception):
     """Internal: a streamed download failed after (possibly) writing bytes; the caller restarts it."""
 
@@ -136,16 +141,11 @@ def _parse_checksum(text: str, url: str) -> str:
     return parts[0].lower()
 
 
+_DATA_MODE = 0o644  # downloaded data is ordinary readable data, whatever the umask
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; downloaded data is ordinary readable data
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, data, mode=_DATA_MODE)
 
 
 # ------------------------------------------------------------------------------------------ archive files
@@ -185,34 +185,28 @@ def _fetch_verified(url: str, zip_path: Path) -> bool:
     expected = _parse_checksum(body.decode("utf-8", errors="replace"), checksum_url)
     zip_path.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(HTTP_ATTEMPTS):
-        fd, tmp_name = tempfile.mkstemp(dir=zip_path.parent, prefix=f".{zip_path.name}.", suffix=".part")
-        tmp = Path(tmp_name)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                sink = _HashingSink(fh)
-                found = _http_get(url, sink=sink)
-            if found is None:
-                tmp.unlink(missing_ok=True)
-                return False
-            actual = sink.digest.hexdigest()
-            if actual != expected:
-                raise DownloadError(
-                    f"checksum mismatch for {url}: expected sha256 {expected} (from {checksum_url}), "
-                    f"got {actual}"
-                )
-            # CHECKSUM first: a crash between the two renames leaves no zip, so the month is re-fetched.
-            _atomic_write_bytes(zip_path.with_name(zip_path.name + ".CHECKSUM"), body)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, zip_path)
+            with atomic_path(zip_path, mode=_DATA_MODE) as tmp:
+                with open(tmp, "wb") as fh:
+                    sink = _HashingSink(fh)
+                    found = _http_get(url, sink=sink)
+                if found is None:
+                    raise _NotFound  # leaves the block: the temp file is removed, nothing renamed
+                actual = sink.digest.hexdigest()
+                if actual != expected:
+                    raise DownloadError(
+                        f"checksum mismatch for {url}: expected sha256 {expected} (from {checksum_url}), got {actual}"
+                    )
+                # CHECKSUM first (the zip is renamed when the block ends): a crash between the two renames
+                # leaves no zip, so the month is re-fetched.
+                _atomic_write_bytes(zip_path.with_name(zip_path.name + ".CHECKSUM"), body)
             return True
+        except _NotFound:
+            return False
         except _RetryStream as exc:
-            tmp.unlink(missing_ok=True)
             if attempt == HTTP_ATTEMPTS - 1:
                 raise DownloadError(f"GET {url} failed after {HTTP_ATTEMPTS} attempts: {exc.cause}") from exc
             time.sleep(RETRY_BACKOFF_S * 2**attempt)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -324,15 +318,17 @@ def download_binance_archive(
             _atomic_write_bytes(not_published_file, json.dumps(sorted(not_published), indent=1).encode())
         return False
 
-    def get_daily(kind: str, daily_url: str, directory: Path, files: list[Path], year: int, month: int,
-                  before: datetime.date) -> None:
+    def get_daily(
+        kind: str, daily_url: str, directory: Path, files: list[Path], year: int, month: int, before: datetime.date
+    ) -> None:
         for day in _days(year, month, before):
             name = f"{symbol}-{INTERVAL}-{day.isoformat()}.zip"
             if get(kind, day.isoformat(), f"{daily_url}/{name}", directory / name):
                 files.append(directory / name)
 
-    def get_klines(kind: str, monthly_url: str, daily_url: str, directory: Path, files: list[Path], year: int,
-                   month: int) -> None:
+    def get_klines(
+        kind: str, monthly_url: str, daily_url: str, directory: Path, files: list[Path], year: int, month: int
+    ) -> None:
         label = f"{year:04d}-{month:02d}"
         if (year, month) == current:
             get_daily(kind, daily_url, directory, files, year, month, today)
@@ -403,18 +399,11 @@ def _read_rows(path: Path) -> dict[int, list[str]]:
 def _write_rows(path: Path, header: tuple[str, ...], rows: dict[int, list[str]]) -> None:
     """Write ``rows`` sorted by timestamp to ``path`` via a temp file + atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(header)
-            for ts in sorted(rows):
-                writer.writerow(rows[ts])
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; downloaded data is ordinary readable data
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, mode=_DATA_MODE) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(header)
+        for ts in sorted(rows):
+            writer.writerow(rows[ts])
 
 
 def _num(value: Any) -> str:

@@ -36,8 +36,18 @@ from btc_assets.ingestion.validation import DataValidationError
 Kind = Literal["ohlcv", "funding"]
 
 BINANCE_KLINE_COLUMNS = (
-    "open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "count",
-    "taker_buy_volume", "taker_buy_quote_volume", "ignore",
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "count",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+    "ignore",
 )
 BINANCE_FUNDING_COLUMNS = ("calc_time", "funding_interval_hours", "last_funding_rate")
 TIMESTAMP_ALIASES = ("timestamp", "date", "datetime", "time", "open_time")
@@ -142,7 +152,9 @@ def parse_timestamps(col: pd.Series, name: str, rows: np.ndarray) -> pd.Series:
         if mixed.size:
             i = mixed[0]
             raise DataValidationError(
-                name, int(rows[i]), "timestamp-units",
+                name,
+                int(rows[i]),
+                "timestamp-units",
                 f"epoch value {text.iloc[i]} is in {units[i]} but the file starts in {units[0]} "
                 f"(row {int(rows[0])}); one file must use one unit",
             )
@@ -200,7 +212,9 @@ def canonical_ohlcv(table: RawTable) -> tuple[pd.DataFrame, np.ndarray]:
             frame.columns = list(OHLCV_COLUMNS)
         else:
             raise DataValidationError(
-                name, None, "columns",
+                name,
+                None,
+                "columns",
                 f"{frame.shape[1]} columns without a header; expected 12 (Binance klines) or 6 "
                 "(timestamp, open, high, low, close, volume)",
             )
@@ -209,7 +223,9 @@ def canonical_ohlcv(table: RawTable) -> tuple[pd.DataFrame, np.ndarray]:
     missing = [c for c in OHLCV_COLUMNS[1:] if c not in frame.columns]
     if ts_col is None or missing:
         raise DataValidationError(
-            name, None, "columns",
+            name,
+            None,
+            "columns",
             f"columns {list(frame.columns)} match no OHLCV layout: need a timestamp column "
             f"({'/'.join(TIMESTAMP_ALIASES)}) and {', '.join(OHLCV_COLUMNS[1:])}"
             + (f" (missing: {', '.join(missing)})" if missing else ""),
@@ -239,7 +255,9 @@ def canonical_funding(table: RawTable) -> tuple[pd.DataFrame, np.ndarray]:
     rate_col = next((c for c in FUNDING_RATE_ALIASES if c in frame.columns), None)
     if ts_col is None or rate_col is None:
         raise DataValidationError(
-            name, None, "columns",
+            name,
+            None,
+            "columns",
             f"columns {list(frame.columns)} match no funding layout: expected calc_time, funding_interval_hours, "
             "last_funding_rate or timestamp, funding_rate",
         )

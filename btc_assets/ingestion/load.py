@@ -69,7 +69,9 @@ def _combine(parts: list[tuple[pd.DataFrame, np.ndarray, str]], kind: str) -> tu
             ts = both["timestamp"].iloc[i]
             first = both.loc[both["timestamp"] == ts].iloc[0]
             raise DataValidationError(
-                both["_file"].iloc[i], int(both["_row"].iloc[i]), "duplicate-conflict",
+                both["_file"].iloc[i],
+                int(both["_row"].iloc[i]),
+                "duplicate-conflict",
                 f"{kind} at {ts} differs from the same timestamp in {first['_file']} row {int(first['_row'])}",
             )
         notes.append(f"rule 'duplicate-exact' repaired: dropped {int(dup_ts.sum())} row(s) repeated across files")
@@ -77,8 +79,7 @@ def _combine(parts: list[tuple[pd.DataFrame, np.ndarray, str]], kind: str) -> tu
     return both, notes
 
 
-def load_ohlcv(paths: Sequence[str | Path], limits: ValidationLimits = DEFAULT_LIMITS, *,
-               perp: bool = False) -> Loaded:
+def load_ohlcv(paths: Sequence[str | Path], limits: ValidationLimits = DEFAULT_LIMITS, *, perp: bool = False) -> Loaded:
     """Read, validate and combine OHLCV files (any supported layout) into one canonical frame.
 
     ``perp``: the files hold a perpetual's bars; the ``perp-placeholder`` rule then looks at the earliest file (by
@@ -98,8 +99,12 @@ def load_ohlcv(paths: Sequence[str | Path], limits: ValidationLimits = DEFAULT_L
         parts.append((frame, rows, name))
         reports.append(report)
     if sum(len(p[0]) for p in parts) == 0:
-        raise DataValidationError(parts[0][2], None, "perp-no-trade",
-                                  f"no traded bar left in the {what}: every bar is a placeholder or no-trade bar")
+        raise DataValidationError(
+            parts[0][2],
+            None,
+            "perp-no-trade",
+            f"no traded bar left in the {what}: every bar is a placeholder or no-trade bar",
+        )
     combined, notes = _combine(parts, "bar")
     if "_file" in combined.columns:
         close = combined["close"].to_numpy()
@@ -108,7 +113,9 @@ def load_ohlcv(paths: Sequence[str | Path], limits: ValidationLimits = DEFAULT_L
         if jump.size:
             i = jump[0] + 1
             raise DataValidationError(
-                combined["_file"].iloc[i], int(combined["_row"].iloc[i]), "absurd-jump",
+                combined["_file"].iloc[i],
+                int(combined["_row"].iloc[i]),
+                "absurd-jump",
                 f"close moves from {close[i - 1]} ({combined['_file'].iloc[i - 1]}) to {close[i]} across files "
                 f"(|log return| {lr[i - 1]:.3f} > {limits.max_abs_log_return})",
             )

@@ -27,6 +27,4 @@ def empty_ohlcv() -> pd.DataFrame:
 
 def empty_funding() -> pd.DataFrame:
     """A funding frame with no rows and the canonical dtypes."""
-    return pd.DataFrame(
-        {"timestamp": pd.Series(dtype=TS_DTYPE), "funding_rate": pd.Series(dtype="float64")}
-    )
+    return pd.DataFrame({"timestamp": pd.Series(dtype=TS_DTYPE), "funding_rate": pd.Series(dtype="float64")})

@@ -160,8 +160,9 @@ def flag_perp_no_trade(
     ):
         where = np.flatnonzero(mask)
         if where.size:
-            report.flag(rule, rows[where], f"{what}, {ts.iloc[where[0]]} .. {ts.iloc[where[-1]]}; no perp price "
-                                           "on those hours")
+            report.flag(
+                rule, rows[where], f"{what}, {ts.iloc[where[0]]} .. {ts.iloc[where[-1]]}; no perp price on those hours"
+            )
     keep = ~(placeholder | no_trade)
     if keep.all():
         return frame, rows
@@ -181,7 +182,9 @@ def check_timestamps(ts: pd.Series, rows: np.ndarray, file: str, *, now: pd.Time
     if back.size:
         i = back[0] + 1
         raise DataValidationError(
-            file, _row([i], rows), "non-monotonic",
+            file,
+            _row([i], rows),
+            "non-monotonic",
             f"timestamp {ts.iloc[i]} comes after {ts.iloc[i - 1]} (row {_row([i - 1], rows)})",
         )
 
@@ -198,11 +201,15 @@ def drop_duplicates(frame: pd.DataFrame, rows: np.ndarray, report: ValidationRep
         ts = frame["timestamp"].iloc[i]
         first = int(np.flatnonzero((frame["timestamp"] == ts).to_numpy())[0])
         raise DataValidationError(
-            report.file, int(rows[i]), "duplicate-conflict",
+            report.file,
+            int(rows[i]),
+            "duplicate-conflict",
             f"timestamp {ts} appears again with different values (first at row {int(rows[first])})",
         )
-    report.repair("duplicate-exact", f"dropped {int(exact.sum())} exact duplicate row(s), first at row "
-                  f"{int(rows[np.flatnonzero(exact)[0]])}")
+    report.repair(
+        "duplicate-exact",
+        f"dropped {int(exact.sum())} exact duplicate row(s), first at row {int(rows[np.flatnonzero(exact)[0]])}",
+    )
     keep = ~exact
     return frame.loc[keep].reset_index(drop=True), rows[keep]
 
@@ -240,8 +247,10 @@ def validate_ohlcv(
         raise DataValidationError(file, _row(nan_rows, rows), "nan", f"missing value in {', '.join(cols)}")
     no_volume = np.flatnonzero(frame["volume"].isna().to_numpy())
     if no_volume.size:
-        report.repair("volume-unknown", f"volume missing on {no_volume.size} row(s) (first: row "
-                      f"{_row(no_volume, rows)}); kept as NaN, prices kept")
+        report.repair(
+            "volume-unknown",
+            f"volume missing on {no_volume.size} row(s) (first: row {_row(no_volume, rows)}); kept as NaN, prices kept",
+        )
     check_timestamps(ts, rows, file)
     frame, rows = drop_duplicates(frame, rows, report)
     if len(frame) >= 3:
@@ -261,7 +270,9 @@ def validate_ohlcv(
     if bad.size:
         i = bad[0]
         raise DataValidationError(
-            file, _row(bad, rows), "ohlc-inconsistent",
+            file,
+            _row(bad, rows),
+            "ohlc-inconsistent",
             f"open={o[i]} high={h[i]} low={lo[i]} close={c[i]} violates low <= min(open, close) <= "
             "max(open, close) <= high",
         )
@@ -271,7 +282,9 @@ def validate_ohlcv(
     wide = np.flatnonzero(h / lo > limits.max_bar_range)
     if wide.size:
         raise DataValidationError(
-            file, _row(wide, rows), "absurd-jump",
+            file,
+            _row(wide, rows),
+            "absurd-jump",
             f"bar range high/low = {h[wide[0]] / lo[wide[0]]:.3f} exceeds {limits.max_bar_range}",
         )
     lr = np.abs(np.diff(np.log(c)))
@@ -279,7 +292,9 @@ def validate_ohlcv(
     if jump.size:
         i = jump[0] + 1
         raise DataValidationError(
-            file, _row([i], rows), "absurd-jump",
+            file,
+            _row([i], rows),
+            "absurd-jump",
             f"close moves from {c[i - 1]} to {c[i]} (|log return| {lr[i - 1]:.3f} > {limits.max_abs_log_return})",
         )
     report.rows_out = len(frame)
@@ -308,7 +323,9 @@ def validate_funding(
     far = np.flatnonzero((off > limits.funding_round_tolerance).to_numpy())
     if far.size:
         raise DataValidationError(
-            file, _row(far, rows), "timestamp-grid",
+            file,
+            _row(far, rows),
+            "timestamp-grid",
             f"settlement time {ts.iloc[far[0]]} is more than {limits.funding_round_tolerance} from the hour",
         )
     moved = int((off > pd.Timedelta(0)).sum())
@@ -320,7 +337,9 @@ def validate_funding(
     out = np.flatnonzero(np.abs(rate) > limits.max_abs_funding)
     if out.size:
         raise DataValidationError(
-            file, _row(out, rows), "funding-range",
+            file,
+            _row(out, rows),
+            "funding-range",
             f"funding rate {rate[out[0]]} is outside ±{limits.max_abs_funding}",
         )
     report.rows_out = len(frame)

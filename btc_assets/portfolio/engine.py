@@ -172,10 +172,26 @@ B_BORROW = 15
 B_CARRY_FEE = 16
 B_CARRY_SLIP = 17
 N_BAR_COLS = 18
-BAR_COLUMNS: tuple[str, ...] = ("position", "carry_position", "turnover", "fee_cost", "slippage_cost",
-                                "funding_pnl", "bar_return", "equity", "drawdown", "leverage", "throttle",
-                                "target_position", "target_carry", "price_pnl", "basis_pnl", "borrow_cost",
-                                "carry_fee_cost", "carry_slippage_cost")
+BAR_COLUMNS: tuple[str, ...] = (
+    "position",
+    "carry_position",
+    "turnover",
+    "fee_cost",
+    "slippage_cost",
+    "funding_pnl",
+    "bar_return",
+    "equity",
+    "drawdown",
+    "leverage",
+    "throttle",
+    "target_position",
+    "target_carry",
+    "price_pnl",
+    "basis_pnl",
+    "borrow_cost",
+    "carry_fee_cost",
+    "carry_slippage_cost",
+)
 
 
 class Score(NamedTuple):
@@ -270,7 +286,7 @@ def gating_weights(probs, gating, hard):  # pragma: no cover - compiled
 def _transpose_fixed(src, t0, m, dst, J):  # pragma: no cover - compiled
     """:func:`_transpose_rows` for a literal J (a constant once inlined): the block is read as one flat run with a
     constant stride, which LLVM vectorises as interleaved loads (several times faster for J <= 7)."""
-    blk = np.ascontiguousarray(src[t0:t0 + m]).reshape(m * J)  # a view when src is C-contiguous
+    blk = np.ascontiguousarray(src[t0 : t0 + m]).reshape(m * J)  # a view when src is C-contiguous
     for i in range(m):
         for j in range(J):
             dst[j, i] = blk[i * J + j]
@@ -363,7 +379,7 @@ def _block_known(probs, sigma_hat, vol_targeting, t0, m, buf, p_b):  # pragma: n
         for i in range(m):
             known[i] += pk[i]
         k += 1
-    sig_v = sigma_hat[t0:t0 + m]
+    sig_v = sigma_hat[t0 : t0 + m]
     count = 0
     for i in range(m):
         count += (known[i] == known[i]) & ((sig_v[i] > 0.0) | (not vol_targeting))
@@ -495,8 +511,24 @@ def _mix(p_b, x_b, gating, carry_col, hard, m, buf, w_b, full):  # pragma: no co
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _block_signal(experts, gating, sigma_hat, carry_col, hard, vol_targeting, vol_target, lev_max, t0, m, buf, p_b,
-                  x_b, w_b, full, out_weights):  # pragma: no cover - compiled
+def _block_signal(
+    experts,
+    gating,
+    sigma_hat,
+    carry_col,
+    hard,
+    vol_targeting,
+    vol_target,
+    lev_max,
+    t0,
+    m,
+    buf,
+    p_b,
+    x_b,
+    w_b,
+    full,
+    out_weights,
+):  # pragma: no cover - compiled
     """Fill ``_R_SD``, ``_R_SC`` and ``_R_LEV`` (after :func:`_block_known`); with ``full`` the gating weights also
     go to ``out_weights`` (NaN rows when unknown)."""
     E = experts.shape[1]
@@ -512,7 +544,7 @@ def _block_signal(experts, gating, sigma_hat, carry_col, hard, vol_targeting, vo
                 out_weights[t0 + i, e] = w_b[e, i] if ok else np.nan
     # Views of the block indexed from 0 (a non-negative index needs no wrap-around, so the loops vectorise).
     lev_b = buf[_R_LEV]
-    sig_v = sigma_hat[t0:t0 + m]
+    sig_v = sigma_hat[t0 : t0 + m]
     if vol_targeting:  # selects only (the division is harmless where its result is not used)
         for i in range(m):
             sig = sig_v[i]
@@ -531,20 +563,21 @@ def _block_signal(experts, gating, sigma_hat, carry_col, hard, vol_targeting, vo
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _block_prices(open_, close, spot_open, spot_close, funding, slip_sigma, fee_rate, slip_bps, slip_coef, t0, m,
-                  buf):  # pragma: no cover - compiled
+def _block_prices(
+    open_, close, spot_open, spot_close, funding, slip_sigma, fee_rate, slip_bps, slip_coef, t0, m, buf
+):  # pragma: no cover - compiled
     """Fill ``_R_GAP``, ``_R_BARF``, ``_R_GAPB``, ``_R_BARB``, ``_R_INTRA``, ``_R_SLIP`` and ``_R_COST`` (bar 0,
     which has no previous close nor fill, keeps its column unset)."""
     s = 1 if t0 == 0 else 0
     t1 = t0 + m
-    open_v = open_[t0 + s:t1]
-    close_v = close[t0 + s:t1]
-    prev_v = close[t0 + s - 1:t1 - 1]
-    sopen_v = spot_open[t0 + s:t1]
-    sclose_v = spot_close[t0 + s:t1]
-    sprev_v = spot_close[t0 + s - 1:t1 - 1]
-    fund_v = funding[t0 + s:t1]
-    sig_prev = slip_sigma[t0 + s - 1:t1 - 1]  # the slippage of a fill at t is known at the close of t − 1
+    open_v = open_[t0 + s : t1]
+    close_v = close[t0 + s : t1]
+    prev_v = close[t0 + s - 1 : t1 - 1]
+    sopen_v = spot_open[t0 + s : t1]
+    sclose_v = spot_close[t0 + s : t1]
+    sprev_v = spot_close[t0 + s - 1 : t1 - 1]
+    fund_v = funding[t0 + s : t1]
+    sig_prev = slip_sigma[t0 + s - 1 : t1 - 1]  # the slippage of a fill at t is known at the close of t − 1
     gap_v = buf[_R_GAP, s:m]
     barf_v = buf[_R_BARF, s:m]
     gapb_v = buf[_R_GAPB, s:m]
@@ -575,7 +608,7 @@ def _block_prices(open_, close, spot_open, spot_close, funding, slip_sigma, fee_
 def _block_all_finite(funding, fee_rate, t0, m, buf):  # pragma: no cover - compiled
     """Whether the price, funding and cost terms of the block are all finite (and the fee rate): then a bar with
     no position, old or new, earns exactly ±0 and pays exactly 0."""
-    fund_v = funding[t0:t0 + m]
+    fund_v = funding[t0 : t0 + m]
     gap_b = buf[_R_GAP]
     barf_b = buf[_R_BARF]
     gapb_b = buf[_R_GAPB]
@@ -584,16 +617,40 @@ def _block_all_finite(funding, fee_rate, t0, m, buf):  # pragma: no cover - comp
     cost_b = buf[_R_COST]
     bad = 0
     for i in range(m):
-        s = (abs(gap_b[i]) + abs(barf_b[i]) + abs(fund_v[i]) + abs(slip_b[i]) + abs(cost_b[i]) + abs(gapb_b[i])
-             + abs(barb_b[i]))
+        s = (
+            abs(gap_b[i])
+            + abs(barf_b[i])
+            + abs(fund_v[i])
+            + abs(slip_b[i])
+            + abs(cost_b[i])
+            + abs(gapb_b[i])
+            + abs(barb_b[i])
+        )
         bad += not (s < math.inf)  # NaN or an infinity (or an overflowing sum: then only less is skipped)
     return bad == 0 and abs(fee_rate) < math.inf
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _simulate_impl(open_, close, spot_open, spot_close, tradable, funding, experts, probs, gating, sigma_hat,
-                   slip_sigma, params, carry_col, state, out_bar, out_contrib, out_weights,
-                   full):  # pragma: no cover - compiled
+def _simulate_impl(
+    open_,
+    close,
+    spot_open,
+    spot_close,
+    tradable,
+    funding,
+    experts,
+    probs,
+    gating,
+    sigma_hat,
+    slip_sigma,
+    params,
+    carry_col,
+    state,
+    out_bar,
+    out_contrib,
+    out_weights,
+    full,
+):  # pragma: no cover - compiled
     """The per-bar loop (module docstring). Fills the outputs when ``full`` (a constant of each caller, so the
     score-only loop carries none of the output code). Starts from ``state`` and writes the final state into it.
     Returns the :class:`Score` fields as a tuple.
@@ -662,8 +719,9 @@ def _simulate_impl(open_, close, spot_open, spot_close, tradable, funding, exper
         t1 = min(n, t0 + _BLOCK)
         m = t1 - t0
         n_signal = _block_known(probs, sigma_hat, vol_targeting, t0, m, buf, p_b)
-        _block_prices(open_, close, spot_open, spot_close, funding, slip_sigma, fee_rate, slip_bps, slip_coef, t0,
-                      m, buf)
+        _block_prices(
+            open_, close, spot_open, spot_close, funding, slip_sigma, fee_rate, slip_bps, slip_coef, t0, m, buf
+        )
         if t0 == 0 and carried:  # bar 0 continues the previous run: its gap and fill use the state's closes
             o = open_[0]
             gap = o / state[S_CLOSE] - 1.0
@@ -685,13 +743,37 @@ def _simulate_impl(open_, close, spot_open, spot_close, tradable, funding, exper
         # earns ±0: equity, peak, drawdown, throttle and the sums stay as they are; t0 > 0: bar 0 sets the
         # throttle; the decision interval's count only grows, and a flat book is never held back by it).
         # Skipped in the score mode when its terms are all finite (NaN · 0 is not 0).
-        if (not full and t0 > 0 and (n_signal == 0 or ruined) and d == 0.0 and c == 0.0 and new_d == 0.0
-                and new_c == 0.0 and _block_all_finite(funding, fee_rate, t0, m, buf)):
+        if (
+            not full
+            and t0 > 0
+            and (n_signal == 0 or ruined)
+            and d == 0.0
+            and c == 0.0
+            and new_d == 0.0
+            and new_c == 0.0
+            and _block_all_finite(funding, fee_rate, t0, m, buf)
+        ):
             since += m
             since_c += m
             continue
-        _block_signal(experts, gating, sigma_hat, carry_col, hard, vol_targeting, vol_target, lev_max, t0, m, buf,
-                      p_b, x_b, w_b, full, out_weights)
+        _block_signal(
+            experts,
+            gating,
+            sigma_hat,
+            carry_col,
+            hard,
+            vol_targeting,
+            vol_target,
+            lev_max,
+            t0,
+            m,
+            buf,
+            p_b,
+            x_b,
+            w_b,
+            full,
+            out_weights,
+        )
         sd_b = buf[_R_SD]
         if ruined:  # no position can be taken any more
             sd_b[:] = np.nan
@@ -741,9 +823,10 @@ def _simulate_impl(open_, close, spot_open, spot_close, tradable, funding, exper
                         since_c = 0.0
                     borrow = (c if c > 0.0 else 0.0) * borrow_h
                     # The docstring's sum, grouped so the carry leg (the end of the chain) enters last.
-                    ret = (((d_old * gap_b[i] + d * barf_b[i] - turn_d * cost_rate)
-                            - (c * f_t + turn_c * (half_fees + slip_rate)))
-                           + ((c_old * gapb_b[i] + c * barb_b[i]) - borrow))
+                    ret = (
+                        (d_old * gap_b[i] + d * barf_b[i] - turn_d * cost_rate)
+                        - (c * f_t + turn_c * (half_fees + slip_rate))
+                    ) + ((c_old * gapb_b[i] + c * barb_b[i]) - borrow)
                     if full:
                         carry_fee = turn_c * half_fees
                         carry_slip = turn_c * slip_rate
@@ -758,8 +841,9 @@ def _simulate_impl(open_, close, spot_open, spot_close, tradable, funding, exper
                     fee = 0.0 * fee_rate
                     slip = 0.0 * slip_rate
                     borrow = (c if c > 0.0 else 0.0) * borrow_h
-                    ret = (((d * gap_b[i] + d * barf_b[i] - 0.0 * cost_rate) - (c * f_t + 0.0 * cost_rate))
-                           + ((c * gapb_b[i] + c * barb_b[i]) - borrow))
+                    ret = ((d * gap_b[i] + d * barf_b[i] - 0.0 * cost_rate) - (c * f_t + 0.0 * cost_rate)) + (
+                        (c * gapb_b[i] + c * barb_b[i]) - borrow
+                    )
                 equity = max(equity * (1.0 + ret), 0.0)
                 if equity > peak:
                     peak = equity
@@ -891,21 +975,87 @@ def _simulate_impl(open_, close, spot_open, spot_close, tradable, funding, exper
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _simulate_full(open_, close, spot_open, spot_close, tradable, funding, experts, probs, gating, sigma_hat,
-                   slip_sigma, params, carry_col, state, out_bar, out_contrib,
-                   out_weights):  # pragma: no cover - compiled
+def _simulate_full(
+    open_,
+    close,
+    spot_open,
+    spot_close,
+    tradable,
+    funding,
+    experts,
+    probs,
+    gating,
+    sigma_hat,
+    slip_sigma,
+    params,
+    carry_col,
+    state,
+    out_bar,
+    out_contrib,
+    out_weights,
+):  # pragma: no cover - compiled
     """:func:`_simulate_impl` filling the per-bar outputs (n rows each)."""
-    return _simulate_impl(open_, close, spot_open, spot_close, tradable, funding, experts, probs, gating, sigma_hat,
-                          slip_sigma, params, carry_col, state, out_bar, out_contrib, out_weights, True)
+    return _simulate_impl(
+        open_,
+        close,
+        spot_open,
+        spot_close,
+        tradable,
+        funding,
+        experts,
+        probs,
+        gating,
+        sigma_hat,
+        slip_sigma,
+        params,
+        carry_col,
+        state,
+        out_bar,
+        out_contrib,
+        out_weights,
+        True,
+    )
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _simulate_score(open_, close, spot_open, spot_close, tradable, funding, experts, probs, gating, sigma_hat,
-                    slip_sigma, params, carry_col, state):  # pragma: no cover - compiled
+def _simulate_score(
+    open_,
+    close,
+    spot_open,
+    spot_close,
+    tradable,
+    funding,
+    experts,
+    probs,
+    gating,
+    sigma_hat,
+    slip_sigma,
+    params,
+    carry_col,
+    state,
+):  # pragma: no cover - compiled
     """:func:`_simulate_impl` returning the scalars only."""
     empty = np.empty((0, 0))
-    return _simulate_impl(open_, close, spot_open, spot_close, tradable, funding, experts, probs, gating, sigma_hat,
-                          slip_sigma, params, carry_col, state, empty, empty, empty, False)
+    return _simulate_impl(
+        open_,
+        close,
+        spot_open,
+        spot_close,
+        tradable,
+        funding,
+        experts,
+        probs,
+        gating,
+        sigma_hat,
+        slip_sigma,
+        params,
+        carry_col,
+        state,
+        empty,
+        empty,
+        empty,
+        False,
+    )
 
 
 # -------------------------------------------------------------------------------------------------------- wrappers
@@ -918,8 +1068,21 @@ def _as_params(params: PortfolioParams | np.ndarray) -> np.ndarray:
     return arr
 
 
-def _prepare(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col, spot_open=None,
-             spot_close=None, slip_sigma=None):
+def _prepare(
+    open_,
+    close,
+    tradable,
+    funding,
+    experts,
+    probs,
+    gating,
+    sigma_hat,
+    params,
+    carry_col,
+    spot_open=None,
+    spot_close=None,
+    slip_sigma=None,
+):
     """The kernel's positional arguments, converted and checked. Without spot prices the carry's spot leg is
     priced like its perp leg (no basis); without ``slip_sigma`` the slippage reads ``sigma_hat``."""
     f64 = np.float64
@@ -939,9 +1102,16 @@ def _prepare(open_, close, tradable, funding, experts, probs, gating, sigma_hat,
     gating = np.ascontiguousarray(gating, dtype=f64)
     if experts.ndim == 1:
         experts = experts.reshape(-1, 1)
-    for name, arr in (("open_", open_), ("close", close), ("spot_open", spot_open), ("spot_close", spot_close),
-                      ("tradable", tradable), ("funding", funding), ("sigma_hat", sigma_hat),
-                      ("slip_sigma", slip_sigma)):
+    for name, arr in (
+        ("open_", open_),
+        ("close", close),
+        ("spot_open", spot_open),
+        ("spot_close", spot_close),
+        ("tradable", tradable),
+        ("funding", funding),
+        ("sigma_hat", sigma_hat),
+        ("slip_sigma", slip_sigma),
+    ):
         if arr.shape != (n,):
             raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
     E = experts.shape[1]
@@ -960,34 +1130,77 @@ def _prepare(open_, close, tradable, funding, experts, probs, gating, sigma_hat,
     p = _as_params(params)
     if not p[P_DECISION_HOURS] >= 1.0 or not p[P_BAND_REL] >= 0.0 or not p[P_BORROW_RATE] >= 0.0:
         raise ValueError("decision_hours must be >= 1, band_rel and borrow_rate >= 0")
-    return (open_, close, spot_open, spot_close, tradable, funding, experts, probs, gating, sigma_hat, slip_sigma, p,
-            carry_col)
+    return (
+        open_,
+        close,
+        spot_open,
+        spot_close,
+        tradable,
+        funding,
+        experts,
+        probs,
+        gating,
+        sigma_hat,
+        slip_sigma,
+        p,
+        carry_col,
+    )
 
 
 def _check_state(state: np.ndarray | None, n_experts: int) -> np.ndarray:
     """A fresh state for ``None``; else ``state`` itself (updated in place by the run), checked."""
     if state is None:
         return new_state(n_experts)
-    if not (isinstance(state, np.ndarray) and state.dtype == np.float64 and state.shape == (N_STATE + 2 * n_experts,)
-            and state.flags.c_contiguous and state.flags.writeable):
+    if not (
+        isinstance(state, np.ndarray)
+        and state.dtype == np.float64
+        and state.shape == (N_STATE + 2 * n_experts,)
+        and state.flags.c_contiguous
+        and state.flags.writeable
+    ):
         raise ValueError(f"state must be a writable float64 array of shape ({N_STATE + 2 * n_experts},): new_state(E)")
-    if state[S_STARTED] != 0.0 and not all(state[i] > 0.0 and math.isfinite(state[i]) for i in (S_CLOSE,
-                                                                                                  S_SPOT_CLOSE)):
+    if state[S_STARTED] != 0.0 and not all(state[i] > 0.0 and math.isfinite(state[i]) for i in (S_CLOSE, S_SPOT_CLOSE)):
         raise ValueError("a carried state needs the previous run's positive, finite last closes (perp and spot)")
     return state
 
 
-def run_portfolio_arrays(open_, close, tradable, funding, experts, probs, gating, sigma_hat,
-                         params: PortfolioParams | np.ndarray, carry_col: int = -1, state: np.ndarray | None = None,
-                         *, spot_open=None, spot_close=None, slip_sigma=None
-                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Score]:
+def run_portfolio_arrays(
+    open_,
+    close,
+    tradable,
+    funding,
+    experts,
+    probs,
+    gating,
+    sigma_hat,
+    params: PortfolioParams | np.ndarray,
+    carry_col: int = -1,
+    state: np.ndarray | None = None,
+    *,
+    spot_open=None,
+    spot_close=None,
+    slip_sigma=None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Score]:
     """The kernel with full outputs: (bars (n, 18) in ``BAR_COLUMNS`` order, contributions (n, E),
     weights (n, E), :class:`Score`). ``open_``/``close`` price the directional leg and the carry's perp leg,
     ``spot_open``/``spot_close`` the carry's spot leg (default: the same prices, no basis); ``sigma_hat`` sets
     the leverage, ``slip_sigma`` (default ``sigma_hat``) the vol-proportional slippage. ``state``
     (:func:`new_state`) is the account to continue, updated in place; ``None`` runs a fresh book."""
-    args = _prepare(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col, spot_open,
-                    spot_close, slip_sigma)
+    args = _prepare(
+        open_,
+        close,
+        tradable,
+        funding,
+        experts,
+        probs,
+        gating,
+        sigma_hat,
+        params,
+        carry_col,
+        spot_open,
+        spot_close,
+        slip_sigma,
+    )
     n, E = args[6].shape
     state = _check_state(state, E)
     bars = np.empty((n, N_BAR_COLS))
@@ -1012,10 +1225,25 @@ def _frame(bars: np.ndarray, contrib: np.ndarray, weights: np.ndarray, index, ex
     return out
 
 
-def run_portfolio(open_, close, tradable, funding, experts, probs, gating, sigma_hat,
-                  params: PortfolioParams | np.ndarray, carry_col: int = -1, *, index=None,
-                  expert_names=None, state: np.ndarray | None = None, spot_open=None, spot_close=None,
-                  slip_sigma=None) -> pd.DataFrame:
+def run_portfolio(
+    open_,
+    close,
+    tradable,
+    funding,
+    experts,
+    probs,
+    gating,
+    sigma_hat,
+    params: PortfolioParams | np.ndarray,
+    carry_col: int = -1,
+    *,
+    index=None,
+    expert_names=None,
+    state: np.ndarray | None = None,
+    spot_open=None,
+    spot_close=None,
+    slip_sigma=None,
+) -> pd.DataFrame:
     """Run the backtest; one row per bar (see the module docstring for what each row holds).
 
     Columns: position, carry_position, gross_exposure, net_exposure, turnover, fee_cost, slippage_cost,
@@ -1027,28 +1255,82 @@ def run_portfolio(open_, close, tradable, funding, experts, probs, gating, sigma
     :class:`Score` is in ``attrs["score"]``. ``state`` and the spot / slippage inputs: see
     :func:`run_portfolio_arrays`.
     """
-    bars, contrib, weights, score = run_portfolio_arrays(open_, close, tradable, funding, experts, probs, gating,
-                                                         sigma_hat, params, carry_col, state, spot_open=spot_open,
-                                                         spot_close=spot_close, slip_sigma=slip_sigma)
+    bars, contrib, weights, score = run_portfolio_arrays(
+        open_,
+        close,
+        tradable,
+        funding,
+        experts,
+        probs,
+        gating,
+        sigma_hat,
+        params,
+        carry_col,
+        state,
+        spot_open=spot_open,
+        spot_close=spot_close,
+        slip_sigma=slip_sigma,
+    )
     out = _frame(bars, contrib, weights, index, expert_names)
     out.attrs["score"] = score._asdict()
     return out
 
 
-def backtest_score(open_, close, tradable, funding, experts, probs, gating, sigma_hat,
-                   params: PortfolioParams | np.ndarray, carry_col: int = -1, *, check: bool = True,
-                   state: np.ndarray | None = None, spot_open=None, spot_close=None, slip_sigma=None) -> Score:
+def backtest_score(
+    open_,
+    close,
+    tradable,
+    funding,
+    experts,
+    probs,
+    gating,
+    sigma_hat,
+    params: PortfolioParams | np.ndarray,
+    carry_col: int = -1,
+    *,
+    check: bool = True,
+    state: np.ndarray | None = None,
+    spot_open=None,
+    spot_close=None,
+    slip_sigma=None,
+) -> Score:
     """Scalars only (no per-bar outputs). With ``check=False`` the inputs must already be C-contiguous arrays of
     the right dtypes and shapes (float64, tradable bool, params (16,)), spot prices and ``slip_sigma`` given:
     no conversion, no validation. ``state``: the account to continue, updated in place (fresh when ``None``; its
     contributions part is not kept)."""
     if check:
-        args = _prepare(open_, close, tradable, funding, experts, probs, gating, sigma_hat, params, carry_col,
-                        spot_open, spot_close, slip_sigma)
+        args = _prepare(
+            open_,
+            close,
+            tradable,
+            funding,
+            experts,
+            probs,
+            gating,
+            sigma_hat,
+            params,
+            carry_col,
+            spot_open,
+            spot_close,
+            slip_sigma,
+        )
         state = _check_state(state, args[6].shape[1])
     else:
-        args = (open_, close, spot_open, spot_close, tradable, funding, experts, probs, gating, sigma_hat, slip_sigma,
-                params, carry_col)
+        args = (
+            open_,
+            close,
+            spot_open,
+            spot_close,
+            tradable,
+            funding,
+            experts,
+            probs,
+            gating,
+            sigma_hat,
+            slip_sigma,
+            params,
+            carry_col,
+        )
         if state is None:
             state = new_state(experts.shape[1])
     return Score(*_simulate_score(*args, state))
@@ -1057,10 +1339,24 @@ def backtest_score(open_, close, tradable, funding, experts, probs, gating, sigm
 # ------------------------------------------------------------------------------------------------------- reference
 
 
-def run_portfolio_reference(open_, close, tradable, funding, experts, probs, gating, sigma_hat,
-                            params: PortfolioParams | np.ndarray, carry_col: int = -1, *, index=None,
-                            expert_names=None, spot_open=None, spot_close=None,
-                            slip_sigma=None) -> pd.DataFrame:
+def run_portfolio_reference(
+    open_,
+    close,
+    tradable,
+    funding,
+    experts,
+    probs,
+    gating,
+    sigma_hat,
+    params: PortfolioParams | np.ndarray,
+    carry_col: int = -1,
+    *,
+    index=None,
+    expert_names=None,
+    spot_open=None,
+    spot_close=None,
+    slip_sigma=None,
+) -> pd.DataFrame:
     """Slow, literal transcription of the module docstring with pandas objects and Python floats (tests only).
 
     ``gating`` may also be one matrix per bar, shape (n, K, E): one run over concatenated pieces whose parameters
@@ -1071,12 +1367,18 @@ def run_portfolio_reference(open_, close, tradable, funding, experts, probs, gat
         experts = experts.reshape(-1, 1)
     n, E = experts.shape
     names = [f"e{e}" for e in range(E)]
-    bars = pd.DataFrame({"open": np.asarray(open_, float), "close": np.asarray(close, float),
-                         "spot_open": np.asarray(open_ if spot_open is None else spot_open, float),
-                         "spot_close": np.asarray(close if spot_close is None else spot_close, float),
-                         "tradable": np.asarray(tradable, bool), "funding": np.asarray(funding, float),
-                         "sigma": np.asarray(sigma_hat, float),
-                         "slip_sigma": np.asarray(sigma_hat if slip_sigma is None else slip_sigma, float)})
+    bars = pd.DataFrame(
+        {
+            "open": np.asarray(open_, float),
+            "close": np.asarray(close, float),
+            "spot_open": np.asarray(open_ if spot_open is None else spot_open, float),
+            "spot_close": np.asarray(close if spot_close is None else spot_close, float),
+            "tradable": np.asarray(tradable, bool),
+            "funding": np.asarray(funding, float),
+            "sigma": np.asarray(sigma_hat, float),
+            "slip_sigma": np.asarray(sigma_hat if slip_sigma is None else slip_sigma, float),
+        }
+    )
     X = pd.DataFrame(experts, columns=names)
     P = pd.DataFrame(np.asarray(probs, float))
     gating = np.asarray(gating, float)
@@ -1173,11 +1475,26 @@ def run_portfolio_reference(open_, close, tradable, funding, experts, probs, gat
         slip_bps = p.slip_bps + (0.0 if np.isnan(slip_sig) else p.slip_vol_coef * slip_sig)
         order = {"d": order_d, "c": order_c, "contrib": order_contrib, "slip_rate": slip_bps * 1e-4}
 
-        rec = {"position": d, "carry_position": c, "turnover": turn, "fee_cost": fee, "slippage_cost": slip,
-               "funding_pnl": fund, "bar_return": ret, "equity": equity, "drawdown": dd, "leverage": lev,
-               "throttle": thr, "target_position": td, "target_carry": tc, "price_pnl": price,
-               "basis_pnl": basis, "borrow_cost": borrow, "carry_fee_cost": carry_fee,
-               "carry_slippage_cost": carry_slip}
+        rec = {
+            "position": d,
+            "carry_position": c,
+            "turnover": turn,
+            "fee_cost": fee,
+            "slippage_cost": slip,
+            "funding_pnl": fund,
+            "bar_return": ret,
+            "equity": equity,
+            "drawdown": dd,
+            "leverage": lev,
+            "throttle": thr,
+            "target_position": td,
+            "target_carry": tc,
+            "price_pnl": price,
+            "basis_pnl": basis,
+            "borrow_cost": borrow,
+            "carry_fee_cost": carry_fee,
+            "carry_slippage_cost": carry_slip,
+        }
         shown = held_contrib.copy()
         if carry is not None:
             shown[carry] = c
@@ -1192,6 +1509,9 @@ def run_portfolio_reference(open_, close, tradable, funding, experts, probs, gat
     out.insert(2, "gross_exposure", out["position"].abs() + 2 * out["carry_position"].abs())
     out.insert(3, "net_exposure", out["position"].to_numpy().copy())
     if expert_names is not None:
-        out = out.rename(columns={f"{k}_{a}": f"{k}_{b}" for a, b in zip(names, expert_names, strict=True)
-                                  for k in ("contrib", "weight")})
+        out = out.rename(
+            columns={
+                f"{k}_{a}": f"{k}_{b}" for a, b in zip(names, expert_names, strict=True) for k in ("contrib", "weight")
+            }
+        )
     return out

@@ -78,8 +78,17 @@ def bar_costs(frame: pd.DataFrame) -> np.ndarray:
     return costs
 
 
-def portfolio_metrics(returns, equity, turnover, costs, ruin_floor: float = 0.5, *, exposure=None,
-                      initial_equity: float = 1.0, bars_per_year: int = BARS_PER_YEAR) -> dict[str, float]:
+def portfolio_metrics(
+    returns,
+    equity,
+    turnover,
+    costs,
+    ruin_floor: float = 0.5,
+    *,
+    exposure=None,
+    initial_equity: float = 1.0,
+    bars_per_year: int = BARS_PER_YEAR,
+) -> dict[str, float]:
     """Summary statistics of one run. ``costs``: everything paid per bar in fractions of equity (for an engine
     frame :func:`bar_costs`: fees + slippage + borrowing + funding paid).
 
@@ -169,27 +178,58 @@ def portfolio_metrics(returns, equity, turnover, costs, ruin_floor: float = 0.5,
 def frame_metrics(frame: pd.DataFrame, ruin_floor: float = 0.5) -> dict[str, float]:
     """:func:`portfolio_metrics` of a :func:`run_portfolio` frame (costs: :func:`bar_costs`). The returns carry the
     frame's DatetimeIndex when it has one (else the calendar-month figure is NaN)."""
-    return portfolio_metrics(frame["bar_return"], frame["equity"].to_numpy(), frame["turnover"].to_numpy(),
-                             bar_costs(frame), ruin_floor, exposure=frame["gross_exposure"].to_numpy())
+    return portfolio_metrics(
+        frame["bar_return"],
+        frame["equity"].to_numpy(),
+        frame["turnover"].to_numpy(),
+        bar_costs(frame),
+        ruin_floor,
+        exposure=frame["gross_exposure"].to_numpy(),
+    )
 
 
-def _single_expert(open_, close, tradable, funding, sigma_hat, params: PortfolioParams, index, pay_funding: bool,
-                   slip_sigma=None):
+def _single_expert(
+    open_, close, tradable, funding, sigma_hat, params: PortfolioParams, index, pay_funding: bool, slip_sigma=None
+):
     n = np.asarray(close).shape[0]
     fund = np.asarray(funding, dtype=float) if pay_funding else np.zeros(n)
-    return run_portfolio(open_, close, tradable, fund, np.ones((n, 1)), np.ones((n, 1)), np.ones((1, 1)),
-                         sigma_hat, params, -1, index=index, expert_names=["long"], slip_sigma=slip_sigma)
+    return run_portfolio(
+        open_,
+        close,
+        tradable,
+        fund,
+        np.ones((n, 1)),
+        np.ones((n, 1)),
+        np.ones((1, 1)),
+        sigma_hat,
+        params,
+        -1,
+        index=index,
+        expert_names=["long"],
+        slip_sigma=slip_sigma,
+    )
 
 
 def _held(params: PortfolioParams | None, **changes) -> PortfolioParams:
     """1× long, never rebalanced: no vol targeting, no throttle, no band, no ruin stop."""
     base = params or PortfolioParams()
-    return dataclasses.replace(base, vol_targeting=False, lev_max=1.0, dd_max=0.0, band=0.0, band_rel=0.0,
-                               decision_hours=1.0, hard_switch=False, ruin_floor=0.0, **changes)
+    return dataclasses.replace(
+        base,
+        vol_targeting=False,
+        lev_max=1.0,
+        dd_max=0.0,
+        band=0.0,
+        band_rel=0.0,
+        decision_hours=1.0,
+        hard_switch=False,
+        ruin_floor=0.0,
+        **changes,
+    )
 
 
-def buy_and_hold_spot(spot_open, spot_close, tradable, params: PortfolioParams | None = None, *, index=None,
-                      fee_bps: float | None = None) -> pd.DataFrame:
+def buy_and_hold_spot(
+    spot_open, spot_close, tradable, params: PortfolioParams | None = None, *, index=None, fee_bps: float | None = None
+) -> pd.DataFrame:
     """Spot BTC held 1× from the open of bar 1 (the first fill the engine allows) to the end, as a
     :func:`run_portfolio` frame on the *spot* prices: one entry at ``fee_bps`` (default: the spot fee of
     ``params``) plus the base slippage of ``params``, no funding, no borrowing, no exit (marked to market). A
@@ -202,8 +242,9 @@ def buy_and_hold_spot(spot_open, spot_close, tradable, params: PortfolioParams |
     return _single_expert(spot_open, spot_close, tradable, np.zeros(n), np.full(n, np.nan), p, index, False)
 
 
-def buy_and_hold_perp(open_, close, tradable, funding, params: PortfolioParams | None = None, *,
-                      index=None) -> pd.DataFrame:
+def buy_and_hold_perp(
+    open_, close, tradable, funding, params: PortfolioParams | None = None, *, index=None
+) -> pd.DataFrame:
     """A 1× long perpetual (on the perp's prices) from the open of bar 1 to the end, as a :func:`run_portfolio`
     frame: the perp fee and base slippage of ``params`` on the entry (no vol-proportional slippage: no sigma is
     used), funding paid every settlement; no vol targeting, no throttle, no ruin stop."""
@@ -211,8 +252,9 @@ def buy_and_hold_perp(open_, close, tradable, funding, params: PortfolioParams |
     return _single_expert(open_, close, tradable, funding, np.full(n, np.nan), _held(params), index, True)
 
 
-def vol_targeted_buy_and_hold(open_, close, tradable, funding, sigma_lev, params: PortfolioParams | None = None,
-                              *, index=None, slip_sigma=None) -> pd.DataFrame:
+def vol_targeted_buy_and_hold(
+    open_, close, tradable, funding, sigma_lev, params: PortfolioParams | None = None, *, index=None, slip_sigma=None
+) -> pd.DataFrame:
     """A long perp at min(lev_max, vol_target / sigma_lev_t) with the engine's execution lag, the rebalance policy,
     fees, slippage and funding of ``params``; no throttle, no ruin stop, no position while sigma_lev is unknown.
     ``sigma_lev``: the annualised volatility that sets the leverage, the strategy's own (:func:`reference_runs`);
@@ -222,8 +264,9 @@ def vol_targeted_buy_and_hold(open_, close, tradable, funding, sigma_lev, params
     return _single_expert(open_, close, tradable, funding, sigma_lev, p, index, True, slip_sigma)
 
 
-def reference_runs(prices, sigma_lev, slip_sigma, params: PortfolioParams | None = None, *,
-                   index=None) -> dict[str, pd.DataFrame]:
+def reference_runs(
+    prices, sigma_lev, slip_sigma, params: PortfolioParams | None = None, *, index=None
+) -> dict[str, pd.DataFrame]:
     """The three references (:data:`REFERENCES`, module docstring) on the bars of ``prices`` (a
     :class:`btc_assets.portfolio.moe.Prices` over the window to measure; each reference starts flat at its first
     bar). ``sigma_lev``: the strategy's leverage volatility on those bars (causal, known from the first bar on);
@@ -232,6 +275,7 @@ def reference_runs(prices, sigma_lev, slip_sigma, params: PortfolioParams | None
     return {
         "buy_and_hold_spot": buy_and_hold_spot(p.spot_open, p.spot_close, p.tradable, params, index=index),
         "buy_and_hold_perp": buy_and_hold_perp(p.open_, p.close, p.tradable, p.funding, params, index=index),
-        "vol_targeted_buy_and_hold": vol_targeted_buy_and_hold(p.open_, p.close, p.tradable, p.funding, sigma_lev,
-                                                               params, index=index, slip_sigma=slip_sigma),
+        "vol_targeted_buy_and_hold": vol_targeted_buy_and_hold(
+            p.open_, p.close, p.tradable, p.funding, sigma_lev, params, index=index, slip_sigma=slip_sigma
+        ),
     }

@@ -45,8 +45,10 @@ class Prices:
     perp_from: int  # first bar priced on the perp's own bars (len: never)
 
     def window(self, rows: slice) -> Prices:
-        return Prices(*(getattr(self, f.name)[rows] for f in dataclasses.fields(self)[:-1]),
-                      max(0, self.perp_from - (rows.start or 0)))
+        return Prices(
+            *(getattr(self, f.name)[rows] for f in dataclasses.fields(self)[:-1]),
+            max(0, self.perp_from - (rows.start or 0)),
+        )
 
 
 @dataclass(frozen=True)
@@ -78,11 +80,22 @@ def engine_params(settings: PortfolioSettings) -> PortfolioParams:
         raise ValueError("[portfolio] decision_hours must be >= 1, band_rel and borrow_rate >= 0")
     perp_fee, spot_fee = settings.fees_bps
     return PortfolioParams(
-        vol_target=settings.vol_target, lev_max=settings.lev_max, vol_targeting=settings.vol_targeting,
-        dd_max=settings.dd_max, k_min=settings.k_min, rearm=settings.rearm, band=settings.band,
-        perp_fee_bps=perp_fee, slip_bps=settings.slip_bps, slip_vol_coef=settings.slip_vol_coef,
-        hard_switch=settings.hard_switch, ruin_floor=settings.ruin_floor, spot_fee_bps=spot_fee,
-        borrow_rate=settings.borrow_rate, band_rel=settings.band_rel, decision_hours=float(settings.decision_hours),
+        vol_target=settings.vol_target,
+        lev_max=settings.lev_max,
+        vol_targeting=settings.vol_targeting,
+        dd_max=settings.dd_max,
+        k_min=settings.k_min,
+        rearm=settings.rearm,
+        band=settings.band,
+        perp_fee_bps=perp_fee,
+        slip_bps=settings.slip_bps,
+        slip_vol_coef=settings.slip_vol_coef,
+        hard_switch=settings.hard_switch,
+        ruin_floor=settings.ruin_floor,
+        spot_fee_bps=spot_fee,
+        borrow_rate=settings.borrow_rate,
+        band_rel=settings.band_rel,
+        decision_hours=float(settings.decision_hours),
     )
 
 
@@ -120,8 +133,15 @@ def price_arrays(bars: pd.DataFrame, settings: PortfolioSettings) -> Prices:
             po, pc = _filled(p_open[perp_from:perp_to], p_close[perp_from:perp_to])
             open_[perp_from:perp_to], close[perp_from:perp_to] = po, pc
             tradable[perp_from:perp_to] &= known[perp_from:perp_to]
-    return Prices(open_, close, spot_open, spot_close, tradable,
-                  funding_with_assumption(bars, settings.assumed_funding), perp_from)
+    return Prices(
+        open_,
+        close,
+        spot_open,
+        spot_close,
+        tradable,
+        funding_with_assumption(bars, settings.assumed_funding),
+        perp_from,
+    )
 
 
 def leverage_sigma(volatility: pd.DataFrame, settings: PortfolioSettings) -> np.ndarray:
@@ -138,8 +158,13 @@ def leverage_sigma(volatility: pd.DataFrame, settings: PortfolioSettings) -> np.
     return sigma
 
 
-def prepare_inputs(bars: pd.DataFrame, volatility: pd.DataFrame, regime_probabilities: pd.DataFrame,
-                   signals: pd.DataFrame, settings: PortfolioSettings) -> EngineInputs:
+def prepare_inputs(
+    bars: pd.DataFrame,
+    volatility: pd.DataFrame,
+    regime_probabilities: pd.DataFrame,
+    signals: pd.DataFrame,
+    settings: PortfolioSettings,
+) -> EngineInputs:
     """Align the chain's tables on the grid of ``bars``."""
     index = pd.DatetimeIndex(bars["timestamp"])
     prices = price_arrays(bars, settings)
@@ -147,10 +172,16 @@ def prepare_inputs(bars: pd.DataFrame, volatility: pd.DataFrame, regime_probabil
     k = len(settings.gating)
     probs = oos.reindex(index)[[f"p_{j}" for j in range(k)]].to_numpy(dtype=np.float64)
     return EngineInputs(
-        index=index, open_=prices.open_, close=prices.close, tradable=prices.tradable, funding=prices.funding,
+        index=index,
+        open_=prices.open_,
+        close=prices.close,
+        tradable=prices.tradable,
+        funding=prices.funding,
         experts=np.ascontiguousarray(signals[list(EXPERTS)].to_numpy(dtype=np.float64)),
-        probs=np.ascontiguousarray(probs), sigma_hat=np.ascontiguousarray(leverage_sigma(volatility, settings)),
-        spot_open=prices.spot_open, spot_close=prices.spot_close,
+        probs=np.ascontiguousarray(probs),
+        sigma_hat=np.ascontiguousarray(leverage_sigma(volatility, settings)),
+        spot_open=prices.spot_open,
+        spot_close=prices.spot_close,
         slip_sigma=volatility["sigma"].to_numpy(dtype=np.float64),
     )
 
@@ -169,20 +200,35 @@ def compute_portfolio(inputs: EngineInputs, settings: PortfolioSettings) -> Port
     """Run the mixture of experts over the whole grid; metrics over the out-of-sample period only."""
     params = engine_params(settings)
     gating = np.asarray(settings.gating, dtype=np.float64)
-    frame = run_portfolio(inputs.open_, inputs.close, inputs.tradable, inputs.funding, inputs.experts, inputs.probs,
-                          gating, inputs.sigma_hat, params, EXPERTS.index("carry"), index=inputs.index,
-                          expert_names=EXPERTS, spot_open=inputs.spot_open, spot_close=inputs.spot_close,
-                          slip_sigma=inputs.slip_sigma)
+    frame = run_portfolio(
+        inputs.open_,
+        inputs.close,
+        inputs.tradable,
+        inputs.funding,
+        inputs.experts,
+        inputs.probs,
+        gating,
+        inputs.sigma_hat,
+        params,
+        EXPERTS.index("carry"),
+        index=inputs.index,
+        expert_names=EXPERTS,
+        spot_open=inputs.spot_open,
+        spot_close=inputs.spot_close,
+        slip_sigma=inputs.slip_sigma,
+    )
     start = inputs.first_known
     window = slice(start, None)
-    prices = Prices(inputs.open_, inputs.close, inputs.spot_open, inputs.spot_close, inputs.tradable,
-                    inputs.funding, 0)
-    refs = reference_runs(prices.window(window), inputs.sigma_hat[window], inputs.slip_sigma[window], params,
-                          index=inputs.index[window])
+    prices = Prices(inputs.open_, inputs.close, inputs.spot_open, inputs.spot_close, inputs.tradable, inputs.funding, 0)
+    refs = reference_runs(
+        prices.window(window), inputs.sigma_hat[window], inputs.slip_sigma[window], params, index=inputs.index[window]
+    )
     strategy = frame.iloc[window].copy()
     strategy["equity"] = strategy["equity"] / frame["equity"].iloc[start - 1] if start > 0 else strategy["equity"]
-    metrics = pd.DataFrame({
-        "strategy": frame_metrics(strategy, settings.ruin_floor),
-        **{name: frame_metrics(ref, settings.ruin_floor) for name, ref in refs.items()},
-    }).T
+    metrics = pd.DataFrame(
+        {
+            "strategy": frame_metrics(strategy, settings.ruin_floor),
+            **{name: frame_metrics(ref, settings.ruin_floor) for name, ref in refs.items()},
+        }
+    ).T
     return PortfolioRun(frame, refs, metrics, start)

@@ -270,9 +270,16 @@ def _check_close(close) -> np.ndarray:
     return arr
 
 
-def ma_crossover_sweep(close, fast_windows: Sequence[int] | None = None, slow_windows: Sequence[int] | None = None, *,
-                       grid: SweepGrid | None = None, fee_bps: float = 10.0, allow_short: bool = False,
-                       ann_factor: float = HOURS_PER_YEAR) -> pd.DataFrame:
+def ma_crossover_sweep(
+    close,
+    fast_windows: Sequence[int] | None = None,
+    slow_windows: Sequence[int] | None = None,
+    *,
+    grid: SweepGrid | None = None,
+    fee_bps: float = 10.0,
+    allow_short: bool = False,
+    ann_factor: float = HOURS_PER_YEAR,
+) -> pd.DataFrame:
     """Sweep every (fast, slow) pair with fast < slow (or the pairs of ``grid``); one row per pair.
 
     Columns: fast, slow, total_return, sharpe, max_drawdown, n_trades (see the module docstring for conventions).
@@ -283,14 +290,24 @@ def ma_crossover_sweep(close, fast_windows: Sequence[int] | None = None, slow_wi
             raise ValueError("give fast_windows and slow_windows, or grid")
         grid = make_grid(fast_windows, slow_windows)
     ma = moving_averages(arr, grid.windows)
-    res = sweep_kernel(arr, ma, grid.windows, grid.fast_idx, grid.slow_idx, float(fee_bps) * 1e-4,
-                       bool(allow_short), float(ann_factor))
-    return pd.DataFrame({"fast": grid.fast, "slow": grid.slow, "total_return": res[:, 0], "sharpe": res[:, 1],
-                         "max_drawdown": res[:, 2], "n_trades": res[:, 3].astype(np.int64)})
+    res = sweep_kernel(
+        arr, ma, grid.windows, grid.fast_idx, grid.slow_idx, float(fee_bps) * 1e-4, bool(allow_short), float(ann_factor)
+    )
+    return pd.DataFrame(
+        {
+            "fast": grid.fast,
+            "slow": grid.slow,
+            "total_return": res[:, 0],
+            "sharpe": res[:, 1],
+            "max_drawdown": res[:, 2],
+            "n_trades": res[:, 3].astype(np.int64),
+        }
+    )
 
 
-def ma_crossover_reference(close, fast: int, slow: int, *, fee_bps: float = 10.0, allow_short: bool = False,
-                           ann_factor: float = HOURS_PER_YEAR) -> dict[str, float]:
+def ma_crossover_reference(
+    close, fast: int, slow: int, *, fee_bps: float = 10.0, allow_short: bool = False, ann_factor: float = HOURS_PER_YEAR
+) -> dict[str, float]:
     """Plain pandas/Python backtest of one pair, bar by bar, for the tests (same conventions as the kernel).
 
     Averages from the cumulative sum (as the kernel and vectorbt; equal to ``rolling(w).mean()`` to rounding),
@@ -346,5 +363,9 @@ def ma_crossover_reference(close, fast: int, slow: int, *, fee_bps: float = 10.0
     rets = values / values.shift(1, fill_value=INIT_CASH) - 1.0
     std = rets.std(ddof=1)
     sharpe = float("inf") if std == 0 else float(rets.mean() / std * np.sqrt(ann_factor))
-    return {"total_return": value[-1] / INIT_CASH - 1.0, "sharpe": sharpe,
-            "max_drawdown": float((values / values.cummax() - 1.0).min()), "n_trades": n_trades}
+    return {
+        "total_return": value[-1] / INIT_CASH - 1.0,
+        "sharpe": sharpe,
+        "max_drawdown": float((values / values.cummax() - 1.0).min()),
+        "n_trades": n_trades,
+    }

@@ -16,11 +16,13 @@ from btc_assets.regimes.walkforward import RegimeFit, fit_walk_forward, out_of_s
 from btc_assets.schedule import FoldSchedule
 
 
-def compute_regimes(bars: pd.DataFrame, volatility: pd.DataFrame, schedule: FoldSchedule,
-                    settings: RegimeSettings) -> RegimeFit:
+def compute_regimes(
+    bars: pd.DataFrame, volatility: pd.DataFrame, schedule: FoldSchedule, settings: RegimeSettings
+) -> RegimeFit:
     """Features from the hourly grid and the volatility table, then the walk-forward fit over ``schedule``."""
-    features = regime_features(bars, volatility["sigma"], volatility["sigma_bar"], settings.lfp_window,
-                               settings.lfp_min_period)
+    features = regime_features(
+        bars, volatility["sigma"], volatility["sigma_bar"], settings.lfp_window, settings.lfp_min_period
+    )
     return fit_walk_forward(features, schedule.folds_for(bars["timestamp"]), settings)
 
 

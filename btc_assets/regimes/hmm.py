@@ -105,6 +105,7 @@ _EMPTY_STATE = 1e-8  # Σ_t γ_tj below this: state j keeps its emission paramet
 # Numba kernels (each with a plain reference implementation used by the tests)
 # ----------------------------------------------------------------------------------------------------------------
 
+
 @njit(cache=True, nogil=True)
 def _t_loglik_kernel(X, means, inv_chols, consts, half_nu_p, dofs):  # pragma: no cover - compiled
     """log f_j(x_t) for all t, j: consts[j] − (ν_j + p)/2 · log(1 + δ_tj/ν_j), δ_tj = |L_j⁻¹(x_t − μ_j)|².
@@ -399,8 +400,12 @@ def t_loglik_reference(X, means, covars, dofs):
         chol = linalg.cholesky(cov, lower=True)
         z = linalg.solve_triangular(chol, (X - mu).T, lower=True)
         delta = (z**2).sum(axis=0)
-        const = (special.gammaln((nu + p) / 2) - special.gammaln(nu / 2) - 0.5 * p * np.log(nu * np.pi)
-                 - np.log(np.diag(chol)).sum())
+        const = (
+            special.gammaln((nu + p) / 2)
+            - special.gammaln(nu / 2)
+            - 0.5 * p * np.log(nu * np.pi)
+            - np.log(np.diag(chol)).sum()
+        )
         out[:, j] = const - 0.5 * (nu + p) * np.log1p(delta / nu)
     return out
 
@@ -436,6 +441,7 @@ def forward_backward_reference(log_frameprob, startprob, transmat):
 # Helpers
 # ----------------------------------------------------------------------------------------------------------------
 
+
 def _floor_eigenvalues(cov: np.ndarray, floor: float) -> np.ndarray:
     """Constrained Σ-maximiser: eigenvalues below ``floor`` raised to it; untouched when none is below."""
     cov = 0.5 * (cov + cov.T)
@@ -445,8 +451,7 @@ def _floor_eigenvalues(cov: np.ndarray, floor: float) -> np.ndarray:
     return (vecs * np.maximum(vals, floor)) @ vecs.T
 
 
-def _kmeans(X: np.ndarray, k: int, rs: np.random.RandomState, n_init: int = _KMEANS_INIT,
-            n_iter: int = _KMEANS_ITER):
+def _kmeans(X: np.ndarray, k: int, rs: np.random.RandomState, n_init: int = _KMEANS_INIT, n_iter: int = _KMEANS_ITER):
     """Best (lowest inertia) of ``n_init`` k-means++ seedings each refined by Lloyd iterations; deterministic
     given ``rs``. Returns (centres, labels)."""
     n = len(X)
@@ -492,6 +497,7 @@ def _split(X: np.ndarray, lengths):
 # The model
 # ----------------------------------------------------------------------------------------------------------------
 
+
 class StudentTHMM(BaseHMM):
     """HMM with multivariate Student-t emissions, fitted by ECM (see the module docstring for the equations).
 
@@ -510,13 +516,36 @@ class StudentTHMM(BaseHMM):
     (``monitor_.history`` is the log-likelihood before each M-step), ``n_features``.
     """
 
-    def __init__(self, n_components=5, covariance_type="full", min_covar=1e-3, dof_bounds=(2.05, 200.0),
-                 startprob_prior=1.0, transmat_prior=1.0, algorithm="viterbi", random_state=None, n_iter=100,
-                 tol=1e-4, verbose=False, params="stmcn", init_params="stmcn", implementation="log"):
-        super().__init__(n_components=n_components, startprob_prior=startprob_prior,
-                         transmat_prior=transmat_prior, algorithm=algorithm, random_state=random_state,
-                         n_iter=n_iter, tol=tol, verbose=verbose, params=params, init_params=init_params,
-                         implementation=implementation)
+    def __init__(
+        self,
+        n_components=5,
+        covariance_type="full",
+        min_covar=1e-3,
+        dof_bounds=(2.05, 200.0),
+        startprob_prior=1.0,
+        transmat_prior=1.0,
+        algorithm="viterbi",
+        random_state=None,
+        n_iter=100,
+        tol=1e-4,
+        verbose=False,
+        params="stmcn",
+        init_params="stmcn",
+        implementation="log",
+    ):
+        super().__init__(
+            n_components=n_components,
+            startprob_prior=startprob_prior,
+            transmat_prior=transmat_prior,
+            algorithm=algorithm,
+            random_state=random_state,
+            n_iter=n_iter,
+            tol=tol,
+            verbose=verbose,
+            params=params,
+            init_params=init_params,
+            implementation=implementation,
+        )
         self.covariance_type = covariance_type
         self.min_covar = min_covar
         self.dof_bounds = dof_bounds
@@ -563,8 +592,9 @@ class StudentTHMM(BaseHMM):
         self.covars_ = np.asarray(self.covars_, dtype=np.float64)
         expected = (k, p, p) if self.covariance_type == "full" else (k, p)
         if self.covars_.shape != expected:
-            raise ValueError(f"covars_ must have shape {expected} for {self.covariance_type!r}, "
-                             f"got {self.covars_.shape}")
+            raise ValueError(
+                f"covars_ must have shape {expected} for {self.covariance_type!r}, got {self.covars_.shape}"
+            )
         if self.covariance_type == "diag":
             if not (np.isfinite(self.covars_).all() and (self.covars_ > 0).all()):
                 raise ValueError("diag covars_ must be positive")
@@ -622,8 +652,12 @@ class StudentTHMM(BaseHMM):
             self.dofs_ = np.full(k, float(np.clip(_INIT_DOF, *self.dof_bounds)))
         n_fit_scalars = sum(v for key, v in self._get_n_fit_scalars_per_param().items() if key in self.params)
         if X.size < n_fit_scalars:
-            _log.warning("Fitting a model with %d free scalar parameters with only %d data points will result "
-                         "in a degenerate solution.", n_fit_scalars, X.size)
+            _log.warning(
+                "Fitting a model with %d free scalar parameters with only %d data points will result "
+                "in a degenerate solution.",
+                n_fit_scalars,
+                X.size,
+            )
 
     # -- emissions ---------------------------------------------------------------------------------------------
 
@@ -639,9 +673,14 @@ class StudentTHMM(BaseHMM):
 
     def _compute_log_likelihood(self, X):
         inv_chols, consts, half_nu_p, _ = self._emission_terms()
-        return _t_loglik_kernel(np.ascontiguousarray(X, dtype=np.float64),
-                                np.ascontiguousarray(self.means_, dtype=np.float64), inv_chols, consts, half_nu_p,
-                                np.ascontiguousarray(self.dofs_, dtype=np.float64))
+        return _t_loglik_kernel(
+            np.ascontiguousarray(X, dtype=np.float64),
+            np.ascontiguousarray(self.means_, dtype=np.float64),
+            inv_chols,
+            consts,
+            half_nu_p,
+            np.ascontiguousarray(self.dofs_, dtype=np.float64),
+        )
 
     def _generate_sample_from_state(self, state, random_state=None):
         """x = μ + L z / √w with z ~ N(0, I), w ~ χ²_ν / ν (L the Cholesky factor of Σ): one multivariate t draw."""
@@ -671,8 +710,9 @@ class StudentTHMM(BaseHMM):
     def _initialize_sufficient_statistics(self):
         stats = super()._initialize_sufficient_statistics()
         k, p = self.n_components, self.n_features
-        stats.update(post=np.zeros(k), wsum=np.zeros(k), wy=np.zeros((k, p)), wyy=np.zeros((k, p, p)),
-                     logu_u=np.zeros(k))
+        stats.update(
+            post=np.zeros(k), wsum=np.zeros(k), wy=np.zeros((k, p)), wyy=np.zeros((k, p, p)), logu_u=np.zeros(k)
+        )
         return stats
 
     def _accumulate_sufficient_statistics_log(self, stats, X, lattice, posteriors, fwdlattice, bwdlattice):
@@ -693,9 +733,14 @@ class StudentTHMM(BaseHMM):
         log_frameprob = lattice if self.implementation == "log" else self._compute_log_likelihood(X)
         _, consts, half_nu_p, log_u_max = self._emission_terms()
         post, wsum, wy, wyy, logu_u = _t_stats_kernel(
-            np.ascontiguousarray(X, dtype=np.float64), np.ascontiguousarray(posteriors, dtype=np.float64),
-            np.ascontiguousarray(log_frameprob, dtype=np.float64), np.ascontiguousarray(self.means_, dtype=np.float64),
-            consts, half_nu_p, log_u_max)
+            np.ascontiguousarray(X, dtype=np.float64),
+            np.ascontiguousarray(posteriors, dtype=np.float64),
+            np.ascontiguousarray(log_frameprob, dtype=np.float64),
+            np.ascontiguousarray(self.means_, dtype=np.float64),
+            consts,
+            half_nu_p,
+            log_u_max,
+        )
         stats["post"] += post
         stats["wsum"] += wsum
         stats["wy"] += wy
@@ -840,8 +885,9 @@ def gaussian_log_densities(X: np.ndarray, means: np.ndarray, covars: np.ndarray)
     """log N(x_t; μ_j, Σ_j) for every row and state, (T, K); ``covars`` full (K, p, p)."""
     from scipy.stats import multivariate_normal
 
-    return np.column_stack([multivariate_normal(means[j], covars[j], allow_singular=True).logpdf(X).reshape(-1)
-                            for j in range(len(means))])
+    return np.column_stack(
+        [multivariate_normal(means[j], covars[j], allow_singular=True).logpdf(X).reshape(-1) for j in range(len(means))]
+    )
 
 
 def gaussian_filter_proba(model: Any, X: np.ndarray) -> np.ndarray:

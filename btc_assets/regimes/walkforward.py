@@ -63,9 +63,15 @@ def _new_model(settings: RegimeSettings, seed: int, n_obs: int) -> StudentTHMM:
 
 def _gaussian(x: np.ndarray, settings: RegimeSettings, seed: int, previous: GaussianHMM | None) -> GaussianHMM:
     """A Gaussian HMM with the same K, covariance type and prior, warm-started from the previous refit's."""
-    gauss = GaussianHMM(n_components=settings.n_states, covariance_type=settings.covariance_type,
-                        n_iter=settings.n_iter, tol=settings.tol * len(x), random_state=seed,
-                        transmat_prior=_sticky_prior(settings), implementation="scaling")
+    gauss = GaussianHMM(
+        n_components=settings.n_states,
+        covariance_type=settings.covariance_type,
+        n_iter=settings.n_iter,
+        tol=settings.tol * len(x),
+        random_state=seed,
+        transmat_prior=_sticky_prior(settings),
+        implementation="scaling",
+    )
     if previous is not None:
         gauss.init_params = ""
         gauss.startprob_, gauss.transmat_ = previous.startprob_.copy(), previous.transmat_.copy()
@@ -79,14 +85,16 @@ def _from_gaussian(gauss: GaussianHMM, settings: RegimeSettings, seed: int, n_ob
     model.init_params = ""
     model.startprob_, model.transmat_ = gauss.startprob_.copy(), gauss.transmat_.copy()
     model.means_ = gauss.means_.copy()
-    model.covars_ = gauss.covars_.copy() if settings.covariance_type == "full" else np.array(
-        [np.diag(c) for c in gauss.covars_])
+    model.covars_ = (
+        gauss.covars_.copy() if settings.covariance_type == "full" else np.array([np.diag(c) for c in gauss.covars_])
+    )
     model.dofs_ = np.full(settings.n_states, 30.0)
     return model
 
 
-def _gaussian_candidates(x: np.ndarray, settings: RegimeSettings, seed: int, previous: GaussianHMM | None
-                         ) -> tuple[GaussianHMM, dict[str, float], str]:
+def _gaussian_candidates(
+    x: np.ndarray, settings: RegimeSettings, seed: int, previous: GaussianHMM | None
+) -> tuple[GaussianHMM, dict[str, float], str]:
     """Gaussian HMM fits for one refit: warm-started from the previous refit (if any) and ``n_restarts`` fresh
     starts (k-means initialisations with derived seeds); the best likelihood wins (ties: the name)."""
     candidates = {f"restart{r}": _gaussian(x, settings, seed + 7919 * r, None) for r in range(settings.n_restarts)}
@@ -121,10 +129,12 @@ def fit_walk_forward(features: pd.DataFrame, folds: list[Fold], settings: Regime
         mu, sd = values[train].mean(axis=0), values[train].std(axis=0)
         sd[sd == 0] = 1.0
         x_train = (values[train] - mu) / sd
+
         # two independent chains on the two cores (the numba kernels release the GIL; results do not depend
         # on the threading): the Gaussian fit and the t-fit started from it || the warm (or restarted) t-fit
-        def gaussian_chain(prev_gauss: GaussianHMM | None = previous_gauss, x: np.ndarray = x_train,
-                           seed: int = seed) -> tuple[GaussianHMM, StudentTHMM]:
+        def gaussian_chain(
+            prev_gauss: GaussianHMM | None = previous_gauss, x: np.ndarray = x_train, seed: int = seed
+        ) -> tuple[GaussianHMM, StudentTHMM]:
             gauss = _gaussian(x, settings, seed, prev_gauss)
             return gauss, _from_gaussian(gauss, settings, seed, len(x)).fit(x)
 
@@ -135,8 +145,9 @@ def fit_walk_forward(features: pd.DataFrame, folds: list[Fold], settings: Regime
             chain = pool.submit(gaussian_chain)
             candidates: dict[str, StudentTHMM] = {}
             if previous is None:
-                candidates["restarts"] = fit_with_restarts(_new_model(settings, seed, len(x_train)), x_train,
-                                                           n_restarts=settings.n_restarts, random_state=seed)
+                candidates["restarts"] = fit_with_restarts(
+                    _new_model(settings, seed, len(x_train)), x_train, n_restarts=settings.n_restarts, random_state=seed
+                )
             else:
                 warm = warm_start(previous, random_state=seed, tol=settings.tol * len(x_train))
                 candidates["warm"] = warm.fit(x_train)
@@ -157,8 +168,9 @@ def fit_walk_forward(features: pd.DataFrame, folds: list[Fold], settings: Regime
         gaussian = settings.emission == "gaussian"
         proba = (gaussian_filter_proba(model, x_all) if gaussian else model.filter_proba(x_all))[:, order]
         ts = index[first:last]
-        segment = np.select([ts < fold.fit_end, ts < fold.train_end, ts < fold.test_start],
-                            ["train", "validation", "purge"], "test")
+        segment = np.select(
+            [ts < fold.fit_end, ts < fold.train_end, ts < fold.test_start], ["train", "validation", "purge"], "test"
+        )
         part = pd.DataFrame(proba, columns=cols)
         part.insert(0, "timestamp", ts)
         part.insert(0, "segment", segment)
@@ -167,26 +179,39 @@ def fit_walk_forward(features: pd.DataFrame, folds: list[Fold], settings: Regime
 
         loglik = scores[start]
         row = {
-            "refit": fold.index, "train_start": fold.train_start, "fit_end": fold.fit_end,
+            "refit": fold.index,
+            "train_start": fold.train_start,
+            "fit_end": fold.fit_end,
             "train_end": fold.train_end,
-            "test_start": fold.test_start, "test_end": fold.test_end, "n_train": int(train.sum()),
-            "loglik": loglik, "bic": float(model.bic(x_train)), "iterations": int(model.monitor_.iter),
-            "converged": bool(model.monitor_.converged), "phase_names": ",".join(phase_names),
-            "start": start, "start_logliks": repr({k: round(v, 2) for k, v in scores.items()}),
-            "gaussian_loglik": float(gauss.score(x_train)), "gaussian_bic": float(gauss.bic(x_train)),
+            "test_start": fold.test_start,
+            "test_end": fold.test_end,
+            "n_train": int(train.sum()),
+            "loglik": loglik,
+            "bic": float(model.bic(x_train)),
+            "iterations": int(model.monitor_.iter),
+            "converged": bool(model.monitor_.converged),
+            "phase_names": ",".join(phase_names),
+            "start": start,
+            "start_logliks": repr({k: round(v, 2) for k, v in scores.items()}),
+            "gaussian_loglik": float(gauss.score(x_train)),
+            "gaussian_bic": float(gauss.bic(x_train)),
         }
         row["seconds"] = time.perf_counter() - started
         refit_rows.append(row)
         durations = 1.0 / np.maximum(1.0 - np.diag(model.transmat_), 1e-12)
         original_means = model.means_ * sd + mu
         for k, state in enumerate(order):
-            phase_rows.append({
-                "refit": fold.index, "phase": k, "name": phase_names[k],
-                **{f"mean_{f}": float(original_means[state, j]) for j, f in enumerate(names)},
-                "nu": float("inf") if settings.emission == "gaussian" else float(model.dofs_[state]),
-                "expected_duration_h": float(durations[state]),
-                "share_train": float(proba[segment == "train", k].mean()),
-            })
+            phase_rows.append(
+                {
+                    "refit": fold.index,
+                    "phase": k,
+                    "name": phase_names[k],
+                    **{f"mean_{f}": float(original_means[state, j]) for j, f in enumerate(names)},
+                    "nu": float("inf") if settings.emission == "gaussian" else float(model.dofs_[state]),
+                    "expected_duration_h": float(durations[state]),
+                    "share_train": float(proba[segment == "train", k].mean()),
+                }
+            )
     pool.shutdown()
     probabilities = pd.concat(parts, ignore_index=True)
     probabilities["segment"] = probabilities["segment"].astype("category")

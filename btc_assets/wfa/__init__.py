@@ -10,7 +10,7 @@ windows are stitched into one out-of-sample series per seed. Resumable at the ex
 """
 
 from btc_assets.wfa.checkpoint import Fingerprint, read_progress
-from btc_assets.wfa.run import CODE_VERSION, WfaResult, run_seed
+from btc_assets.wfa.run import WfaResult, code_digest, run_seed
 from btc_assets.wfa.space import PhaseParams, StrategyParams
 
-__all__ = ["CODE_VERSION", "Fingerprint", "PhaseParams", "StrategyParams", "WfaResult", "read_progress", "run_seed"]
+__all__ = ["Fingerprint", "PhaseParams", "StrategyParams", "WfaResult", "code_digest", "read_progress", "run_seed"]

@@ -35,21 +35,15 @@ from typing import Any
 
 import pandas as pd
 
+from btc_assets.atomic import atomic_path
 from btc_assets.ingestion.load import frame_hash
 
 
 def atomic_write_json(data: Any, path: Path) -> None:
     """Write JSON to ``path`` atomically (temp file in the same folder, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True, default=str)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "w") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True, default=str)
 
 
 def read_json(path: Path) -> Any | None:
@@ -87,8 +81,7 @@ class Fingerprint:
 class SeedCheckpoint:
     """One seed's checkpoint folder."""
 
-    def __init__(self, root: Path, seed_key: str, fingerprint: Fingerprint,
-                 say: Callable[[str], None] = print) -> None:
+    def __init__(self, root: Path, seed_key: str, fingerprint: Fingerprint, say: Callable[[str], None] = print) -> None:
         self.root = Path(root)
         self.seed_key = seed_key
         self.dir = self.root / seed_key
@@ -120,8 +113,10 @@ class SeedCheckpoint:
             aside = self.root / f"{self.seed_key}.stale-{stamp}-{uuid.uuid4().hex[:4]}"
             os.replace(self.dir, aside)
             self.moved_aside = aside
-            self.say(f"{self.seed_key}: the checkpoint was made from different "
-                     f"{', '.join(old.differences(self.fingerprint))}; kept aside at {aside}; starting fresh")
+            self.say(
+                f"{self.seed_key}: the checkpoint was made from different "
+                f"{', '.join(old.differences(self.fingerprint))}; kept aside at {aside}; starting fresh"
+            )
         elif self.dir.exists() and any(self.dir.iterdir()):
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
             aside = self.root / f"{self.seed_key}.stale-{stamp}-{uuid.uuid4().hex[:4]}"
@@ -163,8 +158,13 @@ class SeedCheckpoint:
     # -- progress ------------------------------------------------------------------------------------------------
 
     def write_progress(self, **fields: Any) -> None:
-        fields = {"seed": self.seed_key, "fingerprint": self.fingerprint.key,
-                  "updated_at": datetime.now(UTC).isoformat(timespec="seconds"), "pid": os.getpid(), **fields}
+        fields = {
+            "seed": self.seed_key,
+            "fingerprint": self.fingerprint.key,
+            "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "pid": os.getpid(),
+            **fields,
+        }
         atomic_write_json(fields, self.dir / "progress.json")
 
 

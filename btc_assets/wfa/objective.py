@@ -89,7 +89,7 @@ def mix_into(columns, k, a, w0, x0, w1, x1, w2, x2):  # pragma: no cover - compi
 
 def mix_reference(n: int, a: int, weights: list[float], signals: list[np.ndarray]) -> np.ndarray:
     """The plain version of :func:`mix_into`."""
-    return sum(w * x[a:a + n] for w, x in zip(weights, signals, strict=True))
+    return sum(w * x[a : a + n] for w, x in zip(weights, signals, strict=True))
 
 
 @dataclass(frozen=True)
@@ -138,8 +138,15 @@ class SignalCache:
 class FoldObjective:
     """Everything one fold needs to score parameter sets quickly (arrays sliced once, columns swapped in place)."""
 
-    def __init__(self, inputs: EngineInputs, probabilities: pd.DataFrame, refit: int, signals: SignalCache,
-                 portfolio: PortfolioSettings, settings: WfaSettings) -> None:
+    def __init__(
+        self,
+        inputs: EngineInputs,
+        probabilities: pd.DataFrame,
+        refit: int,
+        signals: SignalCache,
+        portfolio: PortfolioSettings,
+        settings: WfaSettings,
+    ) -> None:
         rows = probabilities[probabilities["refit"] == refit]
         k = len(portfolio.gating)
         ts = pd.DatetimeIndex(rows["timestamp"])
@@ -193,7 +200,7 @@ class FoldObjective:
         """Put every phase's column for ``params`` in place; returns the gating matrix."""
         for k, phase in enumerate(params.phases):
             self._set_phase_column(k, phase)
-        self.columns[:, -1] = self.signals.get(params.carry, self.b)[self.a:self.b]
+        self.columns[:, -1] = self.signals.get(params.carry, self.b)[self.a : self.b]
         return params.gating_matrix()
 
     # -- scoring -------------------------------------------------------------------------------------------------
@@ -209,9 +216,20 @@ class FoldObjective:
 
     def _run(self, piece: Piece, gating: np.ndarray, engine: np.ndarray) -> Score:
         s = slice(piece.start, piece.stop)
-        return backtest_score(self.open_[s], self.close[s], self.tradable[s], self.funding[s], self.columns[s],
-                              self.probs[s], gating, self.sigma_hat[s], engine, self.columns.shape[1] - 1,
-                              check=False, **self._market(s))
+        return backtest_score(
+            self.open_[s],
+            self.close[s],
+            self.tradable[s],
+            self.funding[s],
+            self.columns[s],
+            self.probs[s],
+            gating,
+            self.sigma_hat[s],
+            engine,
+            self.columns.shape[1] - 1,
+            check=False,
+            **self._market(s),
+        )
 
     def _market(self, s: slice) -> dict[str, np.ndarray]:
         """The spot prices and slippage volatility of rows ``s`` (the engine's keyword inputs)."""
@@ -228,9 +246,12 @@ class FoldObjective:
         fit, val = self.pieces["fit"], self.pieces["validation"]
         engine = self.engine_params(params)
         on_fit, on_val = self._run(fit, gating, engine), self._run(val, gating, engine)
-        return TrialScores(score_of(on_fit, fit.n, self.settings, self.ruin_floor),
-                           score_of(on_val, val.n, self.settings, self.ruin_floor),
-                           per_bar_sharpe(on_fit, fit.n), per_bar_sharpe(on_val, val.n))
+        return TrialScores(
+            score_of(on_fit, fit.n, self.settings, self.ruin_floor),
+            score_of(on_val, val.n, self.settings, self.ruin_floor),
+            per_bar_sharpe(on_fit, fit.n),
+            per_bar_sharpe(on_val, val.n),
+        )
 
     def test_scores(self, params: StrategyParams, k: int) -> tuple[float, float]:
         """(score, per-bar Sharpe) of ``params`` on the test window as a fresh book, with phase k's column
@@ -247,10 +268,19 @@ class FoldObjective:
         self._set_phase_column(k, params.phases[k])
         gating = params.gating_matrix()
         s = slice(self.pieces["fit"].start, self.pieces["validation"].stop)
-        bars, _, _, _ = run_portfolio_arrays(self.open_[s], self.close[s], self.tradable[s], self.funding[s],
-                                             self.columns[s], self.probs[s], gating, self.sigma_hat[s],
-                                             self.engine_params(params), self.columns.shape[1] - 1,
-                                             **self._market(s))
+        bars, _, _, _ = run_portfolio_arrays(
+            self.open_[s],
+            self.close[s],
+            self.tradable[s],
+            self.funding[s],
+            self.columns[s],
+            self.probs[s],
+            gating,
+            self.sigma_hat[s],
+            self.engine_params(params),
+            self.columns.shape[1] - 1,
+            **self._market(s),
+        )
         return pd.Series(bars[:, B_RETURN], index=self.index[s])
 
     def test_frame(self, params: StrategyParams, state: np.ndarray) -> pd.DataFrame:
@@ -260,7 +290,20 @@ class FoldObjective:
         piece = self.pieces["test"]
         s = slice(piece.start, piece.stop)
         names = column_names(self.n_phases)
-        frame = run_portfolio(self.open_[s], self.close[s], self.tradable[s], self.funding[s], self.columns[s],
-                              self.probs[s], gating, self.sigma_hat[s], self.engine_params(params), len(names) - 1,
-                              index=self.index[s], expert_names=names, state=state, **self._market(s))
+        frame = run_portfolio(
+            self.open_[s],
+            self.close[s],
+            self.tradable[s],
+            self.funding[s],
+            self.columns[s],
+            self.probs[s],
+            gating,
+            self.sigma_hat[s],
+            self.engine_params(params),
+            len(names) - 1,
+            index=self.index[s],
+            expert_names=names,
+            state=state,
+            **self._market(s),
+        )
         return frame

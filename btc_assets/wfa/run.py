@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,12 +10,13 @@ import numpy as np
 import pandas as pd
 
 from btc_assets import experts
-from btc_assets.config import PortfolioSettings, WfaSettings, settings_hash
+from btc_assets.config import PortfolioSettings, WfaSettings
 from btc_assets.evaluation.stats import study_cscv
 from btc_assets.portfolio.engine import S_EQUITY, new_state
 from btc_assets.portfolio.metrics import frame_metrics
 from btc_assets.portfolio.moe import prepare_inputs
 from btc_assets.schedule import FoldSchedule
+from btc_assets.versions import settings_hash, source_digest
 from btc_assets.wfa.checkpoint import Fingerprint, ProgressClock, SeedCheckpoint
 from btc_assets.wfa.objective import FoldObjective, SignalCache, TrialScores
 from btc_assets.wfa.shared import open_shared_storage, run_shared_phase_study
@@ -31,27 +31,12 @@ from btc_assets.wfa.space import (
 )
 from btc_assets.wfa.study import Stopwatch, TrialRecord, open_storage, run_phase_study, select_winner
 
-CODE_VERSION = "wfa-8"  # bump when the optimisation's logic changes: the assets become stale
 
-
-def source_hash() -> str:
-    """A hash of the source of every module a seed's results depend on (the optimiser, experts, engine, glue):
-    part of the checkpoint fingerprint, so an edit of any of them never resumes an old checkpoint."""
-    import inspect
-    import sys
-
-    from btc_assets import experts as _experts
-    from btc_assets.portfolio import engine as _engine
-    from btc_assets.portfolio import moe as _moe
-    from btc_assets.wfa import objective as _objective
-    from btc_assets.wfa import shared as _shared
-    from btc_assets.wfa import space as _space
-    from btc_assets.wfa import study as _study
-
-    digest = hashlib.sha256()
-    for module in (_experts, _engine, _moe, _objective, _shared, _space, _study, sys.modules[__name__]):
-        digest.update(inspect.getsource(module).encode())
-    return digest.hexdigest()[:12]
+def code_digest() -> str:
+    """The source digest of everything a seed's results depend on (``btc_assets.wfa`` and all it imports; see
+    :mod:`btc_assets.versions`): the code part of the checkpoint fingerprint, and of the seed assets' code
+    version, so an edit of any of those modules never resumes an old checkpoint and makes the seeds unsynced."""
+    return source_digest("btc_assets.wfa")
 
 
 @dataclass(frozen=True)
@@ -72,7 +57,7 @@ def config_hash(settings: WfaSettings, portfolio: PortfolioSettings, schedule: F
 
 def _refits(probabilities: pd.DataFrame, settings: WfaSettings) -> list[int]:
     refits = sorted(int(r) for r in probabilities["refit"].unique())
-    return refits[-settings.max_folds:] if settings.max_folds else refits
+    return refits[-settings.max_folds :] if settings.max_folds else refits
 
 
 def run_seed(
@@ -89,8 +74,12 @@ def run_seed(
     say: Callable[[str], None] = print,
 ) -> WfaResult:
     """Optimise every fold (phases in turn), run each fold's winner on its test window, stitch the tests."""
-    fingerprint = Fingerprint.of({"bars": bars, "volatility": volatility, "regimes": regime_probabilities},
-                                 config_hash(settings, portfolio, schedule), f"{CODE_VERSION}-{source_hash()}", seed)
+    fingerprint = Fingerprint.of(
+        {"bars": bars, "volatility": volatility, "regimes": regime_probabilities},
+        config_hash(settings, portfolio, schedule),
+        code_digest(),
+        seed,
+    )
     ckpt = SeedCheckpoint(checkpoints, seed_key, fingerprint, say)
     if settings.shared:  # several workers (machines) cooperate on this seed through one PostgreSQL storage
         if not settings.storage:
@@ -120,11 +109,21 @@ def run_seed(
         done = counters["done_before"] + counters["run"]
         rate = counters["run"] / watch.elapsed if watch.elapsed > 0 and counters["run"] else None
         eta = (total - done) / rate if rate else None
-        ckpt.write_progress(state=state, fold=fold, fold_position=refits.index(fold) + 1, n_folds=len(refits),
-                            phase=phase, n_phases=k_phases,
-                            trial=trial, n_trials=settings.n_trials, best=best, trials_done=done,
-                            trials_total=total, elapsed_s=round(watch.elapsed, 1),
-                            eta_s=None if eta is None else round(eta, 1))
+        ckpt.write_progress(
+            state=state,
+            fold=fold,
+            fold_position=refits.index(fold) + 1,
+            n_folds=len(refits),
+            phase=phase,
+            n_phases=k_phases,
+            trial=trial,
+            n_trials=settings.n_trials,
+            best=best,
+            trials_done=done,
+            trials_total=total,
+            elapsed_s=round(watch.elapsed, 1),
+            eta_s=None if eta is None else round(eta, 1),
+        )
 
     for fold_no, refit in enumerate(refits):
         objective = FoldObjective(inputs, regime_probabilities, refit, signals, portfolio, settings)
@@ -135,8 +134,12 @@ def run_seed(
                 name = ckpt.study_name(refit, k)
                 base = current
 
-                def evaluate(flat: dict[str, object], base: StrategyParams = base, k: int = k,
-                             objective: FoldObjective = objective) -> TrialScores:
+                def evaluate(
+                    flat: dict[str, object],
+                    base: StrategyParams = base,
+                    k: int = k,
+                    objective: FoldObjective = objective,
+                ) -> TrialScores:
                     counters["run"] += 1
                     return objective.scores(with_trial(base, k, flat, settings), k)
 
@@ -145,19 +148,30 @@ def run_seed(
                         progress("running", refit, k, n, best)
 
                 records = phase_study(
-                    storage, name, n_trials=settings.n_trials, sampler=settings.sampler,
-                    n_startup_trials=settings.n_startup_trials, seed_parts=(seed, refit, k),
+                    storage,
+                    name,
+                    n_trials=settings.n_trials,
+                    sampler=settings.sampler,
+                    n_startup_trials=settings.n_startup_trials,
+                    seed_parts=(seed, refit, k),
                     incumbent=incumbent_of(current, k, settings, portfolio),
-                    suggest=lambda trial: suggest_phase(trial, settings), evaluate=evaluate,
-                    distributions=distributions, on_trial=on_trial, say=say)
+                    suggest=lambda trial: suggest_phase(trial, settings),
+                    evaluate=evaluate,
+                    distributions=distributions,
+                    on_trial=on_trial,
+                    say=say,
+                )
                 winner = select_winner(records, settings.select_top)
                 trials = [r.as_dict() for r in records]
                 for row, r in zip(trials, records, strict=True):  # out of sample, never used to select
-                    row["test"], row["test_sharpe"] = objective.test_scores(with_trial(base, k, r.params, settings),
-                                                                            k)
+                    row["test"], row["test_sharpe"] = objective.test_scores(with_trial(base, k, r.params, settings), k)
                 record = {
-                    "fold": refit, "phase": k, "winner": winner.index, "fit": winner.fit,
-                    "validation": winner.validation, "params": winner.params,
+                    "fold": refit,
+                    "phase": k,
+                    "winner": winner.index,
+                    "fit": winner.fit,
+                    "validation": winner.validation,
+                    "params": winner.params,
                     "pbo": study_pbo(objective, base, k, records, settings, seed=seed),
                     "trials": trials,
                 }
@@ -169,11 +183,19 @@ def run_seed(
             current = with_trial(current, k, record["params"], settings)
             objective.load(current)
             for row in record["trials"]:
-                trial_rows.append({"fold": refit, "phase": k, **row, "winner": row["trial"] == record["winner"],
-                                   "study_pbo": record["pbo"]["pbo"], "study_rho": record["pbo"]["rho"],
-                                   "fit_bars": record["pbo"]["fit_bars"],
-                                   "validation_bars": record["pbo"]["validation_bars"],
-                                   "params": json.dumps(row["params"], sort_keys=True)})
+                trial_rows.append(
+                    {
+                        "fold": refit,
+                        "phase": k,
+                        **row,
+                        "winner": row["trial"] == record["winner"],
+                        "study_pbo": record["pbo"]["pbo"],
+                        "study_rho": record["pbo"]["rho"],
+                        "fit_bars": record["pbo"]["fit_bars"],
+                        "validation_bars": record["pbo"]["validation_bars"],
+                        "params": json.dumps(row["params"], sort_keys=True),
+                    }
+                )
         fold_params.append((refit, current, objective))
         say(f"{seed_key}: fold {refit} ({fold_no + 1}/{len(refits)}) optimised")
 
@@ -183,12 +205,18 @@ def run_seed(
     first = ["fold", "phase", "trial", "fit", "validation"]
     last = ["winner", "study_pbo", "study_rho", "params"]
     trials = trials[first + sorted(set(trials.columns) - {*first, *last}) + last]
-    return WfaResult(oos, folds, trials, fingerprint, resumed=not ckpt.started_fresh,
-                     trials_run=counters["run"])
+    return WfaResult(oos, folds, trials, fingerprint, resumed=not ckpt.started_fresh, trials_run=counters["run"])
 
 
-def study_pbo(objective: FoldObjective, base: StrategyParams, k: int, records: list[TrialRecord],
-              settings: WfaSettings, *, seed: int = 0) -> dict[str, float]:
+def study_pbo(
+    objective: FoldObjective,
+    base: StrategyParams,
+    k: int,
+    records: list[TrialRecord],
+    settings: WfaSettings,
+    *,
+    seed: int = 0,
+) -> dict[str, float]:
     """Probability of backtest overfitting of one (fold, phase) study by CSCV over trials the score did not select
     (:func:`btc_assets.evaluation.stats.study_cscv`).
 
@@ -208,8 +236,13 @@ def study_pbo(objective: FoldObjective, base: StrategyParams, k: int, records: l
         return objective.training_returns(with_trial(base, k, by_index[index].params, settings), k)
 
     try:
-        out = study_cscv(list(by_index), returns_of, n_trials=settings.pbo_trials, n_blocks=settings.pbo_blocks,
-                         seed=(seed, objective.refit, k))
+        out = study_cscv(
+            list(by_index),
+            returns_of,
+            n_trials=settings.pbo_trials,
+            n_blocks=settings.pbo_blocks,
+            seed=(seed, objective.refit, k),
+        )
     finally:
         objective.load(base)  # put the base parameters back
     out["fit_bars"] = float(objective.pieces["fit"].n)
@@ -228,8 +261,9 @@ def _no_signals(n: int) -> pd.DataFrame:
     return pd.DataFrame(np.zeros((n, len(EXPERTS))), columns=list(EXPERTS))
 
 
-def _out_of_sample(fold_params: list[tuple[int, StrategyParams, FoldObjective]],
-                   portfolio: PortfolioSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _out_of_sample(
+    fold_params: list[tuple[int, StrategyParams, FoldObjective]], portfolio: PortfolioSettings
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The test windows run as one account: the engine's state (equity, positions, pending order, drawdown peak,
     throttle, ruin) carries from the last bar of fold f into fold f + 1; only the parameters and the regime model
     change at the boundary, and the rebalance that causes is charged like any trade. Per-fold metrics are of that
@@ -241,16 +275,25 @@ def _out_of_sample(fold_params: list[tuple[int, StrategyParams, FoldObjective]],
         test = objective.pieces["test"]
         start = objective.index[test.start]
         if previous_end is not None and start != previous_end:
-            raise ValueError(f"fold {refit}: its test window starts at {start}, not where the previous one ended "
-                             f"({previous_end}); the out-of-sample book must be contiguous")
+            raise ValueError(
+                f"fold {refit}: its test window starts at {start}, not where the previous one ended "
+                f"({previous_end}); the out-of-sample book must be contiguous"
+            )
         previous_end = objective.index[test.stop - 1] + pd.Timedelta(hours=1)
         equity_before = float(state[S_EQUITY])
         frame = objective.test_frame(params, state)
         own = frame.assign(equity=frame["equity"] / equity_before)
         metrics = frame_metrics(own, portfolio.ruin_floor)
-        rows.append({"fold": refit, "test_start": start, "test_end": previous_end,
-                     "equity_start": equity_before, "params": json.dumps(params.to_json(), sort_keys=True),
-                     **metrics})
+        rows.append(
+            {
+                "fold": refit,
+                "test_start": start,
+                "test_end": previous_end,
+                "equity_start": equity_before,
+                "params": json.dumps(params.to_json(), sort_keys=True),
+                **metrics,
+            }
+        )
         frames.append(frame.assign(fold=refit))
     oos = pd.concat(frames)
     oos.index.name = "timestamp"

@@ -94,9 +94,13 @@ def open_shared_storage(url: str, heartbeat_interval: int = 10, grace_period: in
     if heartbeat_interval <= 0 or grace_period <= heartbeat_interval:
         raise ValueError("need 0 < heartbeat_interval < grace_period")
     # client and server TCP keepalives: a vanished machine's session (and any advisory lock it held) ends in ~1 min
-    connect_args = {"options": "-c timezone=UTC -c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 "
-                               "-c tcp_keepalives_count=3",
-                    "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+    connect_args = {
+        "options": "-c timezone=UTC -c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3",
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+    }
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, connect_args=connect_args)
     try:
         with engine.connect() as conn, conn.begin():
@@ -106,8 +110,11 @@ def open_shared_storage(url: str, heartbeat_interval: int = 10, grace_period: in
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
-                    url, engine_kwargs={"pool_pre_ping": True, "connect_args": connect_args},
-                    heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+                    url,
+                    engine_kwargs={"pool_pre_ping": True, "connect_args": connect_args},
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                )
     finally:
         engine.dispose()
 
@@ -165,9 +172,21 @@ def run_shared_phase_study(
             continue
         slot = next((t for t in view.waiting if _claim(rdb, t)), None)
         if slot is not None:
-            record = _run_slot(rdb, slot, view.complete, mirror, sampler=sampler, n_startup_trials=n_startup_trials,
-                               seed_parts=seed_parts, suggest=suggest, evaluate=evaluate,
-                               distributions=distributions, interval=interval, say=say, name=name)
+            record = _run_slot(
+                rdb,
+                slot,
+                view.complete,
+                mirror,
+                sampler=sampler,
+                n_startup_trials=n_startup_trials,
+                seed_parts=seed_parts,
+                suggest=suggest,
+                evaluate=evaluate,
+                distributions=distributions,
+                interval=interval,
+                say=say,
+                name=name,
+            )
             if record is not None:
                 ran += 1
                 if on_trial is not None:
@@ -182,15 +201,18 @@ def run_shared_phase_study(
         if len(view.complete) != last_progress[0]:
             last_progress = (len(view.complete), now)
         elif now - last_progress[1] > WAIT_TIMEOUT:
-            raise TimeoutError(f"{name}: no trial completed for {WAIT_TIMEOUT:.0f} s while waiting for indices "
-                               f"{sorted(view.running_indices)} (running elsewhere)")
+            raise TimeoutError(
+                f"{name}: no trial completed for {WAIT_TIMEOUT:.0f} s while waiting for indices "
+                f"{sorted(view.running_indices)} (running elsewhere)"
+            )
         _fail_stale_trials(study)
         last_stale_check = now
         time.sleep(POLL_SECONDS)
     if ran:
         say(f"{name}: {ran} of the {n_trials} trials run by this worker")
-    return [_record(i, float(t.value), t.user_attrs["scores"], dict(t.params))
-            for i, t in sorted(view.complete.items())]
+    return [
+        _record(i, float(t.value), t.user_attrs["scores"], dict(t.params)) for i, t in sorted(view.complete.items())
+    ]
 
 
 # -------------------------------------------------------------------------------------------------------- internals
@@ -251,8 +273,9 @@ def _slot_lock(rdb: optuna.storages.RDBStorage, study_id: int) -> Iterator[Calla
     with rdb.engine.connect() as conn, conn.begin():
         conn.execute(sqlalchemy.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
         conn.execute(sqlalchemy.text(f"SET LOCAL idle_in_transaction_session_timeout = '{LOCK_IDLE_TIMEOUT}'"))
-        conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:ns, :study)"),
-                     {"ns": LOCK_NAMESPACE, "study": study_id})
+        conn.execute(
+            sqlalchemy.text("SELECT pg_advisory_xact_lock(:ns, :study)"), {"ns": LOCK_NAMESPACE, "study": study_id}
+        )
 
         def check() -> None:
             conn.execute(sqlalchemy.text("SELECT 1"))  # fails if the server ended the session (lock released)
@@ -260,8 +283,13 @@ def _slot_lock(rdb: optuna.storages.RDBStorage, study_id: int) -> Iterator[Calla
         yield check
 
 
-def _reconcile(rdb: optuna.storages.RDBStorage, study: optuna.Study, n_trials: int, incumbent: dict[str, Any],
-               say: Callable[[str], None]) -> None:
+def _reconcile(
+    rdb: optuna.storages.RDBStorage,
+    study: optuna.Study,
+    n_trials: int,
+    incumbent: dict[str, Any],
+    say: Callable[[str], None],
+) -> None:
     """Under the study's slot lock: set foreign RUNNING zombies FAIL and create a WAITING slot for every index that
     has no WAITING, RUNNING or COMPLETE trial. Only this function creates trials, and only under the lock, so two
     workers never create a slot for the same index. Index 0's fixed parameters are stored once per study (study
@@ -274,8 +302,10 @@ def _reconcile(rdb: optuna.storages.RDBStorage, study: optuna.Study, n_trials: i
             with contextlib.suppress(UpdateFinishedTrialError):
                 rdb.set_trial_state_values(zombie._trial_id, TrialState.FAIL)
         if view.foreign_running:
-            say(f"{study.study_name}: marked {len(view.foreign_running)} interrupted trial(s) without a heartbeat "
-                f"as failed: {', '.join(str(t.number) for t in view.foreign_running)}")
+            say(
+                f"{study.study_name}: marked {len(view.foreign_running)} interrupted trial(s) without a heartbeat "
+                f"as failed: {', '.join(str(t.number) for t in view.foreign_running)}"
+            )
             trials = study.get_trials(deepcopy=False)
             view = _View(trials, n_trials)
         if not view.missing:
@@ -286,16 +316,20 @@ def _reconcile(rdb: optuna.storages.RDBStorage, study: optuna.Study, n_trials: i
             rdb.set_study_system_attr(study._study_id, INCUMBENT_ATTR, incumbent)
             stored = incumbent
         elif stored != incumbent:
-            say(f"{study.study_name}: WARNING: this worker's incumbent differs from the study's (workers disagree "
-                "on the previous phases); using the study's")
+            say(
+                f"{study.study_name}: WARNING: this worker's incumbent differs from the study's (workers disagree "
+                "on the previous phases); using the study's"
+            )
         fresh = not any(SLOT_ATTR in t.system_attrs for t in trials)
         for index in view.missing:
             system: dict[str, Any] = {SLOT_ATTR: True}
             if index == 0:
                 system["fixed_params"] = stored
             still_held()
-            rdb.create_new_trial(study._study_id, template_trial=create_trial(
-                state=TrialState.WAITING, user_attrs={"index": index}, system_attrs=system))
+            rdb.create_new_trial(
+                study._study_id,
+                template_trial=create_trial(state=TrialState.WAITING, user_attrs={"index": index}, system_attrs=system),
+            )
         if fresh:
             say(f"{study.study_name}: created {len(view.missing)} slot(s)")
         else:
@@ -316,8 +350,9 @@ class _Heartbeat:
 
     def __init__(self, rdb: optuna.storages.RDBStorage, trial_id: int, interval: int) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, args=(rdb, trial_id, interval), daemon=True,
-                                        name=f"heartbeat-{trial_id}")
+        self._thread = threading.Thread(
+            target=self._beat, args=(rdb, trial_id, interval), daemon=True, name=f"heartbeat-{trial_id}"
+        )
         self._thread.start()
 
     def _beat(self, rdb: optuna.storages.RDBStorage, trial_id: int, interval: int) -> None:
@@ -340,8 +375,7 @@ class _Mirror:
 
     def sync(self, complete: dict[int, FrozenTrial]) -> None:
         new = sorted(set(complete) - set(self.indices))
-        if self.dirty or (new and self.indices and new[0] < self.indices[-1]) or not set(self.indices) <= set(
-                complete):
+        if self.dirty or (new and self.indices and new[0] < self.indices[-1]) or not set(self.indices) <= set(complete):
             self.study = optuna.create_study(direction="maximize")
             self.indices = []
             self.dirty = False
@@ -350,19 +384,28 @@ class _Mirror:
         self.indices.extend(new)
 
 
-def _run_slot(rdb: optuna.storages.RDBStorage, slot: FrozenTrial, complete: dict[int, FrozenTrial], mirror: _Mirror, *,
-              sampler: str, n_startup_trials: int, seed_parts: tuple[int, ...],
-              suggest: Callable[[optuna.Trial], dict[str, Any]],
-              evaluate: Callable[[dict[str, Any]], tuple[float, ...]],
-              distributions: dict[str, optuna.distributions.BaseDistribution], interval: int,
-              say: Callable[[str], None], name: str) -> TrialRecord | None:
+def _run_slot(
+    rdb: optuna.storages.RDBStorage,
+    slot: FrozenTrial,
+    complete: dict[int, FrozenTrial],
+    mirror: _Mirror,
+    *,
+    sampler: str,
+    n_startup_trials: int,
+    seed_parts: tuple[int, ...],
+    suggest: Callable[[optuna.Trial], dict[str, Any]],
+    evaluate: Callable[[dict[str, Any]], tuple[float, ...]],
+    distributions: dict[str, optuna.distributions.BaseDistribution],
+    interval: int,
+    say: Callable[[str], None],
+    name: str,
+) -> TrialRecord | None:
     """Sample, write, evaluate and complete a claimed slot. None if the slot was declared dead meanwhile."""
     trial_id, index = slot._trial_id, int(slot.user_attrs["index"])
     heartbeat = _Heartbeat(rdb, trial_id, interval)
     try:
         mirror.sync(complete)  # the COMPLETE trials at claim time
-        mirror.study.sampler = make_sampler(sampler, derive_seed(*seed_parts, index), n_startup_trials,
-                                            distributions)
+        mirror.study.sampler = make_sampler(sampler, derive_seed(*seed_parts, index), n_startup_trials, distributions)
         if "fixed_params" in slot.system_attrs:
             mirror.study.enqueue_trial(slot.system_attrs["fixed_params"], skip_if_exists=False)
         trial = mirror.study.ask()
@@ -378,8 +421,10 @@ def _run_slot(rdb: optuna.storages.RDBStorage, slot: FrozenTrial, complete: dict
         rdb.set_trial_user_attr(trial_id, "scores", scores)
         rdb.set_trial_state_values(trial_id, TrialState.COMPLETE, [fit])
     except UpdateFinishedTrialError:
-        say(f"{name}: index {index} was declared dead by another worker (no heartbeat for the grace period); "
-            "result dropped, the index is re-run")
+        say(
+            f"{name}: index {index} was declared dead by another worker (no heartbeat for the grace period); "
+            "result dropped, the index is re-run"
+        )
         return None
     except BaseException:
         with contextlib.suppress(Exception):

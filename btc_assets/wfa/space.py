@@ -41,7 +41,9 @@ from btc_assets.config import EXPERTS, PortfolioSettings, WfaSettings
 
 DIRECTIONAL: tuple[str, ...] = ("trend", "mean_reversion", "breakout")
 EXPERT_KINDS: dict[str, type] = {
-    "trend": experts.TrendExpert, "mean_reversion": experts.MeanReversionExpert, "breakout": experts.BreakoutExpert,
+    "trend": experts.TrendExpert,
+    "mean_reversion": experts.MeanReversionExpert,
+    "breakout": experts.BreakoutExpert,
 }
 
 
@@ -147,14 +149,14 @@ def with_trial(base: StrategyParams, k: int, searched: Mapping[str, Any], settin
     return replace(out, policy=Policy.from_flat(searched)) if settings.search_policy else out
 
 
-def incumbent_of(params: StrategyParams, k: int, settings: WfaSettings, portfolio: PortfolioSettings
-                 ) -> dict[str, Any]:
+def incumbent_of(params: StrategyParams, k: int, settings: WfaSettings, portfolio: PortfolioSettings) -> dict[str, Any]:
     """The searched parameters of ``params`` for phase k's study (trial 0): its block's searched part and, with
     ``search_policy``, its policy (the portfolio's when it has none yet)."""
     out = searched_part(params.phases[k].flat(), settings)
     if settings.search_policy:
-        policy = params.policy or Policy(min(portfolio.band_rel, settings.max_band_rel),
-                                         min(portfolio.decision_hours, settings.max_decision_hours))
+        policy = params.policy or Policy(
+            min(portfolio.band_rel, settings.max_band_rel), min(portfolio.decision_hours, settings.max_decision_hours)
+        )
         out.update(policy.flat())
     return out
 
@@ -169,11 +171,17 @@ def _check_experts(settings: WfaSettings) -> None:
     unknown = set(settings.experts) - set(EXPERTS)
     if unknown or not settings.experts:
         raise ValueError(f"wfa.experts must be a non-empty subset of {', '.join(EXPERTS)}; got {settings.experts}")
-    if (len(settings.experts) == 1 and not settings.search_risk_scale and not _searched_experts(settings)
-            and not settings.search_policy):
-        raise ValueError(f"nothing to search: a sole expert ({settings.experts[0]}) whose parameters are not "
-                         "searched (search_experts = false, or the carry expert's shared defaults) and "
-                         "search_risk_scale = false")
+    if (
+        len(settings.experts) == 1
+        and not settings.search_risk_scale
+        and not _searched_experts(settings)
+        and not settings.search_policy
+    ):
+        raise ValueError(
+            f"nothing to search: a sole expert ({settings.experts[0]}) whose parameters are not "
+            "searched (search_experts = false, or the carry expert's shared defaults) and "
+            "search_risk_scale = false"
+        )
 
 
 def _searched_experts(settings: WfaSettings) -> list[str]:
@@ -199,8 +207,12 @@ class StrategyParams:
         params = cls(tuple(PhaseParams(gating=tuple(row)) for row in portfolio.gating))
         if settings is None:
             return params
-        return cls(tuple(PhaseParams.from_flat(complete_phase(searched_part(p.flat(), settings), settings))
-                         for p in params.phases))
+        return cls(
+            tuple(
+                PhaseParams.from_flat(complete_phase(searched_part(p.flat(), settings), settings))
+                for p in params.phases
+            )
+        )
 
     def with_phase(self, k: int, phase: PhaseParams) -> StrategyParams:
         phases = list(self.phases)
@@ -225,8 +237,9 @@ class StrategyParams:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StrategyParams:
         policy = Policy.from_flat(data["policy"]) if "policy" in data else None
-        return cls(tuple(PhaseParams.from_flat(p) for p in data["phases"]), experts.CarryExpert(**data["carry"]),
-                   policy)
+        return cls(
+            tuple(PhaseParams.from_flat(p) for p in data["phases"]), experts.CarryExpert(**data["carry"]), policy
+        )
 
 
 def column_names(n_phases: int) -> list[str]:
@@ -245,15 +258,16 @@ def phase_distributions(settings: WfaSettings) -> dict[str, optuna.distributions
     if len(active) > 1:
         dists.update({f"gate.{e}": optuna.distributions.FloatDistribution(0.0, 1.0) for e in active})
     if settings.search_risk_scale:
-        dists["risk_scale"] = optuna.distributions.FloatDistribution(settings.min_risk_scale,
-                                                                     settings.max_risk_scale)
+        dists["risk_scale"] = optuna.distributions.FloatDistribution(settings.min_risk_scale, settings.max_risk_scale)
     for name, kind in EXPERT_KINDS.items():
         if name not in _searched_experts(settings):
             continue
         for key, (low, high, what) in kind.SEARCH_SPACE.items():
             dists[f"{name}.{key}"] = (
-                optuna.distributions.IntDistribution(int(low), int(high)) if what == "int"
-                else optuna.distributions.FloatDistribution(float(low), float(high)) if what == "float"
+                optuna.distributions.IntDistribution(int(low), int(high))
+                if what == "int"
+                else optuna.distributions.FloatDistribution(float(low), float(high))
+                if what == "float"
                 else optuna.distributions.CategoricalDistribution([False, True])
             )
     return dists

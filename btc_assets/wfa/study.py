@@ -38,7 +38,6 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-
 def derive_seed(*parts: int) -> int:
     """A 32-bit seed from integers (seed, fold, phase, trial …), independent streams for different tuples."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
@@ -78,14 +77,16 @@ def _plain(d: optuna.distributions.BaseDistribution) -> bool:
     return isinstance(d, optuna.distributions.CategoricalDistribution)
 
 
-def make_sampler(kind: str, seed: int, n_startup_trials: int,
-                 space: dict[str, optuna.distributions.BaseDistribution] | None = None) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    kind: str, seed: int, n_startup_trials: int, space: dict[str, optuna.distributions.BaseDistribution] | None = None
+) -> optuna.samplers.BaseSampler:
     """The study's sampler; ``random`` with the phase's ``space`` is :class:`BlockRandomSampler`."""
     if kind == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=n_startup_trials)
     if kind == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=n_startup_trials,
-                                            warn_independent_sampling=False)  # booleans are sampled at random
+        return optuna.samplers.CmaEsSampler(
+            seed=seed, n_startup_trials=n_startup_trials, warn_independent_sampling=False
+        )  # booleans are sampled at random
     if kind == "random":
         return BlockRandomSampler(space, seed=seed) if space else optuna.samplers.RandomSampler(seed=seed)
     raise ValueError(f"unknown sampler {kind!r}; choose one of {', '.join(SAMPLERS)}")
@@ -102,8 +103,13 @@ class TrialRecord:
     extra: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"trial": self.index, "fit": self.fit, "validation": self.validation, **self.extra,
-                "params": self.params}
+        return {
+            "trial": self.index,
+            "fit": self.fit,
+            "validation": self.validation,
+            **self.extra,
+            "params": self.params,
+        }
 
 
 class PeriodicSyncJournal(JournalFileBackend):
@@ -197,10 +203,13 @@ def run_phase_study(
     for z in zombies:
         storage.set_trial_state_values(z._trial_id, TrialState.FAIL)
     if zombies:
-        say(f"{name}: marked {len(zombies)} interrupted trial(s) as failed: "
-            f"{', '.join(str(z.number) for z in zombies)} (not re-run)")
-    done = sorted(durable.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
-                  key=lambda t: t.user_attrs["index"])
+        say(
+            f"{name}: marked {len(zombies)} interrupted trial(s) as failed: "
+            f"{', '.join(str(z.number) for z in zombies)} (not re-run)"
+        )
+    done = sorted(
+        durable.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.user_attrs["index"]
+    )
     mirror = optuna.create_study(direction="maximize")
     mirror.add_trials(done)
     records = [_record(t.user_attrs["index"], float(t.value), t.user_attrs["scores"], dict(t.params)) for t in done]
@@ -214,8 +223,13 @@ def run_phase_study(
         trial = mirror.ask()
         params = suggest(trial)
         sampler_state = mirror.get_trials(deepcopy=False)[-1].system_attrs  # e.g. CMA-ES's optimiser
-        running = create_trial(state=TrialState.RUNNING, params=params, distributions=distributions,
-                               user_attrs={"index": i}, system_attrs=dict(sampler_state))
+        running = create_trial(
+            state=TrialState.RUNNING,
+            params=params,
+            distributions=distributions,
+            user_attrs={"index": i},
+            system_attrs=dict(sampler_state),
+        )
         trial_id = storage.create_new_trial(study_id, template_trial=running)
         result = evaluate(params)
         fit, scores = float(result[0]), {k: float(v) for k, v in result._asdict().items()}  # type: ignore[attr-defined]
@@ -238,7 +252,7 @@ def _record(index: int, fit: float, scores: dict[str, float], params: dict[str, 
 
 def select_winner(records: list[TrialRecord], top: int) -> TrialRecord:
     """The best validation score among the ``top`` best fit scores (ties: the earlier trial)."""
-    ranked = sorted(records, key=lambda r: (-r.fit, r.index))[:max(1, top)]
+    ranked = sorted(records, key=lambda r: (-r.fit, r.index))[: max(1, top)]
     return max(ranked, key=lambda r: (r.validation, -r.index))
 
 
