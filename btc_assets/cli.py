@@ -95,14 +95,10 @@ def parse_seeds(text: str | None, default: int) -> list[int]:
 
 
 def stale_statuses(instance, defs, keys, partition: str | None = None) -> dict[str, str]:
-    """Dagster's own stale status (FRESH / STALE / MISSING) per asset key (and partition)."""
-    import dagster as dg
-    from dagster._core.definitions.data_version import CachingStaleStatusResolver
-    from dagster._core.loader import LoadingContextForTest
+    """Dagster's own stale status per asset key (and partition), for ``defs`` (``btc_assets.defs.automation``)."""
+    from btc_assets.defs.automation import stale_statuses as statuses
 
-    resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(), LoadingContextForTest(instance))
-    keys = [dg.AssetKey.from_coercible(k) if isinstance(k, str) else k for k in keys]
-    return {key.to_user_string(): resolver.get_status(key, partition).value for key in keys}
+    return statuses(instance, defs.resolve_asset_graph(), keys, partition)
 
 
 def run_in_process(defs, paths: Paths, job: str, options: dict):

@@ -37,10 +37,20 @@ TARGETS = {
 }
 
 
+def stale_statuses(
+    instance: dg.DagsterInstance, asset_graph, keys: Iterable[str | dg.AssetKey], partition: str | None = None
+) -> dict[str, str]:
+    """Dagster's own stale status (FRESH / STALE / MISSING) per asset key (and partition): the one place the
+    project asks it (this sensor, ``btc-assets run`` / ``ablation``)."""
+    resolver = CachingStaleStatusResolver(instance, asset_graph, LoadingContextForTest(instance))
+    asset_keys = [dg.AssetKey.from_user_string(k) if isinstance(k, str) else k for k in keys]
+    return {key.to_user_string(): resolver.get_status(key, partition).value for key in asset_keys}
+
+
 def stale_partitions(instance: dg.DagsterInstance, asset_graph, asset: str, keys: Iterable[str]) -> list[str]:
     """The partitions of ``asset`` among ``keys`` that Dagster reports STALE or MISSING, in order."""
-    resolver = CachingStaleStatusResolver(instance, asset_graph, LoadingContextForTest(instance))
-    key = dg.AssetKey(asset)
+    resolver = CachingStaleStatusResolver(instance, asset_graph, LoadingContextForTest(instance))  # one cache
+    key = dg.AssetKey.from_user_string(asset)
     return [k for k in keys if resolver.get_status(key, k).value != "FRESH"]
 
 
