@@ -24,6 +24,7 @@ import optuna
 import pandas as pd
 import pytest
 
+from btc_assets.ingestion.demo import DemoMarketSpec, generate_demo_market
 from btc_assets_tests import shared_worker
 from btc_assets_tests.conftest import (
     write_wfa_inputs,  # the worker's evaluation and study arguments, shared with the tests
@@ -428,19 +429,23 @@ storage:
 
 @pytest.mark.slow
 def test_seed_partition_materialised_in_a_dagster_instance_on_postgres(fresh_db: str, tmp_path: Path) -> None:
-    """`btc-assets --home H run --profile quick --seeds 0` with H/dagster/dagster.yaml storing the instance in
-    PostgreSQL: the runs succeed and seed_00's materialisation is in the database (through the instance and in
-    the tables themselves); nothing is stored in SQLite."""
+    """`btc-assets --home H run --profile quick --seeds 0` (on 3 years of the demo market) with
+    H/dagster/dagster.yaml storing the instance in PostgreSQL: the runs succeed and seed_00's materialisation is in
+    the database (through the instance and in the tables themselves); nothing is stored in SQLite."""
     import dagster as dg
 
     home = tmp_path / "home"
     (home / "dagster").mkdir(parents=True)
     (home / "dagster" / "dagster.yaml").write_text(_instance_yaml(fresh_db))
+    market = generate_demo_market(DemoMarketSpec(years=3.0))  # the quick profile's 2 folds, less to compute
+    market.ohlcv.to_parquet(tmp_path / "ohlcv.parquet")
+    market.funding.to_parquet(tmp_path / "funding.parquet")
+    files = ["--ohlcv", str(tmp_path / "ohlcv.parquet"), "--funding", str(tmp_path / "funding.parquet")]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BTC_ASSETS_", "DAGSTER_"))}
     with _processes() as procs:
         command = [shutil.which("btc-assets")] if shutil.which("btc-assets") else [sys.executable, "-m", "btc_assets"]
         proc = subprocess.Popen(
-            [*command, "--home", str(home), "run", "--profile", "quick", "--seeds", "0", "--jobs", "1"],
+            [*command, "--home", str(home), "run", "--profile", "quick", "--seeds", "0", "--jobs", "1", *files],
             cwd=tmp_path,
             env=env,
             stdout=subprocess.PIPE,

@@ -5,13 +5,13 @@ One ``dagster dev`` (webserver, daemon, code server) on a temporary ``BTC_ASSETS
 chained as module fixtures (each test asserts one stage; a failed stage fails the ones after it):
 
 1. the chain (job ``btc_study``) from the job's Materialize button;
-2. a backfill of 4 of the 30 seed partitions of the ``walk_forward`` multi-asset, as the partitions dialog
+2. a backfill of 2 of the 30 seed partitions of the ``walk_forward`` multi-asset, as the partitions dialog
    launches it;
 3. a portfolio-only change in ``config.toml`` + "Reload definitions": exactly the portfolio and the seed partitions
    are stale; materialising what is unsynced rematerialises exactly those;
 4. a seed killed mid-way (SIGKILL of the step process, found by its pid in the run's events) and relaunched as
    "failed and missing": it resumes from its checkpoint and ends bit-identical to an uninterrupted run;
-5. Playwright + Chromium: the asset graph, the partitions page (4 materialised) and a chart in the metadata.
+5. Playwright + Chromium: the asset graph, the partitions page (2 materialised) and a chart in the metadata.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from btc_assets.config import N_SEEDS, seed_key
+from btc_assets.config import N_SEEDS, get_profile, seed_key
 from btc_assets.storage import Warehouse
 from btc_assets_tests.test_ui import free_port
 from btc_assets_tests.ui_support import DONE_RUN, DagsterUI, is_descendant
@@ -37,7 +37,8 @@ from btc_assets_tests.ui_support import DONE_RUN, DagsterUI, is_descendant
 pytestmark = pytest.mark.slow
 
 SEEDS = [seed_key(i) for i in range(N_SEEDS)]
-RUN_SEEDS = SEEDS[:4]  # the seeds this test materialises: 4 make every point (the partitions are still all 30)
+# the seeds this test materialises, the quick profile's (2 make every point; the partitions are still all 30)
+RUN_SEEDS = SEEDS[: get_profile("quick").n_seeds]
 RAW_TO_EXPERTS = [
     "raw_ohlcv",
     "raw_funding",
@@ -48,7 +49,7 @@ RAW_TO_EXPERTS = [
     "expert_signals",
 ]
 WALK_FORWARD = ["wfa_results", "wfa_folds", "wfa_trials"]  # one multi-asset: never materialised apart
-N_TRIALS_SLOW = 150  # per (fold, phase) in step 4: slow enough to interrupt a seed between phases
+N_TRIALS_SLOW = 80  # per (fold, phase) in step 4: slow enough to interrupt a seed between phases
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -310,7 +311,7 @@ def _read_json(path: Path) -> Any | None:
 
 
 def test_ui_pages_in_a_browser(studio: Studio, tmp_path: Path) -> None:
-    """The asset graph, wfa_results' partitions (4 materialised) and a chart from moe_portfolio's metadata."""
+    """The asset graph, wfa_results' partitions (2 materialised) and a chart from moe_portfolio's metadata."""
     assert "study" in studio.done, "the stages before it did not all pass against this UI"
     try:
         from playwright.sync_api import expect, sync_playwright
