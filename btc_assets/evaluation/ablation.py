@@ -35,7 +35,7 @@ variant but ``gating_only`` searches its experts' parameters. Costs are always o
 
 Statistics (per variant, across the seeds; ``confidence`` = 0.95 by default):
 
-* each out-of-sample metric (``btc_assets.evaluation.summary.frame_stats``): the mean across seeds and a
+* each out-of-sample metric (``btc_assets.portfolio.metrics.frame_metrics``): the mean across seeds and a
   Student-t confidence interval mean ± t_{(1+c)/2, n−1} · s / √n (NaN with one seed);
 * paired tests of each variant against its *reference* (column ``versus``; :func:`reference_of`): the variant
   one step before it in the chain for ``vol_targeting``, ``student_t_hmm`` and ``mixture_soft``, and
@@ -72,7 +72,8 @@ from scipy import stats as sps
 
 from btc_assets.config import ABLATION_VARIANTS, Profile, seed_key
 from btc_assets.evaluation.stats import reality_check, spa_test, walk_forward_pbo
-from btc_assets.evaluation.summary import daily_returns, frame_stats
+from btc_assets.evaluation.summary import daily_returns
+from btc_assets.portfolio.metrics import frame_metrics
 
 DESCRIPTIONS = {
     "original": "Ichimoku only, per phase; Gaussian HMM; no vol targeting, no throttle",
@@ -232,7 +233,9 @@ def bootstrap_mean_pvalue(d: np.ndarray, block: float, reps: int, seed: int) -> 
 
 def per_seed_metrics(results: dict[tuple[str, int], pd.DataFrame], ruin_floor: float) -> pd.DataFrame:
     """One row per (variant, seed): the out-of-sample metrics."""
-    rows = [{"variant": v, "seed": seed_key(s), **frame_stats(frame, ruin_floor)} for (v, s), frame in results.items()]
+    rows = [
+        {"variant": v, "seed": seed_key(s), **frame_metrics(frame, ruin_floor)} for (v, s), frame in results.items()
+    ]
     return pd.DataFrame(rows)[["variant", "seed", *METRICS]]
 
 

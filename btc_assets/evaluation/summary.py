@@ -96,9 +96,8 @@ from btc_assets.evaluation.stats import (
 )
 from btc_assets.portfolio.engine import PortfolioParams
 from btc_assets.portfolio.metrics import (
-    bar_costs,
     calendar_month_returns,
-    portfolio_metrics,
+    frame_metrics,
     reference_runs,
 )
 from btc_assets.portfolio.moe import engine_params, leverage_sigma, price_arrays
@@ -156,21 +155,6 @@ class Summary:
 def original_system_reported() -> pd.DataFrame:
     """The original system's reported figures as a one-row table (row ``original_system``, a ``note`` column)."""
     return pd.DataFrame([{"row": "original_system", **ORIGINAL_SYSTEM_REPORTED, "note": ORIGINAL_SYSTEM_NOTE}])
-
-
-def frame_stats(frame: pd.DataFrame, ruin_floor: float) -> dict[str, float]:
-    """Metrics of one out-of-sample run (columns of the engine's frame, a ``timestamp`` column): costs are
-    :func:`btc_assets.portfolio.metrics.bar_costs` (fees + slippage + funding paid)."""
-    returns = pd.Series(frame["bar_return"].to_numpy(), index=pd.DatetimeIndex(frame["timestamp"]))
-    equity = np.cumprod(1.0 + returns.to_numpy())
-    return portfolio_metrics(
-        returns,
-        equity,
-        frame["turnover"].to_numpy(),
-        bar_costs(frame),
-        ruin_floor,
-        exposure=frame["gross_exposure"].to_numpy() if "gross_exposure" in frame else None,
-    )
 
 
 def monthly_returns(frame: pd.DataFrame) -> pd.Series:
@@ -356,7 +340,7 @@ def summarise(
     if not oos:
         raise ValueError("no seed has out-of-sample results yet: materialise some wfa_results partitions first")
     seeds = sorted(oos)
-    rows = {seed: frame_stats(oos[seed], portfolio.ruin_floor) for seed in seeds}
+    rows = {seed: frame_metrics(oos[seed], portfolio.ruin_floor) for seed in seeds}
     first = oos[seeds[0]]
     refs = reference_frames(bars, volatility, first["timestamp"], portfolio)
     selection, selection_pooled = selection_statistics(oos, trials, refs[SPOT], n_designs=n_designs)
@@ -375,7 +359,7 @@ def summarise(
         quantile_with_inf(per_seed["min_track_record_days"], q) for q in (0.5, 0.05, 0.95)
     ]  # an infinite one (never significant) counts
     spread["survival"] = per_seed["survival"].mean()  # the survival rate, in every dispersion row
-    ref_rows = pd.DataFrame({name: frame_stats(frame, portfolio.ruin_floor) for name, frame in refs.items()}).T
+    ref_rows = pd.DataFrame({name: frame_metrics(frame, portfolio.ruin_floor) for name, frame in refs.items()}).T
     for name, frame in refs.items():
         r = frame["bar_return"].to_numpy(dtype=np.float64)
         ref_rows.loc[name, "psr"] = probabilistic_sharpe_ratio(r)

@@ -176,15 +176,20 @@ def portfolio_metrics(
 
 
 def frame_metrics(frame: pd.DataFrame, ruin_floor: float = 0.5) -> dict[str, float]:
-    """:func:`portfolio_metrics` of a :func:`run_portfolio` frame (costs: :func:`bar_costs`). The returns carry the
-    frame's DatetimeIndex when it has one (else the calendar-month figure is NaN)."""
+    """:func:`portfolio_metrics` of one run in the engine's columns (a :func:`run_portfolio` frame, a stored
+    ``wfa_results`` / ``ablation_oos`` book, a slice of either), the one metrics function of the project. The equity
+    path is the frame's own, ∏(1 + ``bar_return``) from 1 before its first bar, so a slice is measured from its
+    start; costs: :func:`bar_costs`. Time comes from a ``timestamp`` column, else the frame's index (the
+    calendar-month figure is NaN without a DatetimeIndex)."""
+    index = pd.DatetimeIndex(frame["timestamp"]) if "timestamp" in frame else frame.index
+    returns = pd.Series(frame["bar_return"].to_numpy(), index=index)
     return portfolio_metrics(
-        frame["bar_return"],
-        frame["equity"].to_numpy(),
+        returns,
+        np.cumprod(1.0 + returns.to_numpy()),
         frame["turnover"].to_numpy(),
         bar_costs(frame),
         ruin_floor,
-        exposure=frame["gross_exposure"].to_numpy(),
+        exposure=frame["gross_exposure"].to_numpy() if "gross_exposure" in frame else None,
     )
 
 
