@@ -381,7 +381,8 @@ def cmd_download(args: argparse.Namespace) -> int:
     """Fetch real exchange data into ``raw/`` (resumable, checksum verified)."""
     from btc_assets.ingestion import download
 
-    paths = prepare_home(resolve_settings(args.home).paths)
+    settings = resolve_settings(args.home)
+    paths = prepare_home(settings.paths)
     if args.via == "ccxt":
         symbol = args.symbol if "/" in args.symbol else f"{args.symbol[:-4]}/{args.symbol[-4:]}"
         result = download.download_ccxt(
@@ -389,7 +390,13 @@ def cmd_download(args: argparse.Namespace) -> int:
         )
     else:
         result = download.download_binance_archive(
-            paths.raw / "binance", symbol=args.symbol, start=args.start, end=args.end, progress=_say, perp=True
+            paths.raw / "binance",
+            base_url=settings.source.binance_url or None,
+            symbol=args.symbol,
+            start=args.start,
+            end=args.end,
+            progress=_say,
+            perp=True,
         )
     _say(f"done: {result.fetched} fetched, {result.cached} already cached, {len(result.missing)} not published")
     files = ",".join(str(p) for p in result.ohlcv_files)

@@ -9,6 +9,9 @@ Conventions
   During an expert's warm-up (some line still undefined) the target is 0, never NaN.
 * Each expert is a frozen dataclass of its parameters with ``SEARCH_SPACE`` (field -> (low, high, kind), kind
   "int" | "float" | "bool") for the optimiser, ``suggest(trial)`` for Optuna and ``positions(bars, cache)``.
+  :data:`REGISTRY` (name -> class, in column order ``btc_assets.config.EXPERTS``) is the one list of experts the
+  portfolio, the optimiser and the attribution read; :data:`DIRECTIONAL` the ones that take a view on price (the
+  carry is market-neutral).
 
 Experts
 * :class:`TrendExpert` — Ichimoku. tenkan/kijun/senkou-B lines are (highest high + lowest low) / 2 over the last
@@ -49,7 +52,9 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-EXPERT_NAMES: tuple[str, ...] = ("trend", "mean_reversion", "breakout", "carry")
+from btc_assets.config import EXPERTS
+
+EXPERT_NAMES: tuple[str, ...] = EXPERTS  # column order of every expert table
 FUNDING_HOURS = 8.0
 SearchSpace = Mapping[str, tuple[float, float, str]]
 
@@ -511,6 +516,7 @@ def _breakout_kernel(close, hmax, lmin, xhmax, xlmin, atr_s, atr_l, expansion, s
 
 class _Expert:
     SEARCH_SPACE: ClassVar[SearchSpace] = {}
+    DIRECTIONAL: ClassVar[bool] = True  # takes a view on price (False: market-neutral, as the carry)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], prefix: str = ""):
@@ -677,6 +683,7 @@ class BreakoutExpert(_Expert):
 class CarryExpert(_Expert):
     """Funding carry: short the perp when smoothed funding is rich, long when it is negative enough."""
 
+    DIRECTIONAL: ClassVar[bool] = False
     ema_span: int = 9
     threshold: float = 0.0001
     full_at: float = 0.0005
@@ -701,28 +708,42 @@ class CarryExpert(_Expert):
         return np.where(valid & (np.abs(safe) > self.threshold), target, 0.0) + 0.0  # + 0.0: no -0.0
 
 
+REGISTRY: dict[str, type[_Expert]] = {
+    "trend": TrendExpert,
+    "mean_reversion": MeanReversionExpert,
+    "breakout": BreakoutExpert,
+    "carry": CarryExpert,
+}
+if tuple(REGISTRY) != EXPERT_NAMES:  # pragma: no cover - a definition error, caught at import
+    raise RuntimeError(f"experts.REGISTRY {tuple(REGISTRY)} is not config.EXPERTS {EXPERT_NAMES}")
+DIRECTIONAL: tuple[str, ...] = tuple(name for name, kind in REGISTRY.items() if kind.DIRECTIONAL)
+
+
 @dataclass(frozen=True)
 class ExpertConfigs:
-    """One configuration per expert, in :data:`EXPERT_NAMES` order."""
+    """One configuration per expert of :data:`REGISTRY`, in its order."""
 
     trend: TrendExpert = field(default_factory=TrendExpert)
     mean_reversion: MeanReversionExpert = field(default_factory=MeanReversionExpert)
     breakout: BreakoutExpert = field(default_factory=BreakoutExpert)
     carry: CarryExpert = field(default_factory=CarryExpert)
 
+    def __post_init__(self) -> None:
+        for name, kind in REGISTRY.items():
+            if not isinstance(getattr(self, name), kind):
+                raise TypeError(f"ExpertConfigs.{name} must be a {kind.__name__}")
+
     def experts(self) -> tuple[_Expert, ...]:
-        return tuple(getattr(self, name) for name in EXPERT_NAMES)
+        return tuple(getattr(self, name) for name in REGISTRY)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> ExpertConfigs:
         """From flat ``"<expert>.<field>"`` keys (as written by :meth:`suggest`)."""
-        kinds = {f.name: f.default_factory for f in fields(cls)}
-        return cls(**{name: kinds[name].from_params(params, prefix=f"{name}.") for name in EXPERT_NAMES})
+        return cls(**{name: kind.from_params(params, prefix=f"{name}.") for name, kind in REGISTRY.items()})
 
     @classmethod
     def suggest(cls, trial: Any) -> ExpertConfigs:
-        kinds = {f.name: f.default_factory for f in fields(cls)}
-        return cls(**{name: kinds[name].suggest(trial, prefix=f"{name}.") for name in EXPERT_NAMES})
+        return cls(**{name: kind.suggest(trial, prefix=f"{name}.") for name, kind in REGISTRY.items()})
 
 
 DEFAULT_CONFIGS = ExpertConfigs()

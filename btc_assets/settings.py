@@ -8,7 +8,7 @@
   test home never sees a user's file), applied over the profile;
 * the walk-forward sampler: the argument, else ``BTC_ASSETS_SAMPLER``, else the profile's;
 * the market source: the arguments, else ``BTC_ASSETS_SOURCE`` / ``_OHLCV`` / ``_FUNDING`` / ``_PERP`` /
-  ``_SYMBOL`` / ``_START`` (``btc_assets.ingestion.SourceSettings``), file paths made absolute.
+  ``_SYMBOL`` / ``_START`` / ``_BINANCE_URL`` (``btc_assets.ingestion.SourceSettings``), file paths made absolute.
 
 ``btc_assets.defs.build_definitions`` and the command line receive the resulting :class:`Settings`; nothing reads
 the environment or the file again at run time, so the settings an asset computes with are the ones its code version
@@ -106,6 +106,7 @@ def environment(settings: Settings) -> dict[str, str]:
         ("BTC_ASSETS_OHLCV", settings.source.ohlcv),
         ("BTC_ASSETS_FUNDING", settings.source.funding),
         ("BTC_ASSETS_PERP", settings.source.perp),
+        ("BTC_ASSETS_BINANCE_URL", settings.source.binance_url),
     ):
         if value:
             out[name] = value

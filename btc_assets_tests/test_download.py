@@ -210,9 +210,8 @@ def archive(tmp_path: Path) -> Iterator[Server]:
 
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No retry sleeps, no env override, and any connection or DNS lookup beyond 127.0.0.1 fails the test."""
+    """No retry sleeps, and any connection or DNS lookup beyond 127.0.0.1 fails the test."""
     monkeypatch.setattr(dl, "RETRY_BACKOFF_S", 0.0)
-    monkeypatch.delenv(dl.BASE_URL_ENV, raising=False)
     real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
 
     def connect(sock: socket.socket, address: Any) -> Any:
@@ -432,9 +431,20 @@ def test_persistent_http_errors_raise(archive: Server, tmp_path: Path) -> None:
         _download(archive, tmp_path, start="2024-11", end="2024-11", funding=False)
 
 
-def test_base_url_from_environment(archive: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(dl.BASE_URL_ENV, archive.url + "/")
-    result = download_binance_archive(tmp_path / "dest", start="2025-01", end="2025-01", today=TODAY)
+def test_base_url_from_environment(archive: Server, tmp_path: Path) -> None:
+    """``BTC_ASSETS_BINANCE_URL`` is read once, into the resolved source settings; a child process gets it back
+    from :func:`environment` (the assets take it from ``market_source``: next test)."""
+    from btc_assets.ingestion import SourceSettings
+    from btc_assets.settings import environment, resolve_settings
+
+    settings = resolve_settings(
+        tmp_path / "home", source=SourceSettings(source="download"), env={"BTC_ASSETS_BINANCE_URL": archive.url + "/"}
+    )
+    assert settings.source.binance_url == archive.url + "/"
+    assert environment(settings)["BTC_ASSETS_BINANCE_URL"] == archive.url + "/"
+    result = download_binance_archive(
+        tmp_path / "dest", base_url=settings.source.binance_url, start="2025-01", end="2025-01", today=TODAY
+    )
     assert result.fetched == 2 and archive.requests
 
 
@@ -774,8 +784,8 @@ def test_download_source_materialises_market_bars(
     from btc_assets_tests.conftest import definitions
 
     _add_perp_archive(archive.root, days=[], placeholder=2)
-    monkeypatch.setenv("BTC_ASSETS_BINANCE_URL", archive.url)
-    defs = definitions(tmp_path / "home", source="download", start="2024-11")
+    defs = definitions(tmp_path / "home", source="download", start="2024-11", binance_url=archive.url)
+    monkeypatch.setenv("BTC_ASSETS_BINANCE_URL", "http://127.0.0.1:9")  # nothing reads it at run time
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             defs.assets, resources=defs.resources, instance=instance, selection=dg.AssetSelection.groups("ingestion")

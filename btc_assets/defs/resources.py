@@ -32,6 +32,7 @@ class MarketSource(dg.ConfigurableResource):
     symbol: str = ""
     start: str = ""
     perp: str = ""
+    binance_url: str = ""
 
     def settings(self) -> SourceSettings:
         return SourceSettings(
@@ -41,6 +42,7 @@ class MarketSource(dg.ConfigurableResource):
             symbol=self.symbol,
             start=self.start,
             perp=self.perp,
+            binance_url=self.binance_url,
         ).resolved(env={})
 
 
@@ -99,7 +101,13 @@ def default_resources(settings: Settings) -> dict[str, object]:
     return {
         "project": ProjectHome(home=home),
         "market_source": MarketSource(
-            source=src.source, ohlcv=src.ohlcv, funding=src.funding, symbol=src.symbol, start=src.start, perp=src.perp
+            source=src.source,
+            ohlcv=src.ohlcv,
+            funding=src.funding,
+            symbol=src.symbol,
+            start=src.start,
+            perp=src.perp,
+            binance_url=src.binance_url,
         ),
         "study": settings,
         "io_manager": ParquetIOManager(home=home),

@@ -30,7 +30,6 @@ import csv
 import datetime
 import hashlib
 import json
-import os
 import re
 import time
 import urllib.error
@@ -47,7 +46,6 @@ if TYPE_CHECKING:  # pragma: no cover - typing only; ccxt is imported lazily (sl
 
 NOT_PUBLISHED = "not_published.json"  # zip URLs that answered 404 for a settled month
 DEFAULT_BASE_URL = "https://data.binance.vision"
-BASE_URL_ENV = "BTC_ASSETS_BINANCE_URL"
 INTERVAL = "1h"
 
 HTTP_TIMEOUT_S = 60.0
@@ -265,7 +263,7 @@ def download_binance_archive(
     """
     dest = Path(dest)
     symbol = symbol.upper()
-    base = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+    base = (base_url or DEFAULT_BASE_URL).rstrip("/")
     today = today or datetime.datetime.now(datetime.UTC).date()
     current = (today.year, today.month)
     first = _parse_month(start, "start")

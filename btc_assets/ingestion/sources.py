@@ -37,6 +37,7 @@ class SourceSettings:
     symbol: str = ""
     start: str = ""
     perp: str = ""  # the perpetual's own OHLCV file(s) (BTC_ASSETS_PERP); optional
+    binance_url: str = ""  # source "download": the archive's address (BTC_ASSETS_BINANCE_URL; a mirror or a test)
 
     def resolved(self, env: Mapping[str, str] | None = None) -> SourceSettings:
         """Fill blanks from the environment and defaults; check the source name."""
@@ -55,6 +56,7 @@ class SourceSettings:
             perp=self.perp or env.get("BTC_ASSETS_PERP", ""),
             symbol=self.symbol or env.get("BTC_ASSETS_SYMBOL", "") or "BTCUSDT",
             start=self.start or env.get("BTC_ASSETS_START", "") or "2017-08",
+            binance_url=self.binance_url or env.get("BTC_ASSETS_BINANCE_URL", ""),  # empty: data.binance.vision
         )
 
     def describe(self) -> str:
@@ -95,7 +97,7 @@ def _demo_loaded(kind: str) -> Loaded:
 
 def load_market_ohlcv(settings: SourceSettings, raw_dir: Path, progress: Progress | None = None) -> Loaded:
     """Load and validate the OHLCV bars the settings point at."""
-    s = settings.resolved()
+    s = settings.resolved(env={})  # resolved once already: defaults only, never the environment
     if s.source == "demo":
         return _demo_loaded("ohlcv")
     if s.source == "files":
@@ -103,14 +105,14 @@ def load_market_ohlcv(settings: SourceSettings, raw_dir: Path, progress: Progres
     from btc_assets.ingestion.download import download_binance_archive
 
     result = download_binance_archive(
-        raw_dir / "binance", symbol=s.symbol, start=s.start, funding=False, progress=progress
+        raw_dir / "binance", base_url=s.binance_url, symbol=s.symbol, start=s.start, funding=False, progress=progress
     )
     return load_ohlcv(result.ohlcv_files)
 
 
 def load_market_funding(settings: SourceSettings, raw_dir: Path, progress: Progress | None = None) -> Loaded:
     """Load and validate the funding settlements the settings point at (empty when there are none)."""
-    s = settings.resolved()
+    s = settings.resolved(env={})  # resolved once already: defaults only, never the environment
     if s.source == "demo":
         return _demo_loaded("funding")
     if s.source == "files":
@@ -120,7 +122,7 @@ def load_market_funding(settings: SourceSettings, raw_dir: Path, progress: Progr
     from btc_assets.ingestion.download import download_binance_archive
 
     result = download_binance_archive(
-        raw_dir / "binance", symbol=s.symbol, start=s.start, funding=True, progress=progress
+        raw_dir / "binance", base_url=s.binance_url, symbol=s.symbol, start=s.start, funding=True, progress=progress
     )
     if not result.funding_files:
         return Loaded(empty_funding(), [ValidationReport("(no funding published)")])
@@ -133,7 +135,7 @@ def load_market_perp(settings: SourceSettings, raw_dir: Path, progress: Progress
     Validated as spot OHLCV is, plus the ``perp-*`` rules: the listing placeholder and no-trade bars are flagged in
     the reports (file, rows, rule) and left out, so the grid shows no perp price on those hours.
     """
-    s = settings.resolved()
+    s = settings.resolved(env={})  # resolved once already: defaults only, never the environment
     if s.source == "demo":
         return _demo_loaded("perp")
     if s.source == "files":
@@ -143,7 +145,13 @@ def load_market_perp(settings: SourceSettings, raw_dir: Path, progress: Progress
     from btc_assets.ingestion.download import download_binance_archive
 
     result = download_binance_archive(
-        raw_dir / "binance", symbol=s.symbol, start=s.start, funding=False, perp=True, progress=progress
+        raw_dir / "binance",
+        base_url=s.binance_url,
+        symbol=s.symbol,
+        start=s.start,
+        funding=False,
+        perp=True,
+        progress=progress,
     )
     if not result.perp_files:
         return Loaded(empty_ohlcv(), [ValidationReport("(no perp klines published)")])

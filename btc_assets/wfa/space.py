@@ -39,12 +39,8 @@ import optuna
 from btc_assets import experts
 from btc_assets.config import EXPERTS, PortfolioSettings, WfaSettings
 
-DIRECTIONAL: tuple[str, ...] = ("trend", "mean_reversion", "breakout")
-EXPERT_KINDS: dict[str, type] = {
-    "trend": experts.TrendExpert,
-    "mean_reversion": experts.MeanReversionExpert,
-    "breakout": experts.BreakoutExpert,
-}
+DIRECTIONAL: tuple[str, ...] = experts.DIRECTIONAL  # each phase has its own parameters for these
+EXPERT_KINDS: dict[str, type] = {name: experts.REGISTRY[name] for name in DIRECTIONAL}
 
 
 @dataclass(frozen=True)
