@@ -16,7 +16,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from btc_assets.schedule import FoldSchedule
+from btc_assets.folds import FoldSchedule
 
 DEFAULT_HOME = "./data"
 

@@ -28,7 +28,7 @@ from numba import njit
 
 if TYPE_CHECKING:
     from btc_assets.config import VolatilitySettings
-    from btc_assets.schedule import FoldSchedule
+    from btc_assets.folds import FoldSchedule
 
 BARS_PER_YEAR = 24 * 365
 ANNUALISE = math.sqrt(BARS_PER_YEAR)

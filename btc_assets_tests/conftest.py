@@ -119,10 +119,10 @@ def write_wfa_inputs(folder: Path, warmup: str = "365D", test: str = "91D") -> P
     from dataclasses import asdict, replace
 
     from btc_assets.config import get_profile
+    from btc_assets.folds import FoldSchedule
     from btc_assets.ingestion import build_market_bars
     from btc_assets.ingestion.demo import DemoMarketSpec, generate_demo_market
     from btc_assets.regimes import compute_regimes
-    from btc_assets.schedule import FoldSchedule
     from btc_assets.volatility import compute_volatility
 
     schedule = FoldSchedule(warmup=warmup, test=test)

@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 
 from btc_assets.config import RegimeSettings, VolatilitySettings
+from btc_assets.folds import FoldSchedule
 from btc_assets.ingestion import build_market_bars, load_funding, load_ohlcv, load_perp_ohlcv
 from btc_assets.regimes import compute_regimes, out_of_sample
-from btc_assets.schedule import FoldSchedule
 from btc_assets.volatility import compute_volatility
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]

@@ -14,10 +14,10 @@ import pytest
 
 from btc_assets.config import get_profile
 from btc_assets.evaluation.summary import summarise
+from btc_assets.folds import FoldSchedule
 from btc_assets.ingestion import build_market_bars
 from btc_assets.ingestion.demo import DemoMarketSpec, generate_demo_market
 from btc_assets.regimes import compute_regimes
-from btc_assets.schedule import FoldSchedule
 from btc_assets.volatility import compute_volatility
 from btc_assets.wfa import run_seed
 

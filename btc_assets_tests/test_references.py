@@ -133,8 +133,8 @@ def test_references_are_causal() -> None:
 def real_references(shared_data: Path) -> dict[str, object]:
     from btc_assets.config import VolatilitySettings
     from btc_assets.evaluation.summary import reference_frames
+    from btc_assets.folds import FoldSchedule
     from btc_assets.ingestion import build_market_bars, load_funding, load_ohlcv
-    from btc_assets.schedule import FoldSchedule
     from btc_assets.volatility import compute_volatility
 
     ohlcv = load_ohlcv([shared_data / "btcusdt_1h.parquet"]).frame

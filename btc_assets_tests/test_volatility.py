@@ -20,7 +20,7 @@ from arch.utility.exceptions import DataScaleWarning
 
 from btc_assets import volatility as vol
 from btc_assets.config import VolatilitySettings
-from btc_assets.schedule import FoldSchedule
+from btc_assets.folds import FoldSchedule
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PARQUET = DATA / "btcusdt_1h.parquet"

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from btc_assets.config import EXPERTS, PortfolioSettings, get_profile
-from btc_assets.schedule import FoldSchedule
+from btc_assets.folds import FoldSchedule
 from btc_assets.wfa import StrategyParams, read_progress, run_seed
 from btc_assets.wfa.objective import score_of
 from btc_assets.wfa.space import PhaseParams, normalise_row, phase_distributions, suggest_phase

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from btc_assets.config import get_profile
-from btc_assets.schedule import FoldSchedule
+from btc_assets.folds import FoldSchedule
 from btc_assets.wfa import run_seed
 
 

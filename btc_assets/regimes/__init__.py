@@ -9,11 +9,11 @@ from __future__ import annotations
 import pandas as pd
 
 from btc_assets.config import RegimeSettings
+from btc_assets.folds import FoldSchedule
 from btc_assets.regimes.features import FEATURES, regime_features
 from btc_assets.regimes.hmm import StudentTHMM
 from btc_assets.regimes.phases import canonical_phases
 from btc_assets.regimes.walkforward import RegimeFit, fit_walk_forward, out_of_sample
-from btc_assets.schedule import FoldSchedule
 
 
 def compute_regimes(

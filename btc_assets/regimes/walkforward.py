@@ -27,9 +27,9 @@ import pandas as pd
 from hmmlearn.hmm import GaussianHMM
 
 from btc_assets.config import RegimeSettings
+from btc_assets.folds import Fold
 from btc_assets.regimes.hmm import StudentTHMM, fit_with_restarts, gaussian_filter_proba, warm_start
 from btc_assets.regimes.phases import canonical_phases
-from btc_assets.schedule import Fold
 
 
 @dataclass(frozen=True)

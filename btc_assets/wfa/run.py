@@ -12,10 +12,10 @@ import pandas as pd
 from btc_assets import experts
 from btc_assets.config import PortfolioSettings, WfaSettings
 from btc_assets.evaluation.stats import study_cscv
+from btc_assets.folds import FoldSchedule
 from btc_assets.portfolio.engine import S_EQUITY, new_state
 from btc_assets.portfolio.metrics import frame_metrics
 from btc_assets.portfolio.moe import prepare_inputs
-from btc_assets.schedule import FoldSchedule
 from btc_assets.versions import settings_hash, source_digest
 from btc_assets.wfa.checkpoint import Fingerprint, ProgressClock, SeedCheckpoint
 from btc_assets.wfa.objective import FoldObjective, SignalCache, TrialScores

@@ -7,7 +7,7 @@ import itertools
 import pandas as pd
 import pytest
 
-from btc_assets.schedule import FoldSchedule
+from btc_assets.folds import FoldSchedule
 
 FIRST, END = pd.Timestamp("2017-08-17 04:00", tz="UTC"), pd.Timestamp("2026-05-16 19:00", tz="UTC")
 
