@@ -225,6 +225,22 @@ class AblationSettings:
 
 
 @dataclass(frozen=True)
+class ExpertSettings:
+    """The experts' parameters over their classes' own (``btc_assets.experts``), from the settings file::
+
+        [experts.defaults]
+        "trend.tenkan" = 12          # expert_signals, the optimiser's starting point, the unsearched experts
+        [experts.ranges]
+        "breakout.window" = [48, 336]  # the optimiser's range of an int or float parameter
+
+    ``defaults``: ("<expert>.<parameter>", value) pairs; ``ranges``: ("<expert>.<parameter>", low, high). Names and
+    types are checked against the expert classes (``btc_assets.experts.check_settings``)."""
+
+    defaults: tuple[tuple[str, object], ...] = ()
+    ranges: tuple[tuple[str, float, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class Profile:
     """Size and settings of a study; each stage reads its own section."""
 
@@ -237,6 +253,7 @@ class Profile:
     portfolio: PortfolioSettings = field(default_factory=PortfolioSettings)
     wfa: WfaSettings = field(default_factory=WfaSettings)
     ablation: AblationSettings = field(default_factory=AblationSettings)
+    experts: ExpertSettings = field(default_factory=ExpertSettings)
 
 
 PROFILES: dict[str, Profile] = {
@@ -266,7 +283,7 @@ PROFILES: dict[str, Profile] = {
 DEFAULT_PROFILE = "quick"
 
 
-SECTIONS = ("schedule", "volatility", "regimes", "portfolio", "wfa", "ablation")
+SECTIONS = ("schedule", "volatility", "regimes", "portfolio", "wfa", "ablation", "experts")
 
 
 def _coerce(value: object, default: object, where: str) -> object:
@@ -286,6 +303,43 @@ def _coerce(value: object, default: object, where: str) -> object:
     raise ValueError(f"{where}: expected {type(default).__name__}, got {value!r}")
 
 
+def _flatten(table: dict[str, object], prefix: str = "") -> dict[str, object]:
+    """``{"trend": {"tenkan": 12}}`` (TOML's dotted keys) and ``{"trend.tenkan": 12}`` alike → dotted keys."""
+    out: dict[str, object] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _expert_overrides(current: ExpertSettings, values: dict[str, object], source: str) -> ExpertSettings:
+    """``[experts.defaults]`` / ``[experts.ranges]`` over ``current`` (the parameter names are checked against
+    the expert classes by ``btc_assets.experts.check_settings``, which :func:`btc_assets.settings.resolve_settings`
+    calls)."""
+    if set(values) - {"defaults", "ranges"} or not all(isinstance(v, dict) for v in values.values()):
+        raise ValueError(f"{source}: [experts] takes the tables [experts.defaults] and [experts.ranges] only")
+    defaults = dict(current.defaults)
+    for key, value in _flatten(values.get("defaults", {})).items():  # type: ignore[arg-type]
+        if not isinstance(value, int | float | bool):
+            raise ValueError(f"{source}: [experts.defaults] {key}: expected a number or a boolean, got {value!r}")
+        defaults[key] = value
+    ranges = {key: (low, high) for key, low, high in current.ranges}
+    for key, value in _flatten(values.get("ranges", {})).items():  # type: ignore[arg-type]
+        pair = value if isinstance(value, list) else []
+        if (
+            len(pair) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int | float) for v in pair)
+            or pair[0] >= pair[1]
+        ):
+            raise ValueError(f"{source}: [experts.ranges] {key}: expected [low, high] with low < high, got {value!r}")
+        ranges[key] = (float(pair[0]), float(pair[1]))
+    return ExpertSettings(
+        tuple(sorted(defaults.items())), tuple((key, low, high) for key, (low, high) in sorted(ranges.items()))
+    )
+
+
 def apply_overrides(profile: Profile, overrides: dict[str, object], source: str) -> Profile:
     """``profile`` with the settings in ``overrides`` (``{section: {field: value}}``) replaced; an unknown section or
     field, or a value of the wrong type, is an error naming ``source`` and the key."""
@@ -294,6 +348,9 @@ def apply_overrides(profile: Profile, overrides: dict[str, object], source: str)
         if section not in SECTIONS or not isinstance(values, dict):
             raise ValueError(f"{source}: unknown section [{section}] (sections: {', '.join(SECTIONS)})")
         current = getattr(profile, section)
+        if section == "experts":
+            changes[section] = _expert_overrides(current, values, source)
+            continue
         fields = asdict(current)
         updates = {}
         for key, value in values.items():

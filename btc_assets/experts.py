@@ -45,14 +45,14 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 from numba import njit
 
-from btc_assets.config import EXPERTS
+from btc_assets.config import EXPERTS, ExpertSettings
 
 EXPERT_NAMES: tuple[str, ...] = EXPERTS  # column order of every expert table
 FUNDING_HOURS = 8.0
@@ -525,10 +525,11 @@ class _Expert:
         return cls(**kw)
 
     @classmethod
-    def suggest(cls, trial: Any, prefix: str = ""):
-        """Sample every field of ``SEARCH_SPACE`` from an Optuna trial (names ``prefix + field``)."""
+    def suggest(cls, trial: Any, prefix: str = "", space: SearchSpace | None = None):
+        """Sample every field of ``space`` (default ``SEARCH_SPACE``) from an Optuna trial (names ``prefix +
+        field``)."""
         kw: dict[str, Any] = {}
-        for name, (low, high, kind) in cls.SEARCH_SPACE.items():
+        for name, (low, high, kind) in (cls.SEARCH_SPACE if space is None else space).items():
             if kind == "int":
                 kw[name] = trial.suggest_int(prefix + name, int(low), int(high))
             elif kind == "float":
@@ -747,6 +748,67 @@ class ExpertConfigs:
 
 
 DEFAULT_CONFIGS = ExpertConfigs()
+
+
+def _parameter(key: str, where: str) -> tuple[str, Any]:
+    expert, _, name = key.partition(".")
+    kind = REGISTRY.get(expert)
+    params = {f.name: f for f in fields(kind)} if kind is not None else {}
+    if name not in params:
+        known = ", ".join(f"{e}.{f.name}" for e, k in REGISTRY.items() for f in fields(k))
+        raise ValueError(f"{where} {key}: no such expert parameter (parameters: {known})")
+    return expert, params[name]
+
+
+def check_settings(settings: ExpertSettings, source: str = "settings") -> None:
+    """Every ``[experts.defaults]`` / ``[experts.ranges]`` entry names a parameter of :data:`REGISTRY` with a value
+    of its type (a range only for a searched int or float parameter, integer bounds for an int), and the defaults
+    build valid experts; else a ``ValueError`` naming ``source`` and the key."""
+    for key, value in settings.defaults:
+        _, param = _parameter(key, f"{source}: [experts.defaults]")
+        default = param.default
+        ok = (
+            isinstance(value, bool)
+            if isinstance(default, bool)
+            else not isinstance(value, bool)
+            and (isinstance(value, int) if isinstance(default, int) else isinstance(value, int | float))
+        )
+        if not ok:
+            raise ValueError(f"{source}: [experts.defaults] {key}: expected {type(default).__name__}, got {value!r}")
+    for key, low, high in settings.ranges:
+        expert, param = _parameter(key, f"{source}: [experts.ranges]")
+        kind = REGISTRY[expert].SEARCH_SPACE.get(param.name, (0, 0, "fixed"))[2]
+        if kind not in ("int", "float"):
+            raise ValueError(f"{source}: [experts.ranges] {key}: not a searched int or float parameter ({kind})")
+        if kind == "int" and (int(low) != low or int(high) != high):
+            raise ValueError(f"{source}: [experts.ranges] {key}: an int parameter needs integer bounds")
+    try:
+        configured(settings, checked=True)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{source}: [experts.defaults]: {err}") from None
+
+
+def configured(settings: ExpertSettings | None = None, *, checked: bool = False) -> ExpertConfigs:
+    """:data:`DEFAULT_CONFIGS` with the settings' ``[experts.defaults]`` applied (the same object without any)."""
+    if settings is None or not settings.defaults:
+        return DEFAULT_CONFIGS
+    if not checked:
+        check_settings(settings)
+    flat = {
+        f"{n}.{k}": v for n, c in zip(REGISTRY, DEFAULT_CONFIGS.experts(), strict=True) for k, v in asdict(c).items()
+    }
+    flat.update(dict(settings.defaults))
+    return ExpertConfigs.from_params(flat)
+
+
+def search_space(name: str, settings: ExpertSettings | None = None) -> SearchSpace:
+    """Expert ``name``'s ``SEARCH_SPACE`` with the settings' ``[experts.ranges]`` applied."""
+    space = dict(REGISTRY[name].SEARCH_SPACE)
+    for key, low, high in settings.ranges if settings is not None else ():
+        expert, _, param = key.partition(".")
+        if expert == name:
+            space[param] = (low, high, space[param][2])
+    return space
 
 
 def expert_positions(

@@ -77,6 +77,10 @@ def resolve_settings(
         settings_file = paths.home / "config.toml"
     if settings_file is not None:
         chosen = read_settings_file(chosen, settings_file)
+        if chosen.experts.defaults or chosen.experts.ranges:
+            from btc_assets.experts import check_settings  # the parameter names live with the expert classes
+
+            check_settings(chosen.experts, str(settings_file))
     if sampler:
         chosen = with_sampler(chosen, sampler, "--sampler")
     elif env.get("BTC_ASSETS_SAMPLER"):

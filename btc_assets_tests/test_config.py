@@ -105,6 +105,14 @@ def test_definitions_compute_with_the_settings_they_are_versioned_with(tmp_path:
         ('[portfolio]\nband = "wide"\n', "[portfolio] band: expected float"),
         ("[wfa]\nn_trials = 1.5\n", "[wfa] n_trials: expected int"),
         ("[portfolio\n", "not valid TOML"),
+        ('[experts.defaults]\n"trend.tenkn" = 12\n', "[experts.defaults] trend.tenkn: no such expert parameter"),
+        ('[experts.defaults]\n"trend.tenkan" = 9.5\n', "[experts.defaults] trend.tenkan: expected int"),
+        ('[experts.defaults]\n"trend.chikou" = 1\n', "[experts.defaults] trend.chikou: expected bool"),
+        ('[experts.defaults]\n"mean_reversion.oversold" = 80\n', "need 0 <= oversold < overbought"),
+        ('[experts.ranges]\n"trend.chikou" = [0, 1]\n', "[experts.ranges] trend.chikou: not a searched int"),
+        ('[experts.ranges]\n"trend.tenkan" = [30, 5]\n', "[experts.ranges] trend.tenkan: expected [low, high]"),
+        ('[experts.ranges]\n"trend.tenkan" = [5.5, 30]\n', "an int parameter needs integer bounds"),
+        ("[experts]\ntenkan = 12\n", "[experts] takes the tables [experts.defaults] and [experts.ranges]"),
     ],
 )
 def test_bad_settings_file_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:
@@ -115,3 +123,78 @@ def test_bad_settings_file_names_file_and_key(tmp_path: Path, text: str, message
     assert str(path) in str(err.value) and message in str(err.value)
     with pytest.raises(FileNotFoundError, match="BTC_ASSETS_CONFIG"):
         resolve_settings(tmp_path, "quick", env={"BTC_ASSETS_CONFIG": str(tmp_path / "missing.toml")})
+
+
+def test_expert_defaults_and_search_ranges_from_the_settings_file(tmp_path: Path) -> None:
+    """``[experts.defaults]`` reach ``expert_signals`` (its code version too), the optimiser's starting point and
+    the experts it does not search; ``[experts.ranges]`` its search space. Both key the seeds' checkpoints."""
+    from btc_assets import experts
+    from btc_assets.config import WfaSettings
+    from btc_assets.wfa.run import config_hash
+    from btc_assets.wfa.space import StrategyParams, fixed_phase, phase_distributions
+
+    (tmp_path / "config.toml").write_text(
+        '[experts.defaults]\n"trend.tenkan" = 12\nbreakout.stop_atr = 3\n'  # quoted or dotted keys alike
+        '[experts.ranges]\n"breakout.window" = [48, 336]\n"mean_reversion.bb_k" = [1.5, 2.5]\n'
+    )
+    profile = resolve_settings(tmp_path, "quick", env={}).profile
+    assert profile.experts.defaults == (("breakout.stop_atr", 3), ("trend.tenkan", 12))
+    configs = experts.configured(profile.experts)
+    assert configs.trend.tenkan == 12 and configs.breakout.stop_atr == 3.0
+    assert configs.trend.kijun == experts.TrendExpert().kijun and configs.carry == experts.CarryExpert()
+    dists = phase_distributions(profile.wfa, profile.experts)
+    assert (dists["breakout.window"].low, dists["breakout.window"].high) == (48, 336)
+    assert (dists["mean_reversion.bb_k"].low, dists["mean_reversion.bb_k"].high) == (1.5, 2.5)
+    assert dists["trend.tenkan"] == phase_distributions(profile.wfa)["trend.tenkan"]  # no range named: the class's
+    start = StrategyParams.default(profile.portfolio, profile.wfa, profile.experts)
+    assert {p.trend.tenkan for p in start.phases} == {12} and {p.breakout.stop_atr for p in start.phases} == {3.0}
+    unsearched = fixed_phase(WfaSettings(search_experts=False), profile.experts)
+    assert unsearched["trend.tenkan"] == 12 and unsearched["breakout.stop_atr"] == 3.0
+    plain = get_profile("quick")
+    assert config_hash(profile.wfa, profile.portfolio, profile.schedule, profile.experts) != config_hash(
+        plain.wfa, plain.portfolio, plain.schedule, plain.experts
+    )
+
+    edited, base = (
+        build_definitions(settings=resolve_settings(tmp_path, "quick", env={})),
+        build_definitions(str(tmp_path / "plain"), "quick"),
+    )
+
+    def version(defs, key: str) -> str:
+        return next(s.code_version for s in defs.resolve_all_asset_specs() if s.key.to_user_string() == key)
+
+    for key in ("expert_signals", "wfa_results", "ablation_oos"):
+        assert version(edited, key) != version(base, key), key
+    for key in ("market_bars", "volatility", "regime_probabilities"):
+        assert version(edited, key) == version(base, key), key
+
+
+def test_expert_signals_materialise_with_the_configured_defaults(tmp_path: Path) -> None:
+    """``expert_signals`` computes the trend expert with ``[experts.defaults]`` (its metadata says so) and its
+    column differs from the class defaults' on the same bars; the other experts' columns are unchanged."""
+    import dagster as dg
+    import pandas as pd
+
+    from btc_assets_tests.conftest import definitions
+
+    frames = {}
+    for name, text in (("plain", ""), ("edited", '[experts.defaults]\n"trend.tenkan" = 20\n"trend.kijun" = 60\n')):
+        home = tmp_path / name
+        home.mkdir()
+        (home / "config.toml").write_text(text)
+        defs = definitions(home)
+        with dg.instance_for_test() as instance:
+            result = dg.materialize(
+                defs.assets,
+                resources=defs.resources,
+                instance=instance,
+                selection=dg.AssetSelection.groups("ingestion") | dg.AssetSelection.assets("expert_signals"),
+            )
+        assert result.success
+        meta = result.asset_materializations_for_node("expert_signals")[0].metadata
+        assert meta["configs"].value["trend"]["tenkan"] == (20 if name == "edited" else 9)
+        frames[name] = pd.read_parquet(home / "warehouse" / "expert_signals" / "data.parquet")
+    plain, edited = frames["plain"], frames["edited"]
+    assert not plain["trend"].equals(edited["trend"])
+    for column in ("mean_reversion", "breakout", "carry"):
+        pd.testing.assert_series_equal(plain[column], edited[column])

@@ -99,7 +99,7 @@ def test_the_checkpoint_is_keyed_by_the_seed_assets_code_version() -> None:
     from btc_assets.wfa.run import code_digest, config_hash
 
     profile = get_profile("quick")
-    expected = f"{code_digest()}-{config_hash(profile.wfa, profile.portfolio, profile.schedule)}"
+    expected = f"{code_digest()}-{config_hash(profile.wfa, profile.portfolio, profile.schedule, profile.experts)}"
     assert asset_code_version("wfa_results", profile) == expected
 
 

@@ -18,7 +18,7 @@ from btc_assets.regimes import compute_regimes
 
 GROUP = "ablation"
 POOL = "wfa"  # the same pool as the seeds: at most `default_limit` walk-forward runs at once on the instance
-_RUNS = (("btc_assets.evaluation.ablation",), ("ablation", "wfa", "portfolio", "schedule", "regimes"))
+_RUNS = (("btc_assets.evaluation.ablation",), ("ablation", "wfa", "portfolio", "schedule", "regimes", "experts"))
 COMPUTED_BY = {
     "gaussian_regime_probabilities": (("btc_assets.regimes",), ("schedule", "regimes")),
     "ablation_oos": _RUNS,

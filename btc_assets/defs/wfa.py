@@ -12,7 +12,8 @@ GROUP = "walk_forward"
 POOL = "wfa"  # at most `concurrency.pools.default_limit` seeds optimise at once (the instance's dagster.yaml)
 # the same digest and settings key the seed's checkpoint (btc_assets.wfa.run: code_digest, config_hash)
 COMPUTED_BY = {
-    name: (("btc_assets.wfa",), ("wfa", "portfolio", "schedule")) for name in ("wfa_results", "wfa_folds", "wfa_trials")
+    name: (("btc_assets.wfa",), ("wfa", "portfolio", "schedule", "experts"))
+    for name in ("wfa_results", "wfa_folds", "wfa_trials")
 }
 
 
@@ -62,6 +63,7 @@ def walk_forward(
         schedule=profile.schedule,
         checkpoints=str(project.paths.checkpoints),
         say=context.log.info,
+        expert_settings=profile.experts,
     )
     last = result.folds.iloc[-1]
     equity = float(result.oos["equity"].iloc[-1])

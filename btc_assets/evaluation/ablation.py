@@ -199,6 +199,7 @@ def run_variant(
         schedule=prof.schedule,
         checkpoints=str(Path(checkpoints) / "ablation" / variant),
         say=say,
+        expert_settings=prof.experts,
     )
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from btc_assets import experts
-from btc_assets.config import PortfolioSettings, WfaSettings
+from btc_assets.config import ExpertSettings, PortfolioSettings, WfaSettings
 from btc_assets.evaluation.stats import study_cscv
 from btc_assets.folds import FoldSchedule
 from btc_assets.portfolio.engine import S_EQUITY, new_state
@@ -51,8 +51,14 @@ class WfaResult:
     trials_run: int  # trials evaluated by this call (0 when everything came from the checkpoint)
 
 
-def config_hash(settings: WfaSettings, portfolio: PortfolioSettings, schedule: FoldSchedule) -> str:
-    return settings_hash(settings, portfolio, schedule)
+def config_hash(
+    settings: WfaSettings,
+    portfolio: PortfolioSettings,
+    schedule: FoldSchedule,
+    expert_settings: ExpertSettings | None = None,
+) -> str:
+    """The settings part of the checkpoint key: the same hash as the seed assets' code version."""
+    return settings_hash(settings, portfolio, schedule, expert_settings or ExpertSettings())
 
 
 def _refits(probabilities: pd.DataFrame, settings: WfaSettings) -> list[int]:
@@ -72,11 +78,12 @@ def run_seed(
     schedule: FoldSchedule,
     checkpoints: str,
     say: Callable[[str], None] = print,
+    expert_settings: ExpertSettings | None = None,
 ) -> WfaResult:
     """Optimise every fold (phases in turn), run each fold's winner on its test window, stitch the tests."""
     fingerprint = Fingerprint.of(
         {"bars": bars, "volatility": volatility, "regimes": regime_probabilities},
-        config_hash(settings, portfolio, schedule),
+        config_hash(settings, portfolio, schedule, expert_settings),
         code_digest(),
         seed,
     )
@@ -96,11 +103,11 @@ def run_seed(
     refits = _refits(regime_probabilities, settings)
     k_phases = len(portfolio.gating)
     total = len(refits) * k_phases * settings.n_trials
-    distributions = phase_distributions(settings)
+    distributions = phase_distributions(settings, expert_settings)
     clock = ProgressClock(settings.progress_every)
     watch = Stopwatch()
     counters = {"run": 0, "done_before": 0}
-    current = StrategyParams.default(portfolio, settings)
+    current = StrategyParams.default(portfolio, settings, expert_settings)
     fold_params: list[tuple[int, StrategyParams, FoldObjective]] = []
     trial_rows: list[dict[str, object]] = []
 
@@ -141,7 +148,7 @@ def run_seed(
                     objective: FoldObjective = objective,
                 ) -> TrialScores:
                     counters["run"] += 1
-                    return objective.scores(with_trial(base, k, flat, settings), k)
+                    return objective.scores(with_trial(base, k, flat, settings, expert_settings), k)
 
                 def on_trial(n: int, best: float, refit: int = refit, k: int = k) -> None:
                     if clock.due():
@@ -154,8 +161,8 @@ def run_seed(
                     sampler=settings.sampler,
                     n_startup_trials=settings.n_startup_trials,
                     seed_parts=(seed, refit, k),
-                    incumbent=incumbent_of(current, k, settings, portfolio),
-                    suggest=lambda trial: suggest_phase(trial, settings),
+                    incumbent=incumbent_of(current, k, settings, portfolio, expert_settings),
+                    suggest=lambda trial: suggest_phase(trial, settings, expert_settings),
                     evaluate=evaluate,
                     distributions=distributions,
                     on_trial=on_trial,
@@ -164,7 +171,9 @@ def run_seed(
                 winner = select_winner(records, settings.select_top)
                 trials = [r.as_dict() for r in records]
                 for row, r in zip(trials, records, strict=True):  # out of sample, never used to select
-                    row["test"], row["test_sharpe"] = objective.test_scores(with_trial(base, k, r.params, settings), k)
+                    row["test"], row["test_sharpe"] = objective.test_scores(
+                        with_trial(base, k, r.params, settings, expert_settings), k
+                    )
                 record = {
                     "fold": refit,
                     "phase": k,
@@ -172,7 +181,7 @@ def run_seed(
                     "fit": winner.fit,
                     "validation": winner.validation,
                     "params": winner.params,
-                    "pbo": study_pbo(objective, base, k, records, settings, seed=seed),
+                    "pbo": study_pbo(objective, base, k, records, settings, seed=seed, expert_settings=expert_settings),
                     "trials": trials,
                 }
                 ckpt.write_phase_record(refit, k, record)
@@ -180,7 +189,7 @@ def run_seed(
                 progress("running", refit, k, settings.n_trials, winner.fit)
             else:
                 counters["done_before"] += settings.n_trials
-            current = with_trial(current, k, record["params"], settings)
+            current = with_trial(current, k, record["params"], settings, expert_settings)
             objective.load(current)
             for row in record["trials"]:
                 trial_rows.append(
@@ -216,6 +225,7 @@ def study_pbo(
     settings: WfaSettings,
     *,
     seed: int = 0,
+    expert_settings: ExpertSettings | None = None,
 ) -> dict[str, float]:
     """Probability of backtest overfitting of one (fold, phase) study by CSCV over trials the score did not select
     (:func:`btc_assets.evaluation.stats.study_cscv`).
@@ -233,7 +243,7 @@ def study_pbo(
     by_index = {r.index: r for r in records}
 
     def returns_of(index: int) -> pd.Series:
-        return objective.training_returns(with_trial(base, k, by_index[index].params, settings), k)
+        return objective.training_returns(with_trial(base, k, by_index[index].params, settings, expert_settings), k)
 
     try:
         out = study_cscv(
@@ -250,9 +260,11 @@ def study_pbo(
     return out
 
 
-def phase_of(searched: dict[str, object], settings: WfaSettings) -> PhaseParams:
+def phase_of(
+    searched: dict[str, object], settings: WfaSettings, expert_settings: ExpertSettings | None = None
+) -> PhaseParams:
     """A phase block from a trial's searched parameters (the fixed ones of the search space added)."""
-    return PhaseParams.from_flat(complete_phase(searched, settings))
+    return PhaseParams.from_flat(complete_phase(searched, settings, expert_settings))
 
 
 def _no_signals(n: int) -> pd.DataFrame:

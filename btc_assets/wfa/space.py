@@ -37,7 +37,7 @@ import numpy as np
 import optuna
 
 from btc_assets import experts
-from btc_assets.config import EXPERTS, PortfolioSettings, WfaSettings
+from btc_assets.config import EXPERTS, ExpertSettings, PortfolioSettings, WfaSettings
 
 DIRECTIONAL: tuple[str, ...] = experts.DIRECTIONAL  # each phase has its own parameters for these
 EXPERT_KINDS: dict[str, type] = {name: experts.REGISTRY[name] for name in DIRECTIONAL}
@@ -97,7 +97,7 @@ class Policy:
         return cls(float(params["policy.band_rel"]), int(params["policy.decision_hours"]))
 
 
-def suggest_phase(trial: Any, settings: WfaSettings) -> dict[str, Any]:
+def suggest_phase(trial: Any, settings: WfaSettings, expert_settings: ExpertSettings | None = None) -> dict[str, Any]:
     """Sample phase parameters from an Optuna trial: the searched ones only (:func:`complete_phase` adds the
     fixed rest before :meth:`PhaseParams.from_flat`), and the policy's with ``search_policy``."""
     active = [e for e in EXPERTS if e in settings.experts]
@@ -111,15 +111,16 @@ def suggest_phase(trial: Any, settings: WfaSettings) -> dict[str, Any]:
         params["risk_scale"] = trial.suggest_float("risk_scale", settings.min_risk_scale, settings.max_risk_scale)
     for name, kind in EXPERT_KINDS.items():
         if name in _searched_experts(settings):
-            config = kind.suggest(trial, prefix=f"{name}.")
+            config = kind.suggest(trial, prefix=f"{name}.", space=experts.search_space(name, expert_settings))
             params.update({f"{name}.{key}": value for key, value in asdict(config).items()})
     return params
 
 
-def fixed_phase(settings: WfaSettings) -> dict[str, Any]:
+def fixed_phase(settings: WfaSettings, expert_settings: ExpertSettings | None = None) -> dict[str, Any]:
     """The phase parameters the search leaves fixed: weight 0 (and default parameters) for the experts outside
     ``settings.experts``, weight 1 for a sole active expert, ``risk_scale`` 1 when it is not searched, and the
-    default parameters of every directional expert when ``settings.search_experts`` is off."""
+    default parameters (``[experts.defaults]`` over the classes') of every directional expert when
+    ``settings.search_experts`` is off."""
     _check_experts(settings)
     active = [e for e in EXPERTS if e in settings.experts]
     fixed: dict[str, Any] = {f"gate.{e}": 0.0 for e in EXPERTS if e not in active}
@@ -127,28 +128,43 @@ def fixed_phase(settings: WfaSettings) -> dict[str, Any]:
         fixed[f"gate.{active[0]}"] = 1.0
     if not settings.search_risk_scale:
         fixed["risk_scale"] = 1.0
-    for name, kind in EXPERT_KINDS.items():
+    defaults = experts.configured(expert_settings)
+    for name in EXPERT_KINDS:
         if name not in _searched_experts(settings):
-            fixed.update({f"{name}.{key}": value for key, value in asdict(kind()).items()})
+            fixed.update({f"{name}.{key}": value for key, value in asdict(getattr(defaults, name)).items()})
     return fixed
 
 
-def complete_phase(searched: Mapping[str, Any], settings: WfaSettings) -> dict[str, Any]:
+def complete_phase(
+    searched: Mapping[str, Any], settings: WfaSettings, expert_settings: ExpertSettings | None = None
+) -> dict[str, Any]:
     """Searched parameters plus the fixed ones: a full flat block for :meth:`PhaseParams.from_flat`."""
-    return {**fixed_phase(settings), **searched}
+    return {**fixed_phase(settings, expert_settings), **searched}
 
 
-def with_trial(base: StrategyParams, k: int, searched: Mapping[str, Any], settings: WfaSettings) -> StrategyParams:
+def with_trial(
+    base: StrategyParams,
+    k: int,
+    searched: Mapping[str, Any],
+    settings: WfaSettings,
+    expert_settings: ExpertSettings | None = None,
+) -> StrategyParams:
     """``base`` with phase k's block (and, with ``search_policy``, the policy) from a trial's searched
     parameters."""
-    out = base.with_phase(k, PhaseParams.from_flat(complete_phase(searched, settings)))
+    out = base.with_phase(k, PhaseParams.from_flat(complete_phase(searched, settings, expert_settings)))
     return replace(out, policy=Policy.from_flat(searched)) if settings.search_policy else out
 
 
-def incumbent_of(params: StrategyParams, k: int, settings: WfaSettings, portfolio: PortfolioSettings) -> dict[str, Any]:
+def incumbent_of(
+    params: StrategyParams,
+    k: int,
+    settings: WfaSettings,
+    portfolio: PortfolioSettings,
+    expert_settings: ExpertSettings | None = None,
+) -> dict[str, Any]:
     """The searched parameters of ``params`` for phase k's study (trial 0): its block's searched part and, with
     ``search_policy``, its policy (the portfolio's when it has none yet)."""
-    out = searched_part(params.phases[k].flat(), settings)
+    out = searched_part(params.phases[k].flat(), settings, expert_settings)
     if settings.search_policy:
         policy = params.policy or Policy(
             min(portfolio.band_rel, settings.max_band_rel), min(portfolio.decision_hours, settings.max_decision_hours)
@@ -157,9 +173,11 @@ def incumbent_of(params: StrategyParams, k: int, settings: WfaSettings, portfoli
     return out
 
 
-def searched_part(flat: Mapping[str, Any], settings: WfaSettings) -> dict[str, Any]:
+def searched_part(
+    flat: Mapping[str, Any], settings: WfaSettings, expert_settings: ExpertSettings | None = None
+) -> dict[str, Any]:
     """The searched subset of a full flat block (e.g. the incumbent enqueued as trial 0)."""
-    names = phase_distributions(settings)
+    names = phase_distributions(settings, expert_settings)
     return {k: v for k, v in flat.items() if k in names}
 
 
@@ -197,17 +215,33 @@ class StrategyParams:
     policy: Policy | None = None  # the searched rebalance policy; None: the portfolio settings'
 
     @classmethod
-    def default(cls, portfolio: PortfolioSettings, settings: WfaSettings | None = None) -> StrategyParams:
-        """Default experts in every phase, the profile's gating prior, risk scale 1; with ``settings``, projected
-        onto its search space (the fixed parameters of :func:`fixed_phase` applied)."""
-        params = cls(tuple(PhaseParams(gating=tuple(row)) for row in portfolio.gating))
+    def default(
+        cls,
+        portfolio: PortfolioSettings,
+        settings: WfaSettings | None = None,
+        expert_settings: ExpertSettings | None = None,
+    ) -> StrategyParams:
+        """Default experts (``[experts.defaults]`` over the classes') in every phase, the profile's gating prior,
+        risk scale 1; with ``settings``, projected onto its search space (the fixed parameters of
+        :func:`fixed_phase` applied)."""
+        d = experts.configured(expert_settings)
+        params = cls(
+            tuple(
+                PhaseParams(tuple(row), trend=d.trend, mean_reversion=d.mean_reversion, breakout=d.breakout)
+                for row in portfolio.gating
+            ),
+            d.carry,
+        )
         if settings is None:
             return params
         return cls(
             tuple(
-                PhaseParams.from_flat(complete_phase(searched_part(p.flat(), settings), settings))
+                PhaseParams.from_flat(
+                    complete_phase(searched_part(p.flat(), settings, expert_settings), settings, expert_settings)
+                )
                 for p in params.phases
-            )
+            ),
+            d.carry,
         )
 
     def with_phase(self, k: int, phase: PhaseParams) -> StrategyParams:
@@ -243,7 +277,9 @@ def column_names(n_phases: int) -> list[str]:
     return [f"phase{k}" for k in range(n_phases)] + ["carry"]
 
 
-def phase_distributions(settings: WfaSettings) -> dict[str, optuna.distributions.BaseDistribution]:
+def phase_distributions(
+    settings: WfaSettings, expert_settings: ExpertSettings | None = None
+) -> dict[str, optuna.distributions.BaseDistribution]:
     """The search space of one phase block, as Optuna distributions (same names as :func:`suggest_phase`)."""
     _check_experts(settings)
     active = [e for e in EXPERTS if e in settings.experts]
@@ -255,10 +291,10 @@ def phase_distributions(settings: WfaSettings) -> dict[str, optuna.distributions
         dists.update({f"gate.{e}": optuna.distributions.FloatDistribution(0.0, 1.0) for e in active})
     if settings.search_risk_scale:
         dists["risk_scale"] = optuna.distributions.FloatDistribution(settings.min_risk_scale, settings.max_risk_scale)
-    for name, kind in EXPERT_KINDS.items():
+    for name in EXPERT_KINDS:
         if name not in _searched_experts(settings):
             continue
-        for key, (low, high, what) in kind.SEARCH_SPACE.items():
+        for key, (low, high, what) in experts.search_space(name, expert_settings).items():
             dists[f"{name}.{key}"] = (
                 optuna.distributions.IntDistribution(int(low), int(high))
                 if what == "int"
