@@ -8,7 +8,8 @@ chained as module fixtures (each test asserts one stage; a failed stage fails th
 2. a backfill of 2 of the 30 seed partitions of the ``walk_forward`` multi-asset, as the partitions dialog
    launches it;
 3. a portfolio-only change in ``config.toml`` + "Reload definitions": exactly the portfolio and the seed partitions
-   are stale; materialising what is unsynced rematerialises exactly those;
+   are stale; "Materialize unsynced" and the ``stale_partitions`` sensor (turned on, then off, as its toggle does)
+   rematerialise exactly those;
 4. a seed killed mid-way (SIGKILL of the step process, found by its pid in the run's events) and relaunched as
    "failed and missing": it resumes from its checkpoint and ends bit-identical to an uninterrupted run;
 5. Playwright + Chromium: the asset graph, the partitions page (2 materialised) and a chart in the metadata.
@@ -49,6 +50,7 @@ RAW_TO_EXPERTS = [
     "expert_signals",
 ]
 WALK_FORWARD = ["wfa_results", "wfa_folds", "wfa_trials"]  # one multi-asset: never materialised apart
+PORTFOLIO_CHANGE = "[portfolio]\nband = 0.3\n\n[ablation]\nseeds = []\n"  # stage 3: no ablation runs wanted
 N_TRIALS_SLOW = 80  # per (fold, phase) in step 4: slow enough to interrupt a seed between phases
 CHROMIUM = "/usr/bin/chromium"
 
@@ -123,10 +125,12 @@ def backfill(studio: Studio, chain: dict[str, Any]) -> str:
 def portfolio_change(studio: Studio, chain: dict[str, Any], backfill: str) -> dict[str, Any]:
     """Stage 3, a portfolio-only change in ``config.toml`` + "Reload definitions", then what is unsynced
     rematerialised ("Materialize unsynced" lists the unpartitioned stale assets; the stale seed partitions are
-    launched from wfa_results' partitions dialog). Returns what the UI showed and what was rematerialised."""
+    launched by the ``stale_partitions`` sensor, turned on in Automation and off again once it has launched them).
+    Returns what the UI showed and what was rematerialised. (No ablation partitions are configured here, so the
+    sensor has only the seeds to launch.)"""
     ui, home, nodes = studio.ui, studio.home, chain["nodes"]
     before = ui.latest_materializations()
-    _write_config(home, "[portfolio]\nband = 0.3\n")
+    _write_config(home, PORTFOLIO_CHANGE)
     _reload_and_wait_for_version(ui, "moe_portfolio", nodes["moe_portfolio"]["opVersion"])
     seen = {
         "chain": ui.stale_status(RAW_TO_EXPERTS),
@@ -138,7 +142,19 @@ def portfolio_change(studio: Studio, chain: dict[str, Any], backfill: str) -> di
     _say(f"the 'Materialize unsynced' dialog lists {unsynced}", studio.started)
     launched = [ui.materialize([n for n in unsynced if not nodes[n]["isPartitioned"]])]
     stale_seeds = sorted(p for p, s in ui.stale_by_partition(["wfa_results"])["wfa_results"].items() if s == "STALE")
-    launched.append(ui.materialize(["wfa_results"], stale_seeds))
+    sensor = ui.start_sensor("stale_partitions")
+    try:
+
+        def launched_by_sensor() -> list[dict[str, Any]] | None:
+            runs = ui.runs_tagged("dagster/sensor_name", "stale_partitions")
+            return runs if len(runs) >= len(stale_seeds) else None
+
+        sensor_runs = ui.wait_for("the stale_partitions sensor to launch the stale seeds", launched_by_sensor, 240)
+        time.sleep(5.0)  # a second tick, had the sensor wanted more, would have launched it by now
+        sensor_runs = ui.runs_tagged("dagster/sensor_name", "stale_partitions")
+    finally:
+        ui.stop_sensor(sensor)
+    launched += [("run", r["runId"]) for r in sensor_runs]
     for kind, launched_id in launched:
         ui.wait_launched(kind, launched_id, timeout=900)
     after = ui.latest_materializations()
@@ -147,6 +163,7 @@ def portfolio_change(studio: Studio, chain: dict[str, Any], backfill: str) -> di
         "unsynced": unsynced,
         "stale_seeds": stale_seeds,
         "launched": [k for k, _ in launched],
+        "sensor_launched": sorted((r["tags"].get("dagster/partition"), r["pipelineName"]) for r in sensor_runs),
         "changed": {key for key, value in after.items() if before.get(key) != value},
         "statuses": ui.stale_status(ui.asset_nodes()),
         "after": ui.stale_by_partition(WALK_FORWARD),
@@ -176,7 +193,11 @@ def test_a_portfolio_change_reruns_exactly_the_portfolio_and_the_seeds(portfolio
         assert materialised == dict.fromkeys(RUN_SEEDS, "STALE"), (name, seen["seeds"][name])
     unsynced = portfolio_change["unsynced"]
     assert "moe_portfolio" in unsynced and not set(unsynced) & set(RAW_TO_EXPERTS), unsynced
-    assert portfolio_change["stale_seeds"] == RUN_SEEDS and portfolio_change["launched"] == ["run", "backfill"]
+    assert portfolio_change["stale_seeds"] == RUN_SEEDS and portfolio_change["launched"] == ["run"] * (
+        1 + len(RUN_SEEDS)
+    )
+    # the sensor launched exactly the stale seeds, one wfa_seeds run each
+    assert portfolio_change["sensor_launched"] == [(seed, "wfa_seeds") for seed in RUN_SEEDS], portfolio_change
     expected = {("moe_portfolio", None), *((name, seed) for name in WALK_FORWARD for seed in RUN_SEEDS)}
     changed = portfolio_change["changed"]
     assert changed == expected, (
@@ -192,7 +213,7 @@ def test_a_killed_seed_resumes_bit_identical(studio: Studio, portfolio_change: d
     phases, relaunched as "failed and missing": it resumes from its checkpoint and equals an uninterrupted run."""
     ui, home, started = studio.ui, studio.home, studio.started
     warehouse = Warehouse(home / "warehouse")
-    _write_config(home, f"[portfolio]\nband = 0.3\n\n[wfa]\nn_trials = {N_TRIALS_SLOW}\n")
+    _write_config(home, f"{PORTFOLIO_CHANGE}\n[wfa]\nn_trials = {N_TRIALS_SLOW}\n")
     _reload_and_wait_for_version(ui, "wfa_results", ui.asset_nodes(["wfa_results"])["wfa_results"]["opVersion"])
     stale = ui.stale_by_partition(["wfa_results"])["wfa_results"]
     assert {stale[p] for p in RUN_SEEDS} == {"STALE"}, stale

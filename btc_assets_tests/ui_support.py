@@ -96,6 +96,24 @@ mutation Terminate($runIds: [String!]!, $terminatePolicy: TerminateRunPolicy) {
       ... on TerminateRunFailure { message } ... on PythonError { message } } }
     ... on PythonError { message } } }"""
 
+# SensorSwitch.tsx's START_SENSOR_MUTATION / STOP_SENSOR_MUTATION (Automation → a sensor → its toggle)
+START_SENSOR = """
+mutation StartSensor($sensorSelector: SensorSelector!) {
+  startSensor(sensorSelector: $sensorSelector) { __typename
+    ... on Sensor { id sensorState { id status } }
+    ... on SensorNotFoundError { message } ... on UnauthorizedError { message } ... on PythonError { message } } }"""
+
+STOP_SENSOR = """
+mutation StopRunningSensor($id: String!) {
+  stopSensor(id: $id) { __typename
+    ... on StopSensorMutationResult { instigationState { id status } }
+    ... on UnauthorizedError { message } ... on PythonError { message } } }"""
+
+# the Runs page filtered by a tag
+RUNS_BY_TAG = """
+query RunsByTag($filter: RunsFilter!) { runsOrError(filter: $filter) { __typename
+  ... on Runs { results { runId pipelineName status tags { key value } } } ... on PythonError { message } } }"""
+
 # CalculateUnsyncedDialog.tsx's AssetStaleStatusQuery
 ASSET_STALE_STATUS = """
 query AssetStaleStatusQuery($assetKeys: [AssetKeyInput!]!) { assetNodes(assetKeys: $assetKeys) {
@@ -387,6 +405,26 @@ class DagsterUI:
         partition = answer["pipelineOrError"]["partition"]
         tags = partition["tagsOrError"]["results"]
         return "run", self.launch_run(job, names, tags=tags, run_config=partition["runConfigOrError"]["yaml"])
+
+    def start_sensor(self, name: str) -> str:
+        """Turn a sensor on as its toggle does; returns its instigation state id (for :meth:`stop_sensor`)."""
+        selector = {"repositoryName": self.repository, "repositoryLocationName": self.location, "sensorName": name}
+        answer = self.gql(START_SENSOR, {"sensorSelector": selector})["startSensor"]
+        if answer["__typename"] != "Sensor" or answer["sensorState"]["status"] != "RUNNING":
+            raise self.fail(f"startSensor {name} failed: {answer}")
+        return answer["sensorState"]["id"]
+
+    def stop_sensor(self, state_id: str) -> None:
+        answer = self.gql(STOP_SENSOR, {"id": state_id})["stopSensor"]
+        if answer["__typename"] != "StopSensorMutationResult":
+            raise self.fail(f"stopSensor {state_id} failed: {answer}")
+
+    def runs_tagged(self, key: str, value: str) -> list[dict[str, Any]]:
+        """The runs carrying tag ``key=value``: run id, job (``pipelineName``), status and tags (as a dict)."""
+        answer = self.gql(RUNS_BY_TAG, {"filter": {"tags": [{"key": key, "value": value}]}})["runsOrError"]
+        if answer["__typename"] != "Runs":
+            raise self.fail(f"runsOrError failed: {answer}")
+        return [{**r, "tags": {t["key"]: t["value"] for t in r["tags"]}} for r in answer["results"]]
 
     def terminate(self, run_id: str, policy: str = "MARK_AS_CANCELED_IMMEDIATELY") -> None:
         """The run page's Terminate (``terminateRuns``; force = ``MARK_AS_CANCELED_IMMEDIATELY``)."""
