@@ -24,7 +24,7 @@ from btc_assets.evaluation.ablation import (
     t_interval,
     variant_profile,
 )
-from btc_assets.regimes.hmm import gaussian_filter_proba
+from btc_assets.regimes.gaussian import gaussian_filter_proba
 from btc_assets.wfa.run import phase_of
 from btc_assets.wfa.space import (
     PhaseParams,

@@ -28,8 +28,10 @@ from hmmlearn.hmm import GaussianHMM
 from scipy import special, stats
 from scipy.optimize import linear_sum_assignment
 
+from btc_assets.regimes import _kernels, _reference, gaussian, restarts
 from btc_assets.regimes import hmm as hmm_module
-from btc_assets.regimes.hmm import StudentTHMM, fit_with_restarts, warm_start
+from btc_assets.regimes.hmm import StudentTHMM
+from btc_assets.regimes.restarts import fit_with_restarts, warm_start
 
 
 def simulate(n, means, scales, dofs, transmat, seed):
@@ -142,11 +144,11 @@ def test_numba_kernels_equal_their_references(covariance_type):
     model = random_model(covariance_type, k=4, p=4, seed=3)
     x = np.random.default_rng(4).normal(0, 2, (3000, 4))
     log_frameprob = model._compute_log_likelihood(x)
-    ref = hmm_module.t_loglik_reference(x, model.means_, full_covars(model), model.dofs_)
+    ref = _reference.t_loglik_reference(x, model.means_, full_covars(model), model.dofs_)
     np.testing.assert_allclose(log_frameprob, ref, rtol=1e-12, atol=1e-12)
 
-    log_prob, fwd, bwd, post = hmm_module._forward_backward_kernel(log_frameprob, *model._hmm_arrays())
-    ref_prob, ref_fwd, ref_bwd, ref_post = hmm_module.forward_backward_reference(
+    log_prob, fwd, bwd, post = _kernels._forward_backward_kernel(log_frameprob, *model._hmm_arrays())
+    ref_prob, ref_fwd, ref_bwd, ref_post = _reference.forward_backward_reference(
         log_frameprob, model.startprob_, model.transmat_
     )
     assert log_prob == pytest.approx(ref_prob, rel=1e-12)
@@ -154,14 +156,14 @@ def test_numba_kernels_equal_their_references(covariance_type):
     np.testing.assert_allclose(bwd, ref_bwd, rtol=1e-11, atol=1e-9)
     np.testing.assert_allclose(post, ref_post, atol=1e-10)
 
-    xi = hmm_module._log_xi_sum_kernel(fwd, np.log(model.transmat_), model.transmat_, bwd, log_frameprob)
+    xi = _kernels._log_xi_sum_kernel(fwd, np.log(model.transmat_), model.transmat_, bwd, log_frameprob)
     np.testing.assert_allclose(
         xi, np.exp(_hmmc.compute_log_xi_sum(fwd, model.transmat_, bwd, log_frameprob)), rtol=1e-9
     )
 
     _, consts, half_nu_p, log_u_max = model._emission_terms()
-    got = hmm_module._t_stats_kernel(x, post, log_frameprob, model.means_, consts, half_nu_p, log_u_max)
-    want = hmm_module.t_stats_reference(x, post, model.means_, full_covars(model), model.dofs_)
+    got = _kernels._t_stats_kernel(x, post, log_frameprob, model.means_, consts, half_nu_p, log_u_max)
+    want = _reference.t_stats_reference(x, post, model.means_, full_covars(model), model.dofs_)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10)
 
@@ -178,7 +180,7 @@ def test_log_lattices_stay_exact_where_shifted_sums_underflow():
     model.means_, model.covars_ = np.array([[4.0, 4.0], [0.0, 0.0]]), np.stack([np.eye(2)] * 2) * 1.5
     model.dofs_ = np.array([10.0, 10.0])
     lattice, log_prob, post, fwd, bwd = model._fit_log(x)
-    ref_prob, ref_fwd, ref_bwd, ref_post = hmm_module.forward_backward_reference(
+    ref_prob, ref_fwd, ref_bwd, ref_post = _reference.forward_backward_reference(
         lattice, model.startprob_, model.transmat_
     )
     assert np.isfinite(log_prob) and log_prob == pytest.approx(ref_prob, rel=1e-12)
@@ -189,7 +191,7 @@ def test_log_lattices_stay_exact_where_shifted_sums_underflow():
     np.testing.assert_allclose(post, ref_post, atol=1e-10)
     with np.errstate(divide="ignore"):
         log_transmat = np.log(model.transmat_)
-    xi = hmm_module._log_xi_sum_kernel(fwd, log_transmat, model.transmat_, bwd, lattice)
+    xi = _kernels._log_xi_sum_kernel(fwd, log_transmat, model.transmat_, bwd, lattice)
     np.testing.assert_allclose(xi, np.exp(_hmmc.compute_log_xi_sum(fwd, model.transmat_, bwd, lattice)), rtol=1e-9)
     filtered = model.filter_proba(x)
     assert np.isfinite(filtered).all()
@@ -461,8 +463,9 @@ def test_check_rejects_invalid_parameters():
         model._check()
 
 
-def test_module_does_not_import_dagster():
-    tree = ast.parse(Path(hmm_module.__file__).read_text())
+@pytest.mark.parametrize("module", [hmm_module, _kernels, _reference, restarts, gaussian], ids=lambda m: m.__name__)
+def test_module_does_not_import_dagster(module):
+    tree = ast.parse(Path(module.__file__).read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert not any(name.split(".")[0] == "dagster" for name in imported)

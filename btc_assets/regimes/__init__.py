@@ -1,7 +1,9 @@
 """Stage 3 of the chain: market regimes from a Student-t HMM, strictly causal (no Dagster in here).
 
-``StudentTHMM`` (``hmm``) is the model; ``features`` builds its causal inputs; ``phases`` names states canonically;
-``walkforward`` refits at every fold start and filters (never smooths) each refit's train and test stretch.
+``StudentTHMM`` (``hmm``) is the model, its numba kernels in ``_kernels`` (plain references in ``_reference``), its
+random restarts and warm starts in ``restarts``; ``gaussian`` filters the ablation's Gaussian HMM; ``features``
+builds the model's causal inputs; ``phases`` names states canonically; ``walkforward`` refits at every fold start
+and filters (never smooths) each refit's train and test stretch.
 """
 
 from __future__ import annotations

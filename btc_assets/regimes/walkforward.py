@@ -28,8 +28,10 @@ from hmmlearn.hmm import GaussianHMM
 
 from btc_assets.config import RegimeSettings
 from btc_assets.folds import Fold
-from btc_assets.regimes.hmm import StudentTHMM, fit_with_restarts, gaussian_filter_proba, warm_start
+from btc_assets.regimes.gaussian import gaussian_filter_proba
+from btc_assets.regimes.hmm import StudentTHMM
 from btc_assets.regimes.phases import canonical_phases
+from btc_assets.regimes.restarts import fit_with_restarts, warm_start
 
 
 @dataclass(frozen=True)
