@@ -24,7 +24,7 @@ from btc_assets.evaluation import (
     sharpe_ratio,
     spa_test,
 )
-from btc_assets.evaluation.stats import _psr_from_moments, _stationary_bootstrap_variance
+from btc_assets.overfitting import _psr_from_moments, _stationary_bootstrap_variance
 
 PHI = NormalDist()  # standard normal from the standard library, independent of scipy
 EULER = 0.5772156649015329
@@ -331,7 +331,7 @@ def test_spa_is_deterministic_and_consistent_with_reality_check_for_one_strategy
 
 
 def test_quantile_with_inf_counts_infinite_values() -> None:
-    from btc_assets.evaluation.stats import quantile_with_inf
+    from btc_assets.overfitting import quantile_with_inf
 
     finite = [3.0, 1.0, 7.0, 2.0, 10.0]
     for q in (0.0, 0.05, 0.25, 0.5, 0.95, 1.0):  # the same as numpy's linear quantile on finite values
@@ -371,7 +371,7 @@ def wf_frame() -> pd.DataFrame:
 
 
 def test_walk_forward_pbo_by_hand() -> None:
-    from btc_assets.evaluation.stats import walk_forward_pbo
+    from btc_assets.overfitting import walk_forward_pbo
 
     res = walk_forward_pbo(wf_frame())
     assert res.n_studies == 3
@@ -397,7 +397,7 @@ def test_walk_forward_pbo_by_hand() -> None:
 
 
 def test_unselected_trials_are_deterministic_and_blind_to_scores() -> None:
-    from btc_assets.evaluation.stats import unselected_trials
+    from btc_assets.overfitting import unselected_trials
 
     idx = range(300)
     first = unselected_trials(idx, 50, seed=(3, 7, 2))
@@ -410,7 +410,7 @@ def test_unselected_trials_are_deterministic_and_blind_to_scores() -> None:
 
 
 def test_study_cscv_runs_the_chosen_trials_only_and_compounds_weekly() -> None:
-    from btc_assets.evaluation.stats import study_cscv, unselected_trials
+    from btc_assets.overfitting import study_cscv, unselected_trials
 
     rng = np.random.default_rng(4)
     index = pd.date_range("2021-01-07", periods=24 * 7 * 40, freq="h")  # a Thursday: 7-day bins from the epoch
@@ -436,7 +436,7 @@ def test_study_cscv_runs_the_chosen_trials_only_and_compounds_weekly() -> None:
 
 
 def test_study_deflated_sharpe_uses_each_studys_own_trials() -> None:
-    from btc_assets.evaluation.stats import study_deflated_sharpe
+    from btc_assets.overfitting import study_deflated_sharpe
 
     rng = np.random.default_rng(8)
     frames = []
@@ -474,7 +474,7 @@ def test_study_deflated_sharpe_uses_each_studys_own_trials() -> None:
 
 
 def test_design_deflated_sharpe_ratio_closed_form() -> None:
-    from btc_assets.evaluation.stats import design_deflated_sharpe_ratio
+    from btc_assets.overfitting import design_deflated_sharpe_ratio
 
     r = np.random.default_rng(9).normal(0.0005, 0.01, 2000)
     sr, skew, kurt = hand_moments(list(r))

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from btc_assets.evaluation.ablation import design_snooping
-from btc_assets.evaluation.stats import (
+from btc_assets.overfitting import (
     design_deflated_sharpe_ratio,
     probabilistic_sharpe_ratio,
     probability_of_backtest_overfitting,

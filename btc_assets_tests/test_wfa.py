@@ -444,8 +444,8 @@ def test_summary_across_seeds(inputs: Path, tmp_path: Path) -> None:
     assert table.loc["median", "sharpe"] == pytest.approx(seeds["sharpe"].median())
     assert table.loc["p05", "max_drawdown"] <= table.loc["p95", "max_drawdown"]
     assert table.loc["median", "survival"] == pytest.approx(seeds["survival"].mean())
-    # the selection statistics, each where its selection happened (btc_assets.evaluation.stats)
-    from btc_assets.evaluation.stats import (
+    # the selection statistics, each where its selection happened (btc_assets.overfitting)
+    from btc_assets.overfitting import (
         design_deflated_sharpe_ratio,
         probabilistic_sharpe_ratio,
         quantile_with_inf,

@@ -1,13 +1,15 @@
-"""Selection-bias-aware evaluation statistics (no Dagster here).
+"""Stage 7, the evaluation (no Dagster here): the summary across seeds (``summary``), the P&L attribution
+(``attribution``), the ablation (``ablation``) and the report (``report``).
 
-``stats`` holds the per-period Sharpe-ratio family (PSR, DSR, expected maximum SR, minimum track record length,
-effective number of trials), the probability of backtest overfitting by CSCV, and Hansen's SPA / White's Reality
-Check against a buy-and-hold benchmark.
+The statistics they use, re-exported here, live in ``btc_assets.overfitting`` (a leaf module below both this stage
+and ``btc_assets.wfa``, which computes each study's PBO where its selection happens): the per-period Sharpe-ratio
+family (PSR, DSR, expected maximum SR, minimum track record length, effective number of trials), the probability of
+backtest overfitting by CSCV, and Hansen's SPA / White's Reality Check against a buy-and-hold benchmark.
 """
 
 from __future__ import annotations
 
-from btc_assets.evaluation.stats import (
+from btc_assets.overfitting import (
     PBOResult,
     deflated_sharpe_ratio,
     effective_number_of_trials,

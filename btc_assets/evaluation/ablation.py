@@ -50,7 +50,7 @@ Statistics (per variant, across the seeds; ``confidence`` = 0.95 by default):
   mean block length ``block_days``, ``reps`` replications, fixed seed): the share of centred bootstrap means at
   least as far from 0 as the observed mean (two-sided). ``d_daily_mean_ann`` is E[d] × 365;
 * the walk-forward PBO of each variant (``ablation_table(..., trials=...)``; columns ``pbo_walk_forward``,
-  ``pbo_walk_forward_logit``, ``pbo_walk_forward_studies``): :func:`btc_assets.evaluation.stats.walk_forward_pbo`
+  ``pbo_walk_forward_logit``, ``pbo_walk_forward_studies``): :func:`btc_assets.overfitting.walk_forward_pbo`
   pooled over every (seed, fold, phase) study of the variant: the share of studies whose selected trial ranks in
   the bottom half of the study's trials on the fold's test window, and the mean logit of that rank;
 * data snooping across the designs (:func:`design_snooping`): Hansen's SPA and White's Reality Check with the
@@ -71,8 +71,8 @@ import pandas as pd
 from scipy import stats as sps
 
 from btc_assets.config import ABLATION_VARIANTS, Profile, seed_key
-from btc_assets.evaluation.stats import reality_check, spa_test, walk_forward_pbo
 from btc_assets.evaluation.summary import daily_returns
+from btc_assets.overfitting import reality_check, spa_test, walk_forward_pbo
 from btc_assets.portfolio.metrics import frame_metrics
 
 DESCRIPTIONS = {

@@ -22,7 +22,7 @@ Conventions
 * Dispersion rows ``median``, ``p05``, ``p95`` are taken across seeds, per metric; ``survival`` in those rows is the
   survival rate (share of seeds whose equity never went below the ruin floor). The minimum track record length
   counts its infinite values (a seed whose Sharpe ratio is not above 0 never becomes significant) as the largest,
-  never drops them: its rows are :func:`btc_assets.evaluation.stats.quantile_with_inf` (linear interpolation,
+  never drops them: its rows are :func:`btc_assets.overfitting.quantile_with_inf` (linear interpolation,
   infinite as soon as an infinite seed gets any weight).
 * Where each statistic is computed: a statistic of a selection is computed where the selection happened and on data
   it did not select by. The optimiser selects per (seed, fold, phase) study on the training window; the stitched
@@ -33,11 +33,11 @@ Conventions
   number of designs compared, ``n_designs`` (default :data:`N_DESIGNS` = the 7 ablation variants, the sampler
   alternative ``mixture_soft_tpe`` among them): SR* = E[max SR] of ``n_designs`` designs with true SR 0 and
   V[SR] = 1 / (T − 1), the sampling variance of a per-bar SR under H0
-  (:func:`btc_assets.evaluation.stats.design_deflated_sharpe_ratio`; designs count as independent, which deflates
+  (:func:`btc_assets.overfitting.design_deflated_sharpe_ratio`; designs count as independent, which deflates
   slightly too much). The optimiser's trials are not counted here: they are
   deflated in their own studies (next bullet). ``min_track_record_days``: the minimum track record length against
   SR* = 0 at 95 %, in days.
-* Per-study DSR (:func:`btc_assets.evaluation.stats.study_deflated_sharpe`): for each study, the selected trial's
+* Per-study DSR (:func:`btc_assets.overfitting.study_deflated_sharpe`): for each study, the selected trial's
   per-bar Sharpe ratio on the fit piece (where the search maximised), deflated with that study's own trial count
   and its own variance of ``fit_sharpe`` across its trials; T = the fit piece's bars (``fit_bars`` of the trials
   frame); normal moments (the trials frame has no skewness or
@@ -46,7 +46,7 @@ Conventions
   ``study_dsr_raw_n_*`` the raw N; per seed the median and the mean over its studies, pooled over every study in
   ``median_study_dsr``, ``mean_study_dsr``, ``median_study_dsr_raw_n``, ``share_studies_dsr_above_95``. Studies
   with different windows are never pooled into one deflation.
-* Data snooping (Hansen's SPA and White's Reality Check, ``btc_assets.evaluation.stats``) on daily returns (the
+* Data snooping (Hansen's SPA and White's Reality Check, ``btc_assets.overfitting``) on daily returns (the
   hourly ones compounded per UTC day) against ``buy_and_hold_spot`` on the same bars, a fixed bootstrap seed. The
   candidates of a snooping test are designs; here there is one design, so one candidate: the seed-averaged daily
   return series (the seeds are replications of one design: their dispersion is in the rows above, they are not
@@ -56,7 +56,7 @@ Conventions
   ``btc_assets.wfa.run.study_pbo``): CSCV over ``pbo_trials`` trials drawn at random from the study (seeded from
   the study, never chosen by score), their weekly training-window returns; pooled: ``median_study_pbo``,
   ``mean_study_pbo``, ``share_studies_pbo_above_half``, ``studies_with_pbo``. ``pbo_walk_forward`` per seed: the PBO
-  of the walk-forward selection itself (:func:`btc_assets.evaluation.stats.walk_forward_pbo`): per study, the rank ω
+  of the walk-forward selection itself (:func:`btc_assets.overfitting.walk_forward_pbo`): per study, the rank ω
   (ties averaged, ω = rank / (N + 1)) of the selected trial among all the study's trials by their ``test`` score
   (each trial run once on the fold's test window as its own book, which the selection never saw); PBO = share of
   studies with ω ≤ 0.5, ``pbo_walk_forward_logit`` = mean ln(ω / (1 − ω)) (> 0: selection helps out of sample).
@@ -82,7 +82,7 @@ import numpy as np
 import pandas as pd
 
 from btc_assets.config import ABLATION_VARIANTS, PortfolioSettings
-from btc_assets.evaluation.stats import (
+from btc_assets.overfitting import (
     design_deflated_sharpe_ratio,
     minimum_track_record_length,
     probabilistic_sharpe_ratio,

@@ -11,8 +11,8 @@ import pandas as pd
 
 from btc_assets import experts
 from btc_assets.config import ExpertSettings, PortfolioSettings, WfaSettings
-from btc_assets.evaluation.stats import study_cscv
 from btc_assets.folds import FoldSchedule
+from btc_assets.overfitting import study_cscv
 from btc_assets.portfolio.engine import S_EQUITY, new_state
 from btc_assets.portfolio.metrics import frame_metrics
 from btc_assets.portfolio.moe import prepare_inputs
@@ -228,7 +228,7 @@ def study_pbo(
     expert_settings: ExpertSettings | None = None,
 ) -> dict[str, float]:
     """Probability of backtest overfitting of one (fold, phase) study by CSCV over trials the score did not select
-    (:func:`btc_assets.evaluation.stats.study_cscv`).
+    (:func:`btc_assets.overfitting.study_cscv`).
 
     Convention: the configurations are ``pbo_trials`` of the study's trials drawn at random without looking at any
     score (a numpy Generator seeded from (``seed``, fold, phase) and the study's trial indices: the same study always
