@@ -6,28 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from btc_assets.regimes._reference import low_frequency_power_reference
 from btc_assets.regimes.features import FEATURES, hourly_log_returns, low_frequency_power, regime_features
 from btc_assets.regimes.phases import canonical_phases
 
 
-def lfp_reference(r: np.ndarray, window: int, min_period: int) -> np.ndarray:
-    """Obviously-correct LFP: an explicit DFT of each trailing window."""
-    out = np.full(len(r), np.nan)
-    j = np.arange(window)
-    taper = 0.5 - 0.5 * np.cos(2 * np.pi * j / (window - 1))
-    for t in range(window - 1, len(r)):
-        x = r[t - window + 1 : t + 1] * taper
-        power = np.array(
-            [abs(np.sum(x * np.exp(-2j * np.pi * k * j / window))) ** 2 for k in range(1, window // 2 + 1)]
-        )
-        low = window / np.arange(1, window // 2 + 1) >= min_period
-        out[t] = power[low].sum() / power.sum()
-    return out
-
-
 def test_lfp_matches_explicit_dft() -> None:
     r = np.random.default_rng(0).normal(0, 0.01, 400)
-    np.testing.assert_allclose(low_frequency_power(r, 64, 16), lfp_reference(r, 64, 16), rtol=1e-10, equal_nan=True)
+    np.testing.assert_allclose(
+        low_frequency_power(r, 64, 16), low_frequency_power_reference(r, 64, 16), rtol=1e-10, equal_nan=True
+    )
 
 
 def test_lfp_separates_trend_from_chop() -> None:

@@ -1,5 +1,6 @@
 """Plain, obviously-correct references of the numba kernels in ``_kernels`` (numpy/scipy, or hmmlearn's own
-compiled ``_hmmc``): not used by the models, only by the tests that hold the kernels to them.
+compiled ``_hmmc``) and of the FFT feature ``features.low_frequency_power`` (an explicit DFT): not used by the
+models, only by the tests that hold the fast code to them.
 """
 
 from __future__ import annotations
@@ -56,3 +57,18 @@ def forward_backward_reference(log_frameprob, startprob, transmat):
 
 
 __all__ = ["forward_backward_reference", "t_loglik_reference", "t_stats_reference"]
+
+
+def low_frequency_power_reference(r: np.ndarray, window: int, min_period: int) -> np.ndarray:
+    """Reference for ``features.low_frequency_power``: an explicit DFT of each (tapered) trailing window."""
+    out = np.full(len(r), np.nan)
+    j = np.arange(window)
+    taper = 0.5 - 0.5 * np.cos(2 * np.pi * j / (window - 1))
+    for t in range(window - 1, len(r)):
+        x = r[t - window + 1 : t + 1] * taper
+        power = np.array(
+            [abs(np.sum(x * np.exp(-2j * np.pi * k * j / window))) ** 2 for k in range(1, window // 2 + 1)]
+        )
+        low = window / np.arange(1, window // 2 + 1) >= min_period
+        out[t] = power[low].sum() / power.sum()
+    return out
