@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from btc_assets.portfolio import backtest_score, new_state, run_portfolio, run_portfolio_reference
-from btc_assets.portfolio.engine import S_PENDING, S_POSITION, S_STARTED
+from btc_assets.portfolio.layout import S_PENDING, S_POSITION, S_STARTED
 from btc_assets_tests.test_portfolio_engine import CARRY, PARAM_SETS, WITH_BASIS, random_inputs
 
 SPLITS = (0, 137, 256, 260, 511, 700)  # inside and on the kernel's 256-bar blocks

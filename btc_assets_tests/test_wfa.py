@@ -192,8 +192,9 @@ def test_out_of_sample_is_one_account_equal_to_one_reference_run(inputs: Path, t
     """The stitched test windows are one book: they equal one reference run over the concatenated test windows
     with each fold's parameters (per-bar gating and expert columns), and no fold restarts flat at equity 1."""
     from btc_assets.experts import BarArrays
-    from btc_assets.portfolio.engine import BAR_COLUMNS, run_portfolio_reference
+    from btc_assets.portfolio.layout import BAR_COLUMNS
     from btc_assets.portfolio.moe import prepare_inputs
+    from btc_assets.portfolio.reference import run_portfolio_reference
     from btc_assets.wfa.objective import FoldObjective, SignalCache
     from btc_assets.wfa.run import _no_signals
 

@@ -1,25 +1,25 @@
 """Stage 4: the portfolio backtest (volatility-targeted mixture of experts) and its metrics (no Dagster here).
 
-``engine`` holds the numba per-bar loop (:func:`run_portfolio`, :func:`backtest_score`) and its pandas reference;
+``engine`` holds the per-bar backtest (:func:`run_portfolio`, :func:`backtest_score`: the parameters, the carried
+state and the wrappers), ``_kernel`` its numba kernels, ``reference`` the pandas reference the tests hold them to and
+``layout`` the column layouts of their arrays;
 ``metrics`` the performance summary and the buy-and-hold references on the same bars (spot, perp, vol-targeted);
 ``horizon`` the daily-horizon volatility that sets the vol-targeted reference's leverage.
 """
 
 from __future__ import annotations
 
+from btc_assets.portfolio._kernel import gating_weights
 from btc_assets.portfolio.engine import (
-    BAR_COLUMNS,
-    N_PARAMS,
     PortfolioParams,
     Score,
     backtest_score,
-    gating_weights,
     new_state,
     run_portfolio,
     run_portfolio_arrays,
-    run_portfolio_reference,
 )
 from btc_assets.portfolio.horizon import horizon_sigma
+from btc_assets.portfolio.layout import BAR_COLUMNS, N_PARAMS
 from btc_assets.portfolio.metrics import (
     REFERENCES,
     buy_and_hold_perp,
@@ -28,6 +28,7 @@ from btc_assets.portfolio.metrics import (
     reference_runs,
     vol_targeted_buy_and_hold,
 )
+from btc_assets.portfolio.reference import run_portfolio_reference
 
 __all__ = [
     "BAR_COLUMNS",

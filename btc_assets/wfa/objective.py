@@ -37,14 +37,12 @@ from numba import njit
 from btc_assets import experts
 from btc_assets.config import EXPERTS, PortfolioSettings, WfaSettings
 from btc_assets.portfolio.engine import (
-    B_RETURN,
-    P_BAND_REL,
-    P_DECISION_HOURS,
     Score,
     backtest_score,
     run_portfolio,
     run_portfolio_arrays,
 )
+from btc_assets.portfolio.layout import B_RETURN, P_BAND_REL, P_DECISION_HOURS
 from btc_assets.portfolio.moe import EngineInputs, engine_params
 from btc_assets.wfa.space import DIRECTIONAL, PhaseParams, StrategyParams, column_names
 

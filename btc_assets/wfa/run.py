@@ -13,7 +13,8 @@ from btc_assets import experts
 from btc_assets.config import ExpertSettings, PortfolioSettings, WfaSettings
 from btc_assets.folds import FoldSchedule
 from btc_assets.overfitting import study_cscv
-from btc_assets.portfolio.engine import S_EQUITY, new_state
+from btc_assets.portfolio.engine import new_state
+from btc_assets.portfolio.layout import S_EQUITY
 from btc_assets.portfolio.metrics import frame_metrics
 from btc_assets.portfolio.moe import prepare_inputs
 from btc_assets.versions import settings_hash, source_digest
