@@ -37,9 +37,10 @@ from btc_assets.ingestion import build_market_bars, load_funding, load_ohlcv
 from btc_assets.portfolio.moe import prepare_inputs
 from btc_assets.regimes import compute_regimes
 from btc_assets.volatility import compute_volatility
+from btc_assets.wfa.journal import open_storage
 from btc_assets.wfa.objective import FoldObjective, SignalCache
 from btc_assets.wfa.space import PhaseParams, StrategyParams, phase_distributions, suggest_phase
-from btc_assets.wfa.study import open_storage, run_phase_study
+from btc_assets.wfa.study import run_phase_study
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

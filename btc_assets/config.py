@@ -190,7 +190,7 @@ class WfaSettings:
     min_risk_scale: float = 0.25  # per-phase vol-target multiplier range
     max_risk_scale: float = 2.0
     storage: str = ""  # Optuna storage URL (postgresql+psycopg2://…); empty: a journal file per seed under checkpoints/
-    shared: bool = False  # several processes/machines work on one seed through `storage` (btc_assets.wfa.shared)
+    shared: bool = False  # several processes/machines work on one seed through `storage` (btc_assets.wfa.distributed)
     progress_every: float = 600.0  # seconds between progress records (also written at every phase end)
     pbo_trials: int = 50  # per (fold, phase): the best trials (by fit) whose weekly returns feed the CSCV PBO
     pbo_blocks: int = 16

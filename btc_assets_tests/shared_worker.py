@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from btc_assets.config import PortfolioSettings, get_profile
+from btc_assets.wfa.distributed import open_shared_storage, run_shared_phase_study
 from btc_assets.wfa.objective import TrialScores
-from btc_assets.wfa.shared import open_shared_storage, run_shared_phase_study
 from btc_assets.wfa.space import StrategyParams, phase_distributions, suggest_phase
 
 SETTINGS = get_profile("quick").wfa

@@ -25,6 +25,7 @@ from btc_assets.evaluation.ablation import (
     variant_profile,
 )
 from btc_assets.regimes.gaussian import gaussian_filter_proba
+from btc_assets.wfa.journal import open_storage
 from btc_assets.wfa.run import phase_of
 from btc_assets.wfa.space import (
     PhaseParams,
@@ -34,7 +35,7 @@ from btc_assets.wfa.space import (
     phase_distributions,
     suggest_phase,
 )
-from btc_assets.wfa.study import open_storage, run_phase_study
+from btc_assets.wfa.study import run_phase_study
 
 
 def changed(a: object, b: object) -> dict[str, tuple[object, object]]:

@@ -105,7 +105,7 @@ def test_optuna_settings_file_through_the_project_overrides(tmp_path: Path, monk
 
     from btc_assets.config import apply_overrides, get_profile
     from btc_assets.settings import resolve_settings
-    from btc_assets.wfa.shared import _with_installed_driver
+    from btc_assets.wfa.distributed import _with_installed_driver
 
     path = DEPLOY / "optuna.toml"
     with open(path, "rb") as handle:

@@ -1,5 +1,5 @@
 """Against the real PostgreSQL server on 127.0.0.1:5432 (trust auth, user postgres): shared (fold, phase) studies with
-several worker processes (btc_assets.wfa.shared), and the Dagster instance on PostgreSQL.
+several worker processes (btc_assets.wfa.distributed), and the Dagster instance on PostgreSQL.
 
 Every test gets a database of its own (``btc_assets_<uuid>``), dropped afterwards. Skipped when the server cannot be
 reached.
@@ -127,7 +127,8 @@ def _study_trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
 
 def _reference(tmp_path: Path, options: dict[str, Any], evaluate: Any = shared_worker.quadratic) -> list[dict]:
     """The records of the single-writer study (run_phase_study on a journal file), as the workers write them."""
-    from btc_assets.wfa.study import open_storage, run_phase_study
+    from btc_assets.wfa.journal import open_storage
+    from btc_assets.wfa.study import run_phase_study
 
     journal = tmp_path / f"reference-{uuid.uuid4().hex[:6]}.journal"
     records = run_phase_study(
@@ -155,7 +156,7 @@ def _assert_exact(trials: list[optuna.trial.FrozenTrial], n: int) -> dict[int, o
 def test_one_shared_worker_gives_the_records_of_run_phase_study(fresh_db: str, tmp_path: Path, sampler: str) -> None:
     """One worker alone on PostgreSQL makes exactly the choices of run_phase_study, for every sampler; called again
     it runs nothing and returns the same records; index 0 is the incumbent."""
-    from btc_assets.wfa.shared import open_shared_storage, run_shared_phase_study
+    from btc_assets.wfa.distributed import open_shared_storage, run_shared_phase_study
 
     options = {"n_trials": 10, "sampler": sampler, "seed_parts": [4, 6, 1]}
     storage = open_shared_storage(_url(fresh_db), heartbeat_interval=1, grace_period=3)
@@ -186,7 +187,7 @@ def test_storage_and_slot_creation_are_race_free(fresh_db: str) -> None:
     CREATE TABLE) and exactly one slot per index, index 0 carrying the incumbent."""
     import threading
 
-    from btc_assets.wfa.shared import SLOT_ATTR, _reconcile, open_shared_storage
+    from btc_assets.wfa.distributed import SLOT_ATTR, _reconcile, open_shared_storage
 
     url, n, k = _url(fresh_db), 20, 4
     barrier = threading.Barrier(k)
@@ -224,7 +225,7 @@ def test_storage_and_slot_creation_are_race_free(fresh_db: str) -> None:
 def test_claimed_slot_whose_worker_never_beat_again_is_rerun(fresh_db: str, tmp_path: Path) -> None:
     """A worker that dies right after its claim (its only heartbeat the one before the claim), and a zombie that
     run_phase_study left RUNNING (no heartbeat at all): both indices are re-queued and run once."""
-    from btc_assets.wfa.shared import _claim, _reconcile, open_shared_storage, run_shared_phase_study
+    from btc_assets.wfa.distributed import _claim, _reconcile, open_shared_storage, run_shared_phase_study
 
     options = {"n_trials": 8, "sampler": "random", "seed_parts": [1, 1, 4]}
     kwargs = shared_worker.study_kwargs(options)

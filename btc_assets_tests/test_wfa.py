@@ -20,9 +20,11 @@ import pytest
 from btc_assets.config import EXPERTS, PortfolioSettings, get_profile
 from btc_assets.folds import FoldSchedule
 from btc_assets.wfa import StrategyParams, read_progress, run_seed
+from btc_assets.wfa.journal import open_storage
 from btc_assets.wfa.objective import score_of
+from btc_assets.wfa.samplers import derive_seed, make_sampler
 from btc_assets.wfa.space import PhaseParams, normalise_row, phase_distributions, suggest_phase
-from btc_assets.wfa.study import TrialRecord, derive_seed, make_sampler, open_storage, select_winner
+from btc_assets.wfa.study import TrialRecord, select_winner
 from btc_assets_tests.conftest import write_wfa_inputs
 
 WORKER = Path(__file__).with_name("wfa_worker.py")

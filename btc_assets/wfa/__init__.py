@@ -4,7 +4,10 @@ windows are stitched into one out-of-sample series per seed. Resumable at the ex
 
 * :mod:`btc_assets.wfa.space`      the parameter blocks and how they become engine inputs
 * :mod:`btc_assets.wfa.objective`  fold data (fit / validation / test pieces) and the score
+* :mod:`btc_assets.wfa.samplers`   the studies' samplers and per-trial seeds
+* :mod:`btc_assets.wfa.journal`    the durable Optuna storage (crash-tolerant journal file or RDB)
 * :mod:`btc_assets.wfa.study`      one resumable (fold, phase) Optuna study with crash-independent choices
+* :mod:`btc_assets.wfa.distributed` one (fold, phase) study worked on by several machines through PostgreSQL
 * :mod:`btc_assets.wfa.checkpoint` fingerprints, (fold, phase) records, progress
 * :mod:`btc_assets.wfa.run`        one seed end to end
 """

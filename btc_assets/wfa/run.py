@@ -19,8 +19,9 @@ from btc_assets.portfolio.metrics import frame_metrics
 from btc_assets.portfolio.moe import prepare_inputs
 from btc_assets.versions import settings_hash, source_digest
 from btc_assets.wfa.checkpoint import Fingerprint, ProgressClock, SeedCheckpoint
+from btc_assets.wfa.distributed import open_shared_storage, run_shared_phase_study
+from btc_assets.wfa.journal import open_storage
 from btc_assets.wfa.objective import FoldObjective, SignalCache, TrialScores
-from btc_assets.wfa.shared import open_shared_storage, run_shared_phase_study
 from btc_assets.wfa.space import (
     PhaseParams,
     StrategyParams,
@@ -30,7 +31,7 @@ from btc_assets.wfa.space import (
     suggest_phase,
     with_trial,
 )
-from btc_assets.wfa.study import Stopwatch, TrialRecord, open_storage, run_phase_study, select_winner
+from btc_assets.wfa.study import Stopwatch, TrialRecord, run_phase_study, select_winner
 
 
 def code_digest() -> str:

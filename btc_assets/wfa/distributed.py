@@ -68,7 +68,8 @@ import sqlalchemy
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from btc_assets.wfa.study import TrialRecord, _record, derive_seed, make_sampler
+from btc_assets.wfa.samplers import derive_seed, make_sampler
+from btc_assets.wfa.study import TrialRecord, _record
 
 SLOT_ATTR = "btc_assets:slot"  # trial system attribute marking a slot created by this protocol
 INCUMBENT_ATTR = "btc_assets:incumbent"  # study system attribute: index 0's fixed parameters
