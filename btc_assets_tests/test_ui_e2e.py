@@ -150,7 +150,7 @@ def portfolio_change(studio: Studio, chain: dict[str, Any], backfill: str) -> di
             return runs if len(runs) >= len(stale_seeds) else None
 
         sensor_runs = ui.wait_for("the stale_partitions sensor to launch the stale seeds", launched_by_sensor, 240)
-        time.sleep(5.0)  # a second tick, had the sensor wanted more, would have launched it by now
+        time.sleep(5.0)  # one tick requests every stale partition at once: let its other launches (if any) land
         sensor_runs = ui.runs_tagged("dagster/sensor_name", "stale_partitions")
     finally:
         ui.stop_sensor(sensor)

@@ -1,5 +1,7 @@
 """Dagster resources: where the project's state lives, where market data comes from, and the Parquet IO manager."""
 
+import dataclasses
+
 import dagster as dg
 import pandas as pd
 
@@ -35,15 +37,9 @@ class MarketSource(dg.ConfigurableResource):
     binance_url: str = ""
 
     def settings(self) -> SourceSettings:
-        return SourceSettings(
-            source=self.source,
-            ohlcv=self.ohlcv,
-            funding=self.funding,
-            symbol=self.symbol,
-            start=self.start,
-            perp=self.perp,
-            binance_url=self.binance_url,
-        ).resolved(env={})
+        return SourceSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SourceSettings)}).resolved(
+            env={}
+        )
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
@@ -100,15 +96,7 @@ def default_resources(settings: Settings) -> dict[str, object]:
     src = settings.source
     return {
         "project": ProjectHome(home=home),
-        "market_source": MarketSource(
-            source=src.source,
-            ohlcv=src.ohlcv,
-            funding=src.funding,
-            symbol=src.symbol,
-            start=src.start,
-            perp=src.perp,
-            binance_url=src.binance_url,
-        ),
+        "market_source": MarketSource(**dataclasses.asdict(src)),  # the same fields as SourceSettings
         "study": settings,
         "io_manager": ParquetIOManager(home=home),
     }
