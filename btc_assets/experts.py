@@ -797,7 +797,8 @@ def configured(settings: ExpertSettings | None = None, *, checked: bool = False)
     flat = {
         f"{n}.{k}": v for n, c in zip(REGISTRY, DEFAULT_CONFIGS.experts(), strict=True) for k, v in asdict(c).items()
     }
-    flat.update(dict(settings.defaults))
+    # a float parameter given as an int (``stop_atr = 3``) is the float it means
+    flat.update({k: float(v) if isinstance(flat[k], float) else v for k, v in settings.defaults})
     return ExpertConfigs.from_params(flat)
 
 
