@@ -187,6 +187,13 @@ class WfaSettings:
     # of costs; probes of 0.005 and 0.01 on seeds 0–3 are in the README)
     turnover_penalty: float = 0.005
     drawdown_penalty: float = 1.0  # per unit of max drawdown
+    # The search's cost budget: fees + slippage + borrowing per year, as a fraction of equity, on the piece scored.
+    # The churn target is < 3 %/yr of costs out of sample *including* the funding a perp long pays (0.5–1 %/yr at
+    # the optimised books' exposure, which no rebalance policy removes), so trading costs get 2 %/yr. Beyond it the
+    # score falls by cost_budget_penalty per unit (100: 1 Sharpe per 1 %/yr), so an over-budget book wins only
+    # when every candidate is over budget. inf: no budget.
+    cost_budget: float = 0.02
+    cost_budget_penalty: float = 100.0
     min_risk_scale: float = 0.25  # per-phase vol-target multiplier range
     max_risk_scale: float = 2.0
     storage: str = ""  # Optuna storage URL (postgresql+psycopg2://…); empty: a journal file per seed under checkpoints/

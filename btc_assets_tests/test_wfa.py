@@ -152,6 +152,23 @@ def test_score_penalises_turnover_and_drawdown_and_ruin() -> None:
     assert score_of(good._replace(log_growth=float("-inf")), 1000, settings, 0.5) == -10.0
 
 
+def test_cost_budget_is_a_steep_hinge_on_costs_per_year() -> None:
+    """Within the budget costs do not enter the score (they are already in the returns); beyond it the score falls
+    by cost_budget_penalty per unit of annual cost, so a cheaper book over budget still beats a dearer one."""
+    from btc_assets.portfolio.engine import Score
+
+    settings = replace(get_profile("quick").wfa, cost_budget=0.02, cost_budget_penalty=100.0)
+    n = 8760  # one year of bars: Score.costs is then the annual cost
+    base = Score(0.1, 0.1, 0.01, 0.0, 0.05, 0.0, 0.0)
+    at_budget = score_of(base._replace(costs=0.02), n, settings, 0.5)
+    assert at_budget == score_of(base, n, settings, 0.5)
+    over = score_of(base._replace(costs=0.03), n, settings, 0.5)
+    assert over == pytest.approx(at_budget - 1.0)  # 1 %/yr over budget: −1 Sharpe
+    assert score_of(base._replace(costs=0.025), n, settings, 0.5) > over
+    unlimited = replace(settings, cost_budget=float("inf"))
+    assert score_of(base._replace(costs=0.5), n, unlimited, 0.5) == score_of(base, n, unlimited, 0.5)
+
+
 # --------------------------------------------------------------------------------------------------- seed runs
 
 

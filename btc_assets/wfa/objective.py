@@ -17,9 +17,12 @@ The fit and validation pieces (and each trial's test score) are independent back
 better)::
 
     score = Sharpe_ann − turnover_penalty · turnover_per_year − drawdown_penalty · max_drawdown
+            − cost_budget_penalty · max(0, cost_per_year − cost_budget)
 
 with Sharpe_ann = mean / std of hourly returns × √8760 (0 for a book that never trades) and ``-10`` for a book that
-is ruined (equity below the ruin floor). Costs (fees per leg, slippage, funding, borrowing) are in the returns,
+is ruined (equity below the ruin floor), and cost_per_year the piece's fees + slippage + borrowing per year as a
+fraction of equity: the search's cost budget, a steep hinge, so a book over budget is chosen only when every
+candidate is, and then the cheapest. Costs (fees per leg, slippage, funding, borrowing) are in the returns,
 as always.
 """
 
@@ -75,7 +78,13 @@ def score_of(s: Score, n_bars: int, settings: WfaSettings, ruin_floor: float) ->
         return RUINED_SCORE if n_bars >= 2 else 0.0
     sharpe = per_bar_sharpe(s, n_bars) * math.sqrt(HOURS_PER_YEAR)
     turnover_per_year = s.turnover / n_bars * HOURS_PER_YEAR
-    return sharpe - settings.turnover_penalty * turnover_per_year - settings.drawdown_penalty * s.max_drawdown
+    over_budget = max(0.0, s.costs / n_bars * HOURS_PER_YEAR - settings.cost_budget)
+    return (
+        sharpe
+        - settings.turnover_penalty * turnover_per_year
+        - settings.drawdown_penalty * s.max_drawdown
+        - settings.cost_budget_penalty * over_budget
+    )
 
 
 @njit(cache=True, nogil=True)
