@@ -1,4 +1,4 @@
-"""10,000-combination moving-average-crossover sweep: ``btc_assets.portfolio.sweep`` vs vectorbt, same run, one core.
+"""10,000-combination moving-average-crossover sweep: ``ma_sweep`` (beside this script) vs vectorbt, same run, one core.
 
 Target (issue): our sweep at least 40x vectorbt's throughput (combinations per second).
 
@@ -31,8 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from btc_assets.portfolio.sweep import ma_crossover_sweep, make_pairs
+from ma_sweep import ma_crossover_sweep, make_pairs  # benchmarks/ma_sweep.py, beside this script
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FEE_BPS = 10.0

@@ -4,7 +4,7 @@ What it measures (one core, the real chain's inputs: GARCH forecasts and a reduc
 
 * For each sampler (``tpe`` multivariate, ``cmaes``, ``random``): one (fold, phase) study of ``--trials`` trials
   (default 300, as in ``full``) on the first, a middle and the last fold, through the production code path
-  (``run_phase_study`` with the journal storage), the folds sharing one signal/line cache as in a seed run.
+  (``LocalStudies`` on the journal storage), the folds sharing one signal/line cache as in a seed run.
   Per trial: total time, split into evaluation (expert signals + two engine runs) and the rest (Optuna sampling
   and bookkeeping, three journal writes); the journal writes are timed separately by a micro-benchmark.
 * Rolling lines are computed once per seed for every window the search space allows (timed, "line warm-up"), so
@@ -40,7 +40,7 @@ from btc_assets.volatility import compute_volatility
 from btc_assets.wfa.journal import open_storage
 from btc_assets.wfa.objective import FoldObjective, SignalCache
 from btc_assets.wfa.space import PhaseParams, StrategyParams, phase_distributions, suggest_phase
-from btc_assets.wfa.study import run_phase_study
+from btc_assets.wfa.study import LocalStudies, PhaseStudy
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -129,9 +129,8 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 storage = open_storage(None, str(Path(tmp) / "optuna.journal"))
                 start = time.perf_counter()
-                run_phase_study(
-                    storage,
-                    "bench",
+                study = PhaseStudy(
+                    name="bench",
                     n_trials=args.trials,
                     sampler=sampler,
                     n_startup_trials=settings.n_startup_trials,
@@ -140,8 +139,8 @@ def main() -> None:
                     suggest=lambda t: suggest_phase(t, settings),
                     evaluate=evaluate,
                     distributions=phase_distributions(settings),
-                    say=lambda m: None,
                 )
+                LocalStudies(storage).run(study, say=lambda m: None)
                 total = time.perf_counter() - start
             ms = total / args.trials * 1e3
             ev = spent["eval"] / args.trials * 1e3

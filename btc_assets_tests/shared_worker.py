@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from btc_assets.config import PortfolioSettings, get_profile
-from btc_assets.wfa.distributed import open_shared_storage, run_shared_phase_study
+from btc_assets.wfa.distributed import SharedStudies, open_shared_storage
 from btc_assets.wfa.objective import TrialScores
 from btc_assets.wfa.space import StrategyParams, phase_distributions, suggest_phase
+from btc_assets.wfa.study import PhaseStudy
 
 SETTINGS = get_profile("quick").wfa
 
@@ -40,17 +41,19 @@ def incumbent() -> dict[str, Any]:
     return {k: v for k, v in StrategyParams.default(PortfolioSettings()).phases[0].flat().items() if k in names}
 
 
-def study_kwargs(options: dict[str, Any]) -> dict[str, Any]:
-    """The arguments both study functions get (the evaluation excepted)."""
-    return {
-        "n_trials": options["n_trials"],
-        "sampler": options["sampler"],
-        "n_startup_trials": options.get("n_startup_trials", 3),
-        "seed_parts": tuple(options["seed_parts"]),
-        "incumbent": options.get("incumbent") or incumbent(),
-        "suggest": lambda trial: suggest_phase(trial, SETTINGS),
-        "distributions": phase_distributions(SETTINGS),
-    }
+def study_spec(options: dict[str, Any], name: str, evaluate: Any = quadratic) -> PhaseStudy:
+    """The study both implementations (local and shared) run in the tests."""
+    return PhaseStudy(
+        name=name,
+        n_trials=options["n_trials"],
+        sampler=options["sampler"],
+        n_startup_trials=options.get("n_startup_trials", 3),
+        seed_parts=tuple(options["seed_parts"]),
+        incumbent=options.get("incumbent") or incumbent(),
+        suggest=lambda trial: suggest_phase(trial, SETTINGS),
+        evaluate=evaluate,
+        distributions=phase_distributions(SETTINGS),
+    )
 
 
 def real_objective(folder: Path, fold_position: int, phase: int):
@@ -107,8 +110,8 @@ def main(settings: str, output: str) -> None:
             if time.monotonic() > deadline:
                 raise SystemExit("no go signal")
             time.sleep(0.01)
-    records = run_shared_phase_study(
-        storage, options["name"], evaluate=evaluate, say=lambda m: print(m, flush=True), **study_kwargs(options)
+    records = SharedStudies(storage).run(
+        study_spec(options, options["name"], evaluate), say=lambda m: print(m, flush=True)
     )
     Path(output).write_text(json.dumps({"records": [r.as_dict() for r in records], "evaluated": evaluated}))
 

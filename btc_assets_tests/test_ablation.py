@@ -35,7 +35,7 @@ from btc_assets.wfa.space import (
     phase_distributions,
     suggest_phase,
 )
-from btc_assets.wfa.study import run_phase_study
+from btc_assets.wfa.study import LocalStudies, PhaseStudy
 
 
 def changed(a: object, b: object) -> dict[str, tuple[object, object]]:
@@ -156,9 +156,8 @@ def test_gating_only_study_varies_only_the_gates_and_risk_scale(tmp_path, sample
         seen.append(phase)
         return TrialScores(-abs(phase.risk_scale - 1.3), phase.gating[0], 0.0, 0.0)
 
-    records = run_phase_study(
-        open_storage(None, str(tmp_path / "s.journal")),
-        "s",
+    spec = PhaseStudy(
+        name="s",
         n_trials=12,
         sampler=sampler,
         n_startup_trials=4,
@@ -167,8 +166,8 @@ def test_gating_only_study_varies_only_the_gates_and_risk_scale(tmp_path, sample
         suggest=lambda t: suggest_phase(t, settings),
         evaluate=evaluate,
         distributions=dists,
-        say=lambda m: None,
     )
+    records = LocalStudies(open_storage(None, str(tmp_path / "s.journal"))).run(spec, say=lambda m: None)
     assert len(records) == len(seen) == 12 and all(set(r.params) == GATING for r in records)
     frame = pd.DataFrame([r.params for r in records])
     assert (frame.nunique() == 12).all()  # every searched parameter varies

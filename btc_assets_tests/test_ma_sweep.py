@@ -1,24 +1,36 @@
-"""The MA-crossover sweep kernel against its pandas reference, and against vectorbt on a slice of the real data."""
+"""The MA-crossover sweep kernel (``benchmarks/ma_sweep.py``, the sweep benchmark's own engine, not part of the
+package) against its pandas reference, and against vectorbt on a slice of the real data."""
 
 from __future__ import annotations
 
 import importlib.util
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from btc_assets.portfolio.sweep import (
-    RESULT_COLUMNS,
-    ma_crossover_reference,
-    ma_crossover_sweep,
-    make_grid,
-    make_pairs,
-    moving_averages,
-)
-
 from .conftest import SHARED_DATA
+
+
+def _load_sweep():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ma_sweep.py"
+    spec = importlib.util.spec_from_file_location("ma_sweep", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["ma_sweep"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_sweep = _load_sweep()
+RESULT_COLUMNS = _sweep.RESULT_COLUMNS
+ma_crossover_reference = _sweep.ma_crossover_reference
+ma_crossover_sweep = _sweep.ma_crossover_sweep
+make_grid = _sweep.make_grid
+make_pairs = _sweep.make_pairs
+moving_averages = _sweep.moving_averages
 
 METRICS = ("total_return", "sharpe", "max_drawdown", "n_trades")
 

@@ -126,17 +126,13 @@ def _study_trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
 
 
 def _reference(tmp_path: Path, options: dict[str, Any], evaluate: Any = shared_worker.quadratic) -> list[dict]:
-    """The records of the single-writer study (run_phase_study on a journal file), as the workers write them."""
+    """The records of the single-writer study (LocalStudies on a journal file), as the workers write them."""
     from btc_assets.wfa.journal import open_storage
-    from btc_assets.wfa.study import run_phase_study
+    from btc_assets.wfa.study import LocalStudies
 
     journal = tmp_path / f"reference-{uuid.uuid4().hex[:6]}.journal"
-    records = run_phase_study(
-        open_storage(None, str(journal)),
-        "reference",
-        evaluate=evaluate,
-        say=lambda m: None,
-        **shared_worker.study_kwargs(options),
+    records = LocalStudies(open_storage(None, str(journal))).run(
+        shared_worker.study_spec(options, "reference", evaluate), say=lambda m: None
     )
     return json.loads(json.dumps([r.as_dict() for r in records]))
 
@@ -153,10 +149,10 @@ def _assert_exact(trials: list[optuna.trial.FrozenTrial], n: int) -> dict[int, o
 
 
 @pytest.mark.parametrize("sampler", ["random", "tpe", "cmaes"])
-def test_one_shared_worker_gives_the_records_of_run_phase_study(fresh_db: str, tmp_path: Path, sampler: str) -> None:
-    """One worker alone on PostgreSQL makes exactly the choices of run_phase_study, for every sampler; called again
+def test_one_shared_worker_gives_the_records_of_local_studies(fresh_db: str, tmp_path: Path, sampler: str) -> None:
+    """One worker alone on PostgreSQL makes exactly the choices of LocalStudies, for every sampler; called again
     it runs nothing and returns the same records; index 0 is the incumbent."""
-    from btc_assets.wfa.distributed import open_shared_storage, run_shared_phase_study
+    from btc_assets.wfa.distributed import SharedStudies, open_shared_storage
 
     options = {"n_trials": 10, "sampler": sampler, "seed_parts": [4, 6, 1]}
     storage = open_shared_storage(_url(fresh_db), heartbeat_interval=1, grace_period=3)
@@ -167,12 +163,9 @@ def test_one_shared_worker_gives_the_records_of_run_phase_study(fresh_db: str, t
         return shared_worker.quadratic(flat)
 
     try:
-        first = run_shared_phase_study(
-            storage, "s", evaluate=evaluate, say=lambda m: None, **shared_worker.study_kwargs(options)
-        )
-        again = run_shared_phase_study(
-            storage, "s", evaluate=evaluate, say=lambda m: None, **shared_worker.study_kwargs(options)
-        )
+        studies = SharedStudies(storage)
+        first = studies.run(shared_worker.study_spec(options, "s", evaluate), say=lambda m: None)
+        again = studies.run(shared_worker.study_spec(options, "s", evaluate), say=lambda m: None)
     finally:
         storage.engine.dispose()
     assert len(evaluated) == 10 and again == first
@@ -224,16 +217,16 @@ def test_storage_and_slot_creation_are_race_free(fresh_db: str) -> None:
 
 def test_claimed_slot_whose_worker_never_beat_again_is_rerun(fresh_db: str, tmp_path: Path) -> None:
     """A worker that dies right after its claim (its only heartbeat the one before the claim), and a zombie that
-    run_phase_study left RUNNING (no heartbeat at all): both indices are re-queued and run once."""
-    from btc_assets.wfa.distributed import _claim, _reconcile, open_shared_storage, run_shared_phase_study
+    LocalStudies left RUNNING (no heartbeat at all): both indices are re-queued and run once."""
+    from btc_assets.wfa.distributed import SharedStudies, _claim, _reconcile, open_shared_storage
 
     options = {"n_trials": 8, "sampler": "random", "seed_parts": [1, 1, 4]}
-    kwargs = shared_worker.study_kwargs(options)
+    spec = shared_worker.study_spec(options, "s")
     storage = open_shared_storage(_url(fresh_db), heartbeat_interval=1, grace_period=2)
     messages: list[str] = []
     try:
         study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
-        _reconcile(storage, study, 8, kwargs["incumbent"], say=lambda m: None)
+        _reconcile(storage, study, 8, spec.incumbent, say=lambda m: None)
         slot = next(t for t in study.get_trials() if t.user_attrs["index"] == 3)
         assert _claim(storage, slot) and not _claim(storage, slot)  # the second claim of a slot loses
         zombie = optuna.trial.create_trial(
@@ -241,7 +234,7 @@ def test_claimed_slot_whose_worker_never_beat_again_is_rerun(fresh_db: str, tmp_
         )
         storage.create_new_trial(study._study_id, zombie)
         started = time.monotonic()
-        records = run_shared_phase_study(storage, "s", evaluate=shared_worker.quadratic, say=messages.append, **kwargs)
+        records = SharedStudies(storage).run(spec, say=messages.append)
         waited = time.monotonic() - started
     finally:
         storage.engine.dispose()
@@ -257,7 +250,7 @@ def test_claimed_slot_whose_worker_never_beat_again_is_rerun(fresh_db: str, tmp_
 def test_two_workers_share_one_study_exactly(fresh_db: str, tmp_path: Path) -> None:
     """Two processes start on the same (fold, phase) study at the same moment (fresh database: both create the
     schema and the study at once): both run trials, exactly n complete with indices 0..n-1 once each, both return
-    the same records, and (random search) those of a single-writer run_phase_study with the same seed parts."""
+    the same records, and (random search) those of a single-writer LocalStudies run with the same seed parts."""
     n = 16
     options = {
         "url": _url(fresh_db),

@@ -544,7 +544,7 @@ def test_sampler_from_the_environment_enters_the_profile(tmp_path: Path) -> None
 def test_interrupted_study_resumes_with_the_same_choices(tmp_path: Path, sampler: str) -> None:
     """A study stopped after 7 trials, with a zombie RUNNING trial left behind, resumes to the same 16 trials as an
     uninterrupted study (for every sampler)."""
-    from btc_assets.wfa.study import run_phase_study
+    from btc_assets.wfa.study import LocalStudies, PhaseStudy
 
     settings = get_profile("quick").wfa
     dists = phase_distributions(settings)
@@ -557,9 +557,8 @@ def test_interrupted_study_resumes_with_the_same_choices(tmp_path: Path, sampler
         return TrialScores(-abs(x - 100.0), x % 1.0, 0.0, 0.0)
 
     def study(storage, n: int) -> list:
-        return run_phase_study(
-            storage,
-            "s",
+        spec = PhaseStudy(
+            name="s",
             n_trials=n,
             sampler=sampler,
             n_startup_trials=4,
@@ -568,8 +567,8 @@ def test_interrupted_study_resumes_with_the_same_choices(tmp_path: Path, sampler
             suggest=lambda t: suggest_phase(t, settings),
             evaluate=evaluate,
             distributions=dists,
-            say=lambda m: None,
         )
+        return LocalStudies(storage).run(spec, say=lambda m: None)
 
     whole = study(open_storage(None, str(tmp_path / "whole.journal")), 16)
     interrupted = open_storage(None, str(tmp_path / "part.journal"))

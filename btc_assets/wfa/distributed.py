@@ -1,13 +1,14 @@
 """One (fold, phase) Optuna study worked on by several processes (machines) at once through one PostgreSQL storage.
 
-:func:`run_shared_phase_study` is a drop-in for :func:`btc_assets.wfa.study.run_phase_study` (same signature, same
-return value: the ``n_trials`` completed trials as :class:`TrialRecord`, ordered by index) for a storage opened
-with :func:`open_shared_storage`. Any number of workers may call it on the same study name at the same time, and
-any of them may die at any moment; every worker that returns returns the same records.
+:class:`SharedStudies` is the distributed implementation of :class:`btc_assets.wfa.study.PhaseStudies` (the local
+one is :class:`~btc_assets.wfa.study.LocalStudies`: same :class:`~btc_assets.wfa.study.PhaseStudy` in, same
+records out: the ``n_trials`` completed trials as :class:`TrialRecord`, ordered by index) on a storage opened with
+:func:`open_shared_storage`. Any number of workers may run the same study at the same time, and any of them may
+die at any moment; every worker that returns returns the same records.
 
 Protocol (everything lives in the Optuna tables; no other table is created):
 
-* **Slots.** Index i (0 … n-1, the trial's user attribute ``"index"``, as in ``run_phase_study``) is a *slot*: a
+* **Slots.** Index i (0 … n-1, the trial's user attribute ``"index"``, as in ``LocalStudies``) is a *slot*: a
   WAITING trial carrying the index (and, for index 0, the incumbent as ``fixed_params``, as ``enqueue_trial``
   does; the first worker stores it in the study system attribute :data:`INCUMBENT_ATTR`, so a re-queued slot 0
   gets the same) and the system attribute :data:`SLOT_ATTR`. Slots are created only while holding a PostgreSQL advisory
@@ -24,7 +25,7 @@ Protocol (everything lives in the Optuna tables; no other table is created):
   without any heartbeat row when it looks for stale ones) and keeps a heartbeat thread alive while it works.
 * **Parameters.** Slot i's parameters are sampled by ``make_sampler(sampler, derive_seed(*seed_parts, i),
   n_startup_trials)`` on an in-memory mirror holding the study's COMPLETE trials at claim time, ordered by index
-  (as in ``run_phase_study``), and written onto the claimed trial (``set_trial_param``, plus the sampler's trial
+  (as in ``LocalStudies``), and written onto the claimed trial (``set_trial_param``, plus the sampler's trial
   system attributes, e.g. CMA-ES's state). Then the trial is evaluated, its scores written and it is set COMPLETE.
 * **Dead workers.** A RUNNING slot whose heartbeat is older than the storage's grace period is set FAIL by
   ``optuna.storages.fail_stale_trials`` (one worker wins: the state change is the same row-locked update); its
@@ -37,19 +38,19 @@ Protocol (everything lives in the Optuna tables; no other table is created):
   seconds while it waits, it raises ``TimeoutError``.
 
 Determinism: with the ``random`` sampler the parameters of index i depend only on (seed_parts, i), so any number of
-workers (and any deaths) give exactly the records of ``run_phase_study`` with the same seed_parts. With one worker
-the mirror holds exactly what ``run_phase_study``'s holds, so every sampler gives its records. With several
+workers (and any deaths) give exactly the records of ``LocalStudies`` with the same seed_parts. With one worker
+the mirror holds exactly what ``LocalStudies``'s holds, so every sampler gives its records. With several
 workers and ``tpe`` / ``cmaes``, the trials a slot's sampler sees depend on which others had completed at claim
 time: the records are valid but depend on timing (not reproducible run to run).
 
 Cost: a trial makes about 4 + (number of parameters) small transactions (heartbeat, claim, one per parameter,
 scores, COMPLETE) plus a read of the study; ``set_trial_param`` is Optuna's only public way to put parameters on an
 existing trial. On this project's 22-parameter blocks that is ~0.1–0.2 s per trial on a loaded local PostgreSQL
-(``run_phase_study`` on the same database: ~half; on the journal file: ~2 ms). Sharing one seed between machines
+(``LocalStudies`` on the same database: ~half; on the journal file: ~2 ms). Sharing one seed between machines
 pays only when trials are expensive or there are more cores than seeds.
 
 Requirements: an :class:`optuna.storages.RDBStorage` on PostgreSQL with a heartbeat (:func:`open_shared_storage`);
-the study is written only through this function (trials that ``run_phase_study`` left COMPLETE are accepted, and
+the study is written only through :class:`SharedStudies` (trials that ``LocalStudies`` left COMPLETE are accepted, and
 its RUNNING zombies, which carry no slot attribute, are set FAIL and their indices re-queued).
 """
 
@@ -69,7 +70,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from btc_assets.wfa.samplers import derive_seed, make_sampler
-from btc_assets.wfa.study import TrialRecord, _record
+from btc_assets.wfa.study import PhaseStudy, TrialRecord, _record, evaluated
 
 SLOT_ATTR = "btc_assets:slot"  # trial system attribute marking a slot created by this protocol
 INCUMBENT_ATTR = "btc_assets:incumbent"  # study system attribute: index 0's fixed parameters
@@ -81,7 +82,7 @@ LOCK_IDLE_TIMEOUT = "120s"  # idle_in_transaction_session_timeout of the lock ho
 
 
 def open_shared_storage(url: str, heartbeat_interval: int = 10, grace_period: int = 60) -> optuna.storages.RDBStorage:
-    """An Optuna RDB storage on PostgreSQL for :func:`run_shared_phase_study`.
+    """An Optuna RDB storage on PostgreSQL for :class:`SharedStudies`.
 
     Workers record a heartbeat every ``heartbeat_interval`` seconds while they evaluate a trial; a trial whose last
     heartbeat is older than ``grace_period`` seconds is declared dead, set FAIL and its index re-queued. Sessions
@@ -131,89 +132,71 @@ def _with_installed_driver(url: str) -> str:
     return url
 
 
-def run_shared_phase_study(
-    storage: optuna.storages.BaseStorage,
-    name: str,
-    *,
-    n_trials: int,
-    sampler: str,
-    n_startup_trials: int,
-    seed_parts: tuple[int, ...],
-    incumbent: dict[str, Any],
-    suggest: Callable[[optuna.Trial], dict[str, Any]],
-    evaluate: Callable[[dict[str, Any]], tuple[float, ...]],
-    distributions: dict[str, optuna.distributions.BaseDistribution],
-    on_trial: Callable[[int, float], None] | None = None,
-    say: Callable[[str], None] = print,
-) -> list[TrialRecord]:
-    """Work on the shared study ``name`` with any number of other workers until it holds exactly ``n_trials``
-    COMPLETE trials with indices 0 … n-1 (each once); returns them ordered by index (see the module docstring for
-    the protocol and its guarantees). Same arguments and result as
-    :func:`btc_assets.wfa.study.run_phase_study`; ``storage`` must come from :func:`open_shared_storage`.
-    ``on_trial(completed, best_fit)`` is called after each trial this worker completes."""
-    rdb = _require_shared(storage)
-    study = optuna.create_study(study_name=name, storage=rdb, direction="maximize", load_if_exists=True)
-    if n_trials <= 0:
-        return []
-    interval = int(rdb.get_heartbeat_interval() or 0)
-    grace = float(rdb.grace_period or 2 * interval)
-    mirror = _Mirror()
-    view = _View(study.get_trials(deepcopy=False), n_trials)
-    if view.complete:
-        say(f"{name}: {len(view.complete)}/{n_trials} trials already done")
-    last_stale_check = time.monotonic()
-    last_progress = (len(view.complete), time.monotonic())
-    ran = 0
-    while True:
-        view = _View(study.get_trials(deepcopy=False), n_trials)
-        if len(view.complete) == n_trials:
-            break
-        if view.missing or view.foreign_running:
-            _reconcile(rdb, study, n_trials, incumbent, say)
-            continue
-        slot = next((t for t in view.waiting if _claim(rdb, t)), None)
-        if slot is not None:
-            record = _run_slot(
-                rdb,
-                slot,
-                view.complete,
-                mirror,
-                sampler=sampler,
-                n_startup_trials=n_startup_trials,
-                seed_parts=seed_parts,
-                suggest=suggest,
-                evaluate=evaluate,
-                distributions=distributions,
-                interval=interval,
-                say=say,
-                name=name,
-            )
-            if record is not None:
-                ran += 1
-                if on_trial is not None:
-                    best = max([record.fit, *(float(t.value) for t in view.complete.values())])
-                    on_trial(len(view.complete) + 1, best)
-            if time.monotonic() - last_stale_check >= grace:  # now and then, even while busy
-                _fail_stale_trials(study)
-                last_stale_check = time.monotonic()
-            continue
-        # nothing to claim: the remaining indices are RUNNING elsewhere; wait for them or for their workers' death
-        now = time.monotonic()
-        if len(view.complete) != last_progress[0]:
-            last_progress = (len(view.complete), now)
-        elif now - last_progress[1] > WAIT_TIMEOUT:
-            raise TimeoutError(
-                f"{name}: no trial completed for {WAIT_TIMEOUT:.0f} s while waiting for indices "
-                f"{sorted(view.running_indices)} (running elsewhere)"
-            )
-        _fail_stale_trials(study)
-        last_stale_check = now
-        time.sleep(POLL_SECONDS)
-    if ran:
-        say(f"{name}: {ran} of the {n_trials} trials run by this worker")
-    return [
-        _record(i, float(t.value), t.user_attrs["scores"], dict(t.params)) for i, t in sorted(view.complete.items())
-    ]
+class SharedStudies:
+    """Phase studies worked on by any number of workers through one PostgreSQL storage (the module docstring
+    gives the protocol and its guarantees); ``storage`` must come from :func:`open_shared_storage`."""
+
+    def __init__(self, storage: optuna.storages.BaseStorage) -> None:
+        self.storage = _require_shared(storage)
+
+    def run(
+        self,
+        study: PhaseStudy,
+        *,
+        on_trial: Callable[[int, float], None] | None = None,
+        say: Callable[[str], None] = print,
+    ) -> list[TrialRecord]:
+        """Work on ``study`` with the other workers until it holds exactly ``n_trials`` COMPLETE trials with indices
+        0 … n-1 (each once); return them ordered by index (see :meth:`btc_assets.wfa.study.PhaseStudies.run`)."""
+        rdb, name, n_trials = self.storage, study.name, study.n_trials
+        durable = optuna.create_study(study_name=name, storage=rdb, direction="maximize", load_if_exists=True)
+        if n_trials <= 0:
+            return []
+        interval = int(rdb.get_heartbeat_interval() or 0)
+        grace = float(rdb.grace_period or 2 * interval)
+        mirror = _Mirror()
+        view = _View(durable.get_trials(deepcopy=False), n_trials)
+        if view.complete:
+            say(f"{name}: {len(view.complete)}/{n_trials} trials already done")
+        last_stale_check = time.monotonic()
+        last_progress = (len(view.complete), time.monotonic())
+        ran = 0
+        while True:
+            view = _View(durable.get_trials(deepcopy=False), n_trials)
+            if len(view.complete) == n_trials:
+                break
+            if view.missing or view.foreign_running:
+                _reconcile(rdb, durable, n_trials, study.incumbent, say)
+                continue
+            slot = next((t for t in view.waiting if _claim(rdb, t)), None)
+            if slot is not None:
+                record = _run_slot(rdb, slot, view.complete, mirror, study, interval=interval, say=say)
+                if record is not None:
+                    ran += 1
+                    if on_trial is not None:
+                        best = max([record.fit, *(float(t.value) for t in view.complete.values())])
+                        on_trial(len(view.complete) + 1, best)
+                if time.monotonic() - last_stale_check >= grace:  # now and then, even while busy
+                    _fail_stale_trials(durable)
+                    last_stale_check = time.monotonic()
+                continue
+            # nothing to claim: the remaining indices are RUNNING elsewhere; wait for them or their workers' death
+            now = time.monotonic()
+            if len(view.complete) != last_progress[0]:
+                last_progress = (len(view.complete), now)
+            elif now - last_progress[1] > WAIT_TIMEOUT:
+                raise TimeoutError(
+                    f"{name}: no trial completed for {WAIT_TIMEOUT:.0f} s while waiting for indices "
+                    f"{sorted(view.running_indices)} (running elsewhere)"
+                )
+            _fail_stale_trials(durable)
+            last_stale_check = now
+            time.sleep(POLL_SECONDS)
+        if ran:
+            say(f"{name}: {ran} of the {n_trials} trials run by this worker")
+        return [
+            _record(i, float(t.value), t.user_attrs["scores"], dict(t.params)) for i, t in sorted(view.complete.items())
+        ]
 
 
 # -------------------------------------------------------------------------------------------------------- internals
@@ -229,9 +212,9 @@ def _fail_stale_trials(study: optuna.Study) -> None:
 
 def _require_shared(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage:
     if not isinstance(storage, optuna.storages.RDBStorage) or storage.engine.dialect.name != "postgresql":
-        raise TypeError("run_shared_phase_study needs an RDBStorage on PostgreSQL: open it with open_shared_storage")
+        raise TypeError("SharedStudies needs an RDBStorage on PostgreSQL: open it with open_shared_storage")
     if storage.get_heartbeat_interval() is None:
-        raise ValueError("run_shared_phase_study needs a storage with a heartbeat: open it with open_shared_storage")
+        raise ValueError("SharedStudies needs a storage with a heartbeat: open it with open_shared_storage")
     return storage
 
 
@@ -247,7 +230,7 @@ class _View:
         for t in sorted(trials, key=lambda t: t.number):
             index = t.user_attrs.get("index")
             if t.state == TrialState.RUNNING and SLOT_ATTR not in t.system_attrs:
-                self.foreign_running.append(t)  # a zombie of run_phase_study (no heartbeat): never stale by itself
+                self.foreign_running.append(t)  # a zombie of LocalStudies (no heartbeat): never stale by itself
                 continue
             if not isinstance(index, int) or not 0 <= index < n_trials:
                 continue
@@ -390,40 +373,36 @@ def _run_slot(
     slot: FrozenTrial,
     complete: dict[int, FrozenTrial],
     mirror: _Mirror,
+    study: PhaseStudy,
     *,
-    sampler: str,
-    n_startup_trials: int,
-    seed_parts: tuple[int, ...],
-    suggest: Callable[[optuna.Trial], dict[str, Any]],
-    evaluate: Callable[[dict[str, Any]], tuple[float, ...]],
-    distributions: dict[str, optuna.distributions.BaseDistribution],
     interval: int,
     say: Callable[[str], None],
-    name: str,
 ) -> TrialRecord | None:
     """Sample, write, evaluate and complete a claimed slot. None if the slot was declared dead meanwhile."""
     trial_id, index = slot._trial_id, int(slot.user_attrs["index"])
     heartbeat = _Heartbeat(rdb, trial_id, interval)
     try:
         mirror.sync(complete)  # the COMPLETE trials at claim time
-        mirror.study.sampler = make_sampler(sampler, derive_seed(*seed_parts, index), n_startup_trials, distributions)
+        mirror.study.sampler = make_sampler(
+            study.sampler, derive_seed(*study.seed_parts, index), study.n_startup_trials, study.distributions
+        )
         if "fixed_params" in slot.system_attrs:
             mirror.study.enqueue_trial(slot.system_attrs["fixed_params"], skip_if_exists=False)
         trial = mirror.study.ask()
         mirror.dirty = True  # until the trial is told COMPLETE below
-        params = suggest(trial)
+        params = study.suggest(trial)
+        distributions = study.distributions
         for key, value in params.items():
             rdb.set_trial_param(trial_id, key, distributions[key].to_internal_repr(value), distributions[key])
         for key, value in mirror.study.get_trials(deepcopy=False)[-1].system_attrs.items():
             if slot.system_attrs.get(key) != value:  # the sampler's state (e.g. CMA-ES's optimiser)
                 rdb.set_trial_system_attr(trial_id, key, value)
-        result = evaluate(params)
-        fit, scores = float(result[0]), {k: float(v) for k, v in result._asdict().items()}  # type: ignore[attr-defined]
+        fit, scores = evaluated(study.evaluate, params)
         rdb.set_trial_user_attr(trial_id, "scores", scores)
         rdb.set_trial_state_values(trial_id, TrialState.COMPLETE, [fit])
     except UpdateFinishedTrialError:
         say(
-            f"{name}: index {index} was declared dead by another worker (no heartbeat for the grace period); "
+            f"{study.name}: index {index} was declared dead by another worker (no heartbeat for the grace period); "
             "result dropped, the index is re-run"
         )
         return None

@@ -19,7 +19,7 @@ from btc_assets.portfolio.metrics import frame_metrics
 from btc_assets.portfolio.moe import prepare_inputs
 from btc_assets.versions import settings_hash, source_digest
 from btc_assets.wfa.checkpoint import Fingerprint, ProgressClock, SeedCheckpoint
-from btc_assets.wfa.distributed import open_shared_storage, run_shared_phase_study
+from btc_assets.wfa.distributed import SharedStudies, open_shared_storage
 from btc_assets.wfa.journal import open_storage
 from btc_assets.wfa.objective import FoldObjective, SignalCache, TrialScores
 from btc_assets.wfa.space import (
@@ -31,7 +31,7 @@ from btc_assets.wfa.space import (
     suggest_phase,
     with_trial,
 )
-from btc_assets.wfa.study import Stopwatch, TrialRecord, run_phase_study, select_winner
+from btc_assets.wfa.study import LocalStudies, PhaseStudies, PhaseStudy, Stopwatch, TrialRecord, select_winner
 
 
 def code_digest() -> str:
@@ -93,11 +93,9 @@ def run_seed(
     if settings.shared:  # several workers (machines) cooperate on this seed through one PostgreSQL storage
         if not settings.storage:
             raise ValueError('[wfa] shared = true needs [wfa] storage = "postgresql+psycopg2://…"')
-        storage = open_shared_storage(settings.storage)
-        phase_study = run_shared_phase_study
+        studies: PhaseStudies = SharedStudies(open_shared_storage(settings.storage))
     else:
-        storage = open_storage(settings.storage or None, str(ckpt.journal_path))
-        phase_study = run_phase_study
+        studies = LocalStudies(open_storage(settings.storage or None, str(ckpt.journal_path)))
     arrays = experts.BarArrays.from_market_bars(bars)
     signals = SignalCache(arrays)
     # expert columns are built per phase by the fold objective; the portfolio's own signal table is not used
@@ -140,7 +138,6 @@ def run_seed(
         for k in range(k_phases):
             record = ckpt.phase_record(refit, k)
             if record is None:
-                name = ckpt.study_name(refit, k)
                 base = current
 
                 def evaluate(
@@ -156,9 +153,8 @@ def run_seed(
                     if clock.due():
                         progress("running", refit, k, n, best)
 
-                records = phase_study(
-                    storage,
-                    name,
+                study = PhaseStudy(
+                    name=ckpt.study_name(refit, k),
                     n_trials=settings.n_trials,
                     sampler=settings.sampler,
                     n_startup_trials=settings.n_startup_trials,
@@ -167,9 +163,8 @@ def run_seed(
                     suggest=lambda trial: suggest_phase(trial, settings, expert_settings),
                     evaluate=evaluate,
                     distributions=distributions,
-                    on_trial=on_trial,
-                    say=say,
                 )
+                records = studies.run(study, on_trial=on_trial, say=say)
                 winner = select_winner(records, settings.select_top)
                 trials = [r.as_dict() for r in records]
                 for row, r in zip(trials, records, strict=True):  # out of sample, never used to select

@@ -21,7 +21,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 from optuna.trial import TrialState, create_trial
@@ -53,72 +53,115 @@ class TrialRecord:
         }
 
 
-def run_phase_study(
-    storage: optuna.storages.BaseStorage,
-    name: str,
-    *,
-    n_trials: int,
-    sampler: str,
-    n_startup_trials: int,
-    seed_parts: tuple[int, ...],
-    incumbent: dict[str, Any],
-    suggest: Callable[[optuna.Trial], dict[str, Any]],
-    evaluate: Callable[[dict[str, Any]], tuple[float, ...]],
-    distributions: dict[str, optuna.distributions.BaseDistribution],
-    on_trial: Callable[[int, float], None] | None = None,
-    say: Callable[[str], None] = print,
-) -> list[TrialRecord]:
-    """Run (or resume) the study until it holds ``n_trials`` completed trials; returns them in order.
+@dataclass(frozen=True)
+class PhaseStudy:
+    """What one (fold, phase) study is, wherever it runs.
 
     ``suggest`` samples flat parameters from a trial (from ``distributions``), ``evaluate`` maps them to a named
     tuple whose first two fields are the fit score (the objective) and the validation score; the other fields are
-    kept with the trial.
+    kept with the trial. Trial i is sampled by a sampler seeded from ``(*seed_parts, i)``; trial 0 is
+    ``incumbent``.
     """
-    durable = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
-    zombies = durable.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    for z in zombies:
-        storage.set_trial_state_values(z._trial_id, TrialState.FAIL)
-    if zombies:
-        say(
-            f"{name}: marked {len(zombies)} interrupted trial(s) as failed: "
-            f"{', '.join(str(z.number) for z in zombies)} (not re-run)"
+
+    name: str
+    n_trials: int
+    sampler: str
+    n_startup_trials: int
+    seed_parts: tuple[int, ...]
+    incumbent: dict[str, Any]
+    suggest: Callable[[optuna.Trial], dict[str, Any]]
+    evaluate: Callable[[dict[str, Any]], tuple[float, ...]]
+    distributions: dict[str, optuna.distributions.BaseDistribution]
+
+
+class PhaseStudies(Protocol):
+    """Where phase studies run: :class:`LocalStudies` (one writer on a journal file or any RDB storage) or
+    :class:`btc_assets.wfa.distributed.SharedStudies` (any number of workers on one PostgreSQL study). Both give
+    the same records for the same :class:`PhaseStudy`."""
+
+    storage: optuna.storages.BaseStorage
+
+    def run(
+        self,
+        study: PhaseStudy,
+        *,
+        on_trial: Callable[[int, float], None] | None = None,
+        say: Callable[[str], None] = print,
+    ) -> list[TrialRecord]:
+        """Run (or resume) ``study`` until it holds ``study.n_trials`` completed trials; return them in order.
+        ``on_trial(completed, best_fit)`` is called after each trial this process completes."""
+        ...
+
+
+class LocalStudies:
+    """Phase studies with one writer (this process) on ``storage``: the journal file or an RDB storage."""
+
+    def __init__(self, storage: optuna.storages.BaseStorage) -> None:
+        self.storage = storage
+
+    def run(
+        self,
+        study: PhaseStudy,
+        *,
+        on_trial: Callable[[int, float], None] | None = None,
+        say: Callable[[str], None] = print,
+    ) -> list[TrialRecord]:
+        """See :meth:`PhaseStudies.run`."""
+        storage, name, n_trials = self.storage, study.name, study.n_trials
+        durable = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
+        zombies = durable.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        for z in zombies:
+            storage.set_trial_state_values(z._trial_id, TrialState.FAIL)
+        if zombies:
+            say(
+                f"{name}: marked {len(zombies)} interrupted trial(s) as failed: "
+                f"{', '.join(str(z.number) for z in zombies)} (not re-run)"
+            )
+        done = sorted(
+            durable.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.user_attrs["index"]
         )
-    done = sorted(
-        durable.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.user_attrs["index"]
-    )
-    mirror = optuna.create_study(direction="maximize")
-    mirror.add_trials(done)
-    records = [_record(t.user_attrs["index"], float(t.value), t.user_attrs["scores"], dict(t.params)) for t in done]
-    if records:
-        say(f"{name}: {len(records)}/{n_trials} trials already done")
-    study_id = durable._study_id
-    for i in range(len(done), n_trials):
-        mirror.sampler = make_sampler(sampler, derive_seed(*seed_parts, i), n_startup_trials, distributions)
-        if i == 0:
-            mirror.enqueue_trial(incumbent, skip_if_exists=False)
-        trial = mirror.ask()
-        params = suggest(trial)
-        sampler_state = mirror.get_trials(deepcopy=False)[-1].system_attrs  # e.g. CMA-ES's optimiser
-        running = create_trial(
-            state=TrialState.RUNNING,
-            params=params,
-            distributions=distributions,
-            user_attrs={"index": i},
-            system_attrs=dict(sampler_state),
-        )
-        trial_id = storage.create_new_trial(study_id, template_trial=running)
-        result = evaluate(params)
-        fit, scores = float(result[0]), {k: float(v) for k, v in result._asdict().items()}  # type: ignore[attr-defined]
-        storage.set_trial_user_attr(trial_id, "scores", scores)
-        storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [fit])
-        trial.set_user_attr("index", i)
-        trial.set_user_attr("scores", scores)
-        mirror.tell(trial, fit)
-        records.append(_record(i, fit, scores, params))
-        if on_trial is not None:
-            on_trial(i + 1, max(r.fit for r in records))
-    sync_storage(storage)
-    return records
+        mirror = optuna.create_study(direction="maximize")
+        mirror.add_trials(done)
+        records = [_record(t.user_attrs["index"], float(t.value), t.user_attrs["scores"], dict(t.params)) for t in done]
+        if records:
+            say(f"{name}: {len(records)}/{n_trials} trials already done")
+        study_id = durable._study_id
+        for i in range(len(done), n_trials):
+            mirror.sampler = make_sampler(
+                study.sampler, derive_seed(*study.seed_parts, i), study.n_startup_trials, study.distributions
+            )
+            if i == 0:
+                mirror.enqueue_trial(study.incumbent, skip_if_exists=False)
+            trial = mirror.ask()
+            params = study.suggest(trial)
+            sampler_state = mirror.get_trials(deepcopy=False)[-1].system_attrs  # e.g. CMA-ES's optimiser
+            running = create_trial(
+                state=TrialState.RUNNING,
+                params=params,
+                distributions=study.distributions,
+                user_attrs={"index": i},
+                system_attrs=dict(sampler_state),
+            )
+            trial_id = storage.create_new_trial(study_id, template_trial=running)
+            fit, scores = evaluated(study.evaluate, params)
+            storage.set_trial_user_attr(trial_id, "scores", scores)
+            storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [fit])
+            trial.set_user_attr("index", i)
+            trial.set_user_attr("scores", scores)
+            mirror.tell(trial, fit)
+            records.append(_record(i, fit, scores, params))
+            if on_trial is not None:
+                on_trial(i + 1, max(r.fit for r in records))
+        sync_storage(storage)
+        return records
+
+
+def evaluated(
+    evaluate: Callable[[dict[str, Any]], tuple[float, ...]], params: dict[str, Any]
+) -> tuple[float, dict[str, float]]:
+    """The fit score (the objective) and every named score of ``evaluate(params)``."""
+    result = evaluate(params)
+    return float(result[0]), {k: float(v) for k, v in result._asdict().items()}  # type: ignore[attr-defined]
 
 
 def _record(index: int, fit: float, scores: dict[str, float], params: dict[str, Any]) -> TrialRecord:
