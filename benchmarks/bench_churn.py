@@ -34,7 +34,7 @@ def default_portfolio() -> None:
     from btc_assets import experts
     from btc_assets.config import PROFILES
     from btc_assets.ingestion import build_market_bars, load_funding, load_ohlcv, load_perp_ohlcv
-    from btc_assets.portfolio.moe import compute_portfolio, prepare_inputs
+    from btc_assets.portfolio.tables import compute_portfolio, prepare_inputs
     from btc_assets.regimes import compute_regimes
     from btc_assets.volatility import compute_volatility
 

@@ -23,7 +23,7 @@ from btc_assets import experts
 from btc_assets.config import EXPERTS, get_profile
 from btc_assets.ingestion import build_market_bars, load_funding, load_ohlcv, load_perp_ohlcv
 from btc_assets.portfolio import backtest_score, run_portfolio
-from btc_assets.portfolio.moe import engine_params, prepare_inputs
+from btc_assets.portfolio.tables import engine_params, prepare_inputs
 from btc_assets.regimes import compute_regimes
 from btc_assets.volatility import compute_volatility
 
@@ -56,21 +56,9 @@ def main() -> None:
     inputs = prepare_inputs(bars, vol, regimes.probabilities, table, profile.portfolio)
     params = engine_params(profile.portfolio).to_array()
     gating = np.asarray(profile.portfolio.gating, dtype=np.float64)
-    args = (
-        inputs.open_,
-        inputs.close,
-        inputs.tradable,
-        inputs.funding,
-        inputs.experts,
-        inputs.probs,
-        gating,
-        inputs.sigma_hat,
-        params,
-        EXPERTS.index("carry"),
-    )
-    market = {"spot_open": inputs.spot_open, "spot_close": inputs.spot_close, "slip_sigma": inputs.slip_sigma}
-    score_best, score_median = timed(lambda: backtest_score(*args, check=False, **market))
-    frame_best, frame_median = timed(lambda: run_portfolio(*args, **market), repeat=50)
+    args = (inputs.book, gating, params, EXPERTS.index("carry"))
+    score_best, score_median = timed(lambda: backtest_score(*args, check=False))
+    frame_best, frame_median = timed(lambda: run_portfolio(*args), repeat=50)
     ref_best = reference_ms()  # a fixed numpy workload: the machine's speed
     print(f"bars: {len(bars):,}; experts {len(EXPERTS)}; regimes K={gating.shape[0]}")
     print(f"backtest_score (optimiser path): best {score_best:.2f} ms, median {score_median:.2f} ms (target < 2 ms)")

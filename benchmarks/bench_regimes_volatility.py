@@ -39,7 +39,7 @@ def main() -> None:
     )
     for row in refits.itertuples():
         print(
-            f"  refit {row.refit:2d}: {row.n_train:6d} bars, {row.iterations:3d} iterations, {row.seconds:5.2f} s, "
+            f"  fold {row.fold:2d}: {row.n_train:6d} bars, {row.iterations:3d} iterations, {row.seconds:5.2f} s, "
             f"BIC t-HMM {row.bic:.0f} vs Gaussian {row.gaussian_bic:.0f}; {row.phase_names}"
         )
     print(f"volatility + regimes: {t_vol + t_reg:.1f} s (target < 60 s)")

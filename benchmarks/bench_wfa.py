@@ -34,7 +34,7 @@ from optuna.trial import create_trial
 from btc_assets import experts
 from btc_assets.config import get_profile
 from btc_assets.ingestion import build_market_bars, load_funding, load_ohlcv
-from btc_assets.portfolio.moe import prepare_inputs
+from btc_assets.portfolio.tables import prepare_inputs
 from btc_assets.regimes import compute_regimes
 from btc_assets.volatility import compute_volatility
 from btc_assets.wfa.journal import open_storage
@@ -99,9 +99,9 @@ def main() -> None:
     probs = compute_regimes(bars, vol, profile.schedule, fast_regimes).probabilities
     n_signals = pd.DataFrame(np.zeros((len(bars), 4)), columns=["trend", "mean_reversion", "breakout", "carry"])
     inputs = prepare_inputs(bars, vol, probs, n_signals, profile.portfolio)
-    refits = sorted(int(r) for r in probs["refit"].unique())
+    refits = sorted(int(r) for r in probs["fold"].unique())
     measured = [refits[0], refits[len(refits) // 2], refits[-1]]
-    train_bars = {r: int((probs[(probs["refit"] == r)]["segment"].isin(["train", "validation"])).sum()) for r in refits}
+    train_bars = {r: int((probs[(probs["fold"] == r)]["segment"].isin(["train", "validation"])).sum()) for r in refits}
     write_ms = journal_write_ms()
     print(
         f"bars {len(bars):,}; folds {len(refits)}; trials per study {args.trials}; "

@@ -166,13 +166,13 @@ def regime_characteristics(
         ("expected_duration_h", "expected duration (h)"),
     ]
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
-    names = phases.sort_values("refit").groupby("phase")["name"].agg(lambda s: "/".join(dict.fromkeys(s)))
+    names = phases.sort_values("fold").groupby("phase")["name"].agg(lambda s: "/".join(dict.fromkeys(s)))
     for ax, (column, label) in zip(axes, panels, strict=True):
-        for k, part in phases.sort_values("refit").groupby("phase"):
+        for k, part in phases.sort_values("fold").groupby("phase"):
             colour = PHASE_COLOURS.get(str(names[k]).split("/")[0], f"C{k}")
-            ax.plot(part["refit"], part[column], marker="o", ms=3, lw=1, color=colour, label=names[k])
+            ax.plot(part["fold"], part[column], marker="o", ms=3, lw=1, color=colour, label=names[k])
         ax.set_title(label, fontsize=10)
-        ax.set_xlabel("refit (fold)")
+        ax.set_xlabel("fold")
         if column in ("nu", "expected_duration_h"):
             ax.set_yscale("log")
     axes[0].legend(fontsize=7, frameon=False)

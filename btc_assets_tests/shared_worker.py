@@ -63,7 +63,7 @@ def real_objective(folder: Path, fold_position: int, phase: int):
 
     from btc_assets import experts
     from btc_assets.config import EXPERTS
-    from btc_assets.portfolio.moe import prepare_inputs
+    from btc_assets.portfolio.tables import prepare_inputs
     from btc_assets.wfa.objective import FoldObjective, SignalCache
     from btc_assets.wfa.space import PhaseParams
 
@@ -71,7 +71,7 @@ def real_objective(folder: Path, fold_position: int, phase: int):
     portfolio = get_profile("quick").portfolio
     no_signals = pd.DataFrame(np.zeros((len(bars), len(EXPERTS))), columns=list(EXPERTS))  # as run_seed does
     inputs = prepare_inputs(bars, vol, probs, no_signals, portfolio)
-    refit = sorted(int(r) for r in probs["refit"].unique())[fold_position]
+    refit = sorted(int(r) for r in probs["fold"].unique())[fold_position]
     objective = FoldObjective(
         inputs, probs, refit, SignalCache(experts.BarArrays.from_market_bars(bars)), portfolio, SETTINGS
     )

@@ -16,9 +16,9 @@ import pytest
 
 from btc_assets.config import EXPERTS, get_profile
 from btc_assets.evaluation import attribution as att
-from btc_assets.portfolio.engine import PortfolioParams, run_portfolio
+from btc_assets.portfolio.engine import BookInputs, PortfolioParams, run_portfolio
 from btc_assets_tests.conftest import definitions
-from btc_assets_tests.test_portfolio_engine import CARRY, PARAM_SETS, random_inputs
+from btc_assets_tests.test_portfolio_engine import CARRY, PARAM_SETS, engine_args, random_inputs
 
 NAMES = tuple(EXPERTS)  # trend, mean_reversion, breakout, carry: column CARRY is the carry
 HOURS = 8760.0
@@ -28,7 +28,7 @@ TIGHT = 1e-12  # per year: sums and the unallocated cell
 def random_run(name: str, carry_col: int, seed: int = 0) -> tuple[dict, PortfolioParams, pd.DataFrame]:
     params = PARAM_SETS[name]
     inputs = random_inputs(600, seed=seed + len(name), smooth=name in ("band", "throttle", "policy"), basis=True)
-    frame = run_portfolio(**inputs, params=params, carry_col=carry_col, expert_names=NAMES)
+    frame = run_portfolio(*engine_args(inputs), params, carry_col, expert_names=NAMES)
     return inputs, params, frame
 
 
@@ -170,18 +170,8 @@ def test_hand_computed_two_expert_case() -> None:
     params = PortfolioParams(
         vol_targeting=False, lev_max=10.0, dd_max=0.0, ruin_floor=0.0, band=0.05, perp_fee_bps=10.0, slip_bps=5.0
     )
-    frame = run_portfolio(
-        open_,
-        close,
-        np.ones(5, dtype=bool),
-        funding,
-        experts,
-        probs,
-        gating,
-        np.ones(5),
-        params,
-        expert_names=["a", "b"],
-    )
+    book = BookInputs.from_arrays(open_, close, np.ones(5, dtype=bool), funding, experts, probs, np.ones(5))
+    frame = run_portfolio(book, gating, params, expert_names=["a", "b"])
     np.testing.assert_allclose(frame["position"], [0.0, 1.0, 0.4, 0.4, 0.4], atol=1e-15)
     moves = att.market_moves(open_, close, funding)
     cells = att.attribute(frame, moves, att.moe_splits(probs, gating, ["a", "b"]), bars_per_year=5.0)  # 1 year
@@ -234,7 +224,7 @@ def synthetic_book(seed: int, hard: bool = False) -> dict[str, object]:
     from btc_assets.experts import BarArrays
     from btc_assets.ingestion import build_market_bars
     from btc_assets.ingestion.demo import DemoMarketSpec, generate_demo_market
-    from btc_assets.portfolio.moe import prepare_inputs
+    from btc_assets.portfolio.tables import prepare_inputs
     from btc_assets.wfa.objective import FoldObjective, SignalCache
     from btc_assets.wfa.run import _no_signals, _out_of_sample, phase_of
     from btc_assets.wfa.space import StrategyParams, suggest_phase
@@ -258,7 +248,7 @@ def synthetic_book(seed: int, hard: bool = False) -> dict[str, object]:
             pieces.append(
                 pd.DataFrame(
                     {
-                        "refit": refit,
+                        "fold": refit,
                         "segment": segment,
                         "timestamp": bars["timestamp"].to_numpy()[rows],
                         **{f"p_{k}": p[rows, k] for k in range(k_phases)},
@@ -332,7 +322,7 @@ def test_walk_forward_book_adds_up_and_matches_a_reference(books: dict, key: str
         carry_gate = np.array([ph.gating[EXPERTS.index("carry")] for ph in p.phases])
         np.testing.assert_allclose(probs[sel] @ carry_gate, oos.loc[sel, "weight_carry"], rtol=0, atol=1e-12)
     # a slow per-bar reference of the expert split (decision bar, possibly in the previous fold) and carry split
-    from btc_assets.portfolio.moe import price_arrays
+    from btc_assets.portfolio.tables import price_arrays
 
     signals = book["signals"]
     prices = price_arrays(bars, portfolio)
@@ -417,7 +407,7 @@ def test_across_seeds_quantiles_margins_and_time_share(books: dict) -> None:
 
 
 def test_moe_attribution_over_the_out_of_sample_window(books: dict) -> None:
-    from btc_assets.portfolio.moe import compute_portfolio, prepare_inputs
+    from btc_assets.portfolio.tables import compute_portfolio, prepare_inputs
 
     book = books["seed_00"]
     bars, portfolio = book["bars"], book["portfolio"]
@@ -443,7 +433,7 @@ def test_dagster_asset_and_report(books: dict, tmp_path: Path) -> None:
     first = books["seed_00"]
     warehouse.write(first["bars"], "market_bars")
     names = ["calm", "trend_up", "chop", "trend_down", "crash"]
-    warehouse.write(pd.DataFrame({"refit": 0, "phase": range(5), "name": names}), "regime_phases")
+    warehouse.write(pd.DataFrame({"fold": 0, "phase": range(5), "name": names}), "regime_phases")
     for seed in ("seed_00", "seed_01"):
         warehouse.write(books[seed]["oos"], "wfa_results", seed)
         warehouse.write(books[seed]["folds"], "wfa_folds", seed)

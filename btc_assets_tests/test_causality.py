@@ -75,7 +75,7 @@ def test_portfolio_up_to_t_unchanged(runs: dict) -> None:
     decision-interval policy: its per-bar frame up to t is bit-identical when everything after t changes."""
     from btc_assets import experts
     from btc_assets.config import PortfolioSettings
-    from btc_assets.portfolio.moe import compute_portfolio, prepare_inputs
+    from btc_assets.portfolio.tables import compute_portfolio, prepare_inputs
 
     t = runs["t"]
     settings = PortfolioSettings(borrow_rate=0.2, band=0.02, decision_hours=12)
@@ -111,12 +111,12 @@ def test_regime_probabilities_up_to_t_unchanged(runs: dict) -> None:
     before_a, before_b = oos_a[oos_a["timestamp"] <= cut], oos_b[oos_b["timestamp"] <= cut]
     assert len(before_a) > 2_000
     pd.testing.assert_frame_equal(before_a, before_b, check_exact=True)
-    finished = reg_a.refits.loc[reg_a.refits["train_end"] <= cut, "refit"]
+    finished = reg_a.refits.loc[reg_a.refits["train_end"] <= cut, "fold"]
     assert len(finished) >= 2
     for frame in (reg_a.probabilities, reg_b.probabilities):
-        assert frame["refit"].isin(finished).any()
-    sel_a = reg_a.probabilities[reg_a.probabilities["refit"].isin(finished) & (reg_a.probabilities["timestamp"] <= cut)]
-    sel_b = reg_b.probabilities[reg_b.probabilities["refit"].isin(finished) & (reg_b.probabilities["timestamp"] <= cut)]
+        assert frame["fold"].isin(finished).any()
+    sel_a = reg_a.probabilities[reg_a.probabilities["fold"].isin(finished) & (reg_a.probabilities["timestamp"] <= cut)]
+    sel_b = reg_b.probabilities[reg_b.probabilities["fold"].isin(finished) & (reg_b.probabilities["timestamp"] <= cut)]
     pd.testing.assert_frame_equal(sel_a.reset_index(drop=True), sel_b.reset_index(drop=True), check_exact=True)
     after_a, after_b = oos_a[oos_a["timestamp"] > cut], oos_b[oos_b["timestamp"] > cut]
     assert not np.array_equal(after_a.filter(like="p_").to_numpy(), after_b.filter(like="p_").to_numpy())
@@ -129,11 +129,11 @@ def test_validation_slice_is_out_of_sample_for_the_regime_model(runs: dict) -> N
     cut = runs["cut"]
     reg_a, reg_b = runs["reg"]
     refits = reg_a.refits
-    inside = refits.loc[(refits["fit_end"] <= cut) & (refits["train_end"] > cut), "refit"]
+    inside = refits.loc[(refits["fit_end"] <= cut) & (refits["train_end"] > cut), "fold"]
     assert len(inside) >= 1, "no refit has t in its validation slice: the test proves nothing"
     for refit in inside:
         pa, pb = reg_a.probabilities, reg_b.probabilities
-        rows_a = pa[(pa["refit"] == refit) & (pa["timestamp"] <= cut)]
-        rows_b = pb[(pb["refit"] == refit) & (pb["timestamp"] <= cut)]
+        rows_a = pa[(pa["fold"] == refit) & (pa["timestamp"] <= cut)]
+        rows_b = pb[(pb["fold"] == refit) & (pb["timestamp"] <= cut)]
         assert (rows_a["segment"] == "validation").sum() > 24
         pd.testing.assert_frame_equal(rows_a.reset_index(drop=True), rows_b.reset_index(drop=True), check_exact=True)

@@ -209,7 +209,7 @@ def check_volatility_and_regimes(home: Path, result: dg.ExecuteInProcessResult, 
     assert set(probs["segment"]) == {"train", "validation", "purge", "test"}
     np.testing.assert_allclose(probs[p_cols].sum(axis=1), 1.0, atol=1e-9)
     phases = pd.read_parquet(home / "warehouse" / "regime_phases" / "data.parquet")
-    assert phases.groupby("refit")["name"].apply(list).map(len).eq(5).all()
+    assert phases.groupby("fold")["name"].apply(list).map(len).eq(5).all()
     # the Student-t HMM nests the Gaussian (ν → ∞): its likelihood is never below the Gaussian comparison's; its BIC
     # (5 more parameters) is lower on nearly every refit (on the real data all but the first, smallest window)
     assert (phases["nu"] > 2).all() and (phases["loglik"] >= phases["gaussian_loglik"]).all()
@@ -257,7 +257,7 @@ def test_materialize_real_files(tmp_path: Path, shared_data: Path) -> None:
     assert "2018-02-08 01:00" in meta["largest_gaps"].value
     check_volatility_and_regimes(tmp_path, result, n_bars=76_671)
     phases = pd.read_parquet(tmp_path / "warehouse" / "regime_phases" / "data.parquet")
-    assert phases["refit"].nunique() == 14  # one refit per fold of the default schedule
+    assert phases["fold"].nunique() == 14  # one refit per fold of the default schedule
 
 
 def test_bad_input_fails_the_run_with_file_row_rule(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from btc_assets.portfolio import PortfolioParams, run_portfolio, run_portfolio_reference
-from btc_assets_tests.test_portfolio_engine import CARRY, random_inputs
+from btc_assets_tests.test_portfolio_engine import CARRY, engine_args, random_inputs
 
 # no vol targeting, no throttle, no band, no ruin stop: positions follow the signals exactly
 PLAIN = PortfolioParams(
@@ -43,7 +43,7 @@ def two_legs(n: int, directional: float, carry: float, *, perp=None, spot=None, 
 
 
 def test_each_leg_pays_its_own_venue() -> None:
-    frame = run_portfolio(**two_legs(5, 0.8, -0.4), params=PLAIN, carry_col=1)
+    frame = run_portfolio(*engine_args(two_legs(5, 0.8, -0.4)), PLAIN, 1)
     entry = frame.iloc[1]
     # directional 0.8 at the perp fee; carry: 0.4 perp (perp fee) + 0.4 spot (spot fee); slippage on every leg
     assert entry["fee_cost"] == pytest.approx(0.8 * 5e-4 + 0.4 * 5e-4 + 0.4 * 10e-4, abs=1e-18)
@@ -52,14 +52,14 @@ def test_each_leg_pays_its_own_venue() -> None:
     assert entry["carry_slippage_cost"] == pytest.approx(0.8 * 1e-4, abs=1e-18)
     assert entry["turnover"] == pytest.approx(1.6)
     maker = dataclasses.replace(PLAIN, perp_fee_bps=2.0, spot_fee_bps=7.5)
-    m = run_portfolio(**two_legs(5, 0.8, -0.4), params=maker, carry_col=1).iloc[1]
+    m = run_portfolio(*engine_args(two_legs(5, 0.8, -0.4)), maker, 1).iloc[1]
     assert m["fee_cost"] == pytest.approx(0.8 * 2e-4 + 0.4 * 9.5e-4, abs=1e-18)
 
 
 @pytest.mark.parametrize(("carry", "pays"), [(0.5, True), (-0.5, False)])
 def test_borrowing_only_on_a_short_spot_leg(carry: float, pays: bool) -> None:
     params = dataclasses.replace(PLAIN, borrow_rate=0.0876)  # 1e-5 per hour
-    frame = run_portfolio(**two_legs(10, 0.0, carry), params=params, carry_col=1)
+    frame = run_portfolio(*engine_args(two_legs(10, 0.0, carry)), params, 1)
     held = frame["borrow_cost"].iloc[1:]
     expected = 0.5 * 1e-5 if pays else 0.0
     np.testing.assert_allclose(held, expected, rtol=1e-12, atol=0)
@@ -72,7 +72,7 @@ def test_borrowing_only_on_a_short_spot_leg(carry: float, pays: bool) -> None:
 def test_carry_earns_the_basis_change_hand_computed() -> None:
     perp = np.array([100.0, 101.0, 100.5, 102.0, 102.0])
     spot = np.array([100.0, 100.8, 100.6, 101.7, 102.1])
-    frame = run_portfolio(**two_legs(5, 0.0, -1.0, perp=perp, spot=spot), params=PLAIN, carry_col=1)
+    frame = run_portfolio(*engine_args(two_legs(5, 0.0, -1.0, perp=perp, spot=spot)), PLAIN, 1)
     c = -1.0  # short perp, long spot (held from bar 1 on; the carry cap is lev_max / 2 = 1)
     assert frame["carry_position"].iloc[1:].eq(c).all()
     # opens equal the previous closes: no gap; each bar earns c · (perp return − spot return)
@@ -83,14 +83,14 @@ def test_carry_earns_the_basis_change_hand_computed() -> None:
     assert frame["basis_pnl"].iloc[4] == pytest.approx(-c * (102.1 / 101.7 - 1))
     parts = frame["basis_pnl"] - frame["fee_cost"] - frame["slippage_cost"] - frame["borrow_cost"]
     np.testing.assert_allclose(frame["bar_return"], parts, atol=1e-18)
-    ref = run_portfolio_reference(**two_legs(5, 0.0, -1.0, perp=perp, spot=spot), params=PLAIN, carry_col=1)
+    ref = run_portfolio_reference(*engine_args(two_legs(5, 0.0, -1.0, perp=perp, spot=spot)), PLAIN, 1)
     np.testing.assert_allclose(frame.to_numpy(), ref.to_numpy(), atol=1e-15)
 
 
 def test_directional_leg_is_priced_on_the_perp() -> None:
     perp = np.array([100.0, 101.0, 102.0, 101.0])
     spot = np.array([100.0, 100.0, 100.0, 100.0])
-    frame = run_portfolio(**two_legs(4, 1.0, 0.0, perp=perp, spot=spot), params=PLAIN, carry_col=1)
+    frame = run_portfolio(*engine_args(two_legs(4, 1.0, 0.0, perp=perp, spot=spot)), PLAIN, 1)
     np.testing.assert_allclose(frame["price_pnl"].iloc[1:], [0.01, 102 / 101 - 1, 101 / 102 - 1], rtol=1e-12)
     assert frame["basis_pnl"].eq(0).all()
 
@@ -108,13 +108,13 @@ def test_decision_interval_spaces_fills(hold: int) -> None:
     inputs["experts"] = np.where(np.isnan(inputs["experts"]), 0.3, inputs["experts"])
     inputs["experts"][:, :3] = np.clip(inputs["experts"][:, :3], 0.05, 1)  # the target is never flat
     params = PortfolioParams(band=0.0, dd_max=0.0, ruin_floor=0.0, decision_hours=float(hold))
-    frame = run_portfolio(**inputs, params=params, carry_col=CARRY)
+    frame = run_portfolio(*engine_args(inputs), params, CARRY)
     at = fills(frame)
     assert len(at) > 1500 // hold // 3
     assert np.diff(at).min() >= hold  # never two fills closer than the interval
     if hold > 1:
         assert np.diff(at).min() == hold  # and the interval binds (band 0: every free bar trades)
-    ref = run_portfolio_reference(**inputs, params=params, carry_col=CARRY)
+    ref = run_portfolio_reference(*engine_args(inputs), params, CARRY)
     np.testing.assert_allclose(frame.to_numpy(), ref.to_numpy(), atol=1e-9, equal_nan=True)
 
 
@@ -123,7 +123,7 @@ def test_going_flat_and_risk_limits_are_never_held_back() -> None:
     params = PortfolioParams(
         band=0.0, decision_hours=48.0, dd_max=0.1, k_min=0.1, rearm=0.5, vol_target=1.5, lev_max=3.0, ruin_floor=0.0
     )
-    frame = run_portfolio(**inputs, params=params, carry_col=-1)  # directional only (a carry over its cap trades)
+    frame = run_portfolio(*engine_args(inputs), params, -1)  # directional only (a carry over its cap trades)
     target = frame["target_position"].to_numpy()
     position = frame["position"].to_numpy()
     flat = np.flatnonzero(target[:-1] == 0.0)
@@ -141,7 +141,7 @@ def test_going_flat_and_risk_limits_are_never_held_back() -> None:
 def test_relative_band_keeps_small_moves() -> None:
     inputs = random_inputs(1500, seed=8, smooth=True, missing=0.0, nan_probs=0.0)
     params = PortfolioParams(band=0.02, band_rel=0.4, dd_max=0.0, ruin_floor=0.0)
-    frame = run_portfolio(**inputs, params=params, carry_col=CARRY)
+    frame = run_portfolio(*engine_args(inputs), params, CARRY)
     d = frame["position"].to_numpy()
     td = frame["target_position"].to_numpy()
     moved = d[1:] != d[:-1]
@@ -151,7 +151,7 @@ def test_relative_band_keeps_small_moves() -> None:
     assert (gap[kept] <= threshold[kept] + 1e-15).all()
     trade = moved & (td[:-1] != 0.0)
     assert (gap[trade] > threshold[trade]).all() and trade.sum() > 20
-    wide = run_portfolio(**inputs, params=dataclasses.replace(params, band_rel=0.0), carry_col=CARRY)
+    wide = run_portfolio(*engine_args(inputs), dataclasses.replace(params, band_rel=0.0), CARRY)
     assert frame["turnover"].sum() < wide["turnover"].sum()
 
 
@@ -164,13 +164,13 @@ def test_each_leg_keeps_its_own_decision_clock() -> None:
     market = two_legs(n, 0.0, 0.0, perp=perp)
     market["experts"] = np.column_stack([directional, carry])
     params = dataclasses.replace(PLAIN, band=0.1, decision_hours=25.0)
-    frame = run_portfolio(**market, params=params, carry_col=1)
+    frame = run_portfolio(*engine_args(market), params, 1)
     d, c = frame["position"].to_numpy(), frame["carry_position"].to_numpy()
     assert c[21] == 0.0 and c[20] == -0.4  # the carry's exit filled at bar 21
     # d was filled at bar 1; its clock is free from close 25 on, so the new target of close 30 fills at bar 31
     # (a shared clock restarted by the carry's fill at bar 21 would hold it until bar 46)
     assert d[30] == 0.5 and d[31] == 0.9
-    ref = run_portfolio_reference(**market, params=params, carry_col=1)
+    ref = run_portfolio_reference(*engine_args(market), params, 1)
     np.testing.assert_allclose(frame.to_numpy(), ref.to_numpy(), atol=1e-12)
 
 
@@ -178,7 +178,7 @@ def test_perp_bars_price_the_directional_leg_only_while_the_perp_trades() -> Non
     import pandas as pd
 
     from btc_assets.config import PortfolioSettings
-    from btc_assets.portfolio.moe import price_arrays
+    from btc_assets.portfolio.tables import price_arrays
 
     n = 12
     spot = np.linspace(100.0, 111.0, n)

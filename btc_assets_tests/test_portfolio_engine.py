@@ -11,6 +11,7 @@ import pytest
 
 from btc_assets.portfolio import (
     BAR_COLUMNS,
+    BookInputs,
     PortfolioParams,
     backtest_score,
     buy_and_hold_perp,
@@ -80,8 +81,14 @@ def random_inputs(
     return out
 
 
+def engine_args(inputs: dict) -> tuple[BookInputs, np.ndarray]:
+    """A dict of arrays (:func:`random_inputs`' keys, ``gating`` among them) as the engine's first two arguments."""
+    arrays = {k: v for k, v in inputs.items() if k != "gating"}
+    return BookInputs.from_arrays(**arrays), inputs["gating"]
+
+
 def run(inputs, params, carry_col=CARRY):
-    return run_portfolio(**inputs, params=params, carry_col=carry_col)
+    return run_portfolio(*engine_args(inputs), params, carry_col)
 
 
 PARAM_SETS = {
@@ -116,7 +123,7 @@ def test_kernel_matches_reference(name: str, carry_col: int) -> None:
         500, seed=len(name) + carry_col, smooth=name in ("band", "throttle", "policy"), basis=name in WITH_BASIS
     )
     fast = run(inputs, params, carry_col)
-    slow = run_portfolio_reference(**inputs, params=params, carry_col=carry_col)
+    slow = run_portfolio_reference(*engine_args(inputs), params, carry_col)
     assert list(fast.columns) == list(slow.columns)
     np.testing.assert_allclose(fast.to_numpy(), slow.to_numpy(), rtol=0, atol=1e-9, equal_nan=True)
     assert (fast["turnover"] > 0).sum() > (5 if name == "ruin" else 20)  # the run trades
@@ -151,7 +158,7 @@ def test_score_matches_frame() -> None:
     inputs = random_inputs(700, seed=3)
     params = PARAM_SETS["throttle"]
     frame = run(inputs, params)
-    score = backtest_score(**inputs, params=params, carry_col=CARRY)
+    score = backtest_score(*engine_args(inputs), params, CARRY)
     r = frame["bar_return"].to_numpy()
     assert math.isclose(score.log_growth, math.log(frame["equity"].iloc[-1]), abs_tol=1e-12)
     assert math.isclose(score.sum_return, r.sum(), abs_tol=1e-12)
@@ -166,9 +173,9 @@ def test_score_matches_frame() -> None:
 def test_output_columns_and_contributions() -> None:
     inputs = random_inputs(300, seed=5)
     frame = run_portfolio(
-        **inputs,
-        params=PARAM_SETS["band"],
-        carry_col=CARRY,
+        *engine_args(inputs),
+        PARAM_SETS["band"],
+        CARRY,
         index=pd.date_range("2024-01-01", periods=300, freq="h", tz="UTC"),
         expert_names=["trend", "revert", "noise", "carry"],
     )
@@ -259,7 +266,7 @@ def test_funding_sign_directional(side: float, rate: float) -> None:
     n = 30
     market = flat_market(n)
     market["funding"][20] = rate
-    frame = run_portfolio(**market, **single(np.full(n, side)), params=PLAIN)
+    frame = run_portfolio(*engine_args({**market, **single(np.full(n, side))}), PLAIN)
     assert frame["position"].iloc[20] == side
     # long pays positive funding (receives negative), short the reverse
     assert frame["funding_pnl"].iloc[20] == -side * rate
@@ -282,7 +289,7 @@ def test_funding_sign_carry_and_no_price_pnl(carry_signal: float) -> None:
     market["funding"][[15, 40]] = [2e-3, -1e-3]
     experts = np.column_stack([np.zeros(n), np.full(n, carry_signal)])
     params = dataclasses.replace(PLAIN, lev_max=2.0, perp_fee_bps=5.0, slip_bps=1.0)
-    frame = run_portfolio(**market, **single(experts, gating=((0.5, 0.5),)), params=params, carry_col=1)
+    frame = run_portfolio(*engine_args({**market, **single(experts, gating=((0.5, 0.5),))}), params, 1)
     c = 0.5 * carry_signal
     assert frame["carry_position"].iloc[1:].eq(c).all()
     assert frame["position"].eq(0).all()
@@ -327,7 +334,7 @@ def test_throttle_engages_at_drawdown_with_hysteresis() -> None:
     market["open_"] = np.r_[price[0], price[:-1]]
     market["close"] = price
     params = dataclasses.replace(PLAIN, dd_max=0.2, k_min=0.25, rearm=0.5)
-    frame = run_portfolio(**market, **single(np.ones(n)), params=params)
+    frame = run_portfolio(*engine_args({**market, **single(np.ones(n))}), params)
     dd = frame["drawdown"].to_numpy()
     thr = frame["throttle"].to_numpy()
     raw = np.clip(1 - dd / 0.2, 0.25, 1.0)
@@ -357,13 +364,13 @@ def test_execution_lag_and_missing_bar() -> None:
     n = 40
     signal = np.zeros(n)
     signal[10:] = 1.0
-    frame = run_portfolio(**flat_market(n), **single(signal), params=PLAIN)
+    frame = run_portfolio(*engine_args({**flat_market(n), **single(signal)}), PLAIN)
     assert frame["target_position"].iloc[10] == 1.0
     assert (frame["position"].iloc[:11] == 0).all()
     assert frame["position"].iloc[11] == 1.0
     market = flat_market(n)
     market["tradable"][11] = False
-    frame = run_portfolio(**market, **single(signal), params=PLAIN)
+    frame = run_portfolio(*engine_args({**market, **single(signal)}), PLAIN)
     assert frame["position"].iloc[11] == 0 and frame["turnover"].iloc[11] == 0
     assert frame["position"].iloc[12] == 1.0
 
@@ -420,11 +427,11 @@ def test_gating_weights_sum_to_one(hard: bool) -> None:
 def test_bad_inputs_rejected() -> None:
     inputs = random_inputs(50, seed=1)
     with pytest.raises(ValueError, match="gating"):
-        run_portfolio(**{**inputs, "gating": inputs["gating"][:, :2]}, params=PortfolioParams())
+        run_portfolio(*engine_args({**inputs, "gating": inputs["gating"][:, :2]}), PortfolioParams())
     with pytest.raises(ValueError, match="carry_col"):
-        run_portfolio(**inputs, params=PortfolioParams(), carry_col=7)
+        run_portfolio(*engine_args(inputs), PortfolioParams(), carry_col=7)
     with pytest.raises(ValueError, match="params"):
-        run_portfolio(**inputs, params=np.zeros(3))
+        run_portfolio(*engine_args(inputs), np.zeros(3))
 
 
 # ---------------------------------------------------------------------------------------------------------- metrics

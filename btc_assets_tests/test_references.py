@@ -13,7 +13,7 @@ import pytest
 from btc_assets.config import PortfolioSettings
 from btc_assets.portfolio.horizon import horizon_sigma
 from btc_assets.portfolio.metrics import REFERENCES, frame_metrics, reference_runs, vol_targeted_buy_and_hold
-from btc_assets.portfolio.moe import Prices, engine_params, price_arrays
+from btc_assets.portfolio.tables import Prices, engine_params, price_arrays
 
 
 def seasonal_sigma(n: int, seed: int = 0) -> np.ndarray:

@@ -211,9 +211,10 @@ def test_out_of_sample_is_one_account_equal_to_one_reference_run(inputs: Path, t
     """The stitched test windows are one book: they equal one reference run over the concatenated test windows
     with each fold's parameters (per-bar gating and expert columns), and no fold restarts flat at equity 1."""
     from btc_assets.experts import BarArrays
+    from btc_assets.portfolio.engine import BookInputs
     from btc_assets.portfolio.layout import BAR_COLUMNS
-    from btc_assets.portfolio.moe import prepare_inputs
     from btc_assets.portfolio.reference import run_portfolio_reference
+    from btc_assets.portfolio.tables import prepare_inputs
     from btc_assets.wfa.objective import FoldObjective, SignalCache
     from btc_assets.wfa.run import _no_signals
 
@@ -229,21 +230,11 @@ def test_out_of_sample_is_one_account_equal_to_one_reference_run(inputs: Path, t
         params = StrategyParams.from_json(json.loads(row.params))
         gating = objective.load(params)
         test = objective.pieces["test"]
-        s = slice(test.start, test.stop)
-        pieces.append(
-            dict(
-                open_=objective.open_[s],
-                close=objective.close[s],
-                tradable=objective.tradable[s],
-                funding=objective.funding[s],
-                experts=objective.columns[s].copy(),
-                probs=objective.probs[s],
-                sigma_hat=objective.sigma_hat[s],
-                gating=np.repeat(gating[None], test.n, axis=0),
-            )
-        )
-    joined = {key: np.concatenate([p[key] for p in pieces]) for key in pieces[0]}
-    reference = run_portfolio_reference(**joined, params=objective.params, carry_col=joined["experts"].shape[1] - 1)
+        book = objective.book.rows(test.start, test.stop)
+        pieces.append((book._replace(experts=book.experts.copy()), np.repeat(gating[None], test.n, axis=0)))
+    joined = BookInputs(*(np.concatenate(arrays) for arrays in zip(*(book for book, _ in pieces), strict=True)))
+    per_bar = np.concatenate([g for _, g in pieces])
+    reference = run_portfolio_reference(joined, per_bar, objective.params, joined.n_experts - 1)
     oos = result.oos
     assert len(oos) == len(reference)
     np.testing.assert_allclose(

@@ -7,7 +7,7 @@ from btc_assets import plots
 from btc_assets.atomic import write_bytes_atomic
 from btc_assets.defs.resources import ProjectHome, Study
 from btc_assets.evaluation import attribution
-from btc_assets.portfolio.moe import compute_portfolio, prepare_inputs
+from btc_assets.portfolio.tables import compute_portfolio, prepare_inputs
 
 GROUP = "portfolio"
 COMPUTED_BY = {"moe_portfolio": (("btc_assets.portfolio", "btc_assets.evaluation.attribution"), ("portfolio",))}
@@ -52,7 +52,7 @@ def moe_portfolio(
         title="Out-of-sample equity and drawdown (fees per leg, slippage, funding, borrowing)",
     )
     shaded = plots.regime_shaded_price(
-        market_bars["timestamp"], inputs.close, inputs.probs, phase_labels(regime_phases)
+        market_bars["timestamp"], inputs.book.close, inputs.book.probs, phase_labels(regime_phases)
     )
     out = run.frame.reset_index(names="timestamp")
     columns = [
@@ -95,7 +95,7 @@ def moe_portfolio(
 
 def phase_labels(regime_phases: pd.DataFrame) -> list[str]:
     """One label per phase index: the names the refits gave it (e.g. ``crash/breakout`` when both occur)."""
-    names = regime_phases.sort_values("refit").groupby("phase")["name"].agg(lambda s: "/".join(dict.fromkeys(s)))
+    names = regime_phases.sort_values("fold").groupby("phase")["name"].agg(lambda s: "/".join(dict.fromkeys(s)))
     return names.sort_index().tolist()
 
 

@@ -34,13 +34,13 @@ def regimes(context: dg.AssetExecutionContext, study: Study, market_bars: pd.Dat
     profile = study.profile
     fit = compute_regimes(market_bars, volatility, profile.schedule, profile.regimes)
     refits = fit.refits
-    phases = fit.phases.merge(refits, on="refit", how="left")
+    phases = fit.phases.merge(refits, on="fold", how="left")
     context.log.info(
         f"{len(refits)} refits in {refits['seconds'].sum():.1f} s; phases: {refits['phase_names'].iloc[-1]}"
     )
     summary = refits[
         [
-            "refit",
+            "fold",
             "train_end",
             "n_train",
             "iterations",
@@ -51,7 +51,7 @@ def regimes(context: dg.AssetExecutionContext, study: Study, market_bars: pd.Dat
             "phase_names",
         ]
     ]
-    last = fit.phases[fit.phases["refit"] == refits["refit"].iloc[-1]]
+    last = fit.phases[fit.phases["fold"] == refits["fold"].iloc[-1]]
     yield dg.Output(
         fit.probabilities,
         output_name="regime_probabilities",

@@ -27,8 +27,8 @@ Conventions
   gross_c = P_c(t−1)·gap_t + P_c(t)·intra_t (directional columns), basis_c = P_c(t−1)·(gap_t − spot_gap_t) +
   P_c(t)·(intra_t − spot_intra_t) and borrowing_c = borrow_cost_t·share_c (carry column), funding_c =
   −P_c(t)·funding_t (every column). gap and intra are recomputed from the price arrays the engine used
-  (:func:`market_moves`; ``moe.price_arrays``): price_pnl alone cannot be split at a fill, where d_old·gap + d_new·intra
-  has two unknowns. The directional fees and slippage (``fee_cost − carry_fee_cost``, ``slippage_cost −
+  (:func:`market_moves`; ``tables.price_arrays``): price_pnl alone cannot be split at a fill, where d_old·gap +
+  d_new·intra has two unknowns. The directional fees and slippage (``fee_cost − carry_fee_cost``, ``slippage_cost −
   carry_slippage_cost``) go to the directional columns in proportion to |contrib_j(t) − contrib_j(t−1)| (if that
   is 0 while a cost is not, to |contrib_j(t)|), and within a column to its cells in proportion to |P_c(t) −
   P_c(t−1)| (else |P_c(t)|); the carry legs' fees and slippage to the carry column's cells alike. Whatever is
@@ -55,7 +55,7 @@ import pandas as pd
 from btc_assets import experts
 from btc_assets.config import EXPERTS, PortfolioSettings
 from btc_assets.portfolio.metrics import BARS_PER_YEAR
-from btc_assets.portfolio.moe import EngineInputs, price_arrays
+from btc_assets.portfolio.tables import EngineInputs, price_arrays
 from btc_assets.wfa.space import DIRECTIONAL, StrategyParams, column_names
 
 COMPONENTS: tuple[str, ...] = ("gross", "basis", "funding", "fees", "slippage", "borrowing")
@@ -396,15 +396,16 @@ def moe_splits(
 def moe_attribution(
     frame: pd.DataFrame, inputs: EngineInputs, settings: PortfolioSettings, phases: Sequence[str] | None = None
 ) -> Attribution:
-    """The attribution of the default mixture's run (``moe.compute_portfolio``'s frame over ``inputs``' grid) over
+    """The attribution of the default mixture's run (``tables.compute_portfolio``'s frame over ``inputs``' grid) over
     its out-of-sample bars (from ``inputs.first_known``); columns = :data:`btc_assets.config.EXPERTS`."""
     start = inputs.first_known
     labels = phase_names(len(settings.gating), phases)
-    moves = market_moves(inputs.open_, inputs.close, inputs.funding, inputs.spot_open, inputs.spot_close)
-    splits = moe_splits(inputs.probs, np.asarray(settings.gating), EXPERTS, settings.hard_switch, labels)
+    book = inputs.book
+    moves = market_moves(book.open_, book.close, book.funding, book.spot_open, book.spot_close)
+    splits = moe_splits(book.probs, np.asarray(settings.gating), EXPERTS, settings.hard_switch, labels)
     cells = attribute(frame, moves, splits, carry="carry", start=start)
     n = len(frame) - start
-    return Attribution(cells, phase_time_share(inputs.probs[start:], labels), n / BARS_PER_YEAR)
+    return Attribution(cells, phase_time_share(book.probs[start:], labels), n / BARS_PER_YEAR)
 
 
 # ------------------------------------------------------------------------------------------- the walk-forward book
@@ -505,7 +506,7 @@ def wfa_attribution(
     lines: experts.LineCache | None = None,
 ) -> Attribution:
     """The attribution of one seed's stitched out-of-sample book (``wfa_results``, its ``wfa_folds``) on the
-    ``market_bars`` grid, with the prices and funding the engine used (``moe.price_arrays`` with ``portfolio``)."""
+    ``market_bars`` grid, with the prices and funding the engine used (``tables.price_arrays`` with ``portfolio``)."""
     oos = oos.sort_values("timestamp", kind="stable").reset_index(drop=True)
     params = fold_parameters(folds)
     labels = phase_names(len(next(iter(params.values())).phases), phases)

@@ -100,7 +100,7 @@ from btc_assets.portfolio.metrics import (
     frame_metrics,
     reference_runs,
 )
-from btc_assets.portfolio.moe import engine_params, leverage_sigma, price_arrays
+from btc_assets.portfolio.tables import engine_params, leverage_sigma, price_arrays
 
 TARGET_MONTHLY = 0.05  # the original study's goal
 # The original system's figures as another study reported them (conventions unknown; not measured here).

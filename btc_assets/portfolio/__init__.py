@@ -1,8 +1,9 @@
 """Stage 4: the portfolio backtest (volatility-targeted mixture of experts) and its metrics (no Dagster here).
 
-``engine`` holds the per-bar backtest (:func:`run_portfolio`, :func:`backtest_score`: the parameters, the carried
-state and the wrappers), ``_kernel`` its numba kernels, ``reference`` the pandas reference the tests hold them to and
-``layout`` the column layouts of their arrays;
+``engine`` holds the per-bar backtest (:func:`run_portfolio`, :func:`backtest_score`: the parameters, the inputs
+object :class:`BookInputs`, the carried state and the wrappers), ``_kernel`` its numba kernels, ``reference`` the
+pandas reference the tests hold them to and ``layout`` the column layouts of their arrays (:class:`Param`,
+:class:`Bar`, :class:`State`);
 ``metrics`` the performance summary and the buy-and-hold references on the same bars (spot, perp, vol-targeted);
 ``horizon`` the daily-horizon volatility that sets the vol-targeted reference's leverage.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from btc_assets.portfolio._kernel import gating_weights
 from btc_assets.portfolio.engine import (
+    BookInputs,
     PortfolioParams,
     Score,
     backtest_score,
@@ -19,7 +21,7 @@ from btc_assets.portfolio.engine import (
     run_portfolio_arrays,
 )
 from btc_assets.portfolio.horizon import horizon_sigma
-from btc_assets.portfolio.layout import BAR_COLUMNS, N_PARAMS
+from btc_assets.portfolio.layout import BAR_COLUMNS, N_PARAMS, Bar, Param, State
 from btc_assets.portfolio.metrics import (
     REFERENCES,
     buy_and_hold_perp,
@@ -34,8 +36,12 @@ __all__ = [
     "BAR_COLUMNS",
     "N_PARAMS",
     "REFERENCES",
+    "Bar",
+    "BookInputs",
+    "Param",
     "PortfolioParams",
     "Score",
+    "State",
     "backtest_score",
     "buy_and_hold_perp",
     "buy_and_hold_spot",

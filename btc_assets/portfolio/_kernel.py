@@ -6,63 +6,12 @@ tests hold these kernels to in :mod:`.reference`.
 from __future__ import annotations
 
 import math
+from enum import IntEnum
 
 import numpy as np
 from numba import njit
 
-from btc_assets.portfolio.layout import (
-    B_BASIS_PNL,
-    B_BORROW,
-    B_CARRY,
-    B_CARRY_FEE,
-    B_CARRY_SLIP,
-    B_DRAWDOWN,
-    B_EQUITY,
-    B_FEE,
-    B_FUNDING,
-    B_LEVERAGE,
-    B_POSITION,
-    B_PRICE_PNL,
-    B_RETURN,
-    B_SLIP,
-    B_TARGET_CARRY,
-    B_TARGET_POSITION,
-    B_THROTTLE,
-    B_TURNOVER,
-    N_STATE,
-    P_BAND,
-    P_BAND_REL,
-    P_BORROW_RATE,
-    P_DD_MAX,
-    P_DECISION_HOURS,
-    P_HARD_SWITCH,
-    P_K_MIN,
-    P_LEV_MAX,
-    P_PERP_FEE_BPS,
-    P_REARM,
-    P_RUIN_FLOOR,
-    P_SLIP_BPS,
-    P_SLIP_VOL_COEF,
-    P_SPOT_FEE_BPS,
-    P_VOL_TARGET,
-    P_VOL_TARGETING,
-    S_CARRY,
-    S_CLOSE,
-    S_EQUITY,
-    S_ORDER_CARRY,
-    S_ORDER_POSITION,
-    S_PEAK,
-    S_PENDING,
-    S_POSITION,
-    S_RUINED,
-    S_SIGMA,
-    S_SINCE,
-    S_SINCE_CARRY,
-    S_SPOT_CLOSE,
-    S_STARTED,
-    S_THR_TRADE,
-    S_THROTTLE,
-)
+from btc_assets.portfolio.layout import N_STATE, Bar, Param, State
 
 _BLOCK = 256  # bars per block: the path-independent pass over a block runs ahead of its sequential equity loop
 
@@ -159,35 +108,39 @@ def _transpose_rows(src, t0, m, dst):  # pragma: no cover - compiled
             j += 1
 
 
-# Rows of the per-block scratch of the kernel (one column per bar of the block).
-_R_SD = 0  # lev_t · Σ_{e≠carry} w_e·x_e; NaN when no position can be taken (probs unknown, sigma invalid)
-_R_SC = 1  # carry signal w_carry·x_carry (0 when no position can be taken)
-_R_LEV = 2  # lev_t
-_R_GAP = 3  # open_t / close_{t-1} − 1
-_R_BARF = 4  # (close_t / open_t − 1) − funding_t
-_R_SLIP = 5  # slippage rate of a fill at t (decided at the close of t − 1)
-_R_COST = 6  # fee rate + slippage rate of a fill at t
-_R_KNOWN = 7  # the sum of the probabilities: NaN iff probs[t] has a NaN
-_R_W = 8  # the weight row of one expert (score mode)
-_R_PMAX = 9  # hard switch: the largest probability so far
-_R_BEST = 10  # hard switch: its regime (as a float)
-_R_GAPB = 11  # basis gap: (open_t / close_{t-1} − 1) − (spot_open_t / spot_close_{t-1} − 1)
-_R_BARB = 12  # basis intrabar: (close_t / open_t − 1) − (spot_close_t / spot_open_t − 1)
-_R_INTRA = 13  # close_t / open_t − 1 (the price P&L of the full outputs)
-_N_ROWS = 14
+class _Row(IntEnum):
+    """Rows of the per-block scratch of the kernel (one column per bar of the block)."""
+
+    SD = 0  # lev_t · Σ_{e≠carry} w_e·x_e; NaN when no position can be taken (probs unknown, sigma invalid)
+    SC = 1  # carry signal w_carry·x_carry (0 when no position can be taken)
+    LEV = 2  # lev_t
+    GAP = 3  # open_t / close_{t-1} − 1
+    BARF = 4  # (close_t / open_t − 1) − funding_t
+    SLIP = 5  # slippage rate of a fill at t (decided at the close of t − 1)
+    COST = 6  # fee rate + slippage rate of a fill at t
+    KNOWN = 7  # the sum of the probabilities: NaN iff probs[t] has a NaN
+    W = 8  # the weight row of one expert (score mode)
+    PMAX = 9  # hard switch: the largest probability so far
+    BEST = 10  # hard switch: its regime (as a float)
+    GAPB = 11  # basis gap: (open_t / close_{t-1} − 1) − (spot_open_t / spot_close_{t-1} − 1)
+    BARB = 12  # basis intrabar: (close_t / open_t − 1) − (spot_close_t / spot_open_t − 1)
+    INTRA = 13  # close_t / open_t − 1 (the price P&L of the full outputs)
+
+
+_N_ROWS = len(_Row)
 
 # The block passes below compute everything that does not depend on the equity path, for the bars t of a block
-# [t0, t0 + m) (column i = t − t0 of the ``buf`` rows ``_R_*``). No dependency across bars: the block is transposed
-# into p_b (K, B) and x_b (E, B) so that the loops over bars run on contiguous rows (vectorised).
+# [t0, t0 + m) (column i = t − t0 of the ``buf`` rows, :class:`_Row`). No dependency across bars: the block is
+# transposed into p_b (K, B) and x_b (E, B) so that the loops over bars run on contiguous rows (vectorised).
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _block_known(probs, sigma_hat, vol_targeting, t0, m, buf, p_b):  # pragma: no cover - compiled
-    """Transpose probs into p_b and fill ``_R_KNOWN``; returns the number of bars where a position can be taken
+    """Transpose probs into p_b and fill ``_Row.KNOWN``; returns the number of bars where a position can be taken
     (probs known and, with vol targeting, sigma_hat > 0)."""
     K = probs.shape[1]
     _transpose_rows(probs, t0, m, p_b)
-    known = buf[_R_KNOWN]
+    known = buf[_Row.KNOWN]
     for i in range(m):
         known[i] = 0.0
     k = 0
@@ -228,11 +181,11 @@ def _mix_row(we, xe, is_carry, m, sd, sc):  # pragma: no cover - compiled
 def _soft_mix_fixed(p_b, gating, x_b, carry_col, m, buf, w_b, full, K):  # pragma: no cover - compiled
     """The soft case of :func:`_mix` for a literal number of regimes K (a constant once inlined): one pass over
     the bars per expert, the weight summed in a register."""
-    sd = buf[_R_SD]
-    sc = buf[_R_SC]
+    sd = buf[_Row.SD]
+    sc = buf[_Row.SC]
     for e in range(x_b.shape[0]):
         xe = x_b[e]
-        we = w_b[e] if full else buf[_R_W]
+        we = w_b[e] if full else buf[_Row.W]
         if e == carry_col:
             for i in range(m):
                 w = 0.0
@@ -256,18 +209,18 @@ def _soft_mix_fixed(p_b, gating, x_b, carry_col, m, buf, w_b, full, K):  # pragm
 @njit(cache=True, nogil=True, error_model="numpy")
 def _mix(p_b, x_b, gating, carry_col, hard, m, buf, w_b, full):  # pragma: no cover - compiled
     """Gating weights of the block (into w_b (E, B) with ``full``, else one scratch row at a time) and the mix:
-    ``_R_SD`` = Σ_{e≠carry} w_e·x_e, ``_R_SC`` = w_carry·x_carry. Each weight is 0 + Σ_k p_k·g_ke in index
+    ``_Row.SD`` = Σ_{e≠carry} w_e·x_e, ``_Row.SC`` = w_carry·x_carry. Each weight is 0 + Σ_k p_k·g_ke in index
     order, as in :func:`_gating_weights_row`. Not inlined, like :func:`_transpose_rows`."""
     E = x_b.shape[0]
     K = gating.shape[0]
-    sd = buf[_R_SD]
-    sc = buf[_R_SC]
+    sd = buf[_Row.SD]
+    sc = buf[_Row.SC]
     for i in range(m):
         sd[i] = 0.0
         sc[i] = 0.0
     if hard:  # first maximum of each column, as selects over the rows (same comparisons as a scan of the row)
-        pmax = buf[_R_PMAX]
-        best = buf[_R_BEST]
+        pmax = buf[_Row.PMAX]
+        best = buf[_Row.BEST]
         p0 = p_b[0]
         for i in range(m):
             pmax[i] = p0[i]
@@ -280,7 +233,7 @@ def _mix(p_b, x_b, gating, carry_col, hard, m, buf, w_b, full):  # pragma: no co
                 pmax[i] = pk[i] if up else pmax[i]
                 best[i] = kf if up else best[i]
         for e in range(E):
-            we = w_b[e] if full else buf[_R_W]
+            we = w_b[e] if full else buf[_Row.W]
             g = gating[0, e]
             for i in range(m):
                 we[i] = g
@@ -310,7 +263,7 @@ def _mix(p_b, x_b, gating, carry_col, hard, m, buf, w_b, full):  # pragma: no co
         _soft_mix_fixed(p_b, gating, x_b, carry_col, m, buf, w_b, full, 8)
     else:
         for e in range(E):
-            we = w_b[e] if full else buf[_R_W]
+            we = w_b[e] if full else buf[_Row.W]
             for i in range(m):
                 we[i] = 0.0
             k = 0
@@ -354,21 +307,21 @@ def _block_signal(
     full,
     out_weights,
 ):  # pragma: no cover - compiled
-    """Fill ``_R_SD``, ``_R_SC`` and ``_R_LEV`` (after :func:`_block_known`); with ``full`` the gating weights also
-    go to ``out_weights`` (NaN rows when unknown)."""
+    """Fill the rows SD, SC and LEV (after :func:`_block_known`); with ``full`` the gating weights also go to
+    ``out_weights`` (NaN rows when unknown)."""
     E = experts.shape[1]
     _transpose_rows(experts, t0, m, x_b)
     _mix(p_b, x_b, gating, carry_col, hard, m, buf, w_b, full)
-    known = buf[_R_KNOWN]
-    sd = buf[_R_SD]
-    sc = buf[_R_SC]
+    known = buf[_Row.KNOWN]
+    sd = buf[_Row.SD]
+    sc = buf[_Row.SC]
     if full:
         for i in range(m):
             ok = not math.isnan(known[i])
             for e in range(E):
                 out_weights[t0 + i, e] = w_b[e, i] if ok else np.nan
     # Views of the block indexed from 0 (a non-negative index needs no wrap-around, so the loops vectorise).
-    lev_b = buf[_R_LEV]
+    lev_b = buf[_Row.LEV]
     sig_v = sigma_hat[t0 : t0 + m]
     if vol_targeting:  # selects only (the division is harmless where its result is not used)
         for i in range(m):
@@ -388,11 +341,17 @@ def _block_signal(
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _block_prices(
-    open_, close, spot_open, spot_close, funding, slip_sigma, fee_rate, slip_bps, slip_coef, t0, m, buf
-):  # pragma: no cover - compiled
-    """Fill ``_R_GAP``, ``_R_BARF``, ``_R_GAPB``, ``_R_BARB``, ``_R_INTRA``, ``_R_SLIP`` and ``_R_COST`` (bar 0,
-    which has no previous close nor fill, keeps its column unset)."""
+def _block_prices(inputs, fee_rate, slip_bps, slip_coef, t0, m, buf):  # pragma: no cover - compiled
+    """Fill the rows GAP, BARF, GAPB, BARB, INTRA, SLIP and COST from the prices, funding and slippage volatility of
+    ``inputs`` (bar 0, which has no previous close nor fill, keeps its column unset)."""
+    open_, close, spot_open, spot_close, funding, slip_sigma = (
+        inputs.open_,
+        inputs.close,
+        inputs.spot_open,
+        inputs.spot_close,
+        inputs.funding,
+        inputs.slip_sigma,
+    )
     s = 1 if t0 == 0 else 0
     t1 = t0 + m
     open_v = open_[t0 + s : t1]
@@ -403,13 +362,13 @@ def _block_prices(
     sprev_v = spot_close[t0 + s - 1 : t1 - 1]
     fund_v = funding[t0 + s : t1]
     sig_prev = slip_sigma[t0 + s - 1 : t1 - 1]  # the slippage of a fill at t is known at the close of t − 1
-    gap_v = buf[_R_GAP, s:m]
-    barf_v = buf[_R_BARF, s:m]
-    gapb_v = buf[_R_GAPB, s:m]
-    barb_v = buf[_R_BARB, s:m]
-    intra_v = buf[_R_INTRA, s:m]
-    slip_v = buf[_R_SLIP, s:m]
-    cost_v = buf[_R_COST, s:m]
+    gap_v = buf[_Row.GAP, s:m]
+    barf_v = buf[_Row.BARF, s:m]
+    gapb_v = buf[_Row.GAPB, s:m]
+    barb_v = buf[_Row.BARB, s:m]
+    intra_v = buf[_Row.INTRA, s:m]
+    slip_v = buf[_Row.SLIP, s:m]
+    cost_v = buf[_Row.COST, s:m]
     for i in range(m - s):
         o = open_v[i]
         gap = o / prev_v[i] - 1.0
@@ -434,12 +393,12 @@ def _block_all_finite(funding, fee_rate, t0, m, buf):  # pragma: no cover - comp
     """Whether the price, funding and cost terms of the block are all finite (and the fee rate): then a bar with
     no position, old or new, earns exactly ±0 and pays exactly 0."""
     fund_v = funding[t0 : t0 + m]
-    gap_b = buf[_R_GAP]
-    barf_b = buf[_R_BARF]
-    gapb_b = buf[_R_GAPB]
-    barb_b = buf[_R_BARB]
-    slip_b = buf[_R_SLIP]
-    cost_b = buf[_R_COST]
+    gap_b = buf[_Row.GAP]
+    barf_b = buf[_Row.BARF]
+    gapb_b = buf[_Row.GAPB]
+    barb_b = buf[_Row.BARB]
+    slip_b = buf[_Row.SLIP]
+    cost_b = buf[_Row.COST]
     bad = 0
     for i in range(m):
         s = (
@@ -457,49 +416,33 @@ def _block_all_finite(funding, fee_rate, t0, m, buf):  # pragma: no cover - comp
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _simulate_impl(
-    open_,
-    close,
-    spot_open,
-    spot_close,
-    tradable,
-    funding,
-    experts,
-    probs,
-    gating,
-    sigma_hat,
-    slip_sigma,
-    params,
-    carry_col,
-    state,
-    out_bar,
-    out_contrib,
-    out_weights,
-    full,
+    inputs, gating, params, carry_col, state, out_bar, out_contrib, out_weights, full
 ):  # pragma: no cover - compiled
-    """The per-bar loop (module docstring). Fills the outputs when ``full`` (a constant of each caller, so the
-    score-only loop carries none of the output code). Starts from ``state`` and writes the final state into it.
-    Returns the :class:`Score` fields as a tuple.
+    """The per-bar loop (module docstring) over ``inputs`` (a :class:`~.engine.BookInputs`). Fills the outputs
+    when ``full`` (a constant of each caller, so the score-only loop carries none of the output code). Starts from
+    ``state`` and writes the final state into it. Returns the :class:`~.engine.Score` fields as a tuple.
     """
+    open_, close, spot_open, spot_close, tradable, funding, experts, probs, sigma_hat, slip_sigma = inputs
     n = close.shape[0]
     E = experts.shape[1]
-    vol_target = params[P_VOL_TARGET]
-    lev_max = params[P_LEV_MAX]
-    vol_targeting = params[P_VOL_TARGETING] != 0.0
-    dd_max = params[P_DD_MAX]
-    k_min = params[P_K_MIN]
-    rearm_dd = params[P_REARM] * dd_max
-    band = params[P_BAND]
-    band_rel = params[P_BAND_REL]
-    hold = params[P_DECISION_HOURS]
-    fee_rate = params[P_PERP_FEE_BPS] * 1e-4  # the directional leg and the carry's perp leg
-    spot_fee_rate = params[P_SPOT_FEE_BPS] * 1e-4  # the carry's spot leg
+    vol_target = params[Param.VOL_TARGET]
+    lev_max = params[Param.LEV_MAX]
+    vol_targeting = params[Param.VOL_TARGETING] != 0.0
+    dd_max = params[Param.DD_MAX]
+    k_min = params[Param.K_MIN]
+    rearm_dd = params[Param.REARM] * dd_max
+    band = params[Param.BAND]
+    band_rel = params[Param.BAND_REL]
+    hold = params[Param.DECISION_HOURS]
+    fee_rate = params[Param.PERP_FEE_BPS] * 1e-4  # the directional leg and the carry's perp leg
+    spot_fee_rate = params[Param.SPOT_FEE_BPS] * 1e-4  # the carry's spot leg
     half_fees = 0.5 * (fee_rate + spot_fee_rate)  # carry fee per unit of carry turnover (2·|Δc|)
-    borrow_h = params[P_BORROW_RATE] / 8760.0  # per hour, on the notional of a short spot leg (c > 0)
-    slip_bps = params[P_SLIP_BPS]
-    slip_coef = params[P_SLIP_VOL_COEF]
-    hard = params[P_HARD_SWITCH] != 0.0
+    borrow_h = params[Param.BORROW_RATE] / 8760.0  # per hour, on the notional of a short spot leg (c > 0)
+    slip_bps = params[Param.SLIP_BPS]
+    slip_coef = params[Param.SLIP_VOL_COEF]
+    hard = params[Param.HARD_SWITCH] != 0.0
     # equity (>= 0 or NaN) < ruin_level  <=>  equity < ruin_floor or equity <= 0 (5e-324: the smallest double > 0)
-    ruin_level = params[P_RUIN_FLOOR] if params[P_RUIN_FLOOR] > 5e-324 else 5e-324
+    ruin_level = params[Param.RUIN_FLOOR] if params[Param.RUIN_FLOOR] > 5e-324 else 5e-324
     throttled = dd_max > 0.0
     inv_dd_max = 1.0 / dd_max if throttled else 0.0
 
@@ -509,28 +452,28 @@ def _simulate_impl(
     w_b = np.empty((E if full else 0, _BLOCK))
     comp = np.zeros(E)  # contributions of the pending order (full mode only)
     cur = np.zeros(E)  # contributions of the held position (full mode only)
-    carried = state[S_STARTED] != 0.0
-    equity = state[S_EQUITY]
-    peak = state[S_PEAK]
+    carried = state[State.STARTED] != 0.0
+    equity = state[State.EQUITY]
+    peak = state[State.PEAK]
     inv_peak = 1.0 / peak
     raw_base = 1.0 - inv_dd_max
     raw_slope = inv_peak * inv_dd_max
-    thr = state[S_THROTTLE]
-    d = state[S_POSITION]
-    c = state[S_CARRY]
-    new_d = state[S_ORDER_POSITION]
-    new_c = state[S_ORDER_CARRY]
-    pending = state[S_PENDING] != 0.0
-    since = state[S_SINCE]
-    since_c = state[S_SINCE_CARRY]
-    thr_trade = state[S_THR_TRADE]
+    thr = state[State.THROTTLE]
+    d = state[State.POSITION]
+    c = state[State.CARRY]
+    new_d = state[State.ORDER_POSITION]
+    new_c = state[State.ORDER_CARRY]
+    pending = state[State.PENDING] != 0.0
+    since = state[State.SINCE]
+    since_c = state[State.SINCE_CARRY]
+    thr_trade = state[State.THR_TRADE]
     if full and carried:
         for e in range(E):
             cur[e] = state[N_STATE + e]
             comp[e] = state[N_STATE + E + e]
     # Positions are finite when lev_max is (clipped to ±lev_max): a held position then earns the no-turnover sum.
     always_fill = full or not (abs(lev_max) < math.inf)
-    ruined = state[S_RUINED] != 0.0
+    ruined = state[State.RUINED] != 0.0
     if ruined:
         ruin_level = -math.inf
     sum_ret = 0.0
@@ -544,26 +487,24 @@ def _simulate_impl(
         t1 = min(n, t0 + _BLOCK)
         m = t1 - t0
         n_signal = _block_known(probs, sigma_hat, vol_targeting, t0, m, buf, p_b)
-        _block_prices(
-            open_, close, spot_open, spot_close, funding, slip_sigma, fee_rate, slip_bps, slip_coef, t0, m, buf
-        )
+        _block_prices(inputs, fee_rate, slip_bps, slip_coef, t0, m, buf)
         if t0 == 0 and carried:  # bar 0 continues the previous run: its gap and fill use the state's closes
             o = open_[0]
-            gap = o / state[S_CLOSE] - 1.0
+            gap = o / state[State.CLOSE] - 1.0
             intra = close[0] / o - 1.0
             so = spot_open[0]
-            buf[_R_GAP, 0] = gap
-            buf[_R_INTRA, 0] = intra
-            buf[_R_BARF, 0] = intra - funding[0]
-            buf[_R_GAPB, 0] = gap - (so / state[S_SPOT_CLOSE] - 1.0)
-            buf[_R_BARB, 0] = intra - (spot_close[0] / so - 1.0)
-            sig = state[S_SIGMA]
+            buf[_Row.GAP, 0] = gap
+            buf[_Row.INTRA, 0] = intra
+            buf[_Row.BARF, 0] = intra - funding[0]
+            buf[_Row.GAPB, 0] = gap - (so / state[State.SPOT_CLOSE] - 1.0)
+            buf[_Row.BARB, 0] = intra - (spot_close[0] / so - 1.0)
+            sig = state[State.SIGMA]
             slip = slip_bps
             if sig == sig:
                 slip += slip_coef * sig
             slip_rate = slip * 1e-4
-            buf[_R_SLIP, 0] = slip_rate
-            buf[_R_COST, 0] = fee_rate + slip_rate
+            buf[_Row.SLIP, 0] = slip_rate
+            buf[_Row.COST, 0] = fee_rate + slip_rate
         # A block where no position can be taken, entered flat with no pending order, changes nothing (each bar
         # earns ±0: equity, peak, drawdown, throttle and the sums stay as they are; t0 > 0: bar 0 sets the
         # throttle; the decision interval's count only grows, and a flat book is never held back by it).
@@ -599,16 +540,16 @@ def _simulate_impl(
             full,
             out_weights,
         )
-        sd_b = buf[_R_SD]
+        sd_b = buf[_Row.SD]
         if ruined:  # no position can be taken any more
             sd_b[:] = np.nan
-        sc_b = buf[_R_SC]
-        gap_b = buf[_R_GAP]
-        barf_b = buf[_R_BARF]
-        gapb_b = buf[_R_GAPB]
-        barb_b = buf[_R_BARB]
-        slip_b = buf[_R_SLIP]
-        cost_b = buf[_R_COST]
+        sc_b = buf[_Row.SC]
+        gap_b = buf[_Row.GAP]
+        barf_b = buf[_Row.BARF]
+        gapb_b = buf[_Row.GAPB]
+        barb_b = buf[_Row.BARB]
+        slip_b = buf[_Row.SLIP]
+        cost_b = buf[_Row.COST]
         tradable_v = tradable[t0:t1]
         funding_v = funding[t0:t1]
         first = 1 if (t0 == 0 and not carried) else 0  # bar 0 of a fresh book has no fill nor return
@@ -657,7 +598,7 @@ def _simulate_impl(
                         carry_slip = turn_c * slip_rate
                         fee = turn_d * fee_rate + carry_fee
                         slip = turn * slip_rate
-                        price = d_old * gap_b[i] + d * buf[_R_INTRA, i]
+                        price = d_old * gap_b[i] + d * buf[_Row.INTRA, i]
                         basis = c_old * gapb_b[i] + c * barb_b[i]
                     else:
                         fee = turn_d * fee_rate + turn_c * half_fees
@@ -703,7 +644,7 @@ def _simulate_impl(
                 td = min(lev_max, max(-lev_max, td_raw))
                 tc = sc_b[i]
                 if full:
-                    scale = buf[_R_LEV, i] * thr
+                    scale = buf[_Row.LEV, i] * thr
                     if td != td_raw:
                         scale = scale * (lev_max / abs(td_raw))
                     t = t0 + i
@@ -752,45 +693,45 @@ def _simulate_impl(
             total_cost += (fee + slip) + borrow
             if full:
                 t = t0 + i
-                out_bar[t, B_POSITION] = d
-                out_bar[t, B_CARRY] = c
-                out_bar[t, B_TURNOVER] = turn
-                out_bar[t, B_FEE] = fee
-                out_bar[t, B_SLIP] = slip
-                out_bar[t, B_FUNDING] = fund
-                out_bar[t, B_RETURN] = ret
-                out_bar[t, B_EQUITY] = equity
-                out_bar[t, B_DRAWDOWN] = dd
-                out_bar[t, B_LEVERAGE] = buf[_R_LEV, i]
-                out_bar[t, B_THROTTLE] = thr
-                out_bar[t, B_TARGET_POSITION] = td
-                out_bar[t, B_TARGET_CARRY] = tc
-                out_bar[t, B_PRICE_PNL] = price
-                out_bar[t, B_BASIS_PNL] = basis
-                out_bar[t, B_BORROW] = borrow
-                out_bar[t, B_CARRY_FEE] = carry_fee
-                out_bar[t, B_CARRY_SLIP] = carry_slip
+                out_bar[t, Bar.POSITION] = d
+                out_bar[t, Bar.CARRY_POSITION] = c
+                out_bar[t, Bar.TURNOVER] = turn
+                out_bar[t, Bar.FEE_COST] = fee
+                out_bar[t, Bar.SLIPPAGE_COST] = slip
+                out_bar[t, Bar.FUNDING_PNL] = fund
+                out_bar[t, Bar.BAR_RETURN] = ret
+                out_bar[t, Bar.EQUITY] = equity
+                out_bar[t, Bar.DRAWDOWN] = dd
+                out_bar[t, Bar.LEVERAGE] = buf[_Row.LEV, i]
+                out_bar[t, Bar.THROTTLE] = thr
+                out_bar[t, Bar.TARGET_POSITION] = td
+                out_bar[t, Bar.TARGET_CARRY] = tc
+                out_bar[t, Bar.PRICE_PNL] = price
+                out_bar[t, Bar.BASIS_PNL] = basis
+                out_bar[t, Bar.BORROW_COST] = borrow
+                out_bar[t, Bar.CARRY_FEE_COST] = carry_fee
+                out_bar[t, Bar.CARRY_SLIPPAGE_COST] = carry_slip
                 for e in range(E):
                     out_contrib[t, e] = cur[e]
                 if carry_col >= 0:
                     out_contrib[t, carry_col] = c
     if n > 0:
-        state[S_STARTED] = 1.0
-        state[S_EQUITY] = equity
-        state[S_PEAK] = peak
-        state[S_THROTTLE] = thr
-        state[S_POSITION] = d
-        state[S_CARRY] = c
-        state[S_ORDER_POSITION] = new_d
-        state[S_ORDER_CARRY] = new_c
-        state[S_PENDING] = 1.0 if pending else 0.0
-        state[S_RUINED] = 1.0 if ruined else 0.0
-        state[S_CLOSE] = close[n - 1]
-        state[S_SIGMA] = slip_sigma[n - 1]
-        state[S_SPOT_CLOSE] = spot_close[n - 1]
-        state[S_SINCE] = since
-        state[S_SINCE_CARRY] = since_c
-        state[S_THR_TRADE] = thr_trade
+        state[State.STARTED] = 1.0
+        state[State.EQUITY] = equity
+        state[State.PEAK] = peak
+        state[State.THROTTLE] = thr
+        state[State.POSITION] = d
+        state[State.CARRY] = c
+        state[State.ORDER_POSITION] = new_d
+        state[State.ORDER_CARRY] = new_c
+        state[State.PENDING] = 1.0 if pending else 0.0
+        state[State.RUINED] = 1.0 if ruined else 0.0
+        state[State.CLOSE] = close[n - 1]
+        state[State.SIGMA] = slip_sigma[n - 1]
+        state[State.SPOT_CLOSE] = spot_close[n - 1]
+        state[State.SINCE] = since
+        state[State.SINCE_CARRY] = since_c
+        state[State.THR_TRADE] = thr_trade
         if full:
             for e in range(E):
                 state[N_STATE + e] = cur[e]
@@ -801,83 +742,14 @@ def _simulate_impl(
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _simulate_full(
-    open_,
-    close,
-    spot_open,
-    spot_close,
-    tradable,
-    funding,
-    experts,
-    probs,
-    gating,
-    sigma_hat,
-    slip_sigma,
-    params,
-    carry_col,
-    state,
-    out_bar,
-    out_contrib,
-    out_weights,
+    inputs, gating, params, carry_col, state, out_bar, out_contrib, out_weights
 ):  # pragma: no cover - compiled
     """:func:`_simulate_impl` filling the per-bar outputs (n rows each)."""
-    return _simulate_impl(
-        open_,
-        close,
-        spot_open,
-        spot_close,
-        tradable,
-        funding,
-        experts,
-        probs,
-        gating,
-        sigma_hat,
-        slip_sigma,
-        params,
-        carry_col,
-        state,
-        out_bar,
-        out_contrib,
-        out_weights,
-        True,
-    )
+    return _simulate_impl(inputs, gating, params, carry_col, state, out_bar, out_contrib, out_weights, True)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _simulate_score(
-    open_,
-    close,
-    spot_open,
-    spot_close,
-    tradable,
-    funding,
-    experts,
-    probs,
-    gating,
-    sigma_hat,
-    slip_sigma,
-    params,
-    carry_col,
-    state,
-):  # pragma: no cover - compiled
+def _simulate_score(inputs, gating, params, carry_col, state):  # pragma: no cover - compiled
     """:func:`_simulate_impl` returning the scalars only."""
     empty = np.empty((0, 0))
-    return _simulate_impl(
-        open_,
-        close,
-        spot_open,
-        spot_close,
-        tradable,
-        funding,
-        experts,
-        probs,
-        gating,
-        sigma_hat,
-        slip_sigma,
-        params,
-        carry_col,
-        state,
-        empty,
-        empty,
-        empty,
-        False,
-    )
+    return _simulate_impl(inputs, gating, params, carry_col, state, empty, empty, empty, False)

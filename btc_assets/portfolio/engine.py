@@ -41,7 +41,7 @@ At the close of bar t (inputs at indices ≤ t and the equity at close t only)
    band, and the carry is also traded whenever the current |c| exceeds cap.
 8. Ruin: once equity_t < ruin_floor (fraction of initial equity) or equity_t ≤ 0, both targets are 0 from then on.
 
-Carried state (one account over several runs): ``state`` (:func:`new_state`, ``S_*`` fields) is read at the start
+Carried state (one account over several runs): ``state`` (:func:`new_state`, :class:`State` fields) is read at the start
 and written at the end of a run. A fresh state is the flat book above (equity 1, throttle 1, no order, bar 0 earns
 nothing). A state written by a run over bars ending at T, passed to a run starting at T + 1 h, continues that book:
 equity, drawdown peak, throttle, positions, the pending order (with the slippage rate decided at the close of T),
@@ -76,52 +76,35 @@ kernel skips a block where no position can be taken (probabilities unknown, sigm
 flat with no pending order: its bars earn exactly ±0. Every float is computed as by the plain per-bar loop (same
 operations in the same order, no fast-math), so the results are bit-identical to it.
 
-:func:`run_portfolio` is the kernel behind a pandas frame; :func:`backtest_score` the same loop returning scalars
-only (for optimisers); :func:`run_portfolio_reference` a slow pandas/python transcription of the rules above that the
-tests hold the kernel to.
+The per-bar arrays travel as one :class:`BookInputs` (built and checked by :meth:`BookInputs.from_arrays`);
+``gating``, ``params``, ``carry_col`` and ``state`` are the run's other arguments. :func:`run_portfolio` is the kernel
+behind a pandas frame; :func:`backtest_score` the same loop returning scalars only (for optimisers);
+:func:`run_portfolio_reference` a slow pandas/python transcription of the rules above that the tests hold the kernel
+to.
 
-Modules: this one holds :class:`PortfolioParams`, the state and input handling and the public wrappers; the numba
+Modules: this one holds :class:`PortfolioParams`, :class:`BookInputs`, the state and the public wrappers; the numba
 kernels are in :mod:`btc_assets.portfolio._kernel`, the reference in :mod:`btc_assets.portfolio.reference`, the
-array layouts (``P_*``, ``B_*``, ``S_*``, ``BAR_COLUMNS``) in :mod:`btc_assets.portfolio.layout`.
+array layouts (:class:`Param`, :class:`Bar`, :class:`State`, ``BAR_COLUMNS``) in :mod:`btc_assets.portfolio.layout`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, fields
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from btc_assets.portfolio._kernel import _simulate_full, _simulate_score
-from btc_assets.portfolio.layout import (
-    BAR_COLUMNS,
-    N_BAR_COLS,
-    N_PARAMS,
-    N_STATE,
-    P_BAND_REL,
-    P_BORROW_RATE,
-    P_DECISION_HOURS,
-    P_HARD_SWITCH,
-    P_VOL_TARGETING,
-    S_CLOSE,
-    S_EQUITY,
-    S_PEAK,
-    S_SINCE,
-    S_SINCE_CARRY,
-    S_SPOT_CLOSE,
-    S_STARTED,
-    S_THR_TRADE,
-    S_THROTTLE,
-)
+from btc_assets.portfolio.layout import BAR_COLUMNS, N_BAR_COLS, N_PARAMS, N_STATE, Param, State
 
 # ------------------------------------------------------------------------------------------------------ parameters
 
 
 @dataclass(frozen=True)
 class PortfolioParams:
-    """Named view of the ``params`` array (field order = the ``P_*`` indices). Flags are 0/1 in the array.
+    """Named view of the ``params`` array (field order = :class:`Param`). Flags are 0/1 in the array.
 
     Fees are per leg and venue: ``perp_fee_bps`` on the directional leg and the carry's perp leg,
     ``spot_fee_bps`` on the carry's spot leg; ``borrow_rate`` (annual) is paid per hour on the notional of a
@@ -152,12 +135,12 @@ class PortfolioParams:
     def from_array(cls, arr: np.ndarray) -> PortfolioParams:
         a = np.asarray(arr, dtype=np.float64)
         values = [float(v) for v in a]
-        values[P_VOL_TARGETING] = bool(values[P_VOL_TARGETING])
-        values[P_HARD_SWITCH] = bool(values[P_HARD_SWITCH])
+        values[Param.VOL_TARGETING] = bool(values[Param.VOL_TARGETING])
+        values[Param.HARD_SWITCH] = bool(values[Param.HARD_SWITCH])
         return cls(*values)
 
 
-assert len(PortfolioParams.__dataclass_fields__) == N_PARAMS
+assert tuple(f.name.upper() for f in fields(PortfolioParams)) == tuple(p.name for p in Param)
 
 
 class Score(NamedTuple):
@@ -174,15 +157,93 @@ class Score(NamedTuple):
 
 # ----------------------------------------------------------------------------------------------------------- state
 
-_NEVER = 1e300  # S_SINCE(_CARRY) of a fresh book: the first rebalance is never held back
+_NEVER = 1e300  # State.SINCE(_CARRY) of a fresh book: the first rebalance is never held back
 
 
 def new_state(n_experts: int) -> np.ndarray:
     """A fresh, flat book (equity 1, throttle 1, no position, no order) for runs over ``n_experts`` columns."""
     state = np.zeros(N_STATE + 2 * int(n_experts))
-    state[S_EQUITY] = state[S_PEAK] = state[S_THROTTLE] = state[S_THR_TRADE] = 1.0
-    state[S_SINCE] = state[S_SINCE_CARRY] = _NEVER
+    state[State.EQUITY] = state[State.PEAK] = state[State.THROTTLE] = state[State.THR_TRADE] = 1.0
+    state[State.SINCE] = state[State.SINCE_CARRY] = _NEVER
     return state
+
+
+# ---------------------------------------------------------------------------------------------------------- inputs
+
+
+class BookInputs(NamedTuple):
+    """The per-bar arrays of one backtest (n rows each), passed to the kernels as one argument.
+
+    :meth:`from_arrays` converts and checks them. The plain constructor and :meth:`rows` do neither: for arrays
+    already in the kernels' types (C-contiguous float64, ``tradable`` bool, ``experts`` and ``probs`` 2-D).
+    """
+
+    open_: np.ndarray  # the perp: the directional leg and the carry's perp leg
+    close: np.ndarray
+    spot_open: np.ndarray  # spot: the carry's spot leg
+    spot_close: np.ndarray
+    tradable: np.ndarray  # bool: whether the open of the bar can fill an order
+    funding: np.ndarray  # the rate settled at the close of the bar (finite; 0 without a settlement)
+    experts: np.ndarray  # (n, E) the experts' targets (NaN: the expert abstains)
+    probs: np.ndarray  # (n, K) the regime probabilities (a row with a NaN: unknown, flat)
+    sigma_hat: np.ndarray  # annualised volatility that sets the leverage
+    slip_sigma: np.ndarray  # annualised volatility of the vol-proportional slippage
+
+    @classmethod
+    def from_arrays(
+        cls,
+        open_,
+        close,
+        tradable,
+        funding,
+        experts,
+        probs,
+        sigma_hat,
+        *,
+        spot_open=None,
+        spot_close=None,
+        slip_sigma=None,
+    ) -> BookInputs:
+        """The arrays converted to the kernels' types and checked (ValueError). Without spot prices the carry's
+        spot leg is priced like its perp leg (no basis); without ``slip_sigma`` the slippage reads ``sigma_hat``."""
+        f64 = np.float64
+        if (spot_open is None) != (spot_close is None):
+            raise ValueError("give both spot_open and spot_close, or neither (no basis)")
+        close = np.ascontiguousarray(close, dtype=f64)
+        n = close.shape[0]
+        open_ = np.ascontiguousarray(open_, dtype=f64)
+        spot_open = open_ if spot_open is None else np.ascontiguousarray(spot_open, dtype=f64)
+        spot_close = close if spot_close is None else np.ascontiguousarray(spot_close, dtype=f64)
+        tradable = np.ascontiguousarray(tradable, dtype=np.bool_)
+        funding = np.ascontiguousarray(funding, dtype=f64)
+        sigma_hat = np.ascontiguousarray(sigma_hat, dtype=f64)
+        slip_sigma = sigma_hat if slip_sigma is None else np.ascontiguousarray(slip_sigma, dtype=f64)
+        experts = np.ascontiguousarray(experts, dtype=f64)
+        probs = np.ascontiguousarray(probs, dtype=f64)
+        if experts.ndim == 1:
+            experts = experts.reshape(-1, 1)
+        out = cls(open_, close, spot_open, spot_close, tradable, funding, experts, probs, sigma_hat, slip_sigma)
+        for name in ("open_", "close", "spot_open", "spot_close", "tradable", "funding", "sigma_hat", "slip_sigma"):
+            arr = getattr(out, name)
+            if arr.shape != (n,):
+                raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
+        if experts.shape[0] != n or probs.ndim != 2 or probs.shape[0] != n:
+            raise ValueError("experts and probs must have n rows")
+        for name in ("open_", "close", "spot_open", "spot_close"):
+            arr = getattr(out, name)
+            if n and not (np.all(np.isfinite(arr)) and np.all(arr > 0)):
+                raise ValueError(f"{name} must be positive and finite (forward-fill missing hours)")
+        if not np.all(np.isfinite(funding)):
+            raise ValueError("funding must be finite (0 on bars without a settlement)")
+        return out
+
+    @property
+    def n_experts(self) -> int:
+        return self.experts.shape[1]
+
+    def rows(self, start: int, stop: int) -> BookInputs:
+        """Rows [start, stop) of every array (views: no copy, no check)."""
+        return self._make(a[start:stop] for a in self)
 
 
 # -------------------------------------------------------------------------------------------------------- wrappers
@@ -195,83 +256,22 @@ def _as_params(params: PortfolioParams | np.ndarray) -> np.ndarray:
     return arr
 
 
-def _prepare(
-    open_,
-    close,
-    tradable,
-    funding,
-    experts,
-    probs,
-    gating,
-    sigma_hat,
-    params,
-    carry_col,
-    spot_open=None,
-    spot_close=None,
-    slip_sigma=None,
-):
-    """The kernel's positional arguments, converted and checked. Without spot prices the carry's spot leg is
-    priced like its perp leg (no basis); without ``slip_sigma`` the slippage reads ``sigma_hat``."""
-    f64 = np.float64
-    if (spot_open is None) != (spot_close is None):
-        raise ValueError("give both spot_open and spot_close, or neither (no basis)")
-    close = np.ascontiguousarray(close, dtype=f64)
-    n = close.shape[0]
-    open_ = np.ascontiguousarray(open_, dtype=f64)
-    spot_open = open_ if spot_open is None else np.ascontiguousarray(spot_open, dtype=f64)
-    spot_close = close if spot_close is None else np.ascontiguousarray(spot_close, dtype=f64)
-    tradable = np.ascontiguousarray(tradable, dtype=np.bool_)
-    funding = np.ascontiguousarray(funding, dtype=f64)
-    sigma_hat = np.ascontiguousarray(sigma_hat, dtype=f64)
-    slip_sigma = sigma_hat if slip_sigma is None else np.ascontiguousarray(slip_sigma, dtype=f64)
-    experts = np.ascontiguousarray(experts, dtype=f64)
-    probs = np.ascontiguousarray(probs, dtype=f64)
-    gating = np.ascontiguousarray(gating, dtype=f64)
-    if experts.ndim == 1:
-        experts = experts.reshape(-1, 1)
-    for name, arr in (
-        ("open_", open_),
-        ("close", close),
-        ("spot_open", spot_open),
-        ("spot_close", spot_close),
-        ("tradable", tradable),
-        ("funding", funding),
-        ("sigma_hat", sigma_hat),
-        ("slip_sigma", slip_sigma),
-    ):
-        if arr.shape != (n,):
-            raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
-    E = experts.shape[1]
-    if experts.shape[0] != n or probs.ndim != 2 or probs.shape[0] != n:
-        raise ValueError("experts and probs must have n rows")
-    if gating.shape != (probs.shape[1], E):
-        raise ValueError(f"gating must have shape (K, E) = ({probs.shape[1]}, {E}), got {gating.shape}")
+def _checked(
+    inputs: BookInputs, gating, params: PortfolioParams | np.ndarray, carry_col: int
+) -> tuple[BookInputs, np.ndarray, np.ndarray, int]:
+    """The kernel's arguments converted and checked (:meth:`BookInputs.from_arrays` on ``inputs``)."""
+    inputs = BookInputs.from_arrays(**inputs._asdict())
+    gating = np.ascontiguousarray(gating, dtype=np.float64)
+    E = inputs.n_experts
+    if gating.shape != (inputs.probs.shape[1], E):
+        raise ValueError(f"gating must have shape (K, E) = ({inputs.probs.shape[1]}, {E}), got {gating.shape}")
     carry_col = int(carry_col)
     if not -1 <= carry_col < E:
         raise ValueError(f"carry_col must be -1 or a column of experts, got {carry_col}")
-    for name, arr in (("open_", open_), ("close", close), ("spot_open", spot_open), ("spot_close", spot_close)):
-        if n and not (np.all(np.isfinite(arr)) and np.all(arr > 0)):
-            raise ValueError(f"{name} must be positive and finite (forward-fill missing hours)")
-    if not np.all(np.isfinite(funding)):
-        raise ValueError("funding must be finite (0 on bars without a settlement)")
     p = _as_params(params)
-    if not p[P_DECISION_HOURS] >= 1.0 or not p[P_BAND_REL] >= 0.0 or not p[P_BORROW_RATE] >= 0.0:
+    if not p[Param.DECISION_HOURS] >= 1.0 or not p[Param.BAND_REL] >= 0.0 or not p[Param.BORROW_RATE] >= 0.0:
         raise ValueError("decision_hours must be >= 1, band_rel and borrow_rate >= 0")
-    return (
-        open_,
-        close,
-        spot_open,
-        spot_close,
-        tradable,
-        funding,
-        experts,
-        probs,
-        gating,
-        sigma_hat,
-        slip_sigma,
-        p,
-        carry_col,
-    )
+    return inputs, gating, p, carry_col
 
 
 def _check_state(state: np.ndarray | None, n_experts: int) -> np.ndarray:
@@ -286,54 +286,31 @@ def _check_state(state: np.ndarray | None, n_experts: int) -> np.ndarray:
         and state.flags.writeable
     ):
         raise ValueError(f"state must be a writable float64 array of shape ({N_STATE + 2 * n_experts},): new_state(E)")
-    if state[S_STARTED] != 0.0 and not all(state[i] > 0.0 and math.isfinite(state[i]) for i in (S_CLOSE, S_SPOT_CLOSE)):
+    if state[State.STARTED] != 0.0 and not all(
+        state[i] > 0.0 and math.isfinite(state[i]) for i in (State.CLOSE, State.SPOT_CLOSE)
+    ):
         raise ValueError("a carried state needs the previous run's positive, finite last closes (perp and spot)")
     return state
 
 
 def run_portfolio_arrays(
-    open_,
-    close,
-    tradable,
-    funding,
-    experts,
-    probs,
+    inputs: BookInputs,
     gating,
-    sigma_hat,
     params: PortfolioParams | np.ndarray,
     carry_col: int = -1,
     state: np.ndarray | None = None,
-    *,
-    spot_open=None,
-    spot_close=None,
-    slip_sigma=None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Score]:
     """The kernel with full outputs: (bars (n, 18) in ``BAR_COLUMNS`` order, contributions (n, E),
-    weights (n, E), :class:`Score`). ``open_``/``close`` price the directional leg and the carry's perp leg,
-    ``spot_open``/``spot_close`` the carry's spot leg (default: the same prices, no basis); ``sigma_hat`` sets
-    the leverage, ``slip_sigma`` (default ``sigma_hat``) the vol-proportional slippage. ``state``
-    (:func:`new_state`) is the account to continue, updated in place; ``None`` runs a fresh book."""
-    args = _prepare(
-        open_,
-        close,
-        tradable,
-        funding,
-        experts,
-        probs,
-        gating,
-        sigma_hat,
-        params,
-        carry_col,
-        spot_open,
-        spot_close,
-        slip_sigma,
-    )
-    n, E = args[6].shape
+    weights (n, E), :class:`Score`). ``gating`` is (K, E); ``carry_col`` the carry's column of ``inputs.experts``
+    (-1: none). ``state`` (:func:`new_state`) is the account to continue, updated in place; ``None`` runs a fresh
+    book."""
+    inputs, gating, params, carry_col = _checked(inputs, gating, params, carry_col)
+    n, E = inputs.experts.shape
     state = _check_state(state, E)
     bars = np.empty((n, N_BAR_COLS))
     contrib = np.empty((n, E))
     weights = np.empty((n, E))
-    score = _simulate_full(*args, state, bars, contrib, weights)
+    score = _simulate_full(inputs, gating, params, carry_col, state, bars, contrib, weights)
     return bars, contrib, weights, Score(*score)
 
 
@@ -353,23 +330,14 @@ def _frame(bars: np.ndarray, contrib: np.ndarray, weights: np.ndarray, index, ex
 
 
 def run_portfolio(
-    open_,
-    close,
-    tradable,
-    funding,
-    experts,
-    probs,
+    inputs: BookInputs,
     gating,
-    sigma_hat,
     params: PortfolioParams | np.ndarray,
     carry_col: int = -1,
     *,
     index=None,
     expert_names=None,
     state: np.ndarray | None = None,
-    spot_open=None,
-    spot_close=None,
-    slip_sigma=None,
 ) -> pd.DataFrame:
     """Run the backtest; one row per bar (see the module docstring for what each row holds).
 
@@ -379,85 +347,30 @@ def run_portfolio(
     part of fee_cost and slippage_cost), contrib_<expert> (the part of the held position due to each expert; the
     carry column holds the carry position) and weight_<expert> (gating weights at the close). bar_return =
     price_pnl + basis_pnl + funding_pnl − fee_cost − slippage_cost − borrow_cost (up to rounding). The
-    :class:`Score` is in ``attrs["score"]``. ``state`` and the spot / slippage inputs: see
-    :func:`run_portfolio_arrays`.
+    :class:`Score` is in ``attrs["score"]``. The arguments and ``state``: see :func:`run_portfolio_arrays`.
     """
-    bars, contrib, weights, score = run_portfolio_arrays(
-        open_,
-        close,
-        tradable,
-        funding,
-        experts,
-        probs,
-        gating,
-        sigma_hat,
-        params,
-        carry_col,
-        state,
-        spot_open=spot_open,
-        spot_close=spot_close,
-        slip_sigma=slip_sigma,
-    )
+    bars, contrib, weights, score = run_portfolio_arrays(inputs, gating, params, carry_col, state)
     out = _frame(bars, contrib, weights, index, expert_names)
     out.attrs["score"] = score._asdict()
     return out
 
 
 def backtest_score(
-    open_,
-    close,
-    tradable,
-    funding,
-    experts,
-    probs,
+    inputs: BookInputs,
     gating,
-    sigma_hat,
     params: PortfolioParams | np.ndarray,
     carry_col: int = -1,
     *,
     check: bool = True,
     state: np.ndarray | None = None,
-    spot_open=None,
-    spot_close=None,
-    slip_sigma=None,
 ) -> Score:
-    """Scalars only (no per-bar outputs). With ``check=False`` the inputs must already be C-contiguous arrays of
-    the right dtypes and shapes (float64, tradable bool, params (16,)), spot prices and ``slip_sigma`` given:
-    no conversion, no validation. ``state``: the account to continue, updated in place (fresh when ``None``; its
+    """Scalars only (no per-bar outputs). With ``check=False`` ``inputs`` must already be in the kernels' types
+    (:class:`BookInputs`), ``gating`` a C-contiguous float64 (K, E) array and ``params`` a (16,) one: no
+    conversion, no validation. ``state``: the account to continue, updated in place (fresh when ``None``; its
     contributions part is not kept)."""
     if check:
-        args = _prepare(
-            open_,
-            close,
-            tradable,
-            funding,
-            experts,
-            probs,
-            gating,
-            sigma_hat,
-            params,
-            carry_col,
-            spot_open,
-            spot_close,
-            slip_sigma,
-        )
-        state = _check_state(state, args[6].shape[1])
-    else:
-        args = (
-            open_,
-            close,
-            spot_open,
-            spot_close,
-            tradable,
-            funding,
-            experts,
-            probs,
-            gating,
-            sigma_hat,
-            slip_sigma,
-            params,
-            carry_col,
-        )
-        if state is None:
-            state = new_state(experts.shape[1])
-    return Score(*_simulate_score(*args, state))
+        inputs, gating, params, carry_col = _checked(inputs, gating, params, carry_col)
+        state = _check_state(state, inputs.n_experts)
+    elif state is None:
+        state = new_state(inputs.n_experts)
+    return Score(*_simulate_score(inputs, gating, params, carry_col, state))

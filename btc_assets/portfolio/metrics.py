@@ -15,7 +15,7 @@ References (:func:`reference_runs`, rows :data:`REFERENCES`), all on the same ba
   again. The headline reference.
 * ``buy_and_hold_perp``: the same as a 1× long perpetual, priced on the perp's bars (spot before the listing):
   perp fee and slippage on the entry, funding paid every settlement (an assumed rate where the history is
-  unknown, see :mod:`btc_assets.portfolio.moe`).
+  unknown, see :mod:`btc_assets.portfolio.tables`).
 * ``vol_targeted_buy_and_hold``: a long perp at leverage min(L_max, vol_target / σ), σ the strategy's own
   leverage volatility (``PortfolioSettings.vol_forecast``: by default a one-day-half-life EWMA of the next-hour
   forecast's variance), with the strategy's rebalance policy, lag, fees, slippage and funding; no drawdown
@@ -31,7 +31,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from btc_assets.portfolio.engine import PortfolioParams, run_portfolio
+from btc_assets.portfolio.engine import BookInputs, PortfolioParams, run_portfolio
 
 BARS_PER_YEAR = 24 * 365
 REFERENCES: tuple[str, ...] = ("buy_and_hold_spot", "buy_and_hold_perp", "vol_targeted_buy_and_hold")
@@ -198,21 +198,10 @@ def _single_expert(
 ):
     n = np.asarray(close).shape[0]
     fund = np.asarray(funding, dtype=float) if pay_funding else np.zeros(n)
-    return run_portfolio(
-        open_,
-        close,
-        tradable,
-        fund,
-        np.ones((n, 1)),
-        np.ones((n, 1)),
-        np.ones((1, 1)),
-        sigma_hat,
-        params,
-        -1,
-        index=index,
-        expert_names=["long"],
-        slip_sigma=slip_sigma,
+    book = BookInputs.from_arrays(
+        open_, close, tradable, fund, np.ones((n, 1)), np.ones((n, 1)), sigma_hat, slip_sigma=slip_sigma
     )
+    return run_portfolio(book, np.ones((1, 1)), params, -1, index=index, expert_names=["long"])
 
 
 def _held(params: PortfolioParams | None, **changes) -> PortfolioParams:
@@ -273,7 +262,7 @@ def reference_runs(
     prices, sigma_lev, slip_sigma, params: PortfolioParams | None = None, *, index=None
 ) -> dict[str, pd.DataFrame]:
     """The three references (:data:`REFERENCES`, module docstring) on the bars of ``prices`` (a
-    :class:`btc_assets.portfolio.moe.Prices` over the window to measure; each reference starts flat at its first
+    :class:`btc_assets.portfolio.tables.Prices` over the window to measure; each reference starts flat at its first
     bar). ``sigma_lev``: the strategy's leverage volatility on those bars (causal, known from the first bar on);
     ``slip_sigma``: the slippage volatility. ``index``: the timestamps of the bars."""
     p = prices

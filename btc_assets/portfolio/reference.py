@@ -10,52 +10,43 @@ import math
 import numpy as np
 import pandas as pd
 
-from btc_assets.portfolio.engine import PortfolioParams, _as_params
+from btc_assets.portfolio.engine import BookInputs, PortfolioParams, _as_params
 from btc_assets.portfolio.layout import BAR_COLUMNS
 
 
 def run_portfolio_reference(
-    open_,
-    close,
-    tradable,
-    funding,
-    experts,
-    probs,
+    inputs: BookInputs,
     gating,
-    sigma_hat,
     params: PortfolioParams | np.ndarray,
     carry_col: int = -1,
     *,
     index=None,
     expert_names=None,
-    spot_open=None,
-    spot_close=None,
-    slip_sigma=None,
 ) -> pd.DataFrame:
     """Slow, literal transcription of the module docstring with pandas objects and Python floats (tests only).
 
     ``gating`` may also be one matrix per bar, shape (n, K, E): one run over concatenated pieces whose parameters
     differ, which the chained kernel runs (carried ``state``) are held to."""
     p = PortfolioParams.from_array(_as_params(params))
-    experts = np.asarray(experts, dtype=float)
+    experts = np.asarray(inputs.experts, dtype=float)
     if experts.ndim == 1:
         experts = experts.reshape(-1, 1)
     n, E = experts.shape
     names = [f"e{e}" for e in range(E)]
     bars = pd.DataFrame(
         {
-            "open": np.asarray(open_, float),
-            "close": np.asarray(close, float),
-            "spot_open": np.asarray(open_ if spot_open is None else spot_open, float),
-            "spot_close": np.asarray(close if spot_close is None else spot_close, float),
-            "tradable": np.asarray(tradable, bool),
-            "funding": np.asarray(funding, float),
-            "sigma": np.asarray(sigma_hat, float),
-            "slip_sigma": np.asarray(sigma_hat if slip_sigma is None else slip_sigma, float),
+            "open": np.asarray(inputs.open_, float),
+            "close": np.asarray(inputs.close, float),
+            "spot_open": np.asarray(inputs.spot_open, float),
+            "spot_close": np.asarray(inputs.spot_close, float),
+            "tradable": np.asarray(inputs.tradable, bool),
+            "funding": np.asarray(inputs.funding, float),
+            "sigma": np.asarray(inputs.sigma_hat, float),
+            "slip_sigma": np.asarray(inputs.slip_sigma, float),
         }
     )
     X = pd.DataFrame(experts, columns=names)
-    P = pd.DataFrame(np.asarray(probs, float))
+    P = pd.DataFrame(np.asarray(inputs.probs, float))
     gating = np.asarray(gating, float)
     per_bar = gating.ndim == 3
     G = None if per_bar else pd.DataFrame(gating, columns=names)

@@ -38,9 +38,9 @@ from btc_assets.regimes.restarts import fit_with_restarts, warm_start
 class RegimeFit:
     """Everything a walk-forward regime fit produced."""
 
-    probabilities: pd.DataFrame  # refit, segment, timestamp, p_0..p_{K-1}
-    refits: pd.DataFrame  # one row per refit: windows, likelihoods, BIC vs Gaussian, phase names, timing
-    phases: pd.DataFrame  # one row per (refit, phase): feature means (original units), nu, expected duration
+    probabilities: pd.DataFrame  # fold (the id of the fold whose refit made the row), segment, timestamp, p_0..
+    refits: pd.DataFrame  # one row per fold's refit: windows, likelihoods, BIC vs Gaussian, phase names, timing
+    phases: pd.DataFrame  # one row per (fold, phase): feature means (original units), nu, expected duration
 
 
 def prob_columns(n_states: int) -> list[str]:
@@ -176,12 +176,12 @@ def fit_walk_forward(features: pd.DataFrame, folds: list[Fold], settings: Regime
         part = pd.DataFrame(proba, columns=cols)
         part.insert(0, "timestamp", ts)
         part.insert(0, "segment", segment)
-        part.insert(0, "refit", fold.index)
+        part.insert(0, "fold", fold.index)
         parts.append(part)
 
         loglik = scores[start]
         row = {
-            "refit": fold.index,
+            "fold": fold.index,
             "train_start": fold.train_start,
             "fit_end": fold.fit_end,
             "train_end": fold.train_end,
@@ -205,7 +205,7 @@ def fit_walk_forward(features: pd.DataFrame, folds: list[Fold], settings: Regime
         for k, state in enumerate(order):
             phase_rows.append(
                 {
-                    "refit": fold.index,
+                    "fold": fold.index,
                     "phase": k,
                     "name": phase_names[k],
                     **{f"mean_{f}": float(original_means[state, j]) for j, f in enumerate(names)},

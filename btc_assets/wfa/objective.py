@@ -45,8 +45,8 @@ from btc_assets.portfolio.engine import (
     run_portfolio,
     run_portfolio_arrays,
 )
-from btc_assets.portfolio.layout import B_RETURN, P_BAND_REL, P_DECISION_HOURS
-from btc_assets.portfolio.moe import EngineInputs, engine_params
+from btc_assets.portfolio.layout import Bar, Param
+from btc_assets.portfolio.tables import EngineInputs, engine_params
 from btc_assets.wfa.space import DIRECTIONAL, PhaseParams, StrategyParams, column_names
 
 HOURS_PER_YEAR = 8760.0
@@ -149,17 +149,17 @@ class FoldObjective:
         self,
         inputs: EngineInputs,
         probabilities: pd.DataFrame,
-        refit: int,
+        fold: int,
         signals: SignalCache,
         portfolio: PortfolioSettings,
         settings: WfaSettings,
     ) -> None:
-        rows = probabilities[probabilities["refit"] == refit]
+        rows = probabilities[probabilities["fold"] == fold]
         k = len(portfolio.gating)
         ts = pd.DatetimeIndex(rows["timestamp"])
         pos = inputs.index.get_indexer(ts)
         if (pos < 0).any():
-            raise ValueError(f"regime refit {refit} has timestamps outside the bar grid")
+            raise ValueError(f"fold {fold}: its regime probabilities have timestamps outside the bar grid")
         a, b = int(pos.min()), int(pos.max()) + 1
         self.index = inputs.index[a:b]
         segment = pd.Series(np.asarray(rows["segment"], dtype=object), index=pos - a)
@@ -167,31 +167,25 @@ class FoldObjective:
         validation = np.sort(segment.index[segment == "validation"].to_numpy())
         test = np.sort(segment.index[segment == "test"].to_numpy())
         if not len(train) or not len(validation) or not len(test):
-            raise ValueError(f"regime refit {refit} has no train, validation or test rows")
+            raise ValueError(f"fold {fold}: its regime probabilities have no train, validation or test rows")
         self.pieces = {
             "fit": Piece("fit", int(train.min()), int(train.max()) + 1),
             "validation": Piece("validation", int(validation.min()), int(validation.max()) + 1),
             "test": Piece("test", int(test.min()), int(test.max()) + 1),
         }
-        self.refit = refit
+        self.fold = fold
         self.a, self.b = a, b
         probs = np.full((b - a, k), np.nan)
         probs[pos - a] = rows[[f"p_{j}" for j in range(k)]].to_numpy(dtype=np.float64)
-        self.probs = probs
-        self.open_ = np.ascontiguousarray(inputs.open_[a:b])
-        self.close = np.ascontiguousarray(inputs.close[a:b])
-        self.tradable = np.ascontiguousarray(inputs.tradable[a:b])
-        self.funding = np.ascontiguousarray(inputs.funding[a:b])
-        self.sigma_hat = np.ascontiguousarray(inputs.sigma_hat[a:b])
-        self.spot_open = np.ascontiguousarray(inputs.spot_open[a:b])
-        self.spot_close = np.ascontiguousarray(inputs.spot_close[a:b])
-        self.slip_sigma = np.ascontiguousarray(inputs.slip_sigma[a:b])
         self.params = engine_params(portfolio).to_array()
         self.ruin_floor = portfolio.ruin_floor
         self.settings = settings
         self.signals = signals
         self.n_phases = k
         self.columns = np.zeros((b - a, k + 1))
+        # the fold's rows (views), with the fold's regime probabilities and its expert columns (swapped in place)
+        self.book = inputs.book.rows(a, b)._replace(experts=self.columns, probs=probs)
+        self._piece_books = {name: self.book.rows(p.start, p.stop) for name, p in self.pieces.items()}
 
     # -- columns -------------------------------------------------------------------------------------------------
 
@@ -217,30 +211,13 @@ class FoldObjective:
         if params.policy is None:
             return self.params
         out = self.params.copy()
-        out[P_BAND_REL] = params.policy.band_rel
-        out[P_DECISION_HOURS] = float(params.policy.decision_hours)
+        out[Param.BAND_REL] = params.policy.band_rel
+        out[Param.DECISION_HOURS] = float(params.policy.decision_hours)
         return out
 
     def _run(self, piece: Piece, gating: np.ndarray, engine: np.ndarray) -> Score:
-        s = slice(piece.start, piece.stop)
-        return backtest_score(
-            self.open_[s],
-            self.close[s],
-            self.tradable[s],
-            self.funding[s],
-            self.columns[s],
-            self.probs[s],
-            gating,
-            self.sigma_hat[s],
-            engine,
-            self.columns.shape[1] - 1,
-            check=False,
-            **self._market(s),
-        )
-
-    def _market(self, s: slice) -> dict[str, np.ndarray]:
-        """The spot prices and slippage volatility of rows ``s`` (the engine's keyword inputs)."""
-        return {"spot_open": self.spot_open[s], "spot_close": self.spot_close[s], "slip_sigma": self.slip_sigma[s]}
+        """The engine's scalars on one of :attr:`pieces` (no conversion nor check: the hot path)."""
+        return backtest_score(self._piece_books[piece.name], gating, engine, self.columns.shape[1] - 1, check=False)
 
     def scores(self, params: StrategyParams, k: int | None = None) -> TrialScores:
         """Scores on the fit and validation pieces. With ``k`` only phase k's column is refreshed (the others
@@ -276,19 +253,9 @@ class FoldObjective:
         gating = params.gating_matrix()
         s = slice(self.pieces["fit"].start, self.pieces["validation"].stop)
         bars, _, _, _ = run_portfolio_arrays(
-            self.open_[s],
-            self.close[s],
-            self.tradable[s],
-            self.funding[s],
-            self.columns[s],
-            self.probs[s],
-            gating,
-            self.sigma_hat[s],
-            self.engine_params(params),
-            self.columns.shape[1] - 1,
-            **self._market(s),
+            self.book.rows(s.start, s.stop), gating, self.engine_params(params), self.columns.shape[1] - 1
         )
-        return pd.Series(bars[:, B_RETURN], index=self.index[s])
+        return pd.Series(bars[:, Bar.BAR_RETURN], index=self.index[s])
 
     def test_frame(self, params: StrategyParams, state: np.ndarray) -> pd.DataFrame:
         """The out-of-sample run of the test window with ``params``: one row per bar (the engine's frame). It
@@ -297,20 +264,12 @@ class FoldObjective:
         piece = self.pieces["test"]
         s = slice(piece.start, piece.stop)
         names = column_names(self.n_phases)
-        frame = run_portfolio(
-            self.open_[s],
-            self.close[s],
-            self.tradable[s],
-            self.funding[s],
-            self.columns[s],
-            self.probs[s],
+        return run_portfolio(
+            self._piece_books["test"],
             gating,
-            self.sigma_hat[s],
             self.engine_params(params),
             len(names) - 1,
             index=self.index[s],
             expert_names=names,
             state=state,
-            **self._market(s),
         )
-        return frame

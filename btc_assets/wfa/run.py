@@ -14,9 +14,9 @@ from btc_assets.config import ExpertSettings, PortfolioSettings, WfaSettings
 from btc_assets.folds import FoldSchedule
 from btc_assets.overfitting import study_cscv
 from btc_assets.portfolio.engine import new_state
-from btc_assets.portfolio.layout import S_EQUITY
+from btc_assets.portfolio.layout import State
 from btc_assets.portfolio.metrics import frame_metrics
-from btc_assets.portfolio.moe import prepare_inputs
+from btc_assets.portfolio.tables import prepare_inputs
 from btc_assets.versions import settings_hash, source_digest
 from btc_assets.wfa.checkpoint import Fingerprint, ProgressClock, SeedCheckpoint
 from btc_assets.wfa.distributed import SharedStudies, open_shared_storage
@@ -63,9 +63,10 @@ def config_hash(
     return settings_hash(settings, portfolio, schedule, expert_settings or ExpertSettings())
 
 
-def _refits(probabilities: pd.DataFrame, settings: WfaSettings) -> list[int]:
-    refits = sorted(int(r) for r in probabilities["refit"].unique())
-    return refits[-settings.max_folds :] if settings.max_folds else refits
+def _fold_ids(probabilities: pd.DataFrame, settings: WfaSettings) -> list[int]:
+    """The ids of the folds to optimise (``Fold.index``: the regime tables' ``fold``), the last ``max_folds``."""
+    ids = sorted(int(f) for f in probabilities["fold"].unique())
+    return ids[-settings.max_folds :] if settings.max_folds else ids
 
 
 def run_seed(
@@ -100,9 +101,9 @@ def run_seed(
     signals = SignalCache(arrays)
     # expert columns are built per phase by the fold objective; the portfolio's own signal table is not used
     inputs = prepare_inputs(bars, volatility, regime_probabilities, _no_signals(len(bars)), portfolio)
-    refits = _refits(regime_probabilities, settings)
+    fold_ids = _fold_ids(regime_probabilities, settings)
     k_phases = len(portfolio.gating)
-    total = len(refits) * k_phases * settings.n_trials
+    total = len(fold_ids) * k_phases * settings.n_trials
     distributions = phase_distributions(settings, expert_settings)
     clock = ProgressClock(settings.progress_every)
     watch = Stopwatch()
@@ -112,15 +113,15 @@ def run_seed(
     trial_rows: list[dict[str, object]] = []
 
     def progress(state: str, fold: int, phase: int, trial: int, best: float | None) -> None:
-        """A progress record; ``fold`` is the refit id, ``phase`` 0-based, ``trial`` the trials done in it."""
+        """A progress record; ``fold`` is the fold's id, ``phase`` 0-based, ``trial`` the trials done in it."""
         done = counters["done_before"] + counters["run"]
         rate = counters["run"] / watch.elapsed if watch.elapsed > 0 and counters["run"] else None
         eta = (total - done) / rate if rate else None
         ckpt.write_progress(
             state=state,
             fold=fold,
-            fold_position=refits.index(fold) + 1,
-            n_folds=len(refits),
+            fold_position=fold_ids.index(fold) + 1,
+            n_folds=len(fold_ids),
             phase=phase,
             n_phases=k_phases,
             trial=trial,
@@ -132,11 +133,11 @@ def run_seed(
             eta_s=None if eta is None else round(eta, 1),
         )
 
-    for fold_no, refit in enumerate(refits):
-        objective = FoldObjective(inputs, regime_probabilities, refit, signals, portfolio, settings)
+    for position, fold in enumerate(fold_ids):
+        objective = FoldObjective(inputs, regime_probabilities, fold, signals, portfolio, settings)
         objective.load(current)
         for k in range(k_phases):
-            record = ckpt.phase_record(refit, k)
+            record = ckpt.phase_record(fold, k)
             if record is None:
                 base = current
 
@@ -149,16 +150,16 @@ def run_seed(
                     counters["run"] += 1
                     return objective.scores(with_trial(base, k, flat, settings, expert_settings), k)
 
-                def on_trial(n: int, best: float, refit: int = refit, k: int = k) -> None:
+                def on_trial(n: int, best: float, fold: int = fold, k: int = k) -> None:
                     if clock.due():
-                        progress("running", refit, k, n, best)
+                        progress("running", fold, k, n, best)
 
                 study = PhaseStudy(
-                    name=ckpt.study_name(refit, k),
+                    name=ckpt.study_name(fold, k),
                     n_trials=settings.n_trials,
                     sampler=settings.sampler,
                     n_startup_trials=settings.n_startup_trials,
-                    seed_parts=(seed, refit, k),
+                    seed_parts=(seed, fold, k),
                     incumbent=incumbent_of(current, k, settings, portfolio, expert_settings),
                     suggest=lambda trial: suggest_phase(trial, settings, expert_settings),
                     evaluate=evaluate,
@@ -172,7 +173,7 @@ def run_seed(
                         with_trial(base, k, r.params, settings, expert_settings), k
                     )
                 record = {
-                    "fold": refit,
+                    "fold": fold,
                     "phase": k,
                     "winner": winner.index,
                     "fit": winner.fit,
@@ -181,9 +182,9 @@ def run_seed(
                     "pbo": study_pbo(objective, base, k, records, settings, seed=seed, expert_settings=expert_settings),
                     "trials": trials,
                 }
-                ckpt.write_phase_record(refit, k, record)
+                ckpt.write_phase_record(fold, k, record)
                 clock.reset()
-                progress("running", refit, k, settings.n_trials, winner.fit)
+                progress("running", fold, k, settings.n_trials, winner.fit)
             else:
                 counters["done_before"] += settings.n_trials
             current = with_trial(current, k, record["params"], settings, expert_settings)
@@ -191,7 +192,7 @@ def run_seed(
             for row in record["trials"]:
                 trial_rows.append(
                     {
-                        "fold": refit,
+                        "fold": fold,
                         "phase": k,
                         **row,
                         "winner": row["trial"] == record["winner"],
@@ -202,11 +203,11 @@ def run_seed(
                         "params": json.dumps(row["params"], sort_keys=True),
                     }
                 )
-        fold_params.append((refit, current, objective))
-        say(f"{seed_key}: fold {refit} ({fold_no + 1}/{len(refits)}) optimised")
+        fold_params.append((fold, current, objective))
+        say(f"{seed_key}: fold {fold} ({position + 1}/{len(fold_ids)}) optimised")
 
     oos, folds = _out_of_sample(fold_params, portfolio)
-    progress("done", refits[-1], k_phases - 1, settings.n_trials, None)
+    progress("done", fold_ids[-1], k_phases - 1, settings.n_trials, None)
     trials = pd.DataFrame(trial_rows)
     first = ["fold", "phase", "trial", "fit", "validation"]
     last = ["winner", "study_pbo", "study_rho", "params"]
@@ -248,7 +249,7 @@ def study_pbo(
             returns_of,
             n_trials=settings.pbo_trials,
             n_blocks=settings.pbo_blocks,
-            seed=(seed, objective.refit, k),
+            seed=(seed, objective.fold, k),
         )
     finally:
         objective.load(base)  # put the base parameters back
@@ -280,22 +281,22 @@ def _out_of_sample(
     frames, rows = [], []
     state = new_state(fold_params[0][2].columns.shape[1]) if fold_params else None
     previous_end: pd.Timestamp | None = None
-    for refit, params, objective in fold_params:
+    for fold, params, objective in fold_params:
         test = objective.pieces["test"]
         start = objective.index[test.start]
         if previous_end is not None and start != previous_end:
             raise ValueError(
-                f"fold {refit}: its test window starts at {start}, not where the previous one ended "
+                f"fold {fold}: its test window starts at {start}, not where the previous one ended "
                 f"({previous_end}); the out-of-sample book must be contiguous"
             )
         previous_end = objective.index[test.stop - 1] + pd.Timedelta(hours=1)
-        equity_before = float(state[S_EQUITY])
+        equity_before = float(state[State.EQUITY])
         frame = objective.test_frame(params, state)
         own = frame.assign(equity=frame["equity"] / equity_before)
         metrics = frame_metrics(own, portfolio.ruin_floor)
         rows.append(
             {
-                "fold": refit,
+                "fold": fold,
                 "test_start": start,
                 "test_end": previous_end,
                 "equity_start": equity_before,
@@ -303,7 +304,7 @@ def _out_of_sample(
                 **metrics,
             }
         )
-        frames.append(frame.assign(fold=refit))
+        frames.append(frame.assign(fold=fold))
     oos = pd.concat(frames)
     oos.index.name = "timestamp"
     return oos.reset_index(), pd.DataFrame(rows)

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from btc_assets.config import EXPERTS, VOL_FORECASTS, PortfolioSettings
-from btc_assets.portfolio.engine import PortfolioParams, run_portfolio
+from btc_assets.portfolio.engine import BookInputs, PortfolioParams, run_portfolio
 from btc_assets.portfolio.horizon import horizon_sigma
 from btc_assets.portfolio.metrics import frame_metrics, reference_runs
 from btc_assets.regimes.walkforward import out_of_sample
@@ -53,24 +53,15 @@ class Prices:
 
 @dataclass(frozen=True)
 class EngineInputs:
-    """The engine's arrays for one study, aligned on the hourly grid."""
+    """The engine's inputs for one study: the hourly grid and its per-bar arrays (``book``, one row per bar)."""
 
     index: pd.DatetimeIndex
-    open_: np.ndarray
-    close: np.ndarray
-    tradable: np.ndarray
-    funding: np.ndarray
-    experts: np.ndarray
-    probs: np.ndarray
-    sigma_hat: np.ndarray  # sets the leverage
-    spot_open: np.ndarray
-    spot_close: np.ndarray
-    slip_sigma: np.ndarray  # sets the vol-proportional slippage
+    book: BookInputs
 
     @property
     def first_known(self) -> int:
         """First bar with known regime probabilities (the start of the out-of-sample period)."""
-        known = np.isfinite(self.probs).all(axis=1)
+        known = np.isfinite(self.book.probs).all(axis=1)
         return int(np.argmax(known)) if known.any() else len(known)
 
 
@@ -165,25 +156,25 @@ def prepare_inputs(
     signals: pd.DataFrame,
     settings: PortfolioSettings,
 ) -> EngineInputs:
-    """Align the chain's tables on the grid of ``bars``."""
+    """Align the chain's tables on the grid of ``bars`` (converted and checked: :meth:`BookInputs.from_arrays`)."""
     index = pd.DatetimeIndex(bars["timestamp"])
     prices = price_arrays(bars, settings)
     oos = out_of_sample(regime_probabilities).set_index("timestamp")
     k = len(settings.gating)
     probs = oos.reindex(index)[[f"p_{j}" for j in range(k)]].to_numpy(dtype=np.float64)
-    return EngineInputs(
-        index=index,
-        open_=prices.open_,
-        close=prices.close,
-        tradable=prices.tradable,
-        funding=prices.funding,
-        experts=np.ascontiguousarray(signals[list(EXPERTS)].to_numpy(dtype=np.float64)),
-        probs=np.ascontiguousarray(probs),
-        sigma_hat=np.ascontiguousarray(leverage_sigma(volatility, settings)),
+    book = BookInputs.from_arrays(
+        prices.open_,
+        prices.close,
+        prices.tradable,
+        prices.funding,
+        signals[list(EXPERTS)].to_numpy(dtype=np.float64),
+        probs,
+        leverage_sigma(volatility, settings),
         spot_open=prices.spot_open,
         spot_close=prices.spot_close,
         slip_sigma=volatility["sigma"].to_numpy(dtype=np.float64),
     )
+    return EngineInputs(index, book)
 
 
 @dataclass(frozen=True)
@@ -200,28 +191,13 @@ def compute_portfolio(inputs: EngineInputs, settings: PortfolioSettings) -> Port
     """Run the mixture of experts over the whole grid; metrics over the out-of-sample period only."""
     params = engine_params(settings)
     gating = np.asarray(settings.gating, dtype=np.float64)
-    frame = run_portfolio(
-        inputs.open_,
-        inputs.close,
-        inputs.tradable,
-        inputs.funding,
-        inputs.experts,
-        inputs.probs,
-        gating,
-        inputs.sigma_hat,
-        params,
-        EXPERTS.index("carry"),
-        index=inputs.index,
-        expert_names=EXPERTS,
-        spot_open=inputs.spot_open,
-        spot_close=inputs.spot_close,
-        slip_sigma=inputs.slip_sigma,
-    )
+    book = inputs.book
+    frame = run_portfolio(book, gating, params, EXPERTS.index("carry"), index=inputs.index, expert_names=EXPERTS)
     start = inputs.first_known
     window = slice(start, None)
-    prices = Prices(inputs.open_, inputs.close, inputs.spot_open, inputs.spot_close, inputs.tradable, inputs.funding, 0)
+    prices = Prices(book.open_, book.close, book.spot_open, book.spot_close, book.tradable, book.funding, 0)
     refs = reference_runs(
-        prices.window(window), inputs.sigma_hat[window], inputs.slip_sigma[window], params, index=inputs.index[window]
+        prices.window(window), book.sigma_hat[window], book.slip_sigma[window], params, index=inputs.index[window]
     )
     strategy = frame.iloc[window].copy()
     strategy["equity"] = strategy["equity"] / frame["equity"].iloc[start - 1] if start > 0 else strategy["equity"]
