@@ -448,13 +448,16 @@ def test_dagster_asset_and_report(books: dict, tmp_path: Path) -> None:
         )
     assert result.success
     moe = result.asset_materializations_for_node("moe_portfolio")[0].metadata
-    assert "| carry " in moe["attribution_pct_per_year"].value and "trend_down" in moe["attribution_pct_per_year"].value
-    assert "crash" in moe["attribution_net_by_expert_and_phase_pct_per_year"].value
+    rows = [r.data for r in moe["attribution_pct_per_year"].records]  # table metadata: typed, sortable in the UI
+    assert {"carry", "all"} <= {r["expert"] for r in rows} and "trend_down" in {r["phase"] for r in rows}
+    assert all(isinstance(r["net"], float) for r in rows if r["net"] is not None)
+    grid = moe["attribution_net_by_expert_and_phase_pct_per_year"]
+    assert "crash" in {c.name for c in grid.schema.columns}
     table = warehouse.read("wfa_attribution")
     assert set(table["phase"]) >= set(names) and (table["seeds"] == 2).all()
     meta = result.asset_materializations_for_node("wfa_attribution")[0].metadata
     assert meta["seeds"].value == 2 and meta["max_unallocated_per_year"].value < TIGHT
-    assert "mean_reversion" in meta["attribution_pct_per_year"].value
+    assert "mean_reversion" in {r.data["expert"] for r in meta["attribution_pct_per_year"].records}
     assert "data:image/png;base64," in meta["attribution_chart"].value
     assert (tmp_path / "reports" / "attribution.png").stat().st_size > 10_000
     # the quick profile's portfolio is not the books' (band, decision interval): the prices and funding the

@@ -193,9 +193,9 @@ def wfa_attribution(
         table,
         metadata={
             "seeds": len(seeds),
-            "attribution_pct_per_year": dg.MetadataValue.md(attribution.markdown(view)),
-            "net_by_expert_and_phase_pct_per_year": dg.MetadataValue.md(
-                attribution.markdown(attribution.net_grid(table, scale=100.0))
+            "attribution_pct_per_year": table_metadata(view.reset_index(), digits=4),
+            "net_by_expert_and_phase_pct_per_year": table_metadata(
+                attribution.net_grid(table, scale=100.0).reset_index(), digits=4
             ),
             "max_unallocated_per_year": unallocated,
             "attribution_chart": dg.MetadataValue.md(plots.markdown_image(chart, "P&L attribution")),

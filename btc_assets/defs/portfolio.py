@@ -5,6 +5,7 @@ import pandas as pd
 
 from btc_assets import plots
 from btc_assets.atomic import write_bytes_atomic
+from btc_assets.defs.metadata import table_metadata
 from btc_assets.defs.resources import ProjectHome, Study
 from btc_assets.evaluation import attribution
 from btc_assets.portfolio.tables import compute_portfolio, prepare_inputs
@@ -85,9 +86,9 @@ def moe_portfolio(
             "max_drawdown": float(table.loc["strategy", "max_drawdown"]),
             "equity_drawdown": _attach(project, "moe_equity_drawdown", equity, "equity and drawdown"),
             "regime_shaded_price": _attach(project, "regime_shaded_price", shaded, "regime-shaded price"),
-            "attribution_pct_per_year": dg.MetadataValue.md(attribution.markdown(att_view)),
-            "attribution_net_by_expert_and_phase_pct_per_year": dg.MetadataValue.md(
-                attribution.markdown(attribution.net_grid(att_table, scale=100.0))
+            "attribution_pct_per_year": table_metadata(att_view.reset_index(), digits=4),
+            "attribution_net_by_expert_and_phase_pct_per_year": table_metadata(
+                attribution.net_grid(att_table, scale=100.0).reset_index(), digits=4
             ),
         },
     )

@@ -361,13 +361,6 @@ def net_grid(table: pd.DataFrame, stat: str = "median", scale: float = 1.0) -> p
     return rows.pivot_table(index="expert", columns="phase", values=stat, sort=False) * scale
 
 
-def markdown(view: pd.DataFrame) -> str:
-    """A :func:`margins_view` or :func:`net_grid` as a Markdown table (index as columns, 3 decimals, blank where a
-    figure does not apply)."""
-    flat = view.reset_index()
-    return flat.astype(object).where(flat.notna(), None).to_markdown(index=False, floatfmt=".3f", missingval="")
-
-
 # ------------------------------------------------------------------------------------------- the default mixture
 
 
