@@ -232,6 +232,13 @@ class AblationSettings:
 
 
 @dataclass(frozen=True)
+class PositionSettings:
+    """The position to hold now (``latest_position``): the capital its BTC amounts are for, in USDT."""
+
+    capital: float = 100_000.0
+
+
+@dataclass(frozen=True)
 class ExpertSettings:
     """The experts' parameters over their classes' own (``btc_assets.experts``), from the settings file::
 
@@ -261,6 +268,7 @@ class Profile:
     wfa: WfaSettings = field(default_factory=WfaSettings)
     ablation: AblationSettings = field(default_factory=AblationSettings)
     experts: ExpertSettings = field(default_factory=ExpertSettings)
+    position: PositionSettings = field(default_factory=PositionSettings)
 
 
 PROFILES: dict[str, Profile] = {
@@ -290,7 +298,7 @@ PROFILES: dict[str, Profile] = {
 DEFAULT_PROFILE = "quick"
 
 
-SECTIONS = ("schedule", "volatility", "regimes", "portfolio", "wfa", "ablation", "experts")
+SECTIONS = ("schedule", "volatility", "regimes", "portfolio", "wfa", "ablation", "experts", "position")
 
 
 def _coerce(value: object, default: object, where: str) -> object:

@@ -89,8 +89,17 @@ def test_materialize_demo_then_a_seed_then_staleness(tmp_path: Path) -> None:
         )
         assert seed.success
         check_seed(tmp_path, seed, "seed_00")
-        summary = dg.materialize(defs.assets, resources=defs.resources, instance=instance, selection=["wfa_summary"])
+        summary = dg.materialize(
+            defs.assets, resources=defs.resources, instance=instance, selection=["wfa_summary", "latest_position"]
+        )
         assert summary.success
+        position = pd.read_parquet(tmp_path / "warehouse" / "latest_position" / "data.parquet").set_index("row")
+        folds = pd.read_parquet(tmp_path / "warehouse" / "wfa_folds" / "partition=seed_00" / "data.parquet")
+        assert position.loc["seed_00", "directional"] == folds["order_position"].iloc[-1]
+        held = summary.asset_materializations_for_node("latest_position")[0].metadata
+        assert isinstance(held["median_directional"], dg.FloatMetadataValue)
+        assert held["median_directional"].value == position.loc["median", "directional"]
+        assert held["for_bar"].value == str(position.loc["median", "timestamp"])
         table = pd.read_parquet(tmp_path / "warehouse" / "wfa_summary" / "data.parquet")
         assert list(table["row"]) == [
             "seed_00",

@@ -436,6 +436,59 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(inputs: Path
 # ----------------------------------------------------------------------------------------------------- summary
 
 
+def test_latest_position_is_the_order_the_book_fills_next(inputs: Path, tmp_path: Path) -> None:
+    """Each fold's recorded orders are what the book holds at the next fold's first bar (decided at the close,
+    filled at the next open), so the last fold's are the position to hold now; the BTC amounts are capital × units
+    at the last perp close, and the statistics are across the seeds."""
+    from btc_assets.evaluation.position import latest_positions
+    from btc_assets.portfolio.tables import price_arrays
+
+    results = {f"seed_{s:02d}": run(inputs, tmp_path, seed=s) for s in (1, 2)}
+    bars, _, probs = load(inputs)
+    for r in results.values():
+        oos, folds = r.oos, r.folds
+        first_bars = oos.groupby("fold")["position"].first()
+        first_carry = oos.groupby("fold")["carry_position"].first()
+        nonzero = 0
+        for f, next_f in zip(folds["fold"].iloc[:-1], folds["fold"].iloc[1:], strict=True):
+            row = folds.set_index("fold").loc[f]
+            assert row["order_position"] == first_bars[next_f] and row["order_carry"] == first_carry[next_f]
+            nonzero += row["order_position"] != 0.0
+        assert nonzero, "every fold ended flat: the test proves nothing"
+    portfolio = get_profile("quick").portfolio
+    table = latest_positions(
+        {k: r.oos for k, r in results.items()}, {k: r.folds for k, r in results.items()}, bars, probs, portfolio, 1e5
+    ).set_index("row")
+    assert list(table.index) == ["seed_01", "seed_02", "median", "p05", "p95", "std"]
+    last_bar = pd.Timestamp(bars["timestamp"].iloc[-1])
+    close = price_arrays(bars, portfolio).close[-1]
+    for key, r in results.items():
+        row, last = table.loc[key], r.folds.iloc[-1]
+        # the bar after the book's last one; the schedule may leave a short tail of the data untested (stale)
+        book_end = pd.Timestamp(r.oos["timestamp"].iloc[-1]) + pd.Timedelta(hours=1)
+        assert row["timestamp"] == book_end
+        assert row["stale_hours"] == (last_bar + pd.Timedelta(hours=1) - book_end) / pd.Timedelta(hours=1)
+        assert row["directional"] == last["order_position"] and row["carry"] == last["order_carry"]
+        assert row["directional_btc"] == pytest.approx(1e5 * last["order_position"] / close)
+        assert row["leverage"] == r.oos["leverage"].iloc[-1]
+        assert sum(row[c] for c in table.columns if c.startswith("p_")) == pytest.approx(1.0)
+    assert table.loc["median", "directional"] == pytest.approx(table.loc[["seed_01", "seed_02"], "directional"].mean())
+    cut = {k: r.oos.iloc[:-5] for k, r in results.items()}  # a book that ends early is flagged as stale
+    folds_cut = {
+        k: r.folds.assign(
+            test_end=r.folds["test_end"].where(
+                r.folds.index < len(r.folds) - 1, cut[k]["timestamp"].iloc[-1] + pd.Timedelta(hours=1)
+            )
+        )
+        for k, r in results.items()
+    }
+    later = latest_positions(cut, folds_cut, bars, probs, portfolio, 1e5).set_index("row")
+    rows = ["seed_01", "seed_02", "median"]
+    assert (later.loc[rows, "stale_hours"] == table.loc[rows, "stale_hours"] + 5).all()
+    with pytest.raises(ValueError, match="capital must be positive"):
+        latest_positions(cut, folds_cut, bars, probs, portfolio, 0.0)
+
+
 def test_summary_across_seeds(inputs: Path, tmp_path: Path) -> None:
     from btc_assets.evaluation.summary import ORIGINAL_SYSTEM_REPORTED, TARGET_MONTHLY, summarise
     from btc_assets.portfolio.metrics import REFERENCES, calendar_month_returns

@@ -39,7 +39,9 @@ def versioned_assets(profile: Profile) -> list[dg.AssetsDefinition]:
 
 
 WFA_SELECTION = dg.AssetSelection.assets(*wfa.walk_forward.keys)
-SUMMARY_SELECTION = dg.AssetSelection.assets(*evaluation.wfa_summary.keys, *evaluation.wfa_attribution.keys)
+SUMMARY_SELECTION = dg.AssetSelection.assets(
+    *evaluation.wfa_summary.keys, *evaluation.wfa_attribution.keys, *evaluation.latest_position.keys
+)
 ABLATION_SELECTION = dg.AssetSelection.groups(ablation.GROUP)
 CHAIN_SELECTION = dg.AssetSelection.all() - WFA_SELECTION - SUMMARY_SELECTION - ABLATION_SELECTION
 study_job = dg.define_asset_job(

@@ -11,6 +11,7 @@ from btc_assets.defs.metadata import table_metadata
 from btc_assets.defs.portfolio import phase_labels
 from btc_assets.defs.resources import ProjectHome, Study
 from btc_assets.evaluation import attribution
+from btc_assets.evaluation.position import latest_positions
 from btc_assets.evaluation.summary import fold_parameters, reference_frames, summarise
 from btc_assets.experts import LineCache
 
@@ -18,6 +19,7 @@ GROUP = "evaluation"
 COMPUTED_BY = {
     "wfa_summary": (("btc_assets.evaluation.summary",), ("portfolio",)),
     "wfa_attribution": (("btc_assets.evaluation.attribution",), ("portfolio",)),
+    "latest_position": (("btc_assets.evaluation.position",), ("portfolio", "position")),
 }
 
 
@@ -203,4 +205,54 @@ def wfa_attribution(
     )
 
 
-assets = [wfa_summary, wfa_attribution]
+@dg.asset(group_name=GROUP, kinds={"python", "parquet"}, ins={"wfa_results": ALL_SEEDS, "wfa_folds": ALL_SEEDS})
+def latest_position(
+    context: dg.AssetExecutionContext,
+    study: Study,
+    market_bars: pd.DataFrame,
+    regime_probabilities: pd.DataFrame,
+    wfa_results: dict[str, pd.DataFrame],
+    wfa_folds: dict[str, pd.DataFrame],
+) -> dg.Output:
+    """The position to hold in the bar after the last out-of-sample bar, per seed and across the seeds (median,
+    5th / 95th percentile, standard deviation): the directional (perp) and carry (long perp / short spot) orders
+    each seed's latest fold decided at that close, in equity units and in BTC for ``[position] capital`` USDT, with
+    the raw targets, leverage, throttle, gating weights and regime probabilities behind them; ``timestamp`` is the
+    bar it is for, ``stale_hours`` how far that bar lies behind the bar after the last one in ``market_bars``.
+    Research advice from a backtest: no order is sent anywhere (``btc_assets.evaluation.position``)."""
+    seeds = sorted(s for s in wfa_results if s in wfa_folds)
+    profile = study.profile
+    table = latest_positions(
+        {s: wfa_results[s] for s in seeds},
+        {s: wfa_folds[s] for s in seeds},
+        market_bars,
+        regime_probabilities,
+        profile.portfolio,
+        profile.position.capital,
+    )
+    median = table.set_index("row").loc["median"]
+    stale = float(median["stale_hours"])
+    if stale > 0:
+        context.log.warning(f"the position is for {median['timestamp']}, {stale:.0f} h behind the data's next bar")
+    context.log.info(
+        f"{len(seeds)} seed(s); median directional {median['directional']:+.3f}, carry {median['carry']:+.3f}"
+    )
+    return dg.Output(
+        table,
+        metadata={
+            "seeds": len(seeds),
+            "for_bar": str(median["timestamp"]),
+            "stale_hours": stale,
+            "median_directional": float(median["directional"]),
+            "median_carry": float(median["carry"]),
+            "median_directional_btc": float(median["directional_btc"]),
+            "capital_usdt": float(profile.position.capital),
+            "positions": table_metadata(
+                table[["row", "directional", "carry", "directional_btc", "carry_btc", "leverage", "throttle"]],
+                digits=4,
+            ),
+        },
+    )
+
+
+assets = [wfa_summary, wfa_attribution, latest_position]

@@ -300,6 +300,10 @@ def _out_of_sample(
                 "test_start": start,
                 "test_end": previous_end,
                 "equity_start": equity_before,
+                # the orders decided at the fold's last close, filled at the next open (the next fold's first bar;
+                # for the last fold: the position to hold now, btc_assets.evaluation.position)
+                "order_position": float(state[State.ORDER_POSITION]),
+                "order_carry": float(state[State.ORDER_CARRY]),
                 "params": json.dumps(params.to_json(), sort_keys=True),
                 **metrics,
             }
