@@ -73,6 +73,9 @@ def test_null_market_says_no_skill(null_study) -> None:
     # the walk-forward selection is a coin flip out of sample (75 studies: standard error about 0.06)
     assert 0.3 <= o["pbo_walk_forward"] <= 0.7, o
     assert abs(o["pbo_walk_forward_logit"]) < 0.6, o
+    assert o["pbo_walk_forward_sharpe_studies"] == studies  # ranked by the plain out-of-sample Sharpe ratio
+    assert 0.3 <= o["pbo_walk_forward_sharpe"] <= 0.7, o
+    assert abs(o["pbo_walk_forward_sharpe_logit"]) < 0.6, o
     # per-study CSCV over trials not selected by score: about one half too
     assert 0.3 <= o["median_study_pbo"] <= 0.7, o
     # the winners' training Sharpe ratios, deflated by their own studies, are not significant: about the test's

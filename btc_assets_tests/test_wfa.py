@@ -544,6 +544,12 @@ def test_summary_across_seeds(inputs: Path, tmp_path: Path) -> None:
     assert wf.n_studies == 2 * 5 and seeds.loc["seed_01", "pbo_walk_forward"] == pytest.approx(wf.pbo)
     assert seeds.loc["seed_01", "pbo_walk_forward_logit"] == pytest.approx(wf.mean_logit)
     assert o["pbo_walk_forward_studies"] == 3 * 2 * 5 and 0.0 <= o["pbo_walk_forward"] <= 1.0
+    every = pd.concat([r.trials.assign(seed=k) for k, r in results.items()], ignore_index=True)
+    by_sharpe = walk_forward_pbo(every, score="test_sharpe")
+    assert o["pbo_walk_forward_sharpe"] == pytest.approx(by_sharpe.pbo)
+    assert seeds.loc["seed_01", "pbo_walk_forward_sharpe_logit"] == pytest.approx(
+        by_sharpe.studies.query("seed == 'seed_01'")["logit"].mean()
+    )
     # SPA / Reality Check: one design (the seed-averaged daily returns) against spot buy-and-hold
     assert o["spa_candidates"] == 1
     assert 0.0 <= o["spa_lower"] <= o["spa_consistent"] <= o["spa_upper"] <= 1.0 and 0.0 <= o["reality_check"] <= 1.0

@@ -41,6 +41,7 @@ HEADLINE_STATISTICS = (
     "median_study_pbo",
     "pbo_walk_forward",
     "pbo_walk_forward_logit",
+    "pbo_walk_forward_sharpe",
     "median_dsr",
     "median_study_dsr",
     "median_psr_vs_spot",

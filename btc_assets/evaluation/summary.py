@@ -61,7 +61,9 @@ Conventions
   (each trial run once on the fold's test window as its own book, which the selection never saw); PBO = share of
   studies with ω ≤ 0.5, ``pbo_walk_forward_logit`` = mean ln(ω / (1 − ω)) (> 0: selection helps out of sample).
   Pooled over all studies of all seeds: ``pbo_walk_forward``, ``pbo_walk_forward_logit``,
-  ``pbo_walk_forward_studies``. Both are ≈ 0.5 on a market without structure.
+  ``pbo_walk_forward_studies``. Both are ≈ 0.5 on a market without structure. ``pbo_walk_forward_sharpe`` (and
+  ``_logit``, ``_studies``): the same with the trials ranked out of sample by their plain Sharpe ratio
+  (``test_sharpe``) instead of the objective, whose penalties are predictable.
 * Target: ``p_month_at_target`` is the share of (seed, complete calendar month) out-of-sample returns at or above
   the target (a month counts when its first and its last hour are both in the series; :attr:`Summary.monthly`
   holds those months); ``p_seed_at_target`` the share of seeds whose compounded ``monthly_return`` reaches it;
@@ -136,6 +138,8 @@ SELECTION_COLUMNS = [
     "pbo",
     "pbo_walk_forward",
     "pbo_walk_forward_logit",
+    "pbo_walk_forward_sharpe",
+    "pbo_walk_forward_sharpe_logit",
     "min_track_record_days",
     "track_record_days",
 ]
@@ -311,18 +315,18 @@ def selection_statistics(
                     "share_studies_pbo_above_half": float((pbo > 0.5).mean()) if len(pbo) else math.nan,
                 }
             )
-        wf = walk_forward_pbo(all_trials)
-        if wf.n_studies:
-            per_study = wf.studies.assign(low=wf.studies["logit"] <= 0.0).groupby("seed")
-            per_seed["pbo_walk_forward"] = per_study["low"].mean().astype(float)
-            per_seed["pbo_walk_forward_logit"] = per_study["logit"].mean()
-        pooled.update(
-            {
-                "pbo_walk_forward": wf.pbo,
-                "pbo_walk_forward_logit": wf.mean_logit,
-                "pbo_walk_forward_studies": float(wf.n_studies),
-            }
-        )
+        # ranked by the objective (``test``), and by the plain out-of-sample Sharpe ratio (``test_sharpe``): the
+        # objective's penalties (turnover, the cost budget) are predictable, so they can make a selection look good
+        # out of sample without return skill; the second says how much of it is in the returns
+        for score, name in (("test", "pbo_walk_forward"), ("test_sharpe", "pbo_walk_forward_sharpe")):
+            if score not in all_trials:
+                continue
+            wf = walk_forward_pbo(all_trials, score=score)
+            if wf.n_studies:
+                per_study = wf.studies.assign(low=wf.studies["logit"] <= 0.0).groupby("seed")
+                per_seed[name] = per_study["low"].mean().astype(float)
+                per_seed[f"{name}_logit"] = per_study["logit"].mean()
+            pooled.update({name: wf.pbo, f"{name}_logit": wf.mean_logit, f"{name}_studies": float(wf.n_studies)})
     pooled.update(snooping_tests(oos, spot, seed=bootstrap_seed))
     return per_seed.astype(float), pooled
 
