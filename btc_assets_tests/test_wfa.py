@@ -485,6 +485,9 @@ def test_latest_position_is_the_order_the_book_fills_next(inputs: Path, tmp_path
     later = latest_positions(cut, folds_cut, bars, probs, portfolio, 1e5).set_index("row")
     rows = ["seed_01", "seed_02", "median"]
     assert (later.loc[rows, "stale_hours"] == table.loc[rows, "stale_hours"] + 5).all()
+    with pytest.raises(ValueError, match="seed_01: its wfa_folds has no order_position"):
+        old = {k: f.drop(columns=["order_position", "order_carry"]) for k, f in folds_cut.items()}
+        latest_positions(cut, old, bars, probs, portfolio, 1e5)
     with pytest.raises(ValueError, match="capital must be positive"):
         latest_positions(cut, folds_cut, bars, probs, portfolio, 0.0)
 

@@ -51,6 +51,11 @@ def latest_positions(
     perp, spot = float(prices.close[-1]), float(prices.spot_close[-1])  # the latest closes: what a trade costs now
     rows = []
     for seed in sorted(results):
+        if not {"order_position", "order_carry"} <= set(folds[seed].columns):
+            raise ValueError(
+                f"{seed}: its wfa_folds has no order_position / order_carry (written by an older version): "
+                "materialise the seed again"
+            )
         book, last_fold = results[seed], folds[seed].iloc[-1]
         last = book.iloc[-1]
         decided_at = pd.Timestamp(last["timestamp"])
