@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from btc_assets.config import PortfolioSettings
+from btc_assets.evaluation.summary import spread
 from btc_assets.portfolio.tables import price_arrays
 from btc_assets.regimes.walkforward import out_of_sample
 
@@ -87,11 +88,7 @@ def latest_positions(
         )
     table = pd.DataFrame(rows)
     numeric = [c for c in table.columns if c not in ("row", "timestamp", "decided_at", "fold")]
-    values = table[numeric]
-    stats = pd.DataFrame(
-        [values.median(), values.quantile(0.05), values.quantile(0.95), values.std(ddof=1)], index=list(STATS)
-    )
-    stats = stats.reset_index(names="row")
+    stats = spread(table[numeric], STATS).reset_index(names="row")
     for column in ("timestamp", "decided_at"):
         stats[column] = table[column].max()
     stats["fold"] = int(table["fold"].max())

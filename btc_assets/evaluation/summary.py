@@ -331,6 +331,19 @@ def selection_statistics(
     return per_seed.astype(float), pooled
 
 
+SPREAD = {
+    "median": lambda v: v.median(),
+    "p05": lambda v: v.quantile(0.05),
+    "p95": lambda v: v.quantile(0.95),
+    "std": lambda v: v.std(ddof=1),
+}
+
+
+def spread(values: pd.DataFrame, stats: tuple[str, ...] = ("median", "p05", "p95")) -> pd.DataFrame:
+    """The dispersion across seeds (the rows of ``values``): one row per statistic of :data:`SPREAD`, named by it."""
+    return pd.DataFrame({name: SPREAD[name](values) for name in stats}).T
+
+
 def summarise(
     oos: Mapping[str, pd.DataFrame],
     trials: Mapping[str, pd.DataFrame],
@@ -352,23 +365,17 @@ def summarise(
     columns = [*METRICS, *SELECTION_COLUMNS]
     per_seed = per_seed[columns]
     finite = per_seed.replace([np.inf, -np.inf], np.nan)
-    spread = pd.DataFrame(
-        {
-            "median": finite.median(),
-            "p05": finite.quantile(0.05),
-            "p95": finite.quantile(0.95),
-        }
-    ).T
-    spread["min_track_record_days"] = [
+    dispersion = spread(finite)
+    dispersion["min_track_record_days"] = [
         quantile_with_inf(per_seed["min_track_record_days"], q) for q in (0.5, 0.05, 0.95)
     ]  # an infinite one (never significant) counts
-    spread["survival"] = per_seed["survival"].mean()  # the survival rate, in every dispersion row
+    dispersion["survival"] = per_seed["survival"].mean()  # the survival rate, in every dispersion row
     ref_rows = pd.DataFrame({name: frame_metrics(frame, portfolio.ruin_floor) for name, frame in refs.items()}).T
     for name, frame in refs.items():
         r = frame["bar_return"].to_numpy(dtype=np.float64)
         ref_rows.loc[name, "psr"] = probabilistic_sharpe_ratio(r)
         ref_rows.loc[name, "psr_vs_spot"] = probabilistic_sharpe_ratio(r, selection_pooled["spot_sharpe_per_bar"])
-    table = pd.concat([per_seed, spread, ref_rows.reindex(columns=columns)]).rename_axis("row").reset_index()
+    table = pd.concat([per_seed, dispersion, ref_rows.reindex(columns=columns)]).rename_axis("row").reset_index()
     monthly = pd.concat({seed: monthly_returns(oos[seed]) for seed in seeds}, names=["seed", "year", "month"])
     monthly = monthly.rename("return").reset_index()
     target = {
