@@ -115,20 +115,17 @@ def sync_chain(defs, paths: Paths, options: dict) -> bool:
     below it. False (after saying why) if a step failed."""
     import dagster as dg
 
+    from btc_assets.defs.automation import RAW, unsynced_chain
+
     job = defs.resolve_job_def("btc_study")
     with open_instance(paths) as instance:
         # the raw inputs are re-read every time (cheap): their content hashes tell what changed downstream
-        raw = [dg.AssetKey("raw_ohlcv"), dg.AssetKey("raw_funding"), dg.AssetKey("raw_perp_ohlcv")]
+        raw = [dg.AssetKey(name) for name in RAW]
         result = job.execute_in_process(instance=instance, asset_selection=raw, **options)
         if not result.success:
             _report_failure(result)
             return False
-        chain = list(job.asset_layer.executable_asset_keys)
-        status = stale_statuses(instance, defs, chain)
-        changed = [dg.AssetKey.from_user_string(k) for k, v in status.items() if v != "FRESH"]
-        # what is not fresh, and everything below it in the chain (its inputs are about to change)
-        below = dg.AssetSelection.assets(*changed).downstream().resolve(defs.resolve_asset_graph())
-        unsynced = [k for k in chain if k in below]
+        unsynced = unsynced_chain(instance, defs.resolve_asset_graph(), list(job.asset_layer.executable_asset_keys))
         if unsynced:
             _say(f"materialising {', '.join(k.to_user_string() for k in unsynced)}")
             result = job.execute_in_process(instance=instance, asset_selection=unsynced, **options)
@@ -310,8 +307,18 @@ def cmd_seed(args: argparse.Namespace) -> int:
     if not result.success:
         _report_failure(result)
         return 1
-    _say(f"{args.partition}: done (run {result.run_id})")
+    _say(f"{args.partition}: done{_trial_counts(result)} (run {result.run_id})")
     return 0
+
+
+def _trial_counts(result) -> str:
+    """``, 1,500 trials run now, 19,500 from checkpoint`` from a seed run's materialisation metadata ("" if none)."""
+    for event in result.get_asset_materialization_events():
+        meta = event.event_specific_data.materialization.metadata
+        if "trials_run_now" in meta and "trials_from_checkpoint" in meta:
+            now, before = meta["trials_run_now"].value, meta["trials_from_checkpoint"].value
+            return f", {now:,} trials run now, {before:,} from checkpoint"
+    return ""
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@
 * ``raw/``         inputs (downloads are cached here; user files are read where they are and never modified)
 * ``warehouse/``   materialisations, one Parquet file per asset and partition, plus ``catalog.duckdb``
 * ``checkpoints/`` resumable optimisation state
+* ``fits/``        fitted GARCH and HMM refits keyed by their inputs (``btc_assets.fits``): new bars refit only what
+                   they add
 * ``reports/``     plots and the HTML report
 * ``dagster/``     the Dagster instance (``DAGSTER_HOME``): run history, materialisations, staleness
 """
@@ -51,6 +53,10 @@ class Paths:
     @property
     def reports(self) -> Path:
         return self.home / "reports"
+
+    @property
+    def fits(self) -> Path:
+        return self.home / "fits"
 
     @property
     def dagster_home(self) -> Path:

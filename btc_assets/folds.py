@@ -71,6 +71,22 @@ class FoldSchedule:
             test_start = test_end
         return out
 
+    def starts(self, first: pd.Timestamp, end: pd.Timestamp) -> list[pd.Timestamp]:
+        """Every test-window start on the grid ``first + warmup + k · test`` before ``end``, the start of a trailing
+        piece too short to be a fold included: appending bars never moves or removes one, so refit points taken
+        from here never change earlier values (fold starts themselves can appear once that piece grows)."""
+        warmup, test = pd.Timedelta(self.warmup), pd.Timedelta(self.test)
+        out, start = [], first + warmup
+        while start < end:
+            out.append(start)
+            start += test
+        return out
+
+    def starts_for(self, timestamps: pd.Series) -> list[pd.Timestamp]:
+        """:meth:`starts` over an hourly bar series."""
+        ts = pd.Series(timestamps)
+        return self.starts(ts.iloc[0], ts.iloc[-1] + pd.Timedelta(hours=1))
+
     def folds_for(self, timestamps: pd.Series) -> list[Fold]:
         """Folds over an hourly bar series (end = one hour after the last bar)."""
         ts = pd.Series(timestamps)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,6 +26,8 @@ import pandas as pd
 from arch.univariate import GARCH, ConstantMean, Normal, SkewStudent, StudentsT
 from arch.utility.exceptions import StartingValueWarning
 from numba import njit
+
+from btc_assets.fits import FitCache, fit_key
 
 if TYPE_CHECKING:
     from btc_assets.config import VolatilitySettings
@@ -225,6 +228,35 @@ def refit_schedule(
     return [chosen[row] for row in sorted(chosen)]
 
 
+@dataclass(frozen=True)
+class ArchFit:
+    """What :func:`garch_forecast` keeps of one arch fit (the parameters in arch's order, and its diagnostics)."""
+
+    params: np.ndarray
+    loglikelihood: float
+    convergence_flag: int
+    iterations: int
+    warm: bool
+
+
+def _cached_fit(z: np.ndarray, o: int, dist: str, start: np.ndarray | None, fits: FitCache) -> ArchFit:
+    """:func:`_fit_arch` through the fit cache, keyed by all of its inputs."""
+    key = fit_key("garch", z, o, dist, start)
+    hit = fits.get(key)
+    if hit is not None:
+        return hit
+    result, warm = _fit_arch(z, o, dist, start)
+    fit = ArchFit(
+        result.params.to_numpy(),
+        float(result.loglikelihood),
+        int(result.convergence_flag),
+        int(result.optimization_result.nit),
+        warm,
+    )
+    fits.put(key, fit)
+    return fit
+
+
 def _fit_arch(z: np.ndarray, o: int, dist: str, start: np.ndarray | None):
     """Fit ConstantMean + GARCH(1, o, 1) + ``dist`` on ``z``; warm start from ``start`` when given.
 
@@ -285,6 +317,7 @@ def garch_forecast(
     seasonal: bool = True,
     annualise: bool = True,
     horizon: int = 24,
+    fits: FitCache | None = None,
 ) -> pd.DataFrame:
     """Walk-forward GARCH(1,1) (``vol="GARCH"``) or GJR-GARCH(1,1,1) (``vol="GJR"``) volatility forecasts.
 
@@ -315,6 +348,9 @@ def garch_forecast(
     (the GARCH(1,1) / GJR multi-step forecast, as arch's analytic ``forecast(horizon=H)``; ρ ≥ 1: E_t[h] =
     h_{t+1}). Averaging the seasonal factor over the next H hours takes out the hour-of-day cycle that makes the
     next hour's forecast swing every day (0.37 at 03 UTC, 0.65 at 13 UTC on the real data).
+
+    ``fits``: a :class:`btc_assets.fits.FitCache` of the arch fits keyed by their inputs (z, the starting values,
+    the specification): a longer history refits only at its new refit points, bit-identically.
 
     Returns a frame indexed like ``returns`` with ``sigma`` (``sigma_bar`` · sqrt(8760) when ``annualise``),
     ``sigma_bar``, ``refit_id`` (-1 before the first refit, where the sigmas are NaN) and ``refit_time`` (the
@@ -358,8 +394,9 @@ def garch_forecast(
         scale = 1.0 / float(np.std(y_train))
         z_train = scale * y_train
         start_values = None if prev is None else _warm_start(prev, scale / prev["scale"], o)
-        result, warm = _fit_arch(z_train, o, dist_key, start_values)
-        p = result.params.to_numpy()
+        result = _cached_fit(z_train, o, dist_key, start_values, fits or FitCache(None))
+        warm = result.warm
+        p = result.params
         mu, omega, alpha = float(p[0]), float(p[1]), float(p[2])
         gamma = float(p[3]) if o else 0.0
         beta = float(p[3 + o])
@@ -399,7 +436,7 @@ def garch_forecast(
             "loglik_returns": loglik_returns,
             "converged": bool(result.convergence_flag == 0),
             "convergence_flag": int(result.convergence_flag),
-            "iterations": int(result.optimization_result.nit),
+            "iterations": int(result.iterations),
             "warm_start": warm,
             "dist_params": dist_params,
         }
@@ -500,12 +537,16 @@ def forecast_losses(sigma_bar: pd.Series, returns: pd.Series, baseline_window: i
 # ------------------------------------------------------------------------------------------------------- the table
 
 
-def compute_volatility(bars: pd.DataFrame, schedule: FoldSchedule, settings: VolatilitySettings) -> pd.DataFrame:
+def compute_volatility(
+    bars: pd.DataFrame, schedule: FoldSchedule, settings: VolatilitySettings, fits: FitCache | None = None
+) -> pd.DataFrame:
     """The volatility table for a ``market_bars`` grid (columns ``timestamp``, OHLC, ``missing``), row by row.
 
     ``log_return`` is the one-hour log return, NaN on a missing bar and on the first bar after a gap (whose move
     spans several hours and is no one-hour shock): GARCH treats both as no news. GARCH refits at the calendar
-    points of ``settings.refit_every`` and at every fold start of ``schedule``. Columns: ``timestamp``,
+    points of ``settings.refit_every`` and at every fold start of ``schedule`` (:meth:`FoldSchedule.starts`: the
+    start of a trailing piece too short to be a fold yet included, so that appending bars changes no earlier value).
+    ``fits``: the cache of arch fits (:func:`garch_forecast`). Columns: ``timestamp``,
     ``log_return``, the :data:`REALIZED_COLUMNS` (window ``settings.realized_window``) and the
     :data:`GARCH_COLUMNS`; ``attrs`` as in :func:`garch_forecast`.
     """
@@ -513,16 +554,16 @@ def compute_volatility(bars: pd.DataFrame, schedule: FoldSchedule, settings: Vol
     close = pd.Series(bars["close"].to_numpy(dtype=np.float64), index=timestamps)
     returns = np.log(close).diff()  # NaN on a missing bar and on the bar after it
     returns.iloc[0] = 0.0
-    folds = schedule.folds_for(bars["timestamp"])
     garch = garch_forecast(
         returns,
         refit_every=settings.refit_every,
-        refit_points=[f.test_start for f in folds],
+        refit_points=schedule.starts_for(bars["timestamp"]),
         train_window=settings.train_window,
         vol=settings.vol,
         dist=settings.dist,
         seasonal=settings.seasonal,
         horizon=settings.horizon,
+        fits=fits,
     )
     realized = realized_volatility(bars, window=settings.realized_window)
     out = pd.DataFrame({"timestamp": bars["timestamp"].to_numpy(), "log_return": returns.to_numpy()}, index=bars.index)

@@ -136,6 +136,10 @@ def test_materialize_demo_then_a_seed_then_staleness(tmp_path: Path) -> None:
         assert len(ablation_runs) == 14
         requested = [(r.job_name, r.partition_key) for r in sensor_requests(instance, defs)]
         assert requested == [("wfa_seeds", "seed_01"), *ablation_runs]
+        # with every wanted seed fresh (a profile of one seed, no ablation) the sensor asks for the summary, which is
+        # unsynced (wfa_attribution was never materialised), and only for it
+        requests = sensor_requests(instance, with_sensor(defs, defs.assets, n_seeds=1))
+        assert [(r.job_name, r.partition_key) for r in requests] == [("summarise_seeds", None)]
 
         bumped = dg.Definitions(
             assets=[
@@ -156,9 +160,20 @@ def test_materialize_demo_then_a_seed_then_staleness(tmp_path: Path) -> None:
         for key in ("wfa_results", "wfa_folds", "wfa_trials"):
             assert stale_status(instance, key, "seed_00", defs=bumped) == StaleStatus.STALE
             assert stale_status(instance, key, "seed_01", defs=bumped) == StaleStatus.MISSING
-        # after the code change the sensor also requests the now stale seed_00, with run keys that name the state
-        # (stable across ticks, so one state is launched once)
+        # after the code change the sensor first brings the chain up to date (one run of the stale chain assets, and
+        # nothing else that tick: no seed starts on inputs about to change) ...
         bumped_with_sensor = with_sensor(defs, bumped.assets)
+        chain_first = sensor_requests(instance, bumped_with_sensor)
+        assert [(r.job_name, {k.to_user_string() for k in r.asset_selection}) for r in chain_first] == [
+            ("btc_study", downstream)
+        ]
+        assert chain_first[0].run_key == sensor_requests(instance, bumped_with_sensor)[0].run_key
+        chain_run = dg.materialize(
+            bumped.assets, resources=defs.resources, instance=instance, selection=sorted(downstream)
+        )
+        assert chain_run.success
+        # ... then requests the now stale seed_00, with run keys that name the state (stable across ticks, so one
+        # state is launched once)
         first = sensor_requests(instance, bumped_with_sensor)
         assert [(r.job_name, r.partition_key) for r in first][:2] == [
             ("wfa_seeds", "seed_00"),
@@ -170,6 +185,51 @@ def test_materialize_demo_then_a_seed_then_staleness(tmp_path: Path) -> None:
         ]
 
 
+def test_daily_update_rereads_the_raw_data_and_freshness_reads_the_newest_bar(tmp_path: Path) -> None:
+    """The ``daily_update`` schedule (off by default) requests the raw assets of ``btc_study`` once a day; the
+    freshness checks of the ingestion assets pass while the newest bar is younger than its limit and fail (WARN,
+    the asset shows overdue in the UI) once it is older, whenever the file was last read."""
+    from datetime import UTC, datetime
+
+    from btc_assets.defs.ingestion import MAX_AGE
+
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    frames = {
+        "recent": (
+            make_ohlcv(72, start=str(now - pd.Timedelta(hours=72))),
+            make_funding(str(now - pd.Timedelta(hours=64)), 8),
+        ),
+        "old": (make_ohlcv(72, start="2024-01-01"), make_funding("2024-01-01 08:00", 8)),
+    }
+    for name, (ohlcv, funding) in frames.items():
+        ohlcv.to_parquet(tmp_path / f"{name}_ohlcv.parquet")
+        funding.to_parquet(tmp_path / f"{name}_funding.parquet")
+    raw = {"raw_ohlcv", "raw_funding", "raw_perp_ohlcv"}
+    outcomes = {}
+    for name in frames:
+        home = tmp_path / name
+        defs = definitions(
+            home, ohlcv=str(tmp_path / f"{name}_ohlcv.parquet"), funding=str(tmp_path / f"{name}_funding.parquet")
+        )
+        schedule = defs.get_repository_def().get_schedule_def("daily_update")
+        assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+        assert defs.get_repository_def().get_sensor_def("data_freshness").default_status.value == "STOPPED"
+        with dg.instance_for_test() as instance:
+            tick = datetime(2026, 12, 7, 2, tzinfo=UTC)
+            context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
+            (request,) = schedule.evaluate_tick(context).run_requests
+            assert request.run_key == "daily_update:2026-12-07" and request.job_name in (None, "btc_study")
+            assert {k.to_user_string() for k in request.asset_selection} == raw
+            job = defs.resolve_job_def("btc_study")
+            selection = [*request.asset_selection, dg.AssetKey("market_bars")]
+            result = job.execute_in_process(instance=instance, asset_selection=selection, tags=request.tags)
+            assert result.success  # an overdue check warns, it does not fail the run
+            outcomes[name] = {e.asset_key.to_user_string(): e.passed for e in result.get_asset_check_evaluations()}
+    assert set(outcomes["recent"]) == set(MAX_AGE) and all(outcomes["recent"].values()), outcomes
+    # no perp file: no data is not overdue data; everything else is two years old
+    assert outcomes["old"] == {"raw_ohlcv": False, "raw_funding": False, "market_bars": False, "raw_perp_ohlcv": True}
+
+
 def sensor_requests(instance: dg.DagsterInstance, definitions: dg.Definitions) -> list:
     """The run requests of one tick of the ``stale_partitions`` sensor of ``definitions``."""
     sensor = definitions.get_repository_def().get_sensor_def("stale_partitions")
@@ -177,13 +237,20 @@ def sensor_requests(instance: dg.DagsterInstance, definitions: dg.Definitions) -
     return list(sensor.evaluate_tick(context).run_requests)
 
 
-def with_sensor(defs: dg.Definitions, assets: list) -> dg.Definitions:
-    """``assets`` (e.g. with a bumped code version) with the project's jobs and ``stale_partitions`` sensor."""
+def with_sensor(defs: dg.Definitions, assets: list, n_seeds: int | None = None) -> dg.Definitions:
+    """``assets`` (e.g. with a bumped code version) with the project's jobs and ``stale_partitions`` sensor (for a
+    profile of ``n_seeds`` seeds and no ablation runs, when given)."""
+    from dataclasses import replace
+
+    from btc_assets.config import AblationSettings
     from btc_assets.defs import JOBS
     from btc_assets.defs.automation import build_sensor
 
-    jobs = {j.name: j for j in JOBS}
-    sensor = build_sensor(defs.resources["study"], [jobs["wfa_seeds"], jobs["ablation_runs"]])
+    settings = defs.resources["study"]
+    if n_seeds is not None:
+        profile = replace(settings.profile, n_seeds=n_seeds, ablation=AblationSettings(variants=()))
+        settings = replace(settings, profile=profile)
+    sensor = build_sensor(settings, JOBS)
     return dg.Definitions(assets=assets, resources=defs.resources, jobs=JOBS, sensors=[sensor])
 
 

@@ -42,8 +42,8 @@ def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     return tuple(pd.read_parquet(folder / f"{n}.parquet") for n in ("bars", "volatility", "probs"))  # type: ignore
 
 
-def run(folder: Path, checkpoints: Path, seed: int = 3, messages: list[str] | None = None, **overrides):
-    bars, vol, probs = load(folder)
+def run(folder: Path, checkpoints: Path, seed: int = 3, messages: list[str] | None = None, frames=None, **overrides):
+    bars, vol, probs = load(folder) if frames is None else frames
     profile = get_profile("quick")
     settings = replace(profile.wfa, **{**TINY, **overrides})
     say = messages.append if messages is not None else (lambda m: None)
@@ -254,8 +254,11 @@ def test_out_of_sample_is_one_account_equal_to_one_reference_run(inputs: Path, t
     assert held.iloc[1:].any(), "no fold starts with a carried position: the test proves nothing"
 
 
-def test_changed_config_or_input_starts_fresh_and_keeps_the_old_checkpoint(inputs: Path, tmp_path: Path) -> None:
-    run(inputs, tmp_path)
+def test_changed_config_or_earlier_data_starts_fresh_and_says_so(inputs: Path, tmp_path: Path) -> None:
+    """A changed setting moves the seed's checkpoint aside, and so does a changed bar in the first fold's warm-up
+    (other data, not more of the same); a changed bar after it re-optimises exactly the studies that read it (here:
+    fold 7's), and a bar only in the last test window re-optimises nothing: that fold's trials are re-scored."""
+    first = run(inputs, tmp_path)
     messages: list[str] = []
     changed = run(inputs, tmp_path, messages=messages, turnover_penalty=0.01)
     assert changed.trials_run == 40 and not changed.resumed
@@ -263,24 +266,32 @@ def test_changed_config_or_input_starts_fresh_and_keeps_the_old_checkpoint(input
     assert len(list(tmp_path.glob("seed_03.stale-*"))) == 1
 
     bars, vol, probs = load(inputs)
-    bars.loc[len(bars) - 5, "close"] *= 1.01
+    late = bars.copy()
+    late.loc[len(bars) - 24 * 10, "close"] *= 1.01  # in fold 7's test window only
     messages.clear()
-    profile = get_profile("quick")
-    settings = replace(profile.wfa, **{**TINY, "turnover_penalty": 0.01})
-    run_seed(
-        3,
-        "seed_03",
-        bars,
-        vol,
-        probs,
-        settings=settings,
-        portfolio=profile.portfolio,
-        schedule=SCHEDULE,
-        checkpoints=str(tmp_path),
-        say=messages.append,
-    )
-    assert "different data" in messages[0]
+    again = run(inputs, tmp_path, messages=messages, frames=(late, vol, probs), turnover_penalty=0.01)
+    assert again.trials_run == 0 and again.trials_from_checkpoint == 40 and again.studies_retested == 5
+    assert not any("afresh" in m for m in messages) and "0 trials run now, 40 from the checkpoint" in messages[-1]
+
+    fold_7 = probs[probs["fold"] == 7]
+    train_end = fold_7.loc[fold_7["segment"] == "validation", "timestamp"].max()
+    middle = bars.copy()
+    middle.loc[int(np.flatnonzero(bars["timestamp"] == train_end)[0]) - 24, "close"] *= 1.01  # read by fold 7 only
+    messages.clear()
+    partly = run(inputs, tmp_path, messages=messages, frames=(middle, vol, probs), turnover_penalty=0.01)
+    assert partly.trials_run == 20 and partly.trials_from_checkpoint == 20
+    stale = [m for m in messages if "optimising afresh" in m]
+    assert len(stale) == 5 and all("fold 7" in m and "different data before" in m for m in stale), messages
+    assert len(list(tmp_path.glob("seed_03.stale-*"))) == 1  # the seed's own checkpoint stays
+
+    early = bars.copy()
+    early.loc[100, "close"] *= 1.01  # in the warm-up every study reads: other data, not more of the same
+    messages.clear()
+    fresh = run(inputs, tmp_path, messages=messages, frames=(early, vol, probs), turnover_penalty=0.01)
+    assert fresh.trials_run == 40 and fresh.trials_from_checkpoint == 0
+    assert "different data" in messages[0] and "starting fresh" in messages[0]
     assert len(list(tmp_path.glob("seed_03.stale-*"))) == 2
+    assert first.trials_run == 40
 
 
 def test_changed_code_starts_fresh(inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

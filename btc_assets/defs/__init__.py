@@ -6,7 +6,7 @@ import dagster as dg
 
 from btc_assets.config import Profile
 from btc_assets.defs import ablation, evaluation, experts, ingestion, portfolio, regimes, volatility, wfa
-from btc_assets.defs.automation import build_sensor
+from btc_assets.defs.automation import build_schedule, build_sensor
 from btc_assets.defs.resources import default_resources
 from btc_assets.settings import Settings, resolve_settings
 from btc_assets.versions import code_version
@@ -55,6 +55,23 @@ seeds_job = dg.define_asset_job(
     description="The walk-forward optimisation of one seed partition (one run per seed).",
 )
 
+try:  # the optional extra "celery" (pip install -e ".[celery]"): the seeds on a Celery cluster
+    from dagster_celery import celery_executor
+except ImportError:  # pragma: no cover - without the extra the job is not defined
+    celery_executor = None
+# the same seed partitions, each run's step sent to a Celery queue and run by whichever worker takes it (deploy/celery)
+seeds_celery_job = (
+    dg.define_asset_job(
+        "wfa_seeds_celery",
+        selection=WFA_SELECTION,
+        executor_def=celery_executor,
+        description="The walk-forward optimisation of one seed partition, its step run by a Celery worker "
+        "(deploy/celery/run_config.yaml; the instance and the Optuna storage shared, e.g. on PostgreSQL).",
+    )
+    if celery_executor is not None
+    else None
+)
+
 summary_job = dg.define_asset_job(
     "summarise_seeds",
     selection=SUMMARY_SELECTION,
@@ -73,6 +90,7 @@ ablation_job = dg.define_asset_job(
     description="The ablation's Gaussian-HMM regimes and its table over the materialised (variant, seed) runs.",
 )
 JOBS = [study_job, seeds_job, summary_job, ablation_runs_job, ablation_job]
+JOBS += [seeds_celery_job] if seeds_celery_job is not None else []
 
 
 def build_definitions(
@@ -84,8 +102,13 @@ def build_definitions(
     settings = settings or resolve_settings(home, profile)
     return dg.Definitions(
         assets=versioned_assets(settings.profile),
+        asset_checks=ingestion.freshness_checks,
         jobs=JOBS,
-        sensors=[build_sensor(settings, [seeds_job, ablation_runs_job])],
+        schedules=[build_schedule(settings, study_job)],
+        sensors=[
+            build_sensor(settings, [study_job, seeds_job, ablation_runs_job, summary_job]),
+            ingestion.freshness_sensor,
+        ],
         resources=default_resources(settings),
     )
 

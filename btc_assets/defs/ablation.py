@@ -30,13 +30,26 @@ COMPUTED_BY = {
 
 @dg.asset(group_name=GROUP, kinds={"python", "hmmlearn", "parquet"})
 def gaussian_regime_probabilities(
-    context: dg.AssetExecutionContext, study: Study, market_bars: pd.DataFrame, volatility: pd.DataFrame
+    context: dg.AssetExecutionContext,
+    project: ProjectHome,
+    study: Study,
+    market_bars: pd.DataFrame,
+    volatility: pd.DataFrame,
 ) -> pd.DataFrame:
     """Filtered (forward-only) phase probabilities from a Gaussian HMM refitted at every fold start, on the same
-    causal features and schedule as ``regime_probabilities``: the original design's regimes, for the ablation."""
+    causal features and schedule as ``regime_probabilities``: the original design's regimes, for the ablation.
+    Refits are kept by their inputs, like the Student-t model's."""
     profile = study.profile
-    fit = compute_regimes(market_bars, volatility, profile.schedule, replace(profile.regimes, emission="gaussian"))
-    context.add_output_metadata({"refits": len(fit.refits), "phase_names": fit.refits["phase_names"].iloc[-1]})
+    fits = project.fits("btc_assets.regimes")
+    settings = replace(profile.regimes, emission="gaussian")
+    fit = compute_regimes(market_bars, volatility, profile.schedule, settings, fits)
+    context.add_output_metadata(
+        {
+            "refits": len(fit.refits),
+            "refits_fitted_now": fits.misses,
+            "phase_names": fit.refits["phase_names"].iloc[-1],
+        }
+    )
     return fit.probabilities
 
 
@@ -88,6 +101,8 @@ def ablation_run(
             "variant": variant,
             "seed": seed,
             "trials_run_now": result.trials_run,
+            "trials_from_checkpoint": result.trials_from_checkpoint,
+            "studies_retested": result.studies_retested,
             "resumed": result.resumed,
             "final_equity": float(result.oos["equity"].iloc[-1]),
             "checkpoint_fingerprint": result.fingerprint.key,

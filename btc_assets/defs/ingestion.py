@@ -1,5 +1,8 @@
 """Ingestion assets: raw spot OHLCV, perp OHLCV and funding (content-hash data versions) and the clean hourly
-grid."""
+grid, with freshness checks on how old their newest bar may be."""
+
+import warnings
+from datetime import timedelta
 
 import dagster as dg
 import pandas as pd
@@ -12,6 +15,26 @@ GROUP = "ingestion"
 COMPUTED_BY = {
     name: (("btc_assets.ingestion",), ()) for name in ("raw_ohlcv", "raw_funding", "raw_perp_ohlcv", "market_bars")
 }
+
+
+# How old the newest bar may be before the data are overdue (the freshness checks below). Binance's archive
+# publishes a day's spot and perp klines the next day, funding only as whole months (the current month's settlements
+# arrive early in the next one), so a current download is at most 48 hours (bars) and ~40 days (funding) behind.
+MAX_AGE = {
+    "raw_ohlcv": timedelta(hours=48),
+    "raw_perp_ohlcv": timedelta(hours=48),
+    "market_bars": timedelta(hours=48),
+    "raw_funding": timedelta(days=40),
+}
+LAST_UPDATED = "dagster/last_updated_timestamp"  # what Dagster's freshness checks read as the asset's update time
+
+
+def newest_bar(ts: pd.Series, period: pd.Timedelta) -> dict[str, dg.MetadataValue]:
+    """The freshness checks' "last updated" time: when the newest bar (or settlement) closed; nothing when empty
+    (no data is not overdue data)."""
+    if not len(ts):
+        return {}
+    return {LAST_UPDATED: dg.MetadataValue.timestamp((ts.iloc[-1] + period).to_pydatetime())}
 
 
 def _raw_output(
@@ -39,6 +62,7 @@ def _raw_output(
             "last": str(ts.iloc[-1]) if len(ts) else "-",
             "content_hash": version,
             "what": what,
+            **newest_bar(ts, pd.Timedelta(0) if what == "funding" else pd.Timedelta(hours=1)),
             **(extra or {}),
         },
     )
@@ -124,8 +148,24 @@ def market_bars(
             "perp_bars_known": int(perp_known.sum()),
             "first_perp_bar": str(bars.loc[perp_known, "timestamp"].iloc[0]) if perp_known.any() else "-",
             "perp_outside_bars": built.perp_outside_bars,
+            **newest_bar(bars["timestamp"], pd.Timedelta(hours=1)),
         },
     )
 
 
 assets = [raw_ohlcv, raw_funding, raw_perp_ohlcv, market_bars]
+# each asset's check fails (severity WARN: overdue, shown on the asset in the UI) when its newest bar closed longer ago
+# than MAX_AGE; evaluated by every run that materialises it and, with the sensor on, as time passes. Dagster 1.13
+# calls these checks superseded by FreshnessPolicy, but a FreshnessPolicy measures the time since the last
+# materialisation only, while these read the data's own time (LAST_UPDATED): re-reading a file that stopped growing
+# must not look fresh.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.SupersessionWarning)
+    freshness_checks = [
+        check
+        for name, age in MAX_AGE.items()
+        for check in dg.build_last_update_freshness_checks(assets=[dg.AssetKey(name)], lower_bound_delta=age)
+    ]
+    freshness_sensor = dg.build_sensor_for_freshness_checks(
+        freshness_checks=freshness_checks, name="data_freshness", default_status=dg.DefaultSensorStatus.STOPPED
+    )

@@ -3,7 +3,7 @@
 import dagster as dg
 import pandas as pd
 
-from btc_assets.defs.resources import Study
+from btc_assets.defs.resources import ProjectHome, Study
 from btc_assets.regimes import FEATURES, compute_regimes
 
 GROUP = "regimes"
@@ -28,15 +28,24 @@ COMPUTED_BY = {
         ),
     },
 )
-def regimes(context: dg.AssetExecutionContext, study: Study, market_bars: pd.DataFrame, volatility: pd.DataFrame):
+def regimes(
+    context: dg.AssetExecutionContext,
+    project: ProjectHome,
+    study: Study,
+    market_bars: pd.DataFrame,
+    volatility: pd.DataFrame,
+):
     """Fit the K-state Student-t HMM at every fold start (warm-started, restarts on the first) on causal features
-    standardised with training-window statistics only; filter each refit's train and test stretch."""
+    standardised with training-window statistics only; filter each refit's train and test stretch. Refits are kept
+    by their inputs (``fits/regimes``): after new bars only the new folds are fitted."""
     profile = study.profile
-    fit = compute_regimes(market_bars, volatility, profile.schedule, profile.regimes)
+    fits = project.fits(COMPUTED_BY["regime_probabilities"][0][0])
+    fit = compute_regimes(market_bars, volatility, profile.schedule, profile.regimes, fits)
     refits = fit.refits
     phases = fit.phases.merge(refits, on="fold", how="left")
     context.log.info(
-        f"{len(refits)} refits in {refits['seconds'].sum():.1f} s; phases: {refits['phase_names'].iloc[-1]}"
+        f"{len(refits)} refits ({fits.summary()}) in {refits['seconds'].sum():.1f} s; "
+        f"phases: {refits['phase_names'].iloc[-1]}"
     )
     summary = refits[
         [
@@ -57,6 +66,7 @@ def regimes(context: dg.AssetExecutionContext, study: Study, market_bars: pd.Dat
         output_name="regime_probabilities",
         metadata={
             "refits": len(refits),
+            "refits_fitted_now": fits.misses,
             "features": ", ".join(FEATURES),
             "phase_names": refits["phase_names"].iloc[-1],
             "bic_student_t_minus_gaussian_last": float(refits["bic"].iloc[-1] - refits["gaussian_bic"].iloc[-1]),

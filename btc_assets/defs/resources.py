@@ -6,9 +6,11 @@ import dagster as dg
 import pandas as pd
 
 from btc_assets.config import Paths
+from btc_assets.fits import FitCache
 from btc_assets.ingestion import SourceSettings
 from btc_assets.settings import Settings
 from btc_assets.storage import Warehouse
+from btc_assets.versions import source_digest
 
 Study = dg.ResourceParam[Settings]  # the resolved settings, as a resource: ``study.profile.portfolio``
 
@@ -21,6 +23,10 @@ class ProjectHome(dg.ConfigurableResource):
     @property
     def paths(self) -> Paths:
         return Paths.at(self.home).ensure()
+
+    def fits(self, stage: str) -> FitCache:
+        """The fit cache of a stage module (``btc_assets.volatility``): ``fits/<stage>/``, keyed by its code."""
+        return FitCache(self.paths.fits / stage.rsplit(".", 1)[-1], namespace=source_digest(stage))
 
 
 class MarketSource(dg.ConfigurableResource):

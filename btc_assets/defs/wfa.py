@@ -75,6 +75,8 @@ def walk_forward(
             "folds": len(result.folds),
             "final_equity": equity,
             "trials_run_now": result.trials_run,
+            "trials_from_checkpoint": result.trials_from_checkpoint,
+            "studies_retested": result.studies_retested,
             "resumed": result.resumed,
             "checkpoint_fingerprint": result.fingerprint.key,
             "last_fold_sharpe": float(last["sharpe"]),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from btc_assets.config import RegimeSettings
+from btc_assets.fits import FitCache
 from btc_assets.folds import FoldSchedule
 from btc_assets.regimes.features import FEATURES, regime_features
 from btc_assets.regimes.hmm import StudentTHMM
@@ -19,13 +20,18 @@ from btc_assets.regimes.walkforward import RegimeFit, fit_walk_forward, out_of_s
 
 
 def compute_regimes(
-    bars: pd.DataFrame, volatility: pd.DataFrame, schedule: FoldSchedule, settings: RegimeSettings
+    bars: pd.DataFrame,
+    volatility: pd.DataFrame,
+    schedule: FoldSchedule,
+    settings: RegimeSettings,
+    fits: FitCache | None = None,
 ) -> RegimeFit:
-    """Features from the hourly grid and the volatility table, then the walk-forward fit over ``schedule``."""
+    """Features from the hourly grid and the volatility table, then the walk-forward fit over ``schedule``
+    (``fits``: the cache of refits, :func:`fit_walk_forward`)."""
     features = regime_features(
         bars, volatility["sigma"], volatility["sigma_bar"], settings.lfp_window, settings.lfp_min_period
     )
-    return fit_walk_forward(features, schedule.folds_for(bars["timestamp"]), settings)
+    return fit_walk_forward(features, schedule.folds_for(bars["timestamp"]), settings, fits)
 
 
 __all__ = [

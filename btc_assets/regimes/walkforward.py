@@ -27,6 +27,7 @@ import pandas as pd
 from hmmlearn.hmm import GaussianHMM
 
 from btc_assets.config import RegimeSettings
+from btc_assets.fits import FitCache, fit_key
 from btc_assets.folds import Fold
 from btc_assets.regimes.gaussian import gaussian_filter_proba
 from btc_assets.regimes.hmm import StudentTHMM
@@ -107,8 +108,48 @@ def _gaussian_candidates(
     return candidates[start], scores, start
 
 
-def fit_walk_forward(features: pd.DataFrame, folds: list[Fold], settings: RegimeSettings) -> RegimeFit:
-    """Fit one HMM per fold and filter its train + test stretch (see the module docstring)."""
+def _fit_fold(
+    x_train: np.ndarray,
+    settings: RegimeSettings,
+    seed: int,
+    previous: StudentTHMM | None,
+    previous_gauss: GaussianHMM | None,
+    pool: ThreadPoolExecutor,
+) -> tuple[StudentTHMM | GaussianHMM, GaussianHMM, dict[str, float], str]:
+    """One fold's refit: (the chosen model, the Gaussian HMM, every candidate's log-likelihood, the chosen one)."""
+
+    # two independent chains on the two cores (the numba kernels release the GIL; results do not depend
+    # on the threading): the Gaussian fit and the t-fit started from it || the warm (or restarted) t-fit
+    def gaussian_chain() -> tuple[GaussianHMM, StudentTHMM]:
+        gauss = _gaussian(x_train, settings, seed, previous_gauss)
+        return gauss, _from_gaussian(gauss, settings, seed, len(x_train)).fit(x_train)
+
+    if settings.emission == "gaussian":  # the original design (the ablation): Gaussian emissions only
+        model, scores, start = _gaussian_candidates(x_train, settings, seed, previous_gauss)
+        return model, model, scores, start
+    chain = pool.submit(gaussian_chain)
+    candidates: dict[str, StudentTHMM] = {}
+    if previous is None:
+        candidates["restarts"] = fit_with_restarts(
+            _new_model(settings, seed, len(x_train)), x_train, n_restarts=settings.n_restarts, random_state=seed
+        )
+    else:
+        warm = warm_start(previous, random_state=seed, tol=settings.tol * len(x_train))
+        candidates["warm"] = warm.fit(x_train)
+    gauss, candidates["gaussian"] = chain.result()
+    scores = {name: float(m.score(x_train)) for name, m in candidates.items()}
+    start = max(scores, key=lambda name: (scores[name], name))
+    return candidates[start], gauss, scores, start
+
+
+def fit_walk_forward(
+    features: pd.DataFrame, folds: list[Fold], settings: RegimeSettings, fits: FitCache | None = None
+) -> RegimeFit:
+    """Fit one HMM per fold and filter its train + test stretch (see the module docstring).
+
+    ``fits``: a :class:`btc_assets.fits.FitCache` of the refits keyed by their inputs (the standardised training
+    features, the settings, the seed and the previous refit's key, whose models start this one): a longer history
+    refits only its new folds and filters every fold again, bit-identically to fitting them all."""
     if settings.emission not in ("student_t", "gaussian"):
         raise ValueError(f"regimes.emission must be student_t or gaussian, not {settings.emission!r}")
     if not folds:
@@ -121,6 +162,8 @@ def fit_walk_forward(features: pd.DataFrame, folds: list[Fold], settings: Regime
     parts, refit_rows, phase_rows = [], [], []
     previous: StudentTHMM | None = None
     previous_gauss: GaussianHMM | None = None
+    previous_key = ""
+    fits = fits or FitCache(None)
     pool = ThreadPoolExecutor(max_workers=1)
     for fold in folds:
         started = time.perf_counter()
@@ -132,32 +175,14 @@ def fit_walk_forward(features: pd.DataFrame, folds: list[Fold], settings: Regime
         sd[sd == 0] = 1.0
         x_train = (values[train] - mu) / sd
 
-        # two independent chains on the two cores (the numba kernels release the GIL; results do not depend
-        # on the threading): the Gaussian fit and the t-fit started from it || the warm (or restarted) t-fit
-        def gaussian_chain(
-            prev_gauss: GaussianHMM | None = previous_gauss, x: np.ndarray = x_train, seed: int = seed
-        ) -> tuple[GaussianHMM, StudentTHMM]:
-            gauss = _gaussian(x, settings, seed, prev_gauss)
-            return gauss, _from_gaussian(gauss, settings, seed, len(x)).fit(x)
-
-        if settings.emission == "gaussian":  # the original design (the ablation): Gaussian emissions only
-            model, scores, start = _gaussian_candidates(x_train, settings, seed, previous_gauss)
-            gauss = previous_gauss = model
-        else:
-            chain = pool.submit(gaussian_chain)
-            candidates: dict[str, StudentTHMM] = {}
-            if previous is None:
-                candidates["restarts"] = fit_with_restarts(
-                    _new_model(settings, seed, len(x_train)), x_train, n_restarts=settings.n_restarts, random_state=seed
-                )
-            else:
-                warm = warm_start(previous, random_state=seed, tol=settings.tol * len(x_train))
-                candidates["warm"] = warm.fit(x_train)
-            gauss, candidates["gaussian"] = chain.result()
-            previous_gauss = gauss
-            scores = {name: float(m.score(x_train)) for name, m in candidates.items()}
-            start = max(scores, key=lambda name: (scores[name], name))
-            model = candidates[start]
+        key = fit_key("hmm", previous_key, x_train, repr(settings), seed)
+        cached = fits.get(key)
+        if cached is None:
+            cached = _fit_fold(x_train, settings, seed, previous, previous_gauss, pool)
+            fits.put(key, cached)
+        model, gauss, scores, start = cached
+        previous_key, previous_gauss = key, gauss
+        if settings.emission != "gaussian":
             previous = model
         order, phase_names = canonical_phases(model.means_, names)
 

@@ -2,9 +2,9 @@
 
 Layout (``<checkpoints>/<seed_key>/``)::
 
-    fingerprint.json           what the checkpoint was made from: data versions, configuration, code version
+    fingerprint.json           what the checkpoint was made from: configuration, code version, seed
     optuna.journal             Optuna journal storage: every trial of every (fold, phase) study (or an RDB URL)
-    phases/fold03_phase2.json  one atomic record per finished (fold, phase): winner, scores, trial counts
+    phases/fold03_phase2.json  one atomic record per finished (fold, phase): its data key, winner, scores, trials
     progress.json              fold, phase, trial x/N, best so far, ETA; read by ``btc-assets status``
 
 * Trial level: the Optuna storage. A trial is written RUNNING (with its parameters) before it is evaluated and
@@ -15,8 +15,15 @@ Layout (``<checkpoints>/<seed_key>/``)::
 * (Fold, phase) level: the records above, written atomically (temp file + rename); a restart skips what is done.
 * Seed level: a finished seed is a materialised Dagster partition (and ``progress.json`` says ``done``).
 
-The fingerprint is a hash of the input data (content hashes), the configuration and the code version. If it does
-not match, the old checkpoint is moved aside (``<seed_key>.stale-<UTC time>``), the run starts fresh and says so.
+The seed's fingerprint is a hash of the configuration, the code version, the seed and the data's origin (the rows
+before the first fold's training end). If it does not match, the old checkpoint is moved aside
+(``<seed_key>.stale-<UTC time>``), the run starts fresh and says so. Past the origin the data are keyed per
+(fold, phase), by what that study read (:class:`PrefixKeys`): the input rows up to the fold's training end and
+the parameters it started from. Appending bars leaves every earlier study's key unchanged, so only the studies of
+new folds run; a changed earlier bar changes the keys of every study that read it, and those start afresh (their
+Optuna study names carry the key) with a message that says so. A record also keeps the key of the rows up to its
+fold's test end: when only that changes (the test window grew), the trials' out-of-sample scores are recomputed
+and nothing is re-optimised.
 """
 
 from __future__ import annotations
@@ -33,10 +40,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from btc_assets.atomic import atomic_path
-from btc_assets.ingestion.load import frame_hash
 
 
 def atomic_write_json(data: Any, path: Path) -> None:
@@ -55,27 +62,49 @@ def read_json(path: Path) -> Any | None:
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """What a checkpoint was made from."""
+    """What a seed's checkpoint was made from: the configuration, the code, the seed, and the data's origin (the
+    key of the rows before the first fold's training end: unchanged when bars are appended, changed when the data
+    were replaced or the warm-up edited). Everything after the origin is keyed per study (:class:`PrefixKeys`)."""
 
-    data: str
     config: str
     code: str
     seed: int
-
-    @classmethod
-    def of(cls, frames: dict[str, pd.DataFrame], config: str, code: str, seed: int) -> Fingerprint:
-        digest = hashlib.sha256()
-        for name in sorted(frames):
-            digest.update(name.encode())
-            digest.update(frame_hash(frames[name]).encode())
-        return cls(digest.hexdigest()[:16], config, code, seed)
+    data: str
 
     @property
     def key(self) -> str:
-        return hashlib.sha256(repr(asdict(self)).encode()).hexdigest()[:12]
+        return hashlib.sha256(repr({k: v for k, v in asdict(self).items() if k != "data"}).encode()).hexdigest()[:12]
 
     def differences(self, other: Fingerprint) -> list[str]:
         return [name for name in ("data", "config", "code", "seed") if getattr(self, name) != getattr(other, name)]
+
+
+class PrefixKeys:
+    """Content keys of the leading rows of time-ordered frames: the rows before a cut time, of each frame.
+
+    Row hashes (``pandas.util.hash_pandas_object``, values only) are computed once per frame, so a key costs a
+    hash over 8 bytes a row. A frame given with a ``fold`` column contributes only that fold's rows (the regime
+    table holds one stretch per fold's refit). Column names and dtypes are part of every key."""
+
+    def __init__(self, frames: dict[str, pd.DataFrame]) -> None:
+        self._parts: list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray | None]] = []
+        for name in sorted(frames):
+            frame = frames[name]
+            schema = repr([(c, str(frame[c].dtype)) for c in frame.columns])
+            rows = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+            ts = pd.DatetimeIndex(frame["timestamp"]).as_unit("ns").asi8
+            folds = frame["fold"].to_numpy() if "fold" in frame.columns else None
+            self._parts.append((name, schema, rows, ts, folds))
+
+    def key(self, fold: int, cut: pd.Timestamp) -> str:
+        """The key of every frame's rows with ``timestamp < cut`` (of ``fold`` only, in a frame with folds)."""
+        digest = hashlib.sha256()
+        cut_ns = pd.Timestamp(cut).as_unit("ns").value
+        for name, schema, rows, ts, folds in self._parts:
+            chosen = ts < cut_ns if folds is None else (folds == fold) & (ts < cut_ns)
+            digest.update(f"{name}|{schema}|{int(chosen.sum())}|".encode())
+            digest.update(np.ascontiguousarray(rows[chosen]).tobytes())
+        return digest.hexdigest()[:16]
 
 
 class SeedCheckpoint:
@@ -140,9 +169,10 @@ class SeedCheckpoint:
     def journal_path(self) -> Path:
         return self.dir / "optuna.journal"
 
-    def study_name(self, fold: int, phase: int) -> str:
-        """Study names carry the fingerprint key so a shared RDB never mixes checkpoints either."""
-        return f"{self.seed_key}-{self.fingerprint.key}-fold{fold:02d}-phase{phase}"
+    def study_name(self, fold: int, phase: int, data_key: str) -> str:
+        """Study names carry the fingerprint key and the study's data key (:class:`PrefixKeys`), so neither a
+        shared RDB nor a grown journal ever mixes checkpoints."""
+        return f"{self.seed_key}-{self.fingerprint.key}-fold{fold:02d}-phase{phase}-{data_key}"
 
     # -- (fold, phase) records -----------------------------------------------------------------------------------
 

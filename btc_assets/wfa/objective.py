@@ -187,6 +187,11 @@ class FoldObjective:
         self.book = inputs.book.rows(a, b)._replace(experts=self.columns, probs=probs)
         self._piece_books = {name: self.book.rows(p.start, p.stop) for name, p in self.pieces.items()}
 
+    def cut(self, piece: str) -> pd.Timestamp:
+        """The end of a piece (exclusive, a bar time): whatever the fold computes up to that piece's end reads
+        only bars before it (``validation``: the training end; ``test``: the test end)."""
+        return self.index[self.pieces[piece].stop - 1] + pd.Timedelta(hours=1)
+
     # -- columns -------------------------------------------------------------------------------------------------
 
     def _set_phase_column(self, k: int, phase: PhaseParams, piece: Piece | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from btc_assets.portfolio.layout import State
 from btc_assets.portfolio.metrics import frame_metrics
 from btc_assets.portfolio.tables import prepare_inputs
 from btc_assets.versions import settings_hash, source_digest
-from btc_assets.wfa.checkpoint import Fingerprint, ProgressClock, SeedCheckpoint
+from btc_assets.wfa.checkpoint import Fingerprint, PrefixKeys, ProgressClock, SeedCheckpoint
 from btc_assets.wfa.distributed import SharedStudies, open_shared_storage
 from btc_assets.wfa.journal import open_storage
 from btc_assets.wfa.objective import FoldObjective, SignalCache, TrialScores
@@ -49,8 +50,10 @@ class WfaResult:
     folds: pd.DataFrame  # one row per fold: windows, final parameters (JSON), out-of-sample metrics
     trials: pd.DataFrame  # every trial: fold, phase, trial, fit, validation, fit/validation Sharpe, winner, params
     fingerprint: Fingerprint
-    resumed: bool
+    resumed: bool  # some studies came from the checkpoint
     trials_run: int  # trials evaluated by this call (0 when everything came from the checkpoint)
+    trials_from_checkpoint: int = 0  # trials of studies taken from the checkpoint
+    studies_retested: int = 0  # studies taken from the checkpoint whose trials were re-scored on a grown test window
 
 
 def config_hash(
@@ -84,12 +87,9 @@ def run_seed(
     expert_settings: ExpertSettings | None = None,
 ) -> WfaResult:
     """Optimise every fold (phases in turn), run each fold's winner on its test window, stitch the tests."""
-    fingerprint = Fingerprint.of(
-        {"bars": bars, "volatility": volatility, "regimes": regime_probabilities},
-        config_hash(settings, portfolio, schedule, expert_settings),
-        code_digest(),
-        seed,
-    )
+    keys = PrefixKeys({"bars": bars, "volatility": volatility, "regimes": regime_probabilities})
+    config, code = config_hash(settings, portfolio, schedule, expert_settings), code_digest()
+    fingerprint = Fingerprint(config, code, seed, data_origin(keys, regime_probabilities))
     ckpt = SeedCheckpoint(checkpoints, seed_key, fingerprint, say)
     if settings.shared:  # several workers (machines) cooperate on this seed through one PostgreSQL storage
         if not settings.storage:
@@ -107,7 +107,7 @@ def run_seed(
     distributions = phase_distributions(settings, expert_settings)
     clock = ProgressClock(settings.progress_every)
     watch = Stopwatch()
-    counters = {"run": 0, "done_before": 0}
+    counters = {"run": 0, "done_before": 0, "retested": 0}
     current = StrategyParams.default(portfolio, settings, expert_settings)
     fold_params: list[tuple[int, StrategyParams, FoldObjective]] = []
     trial_rows: list[dict[str, object]] = []
@@ -133,13 +133,31 @@ def run_seed(
             eta_s=None if eta is None else round(eta, 1),
         )
 
+    def test_scores(objective: FoldObjective, base: StrategyParams, k: int, trials: list[dict]) -> None:
+        """Every trial's score on the fold's test window (out of sample, never used to select), in place."""
+        for row in trials:
+            row["test"], row["test_sharpe"] = objective.test_scores(
+                with_trial(base, k, row["params"], settings, expert_settings), k
+            )
+
     for position, fold in enumerate(fold_ids):
         objective = FoldObjective(inputs, regime_probabilities, fold, signals, portfolio, settings)
         objective.load(current)
+        train_cut, test_cut = objective.cut("validation"), objective.cut("test")
+        train_data, test_data = keys.key(fold, train_cut), keys.key(fold, test_cut)
         for k in range(k_phases):
+            base = current
+            key = study_key(train_data, base, k)
             record = ckpt.phase_record(fold, k)
+            if record is not None and record.get("key") != key:
+                why = (
+                    f"different data before {train_cut}"
+                    if record.get("data") != train_data
+                    else "different starting parameters (an earlier study changed)"
+                )
+                say(f"{seed_key}: fold {fold} phase {k}: the checkpoint's study was made from {why}; optimising afresh")
+                record = None
             if record is None:
-                base = current
 
                 def evaluate(
                     flat: dict[str, object],
@@ -155,7 +173,7 @@ def run_seed(
                         progress("running", fold, k, n, best)
 
                 study = PhaseStudy(
-                    name=ckpt.study_name(fold, k),
+                    name=ckpt.study_name(fold, k, key),
                     n_trials=settings.n_trials,
                     sampler=settings.sampler,
                     n_startup_trials=settings.n_startup_trials,
@@ -168,13 +186,13 @@ def run_seed(
                 records = studies.run(study, on_trial=on_trial, say=say)
                 winner = select_winner(records, settings.select_top)
                 trials = [r.as_dict() for r in records]
-                for row, r in zip(trials, records, strict=True):  # out of sample, never used to select
-                    row["test"], row["test_sharpe"] = objective.test_scores(
-                        with_trial(base, k, r.params, settings, expert_settings), k
-                    )
+                test_scores(objective, base, k, trials)
                 record = {
                     "fold": fold,
                     "phase": k,
+                    "key": key,
+                    "data": train_data,
+                    "test_data": test_data,
                     "winner": winner.index,
                     "fit": winner.fit,
                     "validation": winner.validation,
@@ -186,7 +204,12 @@ def run_seed(
                 clock.reset()
                 progress("running", fold, k, settings.n_trials, winner.fit)
             else:
-                counters["done_before"] += settings.n_trials
+                counters["done_before"] += len(record["trials"])
+                if record.get("test_data") != test_data:  # the test window grew (or changed): re-score it only
+                    test_scores(objective, base, k, record["trials"])
+                    record["test_data"] = test_data
+                    ckpt.write_phase_record(fold, k, record)
+                    counters["retested"] += 1
             current = with_trial(current, k, record["params"], settings, expert_settings)
             objective.load(current)
             for row in record["trials"]:
@@ -212,7 +235,35 @@ def run_seed(
     first = ["fold", "phase", "trial", "fit", "validation"]
     last = ["winner", "study_pbo", "study_rho", "params"]
     trials = trials[first + sorted(set(trials.columns) - {*first, *last}) + last]
-    return WfaResult(oos, folds, trials, fingerprint, resumed=not ckpt.started_fresh, trials_run=counters["run"])
+    say(
+        f"{seed_key}: {counters['run']:,} trials run now, {counters['done_before']:,} from the checkpoint"
+        + (f", {counters['retested']} studies re-scored on a grown test window" if counters["retested"] else "")
+    )
+    return WfaResult(
+        oos,
+        folds,
+        trials,
+        fingerprint,
+        resumed=counters["done_before"] > 0,
+        trials_run=counters["run"],
+        trials_from_checkpoint=counters["done_before"],
+        studies_retested=counters["retested"],
+    )
+
+
+def data_origin(keys: PrefixKeys, probabilities: pd.DataFrame) -> str:
+    """The key of the data before the first fold's training end (its validation slice's end): every study reads
+    it, appending bars never changes it."""
+    first = int(probabilities["fold"].min())
+    rows = probabilities[(probabilities["fold"] == first) & (probabilities["segment"] == "validation")]
+    return keys.key(first, pd.Timestamp(rows["timestamp"].max()) + pd.Timedelta(hours=1))
+
+
+def study_key(data: str, base: StrategyParams, phase: int) -> str:
+    """The key of one (fold, phase) study: the data it read (:meth:`PrefixKeys.key` up to its fold's training
+    end), the parameters it started from (the incumbent and the other phases' blocks) and the phase."""
+    start = json.dumps(base.to_json(), sort_keys=True)
+    return hashlib.sha256(f"{data}|{phase}|{start}".encode()).hexdigest()[:16]
 
 
 def study_pbo(
