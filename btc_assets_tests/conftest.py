@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,17 @@ def _no_user_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     (the settings file is the test home's own, and tests' homes are ``tmp_path``)."""
     for name in [n for n in os.environ if n.startswith("BTC_ASSETS_") or n == "DAGSTER_HOME"]:
         monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_defs_state_storage() -> Iterator[None]:
+    """Dagster 1.13's ``DagsterInstance.__exit__`` disposes the instance but leaves it the current defs-state storage
+    (a context variable its ``__enter__`` set), so a test after one that used ``dg.instance_for_test()`` would resolve
+    definitions against a deleted temporary instance ("unable to open database file"): reset it after each test."""
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    yield
+    _current_storage.set(None)
 
 
 def definitions(home: Path, profile: str = "quick", **source: str):

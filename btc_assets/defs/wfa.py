@@ -1,5 +1,7 @@
 """Walk-forward optimisation assets: one partition per seed, resumable from its checkpoint."""
 
+import sys
+
 import dagster as dg
 import pandas as pd
 
@@ -52,19 +54,24 @@ def walk_forward(
     checkpoint (fold, phase and trial) after any crash."""
     profile = study.profile
     key = context.partition_key
-    result = wfa.run_seed(
-        seed_from_key(key),
-        key,
-        market_bars,
-        volatility,
-        regime_probabilities,
-        settings=profile.wfa,
-        portfolio=profile.portfolio,
-        schedule=profile.schedule,
-        checkpoints=str(project.paths.checkpoints),
-        say=context.log.info,
-        expert_settings=profile.experts,
-    )
+    try:
+        result = wfa.run_seed(
+            seed_from_key(key),
+            key,
+            market_bars,
+            volatility,
+            regime_probabilities,
+            settings=profile.wfa,
+            portfolio=profile.portfolio,
+            schedule=profile.schedule,
+            checkpoints=str(project.paths.checkpoints),
+            say=context.log.info,
+            expert_settings=profile.experts,
+        )
+    except OSError as err:
+        # a full disk: the instance may sit on the same disk and never store this failure, so say it here too
+        print(f"{key}: FAILED: {err}; nothing done is lost: free the space and run again", file=sys.stderr, flush=True)
+        raise
     last = result.folds.iloc[-1]
     equity = float(result.oos["equity"].iloc[-1])
     yield dg.Output(

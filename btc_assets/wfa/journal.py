@@ -29,13 +29,18 @@ class PeriodicSyncJournal(JournalFileBackend):
         self._last_sync = time.monotonic()
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        """Append under the lock; an OS error (a full disk) names the journal, and what it may have written of
+        the append (a line cut short, never a whole line) is dropped on the next open."""
         text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
-        with get_lock_file(self._lock), open(self._file_path, "ab") as handle:
-            handle.write(text.encode("utf-8"))
-            handle.flush()
-            if time.monotonic() - self._last_sync >= self.sync_every:
-                os.fsync(handle.fileno())
-                self._last_sync = time.monotonic()
+        try:
+            with get_lock_file(self._lock), open(self._file_path, "ab") as handle:
+                handle.write(text.encode("utf-8"))
+                handle.flush()
+                if time.monotonic() - self._last_sync >= self.sync_every:
+                    os.fsync(handle.fileno())
+                    self._last_sync = time.monotonic()
+        except OSError as err:
+            raise OSError(err.errno, f"{err.strerror}: appending to the Optuna journal {self._file_path}") from err
 
     def sync(self) -> None:
         """fsync now (at every phase end, before its record is written)."""
@@ -56,6 +61,23 @@ def open_storage(url: str | None, journal_path: str) -> optuna.storages.BaseStor
     _drop_partial_last_line(Path(journal_path))
     lock = JournalFileOpenLock(journal_path, grace_period=5)
     return optuna.storages.JournalStorage(PeriodicSyncJournal(journal_path, lock_obj=lock))
+
+
+def connection_lost(err: BaseException) -> bool:
+    """Whether ``err`` (or what caused it) is a lost or refused database connection: the RDB server restarted or
+    went away, not a bad statement. Optuna wraps the driver's errors (``StorageInternalError``)."""
+    import sqlalchemy.exc
+
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+            return True
+        if isinstance(current, sqlalchemy.exc.DBAPIError) and current.connection_invalidated:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def sync_storage(storage: optuna.storages.BaseStorage) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ from btc_assets.portfolio.tables import prepare_inputs
 from btc_assets.versions import settings_hash, source_digest
 from btc_assets.wfa.checkpoint import Fingerprint, PrefixKeys, ProgressClock, SeedCheckpoint
 from btc_assets.wfa.distributed import SharedStudies, open_shared_storage
-from btc_assets.wfa.journal import open_storage
+from btc_assets.wfa.journal import connection_lost, open_storage
 from btc_assets.wfa.objective import FoldObjective, SignalCache, TrialScores
 from btc_assets.wfa.space import (
     PhaseParams,
@@ -183,7 +184,7 @@ def run_seed(
                     evaluate=evaluate,
                     distributions=distributions,
                 )
-                records = studies.run(study, on_trial=on_trial, say=say)
+                records = run_study(studies, study, on_trial, say, f"{seed_key}: fold {fold} phase {k}", settings)
                 winner = select_winner(records, settings.select_top)
                 trials = [r.as_dict() for r in records]
                 test_scores(objective, base, k, trials)
@@ -257,6 +258,58 @@ def data_origin(keys: PrefixKeys, probabilities: pd.DataFrame) -> str:
     first = int(probabilities["fold"].min())
     rows = probabilities[(probabilities["fold"] == first) & (probabilities["segment"] == "validation")]
     return keys.key(first, pd.Timestamp(rows["timestamp"].max()) + pd.Timedelta(hours=1))
+
+
+# seconds between attempts when the Optuna storage's database connection is lost (a restart takes a few seconds)
+STORAGE_RETRY_WAITS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+
+
+class StorageUnavailable(RuntimeError):
+    """The Optuna storage's database stayed unreachable through every retry."""
+
+
+def run_study(
+    studies: PhaseStudies,
+    study: PhaseStudy,
+    on_trial: Callable[[int, float], None],
+    say: Callable[[str], None],
+    where: str,
+    settings: WfaSettings,
+) -> list[TrialRecord]:
+    """``studies.run(study)``, resumed after a lost database connection (:func:`connection_lost`: the server
+    restarted) after :data:`STORAGE_RETRY_WAITS`. A resumed study makes exactly the choices of an uninterrupted one
+    (its completed trials are in the storage; a trial cut off is marked failed and sampled again as the same
+    index), so a retry changes no result. Past the last wait: :class:`StorageUnavailable`, naming the storage."""
+    for attempt, wait in enumerate((*STORAGE_RETRY_WAITS, None), start=1):
+        try:
+            return studies.run(study, on_trial=on_trial, say=say)
+        except Exception as err:
+            if not connection_lost(err):
+                raise
+            reason = _root_reason(err)
+            url = _without_password(settings.storage)
+            if wait is None:
+                raise StorageUnavailable(
+                    f"{where}: the Optuna storage {url} is unreachable ({reason}) after {attempt} attempts; the "
+                    "trials done so far are stored: run the same command again to resume"
+                ) from err
+            say(f"{where}: lost the Optuna storage {url} ({reason}); resuming in {wait:g} s (attempt {attempt})")
+            time.sleep(wait)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _root_reason(err: BaseException) -> str:
+    """The first line of the innermost cause (the driver's own words, not Optuna's generic wrapper)."""
+    while err.__cause__ is not None or err.__context__ is not None:
+        err = err.__cause__ or err.__context__  # type: ignore[assignment]
+    lines = str(err).strip().splitlines()
+    return (lines[0] if lines else type(err).__name__)[:200]
+
+
+def _without_password(url: str) -> str:
+    import sqlalchemy.engine
+
+    return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True) if url else "(journal file)"
 
 
 def study_key(data: str, base: StrategyParams, phase: int) -> str:
