@@ -480,6 +480,26 @@ def test_perp_klines_fetched_verified_and_cached(archive: Server, tmp_path: Path
     assert not any("/futures/um/" in r and "/klines/" in r for r in archive.requests)
 
 
+def test_next_day_fetches_only_that_days_files(archive: Server, tmp_path: Path) -> None:
+    """The daily update: a day later, ``download`` (and the ``download`` source) asks the archive only for the one
+    new day of spot and perp klines (two zips and their checksums) and serves everything else from its cache."""
+    _add_perp_archive(archive.root)
+    first = _download(archive, tmp_path, perp=True)
+    new_day = "2025-03-04"
+    _add_daily(archive.root / "data/spot/daily/klines" / SYMBOL / "1h", new_day, seed=900)
+    _add_perp_archive(archive.root, months=[], days=[new_day])
+    archive.requests.clear()
+    later = _download(archive, tmp_path, perp=True, today=datetime.date(2025, 3, 5))
+    name = f"{SYMBOL}-1h-{new_day}.zip"
+    assert sorted(archive.requests) == sorted(
+        f"/data/{market}/daily/klines/{SYMBOL}/1h/{name}{ext}"
+        for market in ("spot", "futures/um")
+        for ext in ("", ".CHECKSUM")
+    )
+    assert later.fetched == 2 and later.cached == first.fetched
+    assert [p.name for p in later.ohlcv_files][-1] == [p.name for p in later.perp_files][-1] == name
+
+
 def test_perp_klines_before_listing_are_missing_and_placeholder_flagged(archive: Server, tmp_path: Path) -> None:
     """Months before the perp's listing answer 404 (reported in ``missing``); the listing month's headerless file
     opens with the placeholder bars, which the perp loader flags."""

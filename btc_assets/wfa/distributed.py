@@ -69,12 +69,12 @@ import sqlalchemy
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
+from btc_assets.wfa.journal import LOCK_NAMESPACE, open_rdb
 from btc_assets.wfa.samplers import derive_seed, make_sampler
 from btc_assets.wfa.study import PhaseStudy, TrialRecord, _record, evaluated
 
 SLOT_ATTR = "btc_assets:slot"  # trial system attribute marking a slot created by this protocol
 INCUMBENT_ATTR = "btc_assets:incumbent"  # study system attribute: index 0's fixed parameters
-LOCK_NAMESPACE = 0x62746361  # first key of every advisory lock taken here ("btca"); the second is the study id
 POLL_SECONDS = 0.5  # how often a worker with nothing to claim looks again
 WAIT_TIMEOUT = 3600.0  # seconds without any newly completed trial after which a waiting worker gives up
 LOCK_TIMEOUT = "300s"  # PostgreSQL lock_timeout while waiting for a slot lock
@@ -103,22 +103,9 @@ def open_shared_storage(url: str, heartbeat_interval: int = 10, grace_period: in
         "keepalives_interval": 10,
         "keepalives_count": 3,
     }
-    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, connect_args=connect_args)
-    try:
-        with engine.connect() as conn, conn.begin():
-            conn.execute(sqlalchemy.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-            # key (namespace, 0): study ids start at 1, so it never meets a study's slot lock
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:ns, 0)"), {"ns": LOCK_NAMESPACE})
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    url,
-                    engine_kwargs={"pool_pre_ping": True, "connect_args": connect_args},
-                    heartbeat_interval=heartbeat_interval,
-                    grace_period=grace_period,
-                )
-    finally:
-        engine.dispose()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return open_rdb(url, connect_args, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
 
 
 def _with_installed_driver(url: str) -> str:

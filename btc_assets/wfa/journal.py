@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.storages.journal._file import get_lock_file
 
@@ -49,6 +50,31 @@ class PeriodicSyncJournal(JournalFileBackend):
         self._last_sync = time.monotonic()
 
 
+LOCK_NAMESPACE = 0x62746361  # first key of every PostgreSQL advisory lock the project takes ("btca")
+CREATE_LOCK_TIMEOUT = "300s"
+
+
+def open_rdb(url: str, connect_args: dict[str, Any] | None = None, **storage_kwargs: Any) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage at ``url`` (``pool_pre_ping``: a connection the server dropped is replaced). On
+    PostgreSQL, opening it is serialised by the advisory lock (:data:`LOCK_NAMESPACE`, 0): ``RDBStorage.__init__``
+    creates Optuna's tables (and enum types) and stamps alembic's version, and two processes doing that at once on a
+    fresh database collide (seen with two seeds starting together)."""
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if connect_args:
+        engine_kwargs["connect_args"] = connect_args
+    if sqlalchemy.engine.make_url(url).get_backend_name() != "postgresql":
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **storage_kwargs)
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, connect_args=connect_args or {})
+    try:
+        with engine.connect() as conn, conn.begin():
+            conn.execute(sqlalchemy.text(f"SET LOCAL lock_timeout = '{CREATE_LOCK_TIMEOUT}'"))
+            # key (namespace, 0): study ids start at 1, so it never meets a shared study's slot lock
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:ns, 0)"), {"ns": LOCK_NAMESPACE})
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **storage_kwargs)
+    finally:
+        engine.dispose()
+
+
 def open_storage(url: str | None, journal_path: str) -> optuna.storages.BaseStorage:
     """The configured RDB storage, or a journal file (the default, :class:`PeriodicSyncJournal`).
 
@@ -57,7 +83,7 @@ def open_storage(url: str | None, journal_path: str) -> optuna.storages.BaseStor
     readable after any crash.
     """
     if url:
-        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        return open_rdb(url)
     _drop_partial_last_line(Path(journal_path))
     lock = JournalFileOpenLock(journal_path, grace_period=5)
     return optuna.storages.JournalStorage(PeriodicSyncJournal(journal_path, lock_obj=lock))
