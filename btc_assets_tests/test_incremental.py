@@ -132,14 +132,14 @@ def test_seed_optimises_only_the_new_fold(chains: dict, bars: pd.DataFrame, tmp_
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_real_data_grown_by_five_months_runs_only_the_new_fold(shared_data: Path, tmp_path: Path) -> None:
-    """``btc-assets run`` on the real files (from 2022: 4 folds) cut on 2025-12-20, then on the whole files (5 folds)
+    """``btc-assets run`` on the real files (from 2023: 2 folds) cut on 2025-12-20, then on the whole files (3 folds)
     in the same home: the chain refits only what the new bars add, the seed runs only the new fold's trials (its
     materialisation says so), and every earlier out-of-sample bar is identical to the first run's."""
     import dagster as dg
 
     from btc_assets_tests.test_cli import cli
 
-    start, cut = pd.Timestamp("2022-01-01", tz="UTC"), pd.Timestamp("2025-12-20", tz="UTC")
+    start, cut = pd.Timestamp("2023-01-01", tz="UTC"), pd.Timestamp("2025-12-20", tz="UTC")
     names = {"ohlcv": "btcusdt_1h", "funding": "btcusdt_funding_8h", "perp": "btcusdt_perp_1h"}
     files: dict[str, dict[str, str]] = {"cut": {}, "whole": {}}
     for option, name in names.items():
@@ -164,10 +164,10 @@ def test_real_data_grown_by_five_months_runs_only_the_new_fold(shared_data: Path
         return [line for line in done.stderr.splitlines() if "seed_00:" in line or "fits reused" in line]
 
     first = run("cut")
-    assert "seed_00: done, 80 trials run now, 0 from checkpoint" in first.stderr, said(first)  # 4 folds × 5 × 4
+    assert "seed_00: done, 40 trials run now, 0 from checkpoint" in first.stderr, said(first)  # 2 folds × 5 × 4
     before = pd.read_parquet(next(results.glob("*.parquet")))
     second = run("whole")
-    assert "seed_00: done, 20 trials run now, 80 from checkpoint" in second.stderr, said(second)
+    assert "seed_00: done, 20 trials run now, 40 from checkpoint" in second.stderr, said(second)
     assert "fits reused, 1 fitted now" in second.stderr  # the HMM: only the new fold's refit
     after = pd.read_parquet(next(results.glob("*.parquet")))
     assert after["timestamp"].iloc[-1] > before["timestamp"].iloc[-1] + pd.Timedelta(days=140)
@@ -175,4 +175,4 @@ def test_real_data_grown_by_five_months_runs_only_the_new_fold(shared_data: Path
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         event = instance.get_latest_materialization_event(dg.AssetKey("wfa_results"))
         meta = event.asset_materialization.metadata
-        assert (meta["trials_run_now"].value, meta["trials_from_checkpoint"].value) == (20, 80)
+        assert (meta["trials_run_now"].value, meta["trials_from_checkpoint"].value) == (20, 40)

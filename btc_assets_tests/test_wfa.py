@@ -687,3 +687,44 @@ def test_walk_forward_is_causal(inputs: Path, tmp_path: Path) -> None:
     in6 = clean.oos["fold"] == 6
     pd.testing.assert_frame_equal(perturbed.oos[in6], clean.oos[in6], check_exact=True)
     assert not perturbed.oos[~in6]["bar_return"].equals(clean.oos[~in6]["bar_return"])  # the perturbation bites
+
+
+def test_a_lost_database_connection_is_retried_then_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run_study`` resumes a study whose RDB connection was lost (the server restarted), saying so; when the
+    server stays away it fails naming the storage and how to resume; any other error passes through at once."""
+    import sqlalchemy.exc
+
+    from btc_assets.wfa import run as wfa_run
+
+    lost = sqlalchemy.exc.OperationalError("INSERT …", {}, Exception("server closed the connection unexpectedly"))
+    wrapped = optuna.exceptions.StorageInternalError("An exception is raised during the commit.")
+    wrapped.__cause__ = lost
+    monkeypatch.setattr(wfa_run.time, "sleep", lambda _s: None)
+    settings = replace(get_profile("quick").wfa, storage="postgresql+psycopg2://user:secret@db:5432/optuna")
+
+    class Flaky:
+        def __init__(self, failures: int, error: Exception) -> None:
+            self.failures, self.error, self.calls = failures, error, 0
+
+        def run(self, study, *, on_trial=None, say=print):
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise self.error
+            return ["records"]
+
+    messages: list[str] = []
+    flaky = Flaky(2, wrapped)
+    assert wfa_run.run_study(flaky, None, None, messages.append, "seed_00: fold 3 phase 1", settings) == ["records"]
+    assert flaky.calls == 3 and len(messages) == 2
+    assert messages[0] == (
+        "seed_00: fold 3 phase 1: lost the Optuna storage postgresql+psycopg2://user:***@db:5432/optuna "
+        "(server closed the connection unexpectedly); resuming in 1 s (attempt 1)"
+    )
+    down = Flaky(99, wrapped)
+    with pytest.raises(wfa_run.StorageUnavailable, match=r"unreachable .* run the same command again to resume"):
+        wfa_run.run_study(down, None, None, messages.append, "seed_00: fold 3 phase 1", settings)
+    assert down.calls == len(wfa_run.STORAGE_RETRY_WAITS) + 1
+    bad = Flaky(1, ValueError("not a connection problem"))
+    with pytest.raises(ValueError, match="not a connection problem"):
+        wfa_run.run_study(bad, None, None, messages.append, "seed_00: fold 3 phase 1", settings)
+    assert bad.calls == 1

@@ -53,7 +53,7 @@ class WfaResult:
     fingerprint: Fingerprint
     resumed: bool  # some studies came from the checkpoint
     trials_run: int  # trials evaluated by this call (0 when everything came from the checkpoint)
-    trials_from_checkpoint: int = 0  # trials of studies taken from the checkpoint
+    trials_from_checkpoint: int = 0  # trials read back from the checkpoint (finished studies, and a cut-off one's)
     studies_retested: int = 0  # studies taken from the checkpoint whose trials were re-scored on a grown test window
 
 
@@ -92,12 +92,20 @@ def run_seed(
     config, code = config_hash(settings, portfolio, schedule, expert_settings), code_digest()
     fingerprint = Fingerprint(config, code, seed, data_origin(keys, regime_probabilities))
     ckpt = SeedCheckpoint(checkpoints, seed_key, fingerprint, say)
-    if settings.shared:  # several workers (machines) cooperate on this seed through one PostgreSQL storage
-        if not settings.storage:
-            raise ValueError('[wfa] shared = true needs [wfa] storage = "postgresql+psycopg2://…"')
-        studies: PhaseStudies = SharedStudies(open_shared_storage(settings.storage))
-    else:
-        studies = LocalStudies(open_storage(settings.storage or None, str(ckpt.journal_path)))
+    if settings.shared and not settings.storage:
+        raise ValueError('[wfa] shared = true needs [wfa] storage = "postgresql+psycopg2://…"')
+    opened: list[PhaseStudies] = []
+
+    def studies() -> PhaseStudies:
+        """Where the studies run, opened for the first study not in the checkpoint (opening a journal replays it
+        whole: a seed whose studies are all recorded, or that only gained a fold, skips or defers that)."""
+        if not opened:
+            if settings.shared:  # several workers (machines) cooperate on this seed through one PostgreSQL storage
+                opened.append(SharedStudies(open_shared_storage(settings.storage)))
+            else:
+                opened.append(LocalStudies(open_storage(settings.storage or None, str(ckpt.journal_path))))
+        return opened[0]
+
     arrays = experts.BarArrays.from_market_bars(bars)
     signals = SignalCache(arrays)
     # expert columns are built per phase by the fold objective; the portfolio's own signal table is not used
@@ -184,7 +192,8 @@ def run_seed(
                     evaluate=evaluate,
                     distributions=distributions,
                 )
-                records = run_study(studies, study, on_trial, say, f"{seed_key}: fold {fold} phase {k}", settings)
+                where = f"{seed_key}: fold {fold} phase {k}"
+                records = run_study(studies(), study, on_trial, say, where, settings)
                 winner = select_winner(records, settings.select_top)
                 trials = [r.as_dict() for r in records]
                 test_scores(objective, base, k, trials)
@@ -236,8 +245,11 @@ def run_seed(
     first = ["fold", "phase", "trial", "fit", "validation"]
     last = ["winner", "study_pbo", "study_rho", "params"]
     trials = trials[first + sorted(set(trials.columns) - {*first, *last}) + last]
+    # every trial of the seed's studies was either evaluated by this call or read back from the checkpoint (finished
+    # studies, and the completed trials of a study cut off mid-way)
+    from_checkpoint = max(0, len(trials) - counters["run"])
     say(
-        f"{seed_key}: {counters['run']:,} trials run now, {counters['done_before']:,} from the checkpoint"
+        f"{seed_key}: {counters['run']:,} trials run now, {from_checkpoint:,} from the checkpoint"
         + (f", {counters['retested']} studies re-scored on a grown test window" if counters["retested"] else "")
     )
     return WfaResult(
@@ -245,9 +257,9 @@ def run_seed(
         folds,
         trials,
         fingerprint,
-        resumed=counters["done_before"] > 0,
+        resumed=from_checkpoint > 0,
         trials_run=counters["run"],
-        trials_from_checkpoint=counters["done_before"],
+        trials_from_checkpoint=from_checkpoint,
         studies_retested=counters["retested"],
     )
 
@@ -300,8 +312,13 @@ def run_study(
 
 def _root_reason(err: BaseException) -> str:
     """The first line of the innermost cause (the driver's own words, not Optuna's generic wrapper)."""
-    while err.__cause__ is not None or err.__context__ is not None:
-        err = err.__cause__ or err.__context__  # type: ignore[assignment]
+    seen = {id(err)}
+    while True:
+        inner = getattr(err, "orig", None) or err.__cause__ or err.__context__  # SQLAlchemy keeps the driver's in orig
+        if not isinstance(inner, BaseException) or id(inner) in seen:
+            break
+        seen.add(id(inner))
+        err = inner
     lines = str(err).strip().splitlines()
     return (lines[0] if lines else type(err).__name__)[:200]
 
