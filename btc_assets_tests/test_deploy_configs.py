@@ -86,16 +86,14 @@ def test_celery_run_config_validates_against_the_executor_and_the_seed_job(
     assert result.success, result.errors
     assert worker_config["broker"] == {"env": "DAGSTER_CELERY_BROKER_URL"}
 
-    # the whole run config, resolved for the project's seed job defined with the Celery executor
-    from btc_assets.defs import WFA_SELECTION
+    # the whole run config, resolved for the project's own seed job with the Celery executor
     from btc_assets_tests.conftest import definitions
 
     monkeypatch.setenv("DAGSTER_CELERY_BROKER_URL", "pyamqp://guest@rabbitmq//")
     monkeypatch.setenv("DAGSTER_CELERY_BACKEND_URL", "redis://redis:6379/1")
-    job = dg.define_asset_job("wfa_seeds", selection=WFA_SELECTION, executor_def=dagster_celery.celery_executor)
-    project = definitions(tmp_path)
-    defs = dg.Definitions(assets=project.assets, jobs=[job], resources=project.resources)
-    validated = dg.validate_run_config(defs.resolve_job_def("wfa_seeds"), yaml.safe_load(path.read_text()))
+    job = definitions(tmp_path).resolve_job_def("wfa_seeds_celery")
+    assert job.executor_def is dagster_celery.celery_executor
+    validated = dg.validate_run_config(job, yaml.safe_load(path.read_text()))
     celery = validated["execution"]["celery"]  # resolved config, keyed by the executor's name
     assert celery["broker"] == "pyamqp://guest@rabbitmq//" and celery["config_source"]["task_acks_late"] is True
 
