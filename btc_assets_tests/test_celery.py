@@ -58,6 +58,14 @@ def databases(server: None) -> Iterator[tuple[str, str]]:  # noqa: F811 (the imp
             _drop(name)
 
 
+def _delete_queue(queue: str) -> None:
+    """Remove this test's queue from the broker (Celery declares it durable)."""
+    import kombu
+
+    with kombu.Connection(BROKER, connect_timeout=5) as connection:
+        connection.default_channel.queue_delete(queue)
+
+
 def _progress(home: Path, seed: str) -> dict | None:
     try:
         return json.loads((home / "checkpoints" / seed / "progress.json").read_text())
@@ -203,6 +211,7 @@ def test_seeds_on_two_celery_workers_survive_a_killed_worker(
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL) if proc in workers.values() else proc.kill()
+        _delete_queue(queue)
 
     survivor = next(name for name in workers if name != victim)
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
