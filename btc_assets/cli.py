@@ -242,6 +242,20 @@ def pool_limit(instance, pool: str) -> int | None:
     return None if default is None else int(default)
 
 
+def ensure_pool(instance, pool: str) -> None:
+    """Create ``pool``'s row (with the instance's default limit) before several runs claim it at once: Dagster 1.13
+    creates it at a run's first claim, and on PostgreSQL two first claims at the same moment collide on its unique
+    key and the second run fails (seen with two seeds on a fresh instance)."""
+    storage = instance.event_log_storage
+    if instance.global_op_concurrency_default_limit is None or any(p.name == pool for p in storage.get_pool_limits()):
+        return
+    try:
+        storage.initialize_concurrency_limit_to_default(pool)
+    except Exception:  # another machine created it at the same moment: fine if it is there now
+        if not any(p.name == pool for p in storage.get_pool_limits()):
+            raise
+
+
 def launch_partitions(
     defs, settings: Settings, job: str, asset: str, keys: list[str], jobs: int, log_level: str, what: str = "seed"
 ) -> list[str]:
@@ -255,6 +269,7 @@ def launch_partitions(
 
     with open_instance(settings.paths) as instance:
         todo = stale_partitions(instance, defs.resolve_asset_graph(), asset, keys)  # as the UI's sensor decides
+        ensure_pool(instance, "wfa")
         limit = pool_limit(instance, "wfa")
     if limit is not None and jobs > limit:
         # the instance's pool is enforced by Dagster too, but its slot claims on SQLite can race when two runs claim

@@ -514,3 +514,19 @@ def test_deploy_postgres_instance_opens_on_the_server(
     with closing(psycopg2.connect(f"dbname={fresh_db} user=postgres host=127.0.0.1")) as conn, conn.cursor() as cur:
         cur.execute("SELECT run_id, status FROM runs")
         assert cur.fetchall() == [(result.run_id, "SUCCESS")]
+
+
+def test_the_wfa_pool_exists_before_seeds_claim_it(fresh_db: str, tmp_path: Path) -> None:
+    """``btc-assets run`` creates the pool's row before it launches seeds (two first claims at once on a fresh
+    PostgreSQL instance collide on its key in Dagster 1.13); doing it again, or with the row there, is harmless."""
+    import dagster as dg
+
+    from btc_assets.cli import ensure_pool, pool_limit
+
+    (tmp_path / "dagster.yaml").write_text(_instance_yaml(fresh_db))
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert not [p for p in instance.event_log_storage.get_pool_limits() if p.name == "wfa"]
+        ensure_pool(instance, "wfa")
+        ensure_pool(instance, "wfa")
+        (row,) = [p for p in instance.event_log_storage.get_pool_limits() if p.name == "wfa"]
+        assert row.limit == 2 and row.from_default and pool_limit(instance, "wfa") == 2
