@@ -16,14 +16,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import replace
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 
 from btc_assets.ingestion.demo import DemoMarketSpec, generate_demo_market
+from btc_assets_tests.test_faults import N_TRIALS, TOTAL, _assert_equal_to_uninterrupted, _progress
 from btc_assets_tests.test_postgres import _admin, _drop, _instance_yaml, _url, server  # noqa: F401 (fixture)
 
 pytest.importorskip("dagster_celery", reason="dagster-celery not installed (pip install -e '.[celery]')")
@@ -31,7 +30,6 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
-N_TRIALS = 16  # per (fold, phase): 2 folds × 5 phases × 16 = 160 trials a seed, long enough to kill one mid-seed
 BIN = Path(sys.executable).parent
 
 
@@ -66,13 +64,6 @@ def _delete_queue(queue: str) -> None:
         connection.default_channel.queue_delete(queue)
 
 
-def _progress(home: Path, seed: str) -> dict | None:
-    try:
-        return json.loads((home / "checkpoints" / seed / "progress.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 def _wait(what: str, condition, timeout: float, procs: list[subprocess.Popen]):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -91,9 +82,6 @@ def test_seeds_on_two_celery_workers_survive_a_killed_worker(
     rabbitmq: None, databases: tuple[str, str], tmp_path: Path
 ) -> None:
     import dagster as dg
-
-    from btc_assets.config import get_profile
-    from btc_assets.wfa import run_seed
 
     dagster_db, optuna_db = databases
     home = tmp_path / "home"
@@ -190,7 +178,7 @@ def test_seeds_on_two_celery_workers_survive_a_killed_worker(
         assert groups == {w.pid for w in workers.values()}, "both workers take a seed"
         victim = next(name for name, w in workers.items() if w.pid == os.getpgid(pids["seed_00"]))
         done_before_kill = _progress(home, "seed_00")["trials_done"]
-        total = 2 * 5 * N_TRIALS
+        total = TOTAL
         assert done_before_kill < total, "seed_00 finished before it could be killed: raise N_TRIALS"
         os.killpg(workers[victim].pid, signal.SIGKILL)  # the worker and its pool child, mid-seed
         workers[victim].wait(timeout=30)
@@ -237,26 +225,4 @@ def test_seeds_on_two_celery_workers_survive_a_killed_worker(
     now, before = resumed["trials_run_now"].value, resumed["trials_from_checkpoint"].value
     assert now + before == total and before >= done_before_kill, resumed  # the trial cut off is run again
 
-    # equal to an uninterrupted run of the same seed (in this process, on the warehouse's inputs, a journal file)
-    warehouse = home / "warehouse"
-    frames = [pd.read_parquet(warehouse / name / "data.parquet") for name in ("market_bars", "volatility")]
-    frames.append(pd.read_parquet(warehouse / "regime_probabilities" / "data.parquet"))
-    profile = get_profile("quick")
-    reference = run_seed(
-        0,
-        "seed_00",
-        *frames,
-        settings=replace(profile.wfa, n_trials=N_TRIALS, progress_every=0.0),
-        portfolio=profile.portfolio,
-        schedule=profile.schedule,
-        checkpoints=str(tmp_path / "reference"),
-        say=lambda _m: None,
-    )
-    assert reference.trials_run == total
-    for name, frame in (
-        ("wfa_results", reference.oos),
-        ("wfa_folds", reference.folds),
-        ("wfa_trials", reference.trials),
-    ):
-        stored = pd.read_parquet(warehouse / name / "partition=seed_00" / "data.parquet")
-        pd.testing.assert_frame_equal(stored, frame, check_exact=True)
+    _assert_equal_to_uninterrupted(home, ["seed_00"], tmp_path / "reference")

@@ -126,11 +126,11 @@ def test_materialize_demo_then_a_seed_then_staleness(tmp_path: Path) -> None:
         chain_keys = [k.to_user_string() for k in CHAIN.resolve(defs.resolve_asset_graph())]
         assert all(stale_status(instance, k, defs=defs) == StaleStatus.FRESH for k in chain_keys)
         assert stale_status(instance, "wfa_results", "seed_00", defs=defs) == StaleStatus.FRESH
-        # the stale_partitions sensor (off by default) requests exactly what is stale or missing: seed_01 of the
+        # the stale_study sensor (off by default) requests exactly what is stale or missing: seed_01 of the
         # profile's two seeds and the 14 configured ablation runs (7 variants × seeds 0, 1), not the fresh seed_00
         from btc_assets.defs.automation import wanted_partitions
 
-        sensor = defs.get_repository_def().get_sensor_def("stale_partitions")
+        sensor = defs.get_repository_def().get_sensor_def("stale_study")
         assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
         ablation_runs = [("ablation_runs", k) for k in wanted_partitions(defs.resources["study"])["ablation_runs"]]
         assert len(ablation_runs) == 14
@@ -231,14 +231,14 @@ def test_daily_update_rereads_the_raw_data_and_freshness_reads_the_newest_bar(tm
 
 
 def sensor_requests(instance: dg.DagsterInstance, definitions: dg.Definitions) -> list:
-    """The run requests of one tick of the ``stale_partitions`` sensor of ``definitions``."""
-    sensor = definitions.get_repository_def().get_sensor_def("stale_partitions")
+    """The run requests of one tick of the ``stale_study`` sensor of ``definitions``."""
+    sensor = definitions.get_repository_def().get_sensor_def("stale_study")
     context = dg.build_sensor_context(instance=instance, repository_def=definitions.get_repository_def())
     return list(sensor.evaluate_tick(context).run_requests)
 
 
 def with_sensor(defs: dg.Definitions, assets: list, n_seeds: int | None = None) -> dg.Definitions:
-    """``assets`` (e.g. with a bumped code version) with the project's jobs and ``stale_partitions`` sensor (for a
+    """``assets`` (e.g. with a bumped code version) with the project's jobs and ``stale_study`` sensor (for a
     profile of ``n_seeds`` seeds and no ablation runs, when given)."""
     from dataclasses import replace
 

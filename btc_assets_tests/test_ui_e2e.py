@@ -8,7 +8,7 @@ chained as module fixtures (each test asserts one stage; a failed stage fails th
 2. a backfill of 2 of the 30 seed partitions of the ``walk_forward`` multi-asset, as the partitions dialog
    launches it;
 3. a portfolio-only change in ``config.toml`` + "Reload definitions": exactly the portfolio and the seed partitions
-   are stale; "Materialize unsynced" and the ``stale_partitions`` sensor (turned on, then off, as its toggle does)
+   are stale; "Materialize unsynced" and the ``stale_study`` sensor (turned on, then off, as its toggle does)
    rematerialise exactly those;
 4. a seed killed mid-way (SIGKILL of the step process, found by its pid in the run's events) and relaunched as
    "failed and missing": it resumes from its checkpoint and ends bit-identical to an uninterrupted run;
@@ -125,7 +125,7 @@ def backfill(studio: Studio, chain: dict[str, Any]) -> str:
 def portfolio_change(studio: Studio, chain: dict[str, Any], backfill: str) -> dict[str, Any]:
     """Stage 3, a portfolio-only change in ``config.toml`` + "Reload definitions", then what is unsynced
     rematerialised ("Materialize unsynced" lists the unpartitioned stale assets; the stale seed partitions are
-    launched by the ``stale_partitions`` sensor, turned on in Automation and off again once it has launched them).
+    launched by the ``stale_study`` sensor, turned on in Automation and off again once it has launched them).
     Returns what the UI showed and what was rematerialised. (No ablation partitions are configured here, so the
     sensor has only the seeds to launch.)"""
     ui, home, nodes = studio.ui, studio.home, chain["nodes"]
@@ -142,16 +142,16 @@ def portfolio_change(studio: Studio, chain: dict[str, Any], backfill: str) -> di
     _say(f"the 'Materialize unsynced' dialog lists {unsynced}", studio.started)
     launched = [ui.materialize([n for n in unsynced if not nodes[n]["isPartitioned"]])]
     stale_seeds = sorted(p for p, s in ui.stale_by_partition(["wfa_results"])["wfa_results"].items() if s == "STALE")
-    sensor = ui.start_sensor("stale_partitions")
+    sensor = ui.start_sensor("stale_study")
     try:
 
         def launched_by_sensor() -> list[dict[str, Any]] | None:
-            runs = ui.runs_tagged("dagster/sensor_name", "stale_partitions")
+            runs = ui.runs_tagged("dagster/sensor_name", "stale_study")
             return runs if len(runs) >= len(stale_seeds) else None
 
-        sensor_runs = ui.wait_for("the stale_partitions sensor to launch the stale seeds", launched_by_sensor, 240)
+        sensor_runs = ui.wait_for("the stale_study sensor to launch the stale seeds", launched_by_sensor, 240)
         time.sleep(5.0)  # one tick requests every stale partition at once: let its other launches (if any) land
-        sensor_runs = ui.runs_tagged("dagster/sensor_name", "stale_partitions")
+        sensor_runs = ui.runs_tagged("dagster/sensor_name", "stale_study")
     finally:
         ui.stop_sensor(sensor)
     launched += [("run", r["runId"]) for r in sensor_runs]

@@ -4,7 +4,7 @@ chain, then exactly the stale or missing partitions of the seeds ``wfa_seeds`` a
 ``btc-assets run`` / ``ablation`` use to choose what they launch.
 
 Dagster 1.13's "Materialize unsynced" does not list stale *partitions* (dagster-io/dagster#20463, #22704). The
-sensor ``stale_partitions`` asks Dagster's own stale-status API what is STALE or MISSING, in the chain's order:
+sensor ``stale_study`` asks Dagster's own stale-status API what is STALE or MISSING, in the chain's order:
 
 1. the chain (``btc_study``'s assets): if any is unsynced, one run of those assets and everything below them, and
    nothing else this tick (a seed must not start on inputs about to change);
@@ -13,7 +13,7 @@ sensor ``stale_partitions`` asks Dagster's own stale-status API what is STALE or
 
 It waits while a run of the chain, the summary or any other non-partition job (a UI materialisation) is queued or
 in progress, and skips a partition with a run in flight. It is off by default: turn it on in the UI (Automation →
-``stale_partitions`` → on) and every tick (each minute) launches what became stale. Each request's run key names
+``stale_study`` → on) and every tick (each minute) launches what became stale. Each request's run key names
 what it launches and the state it saw (code versions and the latest materialisations of the inputs), so one state
 is launched once: a run that failed is not relaunched until something changes (relaunch it by hand).
 
@@ -119,12 +119,12 @@ def _state(instance: dg.DagsterInstance, asset_graph, asset: str, inputs: Sequen
 
 
 def build_sensor(settings: Settings, jobs: Sequence) -> dg.SensorDefinition:
-    """The ``stale_partitions`` sensor for the profile of ``settings``, targeting ``jobs`` (``btc_study``,
+    """The ``stale_study`` sensor for the profile of ``settings``, targeting ``jobs`` (``btc_study``,
     ``wfa_seeds``, ``ablation_runs`` and ``summarise_seeds``; see the module docstring)."""
-    tags = {"btc_assets/profile": settings.profile.name, "btc_assets/launched_by": "stale_partitions"}
+    tags = {"btc_assets/profile": settings.profile.name, "btc_assets/launched_by": "stale_study"}
 
     @dg.sensor(
-        name="stale_partitions",
+        name="stale_study",
         jobs=list(jobs),
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.STOPPED,
@@ -132,7 +132,7 @@ def build_sensor(settings: Settings, jobs: Sequence) -> dg.SensorDefinition:
         "ablation partitions of the profile, then the summary (off by default; turn it on to rerun what a code, "
         "settings or data change made stale, and leave it on with the daily_update schedule).",
     )
-    def stale_partitions_sensor(context: dg.SensorEvaluationContext):
+    def stale_study_sensor(context: dg.SensorEvaluationContext):
         repository = context.repository_def
         instance, asset_graph = context.instance, repository.asset_graph
         if _other_in_flight(instance):
@@ -164,7 +164,7 @@ def build_sensor(settings: Settings, jobs: Sequence) -> dg.SensorDefinition:
             state = _keys_state(instance, asset_graph, summary, ["wfa_results", "market_bars"])
             yield dg.RunRequest(run_key=f"summarise_seeds:{state}", job_name="summarise_seeds", tags=tags)
 
-    return stale_partitions_sensor
+    return stale_study_sensor
 
 
 def build_schedule(settings: Settings, job) -> dg.ScheduleDefinition:
@@ -178,7 +178,7 @@ def build_schedule(settings: Settings, job) -> dg.ScheduleDefinition:
         job=job,
         default_status=dg.DefaultScheduleStatus.STOPPED,
         description="Every day at 02:00 UTC: re-read the raw market data (the download source fetches only what "
-        "is new); with the stale_partitions sensor on, whatever changed is then brought up to date.",
+        "is new); with the stale_study sensor on, whatever changed is then brought up to date.",
     )
     def daily_update(context: dg.ScheduleEvaluationContext):
         day = context.scheduled_execution_time.strftime("%Y-%m-%d")
