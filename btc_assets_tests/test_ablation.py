@@ -167,7 +167,7 @@ def test_gating_only_study_varies_only_the_gates_and_risk_scale(tmp_path, sample
         evaluate=evaluate,
         distributions=dists,
     )
-    records = LocalStudies(open_storage(None, str(tmp_path / "s.journal"))).run(spec, say=lambda m: None)
+    records = LocalStudies(lambda name: open_storage(None, str(tmp_path / "s.journal"))).run(spec, say=lambda m: None)
     assert len(records) == len(seen) == 12 and all(set(r.params) == GATING for r in records)
     frame = pd.DataFrame([r.params for r in records])
     assert (frame.nunique() == 12).all()  # every searched parameter varies

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from btc_assets.ingestion.demo import DemoMarketSpec, generate_demo_market
+from btc_assets.wfa.checkpoint import read_json
 from btc_assets_tests.conftest import make_funding, make_ohlcv
 
 EXE = shutil.which("btc-assets") or str(Path(sys.executable).parent / "btc-assets")
@@ -155,16 +156,16 @@ def check_ablation(home: Path, cwd: Path) -> None:
     for column in ("sharpe_lo", "sharpe_hi", "d_sharpe", "p_sharpe_t", "p_sharpe_wilcoxon", "p_daily_bootstrap"):
         assert table[column].iloc[1:].notna().all(), column
     assert (home / "reports" / "ablation.png").stat().st_size > 10_000
-    records = sorted((home / "checkpoints" / "ablation" / "original" / "seed_00" / "phases").glob("*.json"))
+    records = sorted((home / "checkpoints" / "ablation" / "original" / "seed_00" / "phases").glob("*.json.gz"))
     assert len(records) == 10
     for path in records:  # the original design searches Ichimoku's parameters only
-        assert all(name.startswith("trend.") for name in json.loads(path.read_text())["params"])
-    records = sorted((home / "checkpoints" / "ablation" / "gating_only" / "seed_00" / "phases").glob("*.json"))
+        assert all(name.startswith("trend.") for name in read_json(path)["params"])
+    records = sorted((home / "checkpoints" / "ablation" / "gating_only" / "seed_00" / "phases").glob("*.json.gz"))
     assert len(records) == 10
     for path in records:  # gating_only searches the gates and the vol-target multiple only
         assert all(
             set(t["params"]) == {"gate.trend", "gate.mean_reversion", "gate.breakout", "gate.carry", "risk_scale"}
-            for t in json.loads(path.read_text())["trials"]
+            for t in read_json(path)["trials"]
         )
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         event = instance.get_latest_materialization_event(dg.AssetKey("ablation"))

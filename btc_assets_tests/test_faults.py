@@ -26,6 +26,7 @@ import pandas as pd
 import pytest
 
 from btc_assets.ingestion.demo import DemoMarketSpec, generate_demo_market
+from btc_assets.wfa.checkpoint import read_json
 
 pytestmark = pytest.mark.slow
 
@@ -240,8 +241,8 @@ def test_disk_full_during_a_checkpoint_write(small_disk: Path, tmp_path: Path) -
     assert full and str(home) in full[0] and "free the space and run again" in full[0], out[-6000:]
     assert "FAILED seeds: seed_00; run the same command again to resume them" in out
 
-    for record in (home / "checkpoints").rglob("*.json"):
-        json.loads(record.read_text())  # whole, or absent: never torn
+    for record in [*(home / "checkpoints").rglob("*.json"), *(home / "checkpoints").rglob("*.json.gz")]:
+        read_json(record)  # whole, or absent: never torn
     assert not [p for p in home.rglob("*.tmp")], "a temp file of an atomic write was left behind"
     for parquet in (home / "warehouse").rglob("*.parquet"):
         pd.read_parquet(parquet)

@@ -131,7 +131,7 @@ def _reference(tmp_path: Path, options: dict[str, Any], evaluate: Any = shared_w
     from btc_assets.wfa.study import LocalStudies
 
     journal = tmp_path / f"reference-{uuid.uuid4().hex[:6]}.journal"
-    records = LocalStudies(open_storage(None, str(journal))).run(
+    records = LocalStudies(lambda name: open_storage(None, str(journal))).run(
         shared_worker.study_spec(options, "reference", evaluate), say=lambda m: None
     )
     return json.loads(json.dumps([r.as_dict() for r in records]))

@@ -306,14 +306,14 @@ def _interrupt_seed_00(ui: DagsterUI, home: Path, started: float) -> tuple[str, 
             )
         progress = _read_json(checkpoint / "progress.json") or {}
         fresh = _read_json(checkpoint / "fingerprint.json") not in (None, old_fingerprint)
-        records = len(list((checkpoint / "phases").glob("fold*_phase*.json"))) if fresh else 0
+        records = len(list((checkpoint / "phases").glob("fold*_phase*.json.gz"))) if fresh else 0
         if step_pid is not None and progress.get("pid") == step_pid and records >= 2:
             break
         time.sleep(0.25)
     # only a process of our own dagster dev: the step worker under its run worker
     assert is_descendant(step_pid, ui.proc.pid), f"pid {step_pid} is not under dagster dev ({ui.proc.pid})"
     os.kill(step_pid, signal.SIGKILL)
-    records = len(list((checkpoint / "phases").glob("fold*_phase*.json")))
+    records = len(list((checkpoint / "phases").glob("fold*_phase*.json.gz")))
     _say(f"SIGKILLed the step process {step_pid} of run {run_id} with {records} phase records", started)
     try:
         status = ui.wait_run(run_id, timeout=120, expect=None)

@@ -36,6 +36,10 @@ def slow_trials(seconds: float) -> None:
 def main(inputs: str, checkpoints: str, output: str, settings: str) -> None:
     if os.environ.get("WFA_WORKER_TRIAL_DELAY"):
         slow_trials(float(os.environ["WFA_WORKER_TRIAL_DELAY"]))
+    if os.environ.get("WFA_WORKER_BATCH"):  # trials per storage write: small, so kills land mid-batch
+        import btc_assets.wfa.study
+
+        btc_assets.wfa.study.BATCH_TRIALS = int(os.environ["WFA_WORKER_BATCH"])
     source = Path(inputs)
     bars, vol, probs = (pd.read_parquet(source / f"{name}.parquet") for name in ("bars", "volatility", "probs"))
     profile = get_profile("quick")

@@ -3,15 +3,16 @@
 Layout (``<checkpoints>/<seed_key>/``)::
 
     fingerprint.json           what the checkpoint was made from: configuration, code version, seed
-    optuna.journal             Optuna journal storage: every trial of every (fold, phase) study (or an RDB URL)
-    phases/fold03_phase2.json  one atomic record per finished (fold, phase): its data key, winner, scores, trials
-    progress.json              fold, phase, trial x/N, best so far, ETA; read by ``btc-assets status``
+    journal/<study>.journal       Optuna journal storage of one (fold, phase) study, compressed frames
+                                  (:class:`~btc_assets.wfa.journal.FrameJournal`; or an RDB URL)
+    phases/fold03_phase2.json.gz  one atomic record per finished (fold, phase): its data key, winner, scores, trials
+    progress.json                 fold, phase, trial x/N, best so far, ETA; read by ``btc-assets status``
 
-* Trial level: the Optuna storage. A trial is written RUNNING (with its parameters) before it is evaluated and
-  COMPLETE after. On resume, RUNNING trials (zombies of a killed process) are marked FAIL and not re-run; the
-  remaining trials are run. The sampler for trial i (i = number of completed trials) is built from a seed derived
-  from (seed, fold, phase, i) and the completed trials only, so a resumed study makes exactly the choices an
-  uninterrupted one would have: the sampler's whole state is in the storage after every trial.
+* Trial level: the Optuna storage. Completed trials are written in batches (``BATCH_TRIALS``, one journal frame
+  each), so a crash loses at most one batch; the lost trials are run again. The sampler for trial i (i = number of
+  completed trials) is built from a seed derived from (seed, fold, phase, i) and the completed trials only, so a
+  resumed study makes exactly the choices an uninterrupted one would have. A study's journal is its own file: a
+  resume replays the one study it continues, never the seed's whole history.
 * (Fold, phase) level: the records above, written atomically (temp file + rename); a restart skips what is done.
 * Seed level: a finished seed is a materialised Dagster partition (and ``progress.json`` says ``done``).
 
@@ -29,6 +30,7 @@ and nothing is re-optimised.
 from __future__ import annotations
 
 import fcntl
+import gzip
 import hashlib
 import json
 import os
@@ -47,17 +49,25 @@ from btc_assets.atomic import atomic_path
 
 
 def atomic_write_json(data: Any, path: Path) -> None:
-    """Write JSON to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    """Write JSON to ``path`` atomically (temp file in the same folder, fsync, rename); gzip'd compact JSON when the
+    name ends in ``.gz``."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".gz":
+        text = json.dumps(data, separators=(",", ":"), sort_keys=True, default=str).encode()
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(gzip.compress(text, compresslevel=9, mtime=0))
+        return
     with atomic_path(path) as tmp, open(tmp, "w") as handle:
         json.dump(data, handle, indent=1, sort_keys=True, default=str)
 
 
 def read_json(path: Path) -> Any | None:
+    """The JSON at ``path`` (gzip'd when the name ends in ``.gz``); None when there is no such file."""
     try:
-        return json.loads(path.read_text())
+        raw = path.read_bytes()
     except FileNotFoundError:
         return None
+    return json.loads(gzip.decompress(raw) if path.suffix == ".gz" else raw)
 
 
 @dataclass(frozen=True)
@@ -157,6 +167,7 @@ class SeedCheckpoint:
         self.started_fresh = True
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "phases").mkdir(exist_ok=True)
+        (self.dir / "journal").mkdir(exist_ok=True)
         atomic_write_json(asdict(self.fingerprint), self.dir / "fingerprint.json")
 
     # -- Optuna storage ------------------------------------------------------------------------------------------
@@ -165,9 +176,9 @@ class SeedCheckpoint:
         """The configured RDB URL, or None for the journal file in this folder."""
         return configured or None
 
-    @property
-    def journal_path(self) -> Path:
-        return self.dir / "optuna.journal"
+    def journal_path(self, study_name: str) -> Path:
+        """The journal file of one study (its own file: opening it replays that study only)."""
+        return self.dir / "journal" / f"{study_name}.journal"
 
     def study_name(self, fold: int, phase: int, data_key: str) -> str:
         """Study names carry the fingerprint key and the study's data key (:class:`PrefixKeys`), so neither a
@@ -177,7 +188,7 @@ class SeedCheckpoint:
     # -- (fold, phase) records -----------------------------------------------------------------------------------
 
     def phase_path(self, fold: int, phase: int) -> Path:
-        return self.dir / "phases" / f"fold{fold:02d}_phase{phase}.json"
+        return self.dir / "phases" / f"fold{fold:02d}_phase{phase}.json.gz"
 
     def phase_record(self, fold: int, phase: int) -> dict[str, Any] | None:
         return read_json(self.phase_path(fold, phase))

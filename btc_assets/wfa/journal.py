@@ -1,52 +1,125 @@
-"""The studies' durable Optuna storage: the configured RDB storage or a crash-tolerant journal file
-(:class:`PeriodicSyncJournal`, fsync'd every 2 s and at every phase end)."""
+"""The studies' durable Optuna storage: the configured RDB storage or a compressed, crash-tolerant journal file
+per study (:class:`FrameJournal`, fsync'd every 2 s and at every phase end)."""
 
 from __future__ import annotations
 
 import json
 import os
+import struct
 import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy
-from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-from optuna.storages.journal._file import get_lock_file
+from optuna.storages.journal import BaseJournalBackend
 
 
-class PeriodicSyncJournal(JournalFileBackend):
-    """Optuna's journal file, fsync'd at most every ``sync_every`` seconds instead of after every append.
+class FrameJournal(BaseJournalBackend):
+    """An Optuna journal backend (for :class:`optuna.storages.JournalStorage`) that writes logs in compressed,
+    checksummed frames: one frame per :meth:`batch` (or per append outside one), fsync'd at most every
+    ``sync_every`` seconds and at :meth:`sync`.
 
-    Appends still go to the file at once under the journal's lock (one ``write`` per append), so a killed
-    process loses nothing: the page cache outlives it. Only a power loss or kernel crash can lose the appends of the
-    last ``sync_every`` seconds, and the torn tail it may leave is dropped on the next open
-    (:func:`open_storage`). On a loaded disk this cuts the storage cost of a trial from ~5 ms to ~0.7 ms.
+    A frame is ``length (u32 LE) | crc32 (u32 LE) | zlib(JSON lines)``. Optuna's journal repeats every
+    parameter's distribution in every trial; compressed per batch (zlib level 9) a trial takes ~0.25 KB instead
+    of ~4 KB. One writer per file (the seed's lock): logs appended in a batch are readable at once by this process
+    and reach the file when the batch ends, so a killed process loses at most the batch it was in. A frame cut
+    short or damaged (a power loss mid-write) is dropped, with everything after it, when the file is next opened;
+    nothing before it is touched.
+    Read it with ``optuna.storages.JournalStorage(FrameJournal(path))``.
     """
 
-    def __init__(self, file_path: str, lock_obj: Any = None, sync_every: float = 2.0) -> None:
-        super().__init__(file_path, lock_obj=lock_obj)
+    HEADER = struct.Struct("<II")
+
+    def __init__(self, file_path: str, sync_every: float = 2.0, level: int = 9) -> None:
+        self.path = Path(file_path)
         self.sync_every = sync_every
+        self.level = level
+        self._logs: list[dict[str, Any]] = []
+        self._pending: list[dict[str, Any]] = []
+        self._depth = 0
         self._last_sync = time.monotonic()
+        self._read_frames()
+
+    def _read_frames(self) -> None:
+        """Open: read every whole frame; a torn or damaged last one is cut off the file (one writer: the seed's)."""
+        self._offset = 0
+        data = self.path.read_bytes() if self.path.exists() else b""
+        if data[:1] == b"{":
+            raise ValueError(f"{self.path} is a plain Optuna journal, not a FrameJournal (use JournalFileBackend)")
+        self._parse(data)
+        if self._offset < len(data):
+            with open(self.path, "r+b") as handle:
+                handle.truncate(self._offset)
+
+    def _parse(self, data: bytes, base: int = 0) -> None:
+        """Add the logs of the whole frames in ``data`` (the file's bytes from ``base``) and advance the offset."""
+        offset, size = 0, self.HEADER.size
+        while offset + size <= len(data):
+            length, crc = self.HEADER.unpack_from(data, offset)
+            payload = data[offset + size : offset + size + length]
+            if len(payload) < length or zlib.crc32(payload) != crc:
+                break
+            self._logs.extend(json.loads(line) for line in zlib.decompress(payload).split(b"\n"))
+            offset += size + length
+        self._offset = base + offset
+
+    def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
+        """Every log from ``log_number_from`` on, including the current batch's and frames another process (a
+        reader's view of a live study) sees appended since."""
+        if not self._pending and self.path.exists() and self.path.stat().st_size > self._offset:
+            with open(self.path, "rb") as handle:
+                handle.seek(self._offset)
+                self._parse(handle.read(), self._offset)
+        return self._logs[log_number_from:]
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        """Append under the lock; an OS error (a full disk) names the journal, and what it may have written of
-        the append (a line cut short, never a whole line) is dropped on the next open."""
-        text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
+        """Add ``logs``; written now, or when the current :meth:`batch` ends."""
+        self._logs.extend(logs)
+        self._pending.extend(logs)
+        if self._depth == 0:
+            self.flush()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Write every log appended inside as one frame, when the block ends (also when it raises)."""
+        self._depth += 1
         try:
-            with get_lock_file(self._lock), open(self._file_path, "ab") as handle:
-                handle.write(text.encode("utf-8"))
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write the pending logs as one frame; an OS error (a full disk) names the journal, and what it may have
+        written (a frame cut short) is dropped on the next open."""
+        if not self._pending:
+            return
+        text = "\n".join(json.dumps(log, separators=(",", ":")) for log in self._pending).encode()
+        payload = zlib.compress(text, self.level)
+        try:
+            with open(self.path, "ab") as handle:
+                frame = self.HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+                handle.write(frame)
                 handle.flush()
                 if time.monotonic() - self._last_sync >= self.sync_every:
                     os.fsync(handle.fileno())
                     self._last_sync = time.monotonic()
         except OSError as err:
-            raise OSError(err.errno, f"{err.strerror}: appending to the Optuna journal {self._file_path}") from err
+            raise OSError(err.errno, f"{err.strerror}: appending to the Optuna journal {self.path}") from err
+        self._offset += len(frame)
+        self._pending.clear()
 
     def sync(self) -> None:
-        """fsync now (at every phase end, before its record is written)."""
-        with open(self._file_path, "ab") as handle:
-            os.fsync(handle.fileno())
+        """Write what is pending and fsync (at every phase end, before its record is written)."""
+        self.flush()
+        if self.path.exists():
+            with open(self.path, "ab") as handle:
+                os.fsync(handle.fileno())
         self._last_sync = time.monotonic()
 
 
@@ -76,17 +149,23 @@ def open_rdb(url: str, connect_args: dict[str, Any] | None = None, **storage_kwa
 
 
 def open_storage(url: str | None, journal_path: str) -> optuna.storages.BaseStorage:
-    """The configured RDB storage, or a journal file (the default, :class:`PeriodicSyncJournal`).
-
-    A journal lock left by a killed process is broken after 5 s (appends hold it for milliseconds), and a last
-    line cut short by a crash (a power loss: SIGKILL cannot split one append) is dropped, so the journal stays
-    readable after any crash.
-    """
+    """The configured RDB storage, or a journal file (the default, :class:`FrameJournal`; its torn last frame, if
+    a crash left one, is dropped on opening)."""
     if url:
         return open_rdb(url)
-    _drop_partial_last_line(Path(journal_path))
-    lock = JournalFileOpenLock(journal_path, grace_period=5)
-    return optuna.storages.JournalStorage(PeriodicSyncJournal(journal_path, lock_obj=lock))
+    return optuna.storages.JournalStorage(FrameJournal(journal_path))
+
+
+@contextmanager
+def batched(storage: optuna.storages.BaseStorage) -> Iterator[None]:
+    """Writes to ``storage`` inside the block reach its journal file as one frame when the block ends (RDB storages
+    commit per write: no change)."""
+    backend = getattr(storage, "_backend", None)
+    if isinstance(backend, FrameJournal):
+        with backend.batch():
+            yield
+    else:
+        yield
 
 
 def connection_lost(err: BaseException) -> bool:
@@ -109,19 +188,5 @@ def connection_lost(err: BaseException) -> bool:
 def sync_storage(storage: optuna.storages.BaseStorage) -> None:
     """Make everything written so far durable (a no-op for RDB storages, which commit per write)."""
     backend = getattr(storage, "_backend", None)
-    if isinstance(backend, PeriodicSyncJournal):
+    if isinstance(backend, FrameJournal):
         backend.sync()
-
-
-def _drop_partial_last_line(path: Path) -> None:
-    size = path.stat().st_size if path.exists() else 0
-    if size == 0:
-        return
-    with open(path, "r+b") as handle:
-        handle.seek(size - 1)
-        if handle.read(1) == b"\n":
-            return
-        tail_start = max(0, size - (1 << 20))
-        handle.seek(tail_start)
-        tail = handle.read()
-        handle.truncate(tail_start + tail.rfind(b"\n") + 1)

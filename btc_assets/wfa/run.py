@@ -103,7 +103,11 @@ def run_seed(
             if settings.shared:  # several workers (machines) cooperate on this seed through one PostgreSQL storage
                 opened.append(SharedStudies(open_shared_storage(settings.storage)))
             else:
-                opened.append(LocalStudies(open_storage(settings.storage or None, str(ckpt.journal_path))))
+                if settings.storage:
+                    rdb = open_storage(settings.storage, "")
+                    opened.append(LocalStudies(lambda name: rdb))
+                else:
+                    opened.append(LocalStudies(lambda name: open_storage(None, str(ckpt.journal_path(name)))))
         return opened[0]
 
     arrays = experts.BarArrays.from_market_bars(bars)

@@ -30,16 +30,32 @@ class BlockRandomSampler(optuna.samplers.RandomSampler):
         return dict(self._space)
 
     def sample_relative(self, study: optuna.Study, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
-        rng = self._rng.rng
-        out: dict[str, Any] = {}
-        for name, d in search_space.items():
-            if isinstance(d, optuna.distributions.FloatDistribution):
-                out[name] = float(rng.uniform(d.low, d.high))
-            elif isinstance(d, optuna.distributions.IntDistribution):
-                out[name] = int(rng.randint(d.low, d.high + 1))
-            else:
-                out[name] = d.choices[int(rng.randint(len(d.choices)))]
-        return out
+        return draw_block(search_space, self._rng.rng)
+
+
+def draw_block(space: dict[str, optuna.distributions.BaseDistribution], rng: np.random.RandomState) -> dict[str, Any]:
+    """One block of uniform draws from ``rng``, in the order of ``space``: floats on [low, high], integers on
+    {low, …, high}, categories uniformly (plain distributions only: see :func:`plain_space`)."""
+    out: dict[str, Any] = {}
+    for name, d in space.items():
+        if isinstance(d, optuna.distributions.FloatDistribution):
+            out[name] = float(rng.uniform(d.low, d.high))
+        elif isinstance(d, optuna.distributions.IntDistribution):
+            out[name] = int(rng.randint(d.low, d.high + 1))
+        else:
+            out[name] = d.choices[int(rng.randint(len(d.choices)))]
+    return out
+
+
+def random_block(space: dict[str, optuna.distributions.BaseDistribution], seed: int) -> dict[str, Any]:
+    """What :class:`BlockRandomSampler` seeded with ``seed`` draws for a trial over ``space`` (all plain), without
+    an Optuna trial: random search's trial i depends on its seed only, never on other trials."""
+    return draw_block(space, np.random.RandomState(seed))
+
+
+def plain_space(space: dict[str, optuna.distributions.BaseDistribution]) -> bool:
+    """Whether every distribution of ``space`` is one :func:`draw_block` samples (no log or stepped ranges)."""
+    return all(_plain(d) for d in space.values())
 
 
 def _plain(d: optuna.distributions.BaseDistribution) -> bool:

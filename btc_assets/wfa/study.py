@@ -1,14 +1,17 @@
 """One (fold, phase) Optuna study: resumable trial by trial, with choices that do not depend on crashes.
 
-Sampling runs on an in-memory mirror of the study (fast: no storage round trip per suggested parameter); every
-trial is also written to the durable Optuna storage (journal file or RDB): RUNNING with its parameters before it
-is evaluated, COMPLETE with its value and validation score after. Three writes per trial, whatever the number of
-parameters; the journal is fsync'd every 2 s and at the end of the study (:mod:`btc_assets.wfa.journal`).
+Random search draws trial i's block from its own seed (no Optuna trial at all: the draws are those of
+:class:`~btc_assets.wfa.samplers.BlockRandomSampler`); the model-based samplers sample on an in-memory mirror of the
+study (no storage round trip per suggested parameter). Completed trials (parameters, fit value, every score) are
+written to the durable Optuna storage (a journal file per study, or RDB) in batches of :data:`BATCH_TRIALS`, one
+write and one compressed journal frame per batch; the journal is fsync'd every 2 s and at the end of the study
+(:mod:`btc_assets.wfa.journal`).
 
 Determinism: trial i (i = number of completed trials so far) is sampled by a fresh sampler seeded from
-(seed, fold, phase, i) over the completed trials only. After a crash the mirror is rebuilt from the durable
-COMPLETE trials; RUNNING zombies are marked FAIL (never re-run, never seen by the sampler), so trial i is sampled
-exactly as in an uninterrupted run. Trial 0 is the incumbent (the current best parameters), so the study's best
+(seed, fold, phase, i) over the completed trials only. After a crash (at most one batch lost) the mirror is rebuilt
+from the durable COMPLETE trials and the lost ones are sampled again as the same indices, so trial i is sampled
+exactly as in an uninterrupted run. RUNNING trials (left by a writer of older versions) are marked FAIL and never
+seen by the sampler. Trial 0 is the incumbent (the current best parameters), so the study's best
 *training* (fit) score is never below the incumbent's. The winner (:func:`select_winner`) is the best validation
 score among the ``top`` best fit scores, so it can score below the incumbent on training (it did in 9 of 30
 measured studies), and, when the incumbent is not among those ``top`` trials, also on validation. Nothing
@@ -17,6 +20,7 @@ guarantees a winner is no worse than the incumbent on either piece.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -24,10 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import optuna
-from optuna.trial import TrialState, create_trial
+from optuna.trial import FixedTrial, TrialState, create_trial
 
-from btc_assets.wfa.journal import sync_storage
-from btc_assets.wfa.samplers import derive_seed, make_sampler
+from btc_assets.wfa.journal import batched, sync_storage
+from btc_assets.wfa.samplers import derive_seed, make_sampler, plain_space, random_block
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -93,11 +97,20 @@ class PhaseStudies(Protocol):
         ...
 
 
-class LocalStudies:
-    """Phase studies with one writer (this process) on ``storage``: the journal file or an RDB storage."""
+BATCH_TRIALS = 100  # completed trials written to the storage at once (a crash loses at most this many)
 
-    def __init__(self, storage: optuna.storages.BaseStorage) -> None:
-        self.storage = storage
+
+class LocalStudies:
+    """Phase studies with one writer (this process): ``storage_for(study name)`` gives each study's storage (a
+    journal file of its own, or the one RDB storage)."""
+
+    def __init__(
+        self,
+        storage_for: Callable[[str], optuna.storages.BaseStorage],
+        batch: int | None = None,
+    ) -> None:
+        self.storage_for = storage_for
+        self.batch = batch  # None: BATCH_TRIALS
 
     def run(
         self,
@@ -106,8 +119,11 @@ class LocalStudies:
         on_trial: Callable[[int, float], None] | None = None,
         say: Callable[[str], None] = print,
     ) -> list[TrialRecord]:
-        """See :meth:`PhaseStudies.run`."""
-        storage, name, n_trials = self.storage, study.name, study.n_trials
+        """See :meth:`PhaseStudies.run`. Completed trials reach the storage in batches of ``batch`` (one
+        journal frame each); random search draws trial i from its own seed (:func:`random_block`) without an
+        in-memory study, the other samplers ask a mirror of the completed trials."""
+        name, n_trials = study.name, study.n_trials
+        storage = self.storage_for(name)
         durable = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
         zombies = durable.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         for z in zombies:
@@ -120,40 +136,62 @@ class LocalStudies:
         done = sorted(
             durable.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.user_attrs["index"]
         )
-        mirror = optuna.create_study(direction="maximize")
-        mirror.add_trials(done)
         records = [_record(t.user_attrs["index"], float(t.value), t.user_attrs["scores"], dict(t.params)) for t in done]
         if records:
             say(f"{name}: {len(records)}/{n_trials} trials already done")
-        study_id = durable._study_id
+        independent = study.sampler == "random" and plain_space(study.distributions)
+        mirror = None if independent else optuna.create_study(direction="maximize")
+        if mirror is not None:
+            mirror.add_trials(done)
+        best = max((r.fit for r in records), default=-math.inf)
+        pending: list[optuna.trial.FrozenTrial] = []
+        batch = self.batch or BATCH_TRIALS
         for i in range(len(done), n_trials):
-            mirror.sampler = make_sampler(
-                study.sampler, derive_seed(*study.seed_parts, i), study.n_startup_trials, study.distributions
-            )
-            if i == 0:
-                mirror.enqueue_trial(study.incumbent, skip_if_exists=False)
-            trial = mirror.ask()
-            params = study.suggest(trial)
-            sampler_state = mirror.get_trials(deepcopy=False)[-1].system_attrs  # e.g. CMA-ES's optimiser
-            running = create_trial(
-                state=TrialState.RUNNING,
-                params=params,
-                distributions=study.distributions,
-                user_attrs={"index": i},
-                system_attrs=dict(sampler_state),
-            )
-            trial_id = storage.create_new_trial(study_id, template_trial=running)
+            trial: optuna.Trial | None = None
+            if mirror is None:
+                seed = derive_seed(*study.seed_parts, i)
+                fixed = study.incumbent if i == 0 else random_block(study.distributions, seed)
+                params, sampler_state = study.suggest(FixedTrial(fixed)), {}
+            else:
+                mirror.sampler = make_sampler(
+                    study.sampler, derive_seed(*study.seed_parts, i), study.n_startup_trials, study.distributions
+                )
+                if i == 0:
+                    mirror.enqueue_trial(study.incumbent, skip_if_exists=False)
+                trial = mirror.ask()
+                params = study.suggest(trial)
+                sampler_state = dict(mirror.get_trials(deepcopy=False)[-1].system_attrs)  # e.g. CMA-ES's optimiser
             fit, scores = evaluated(study.evaluate, params)
-            storage.set_trial_user_attr(trial_id, "scores", scores)
-            storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [fit])
-            trial.set_user_attr("index", i)
-            trial.set_user_attr("scores", scores)
-            mirror.tell(trial, fit)
+            pending.append(
+                create_trial(
+                    state=TrialState.COMPLETE,
+                    value=fit,
+                    params=params,
+                    distributions=study.distributions,
+                    user_attrs={"index": i, "scores": scores},
+                    system_attrs=sampler_state,
+                )
+            )
+            if mirror is not None and trial is not None:
+                trial.set_user_attr("index", i)
+                trial.set_user_attr("scores", scores)
+                mirror.tell(trial, fit)
             records.append(_record(i, fit, scores, params))
+            if len(pending) >= batch or i == n_trials - 1:
+                write_trials(storage, durable._study_id, pending)
+            best = max(best, fit)
             if on_trial is not None:
-                on_trial(i + 1, max(r.fit for r in records))
+                on_trial(i + 1, best)
         sync_storage(storage)
         return records
+
+
+def write_trials(storage: optuna.storages.BaseStorage, study_id: int, trials: list[optuna.trial.FrozenTrial]) -> None:
+    """Completed trials into the storage, as one journal frame; ``trials`` is emptied."""
+    with batched(storage):
+        for t in trials:
+            storage.create_new_trial(study_id, template_trial=t)
+    trials.clear()
 
 
 def evaluated(
