@@ -59,6 +59,11 @@ class Paths:
         return self.home / "fits"
 
     @property
+    def lines(self) -> Path:
+        """Rolling lines shared by the seed processes, per data version (:mod:`btc_assets.line_store`)."""
+        return self.home / "lines"
+
+    @property
     def dagster_home(self) -> Path:
         return self.home / "dagster"
 

@@ -53,6 +53,7 @@ import pandas as pd
 from numba import njit
 
 from btc_assets.config import EXPERTS, ExpertSettings
+from btc_assets.line_store import SharedLines
 
 EXPERT_NAMES: tuple[str, ...] = EXPERTS  # column order of every expert table
 FUNDING_HOURS = 8.0
@@ -382,8 +383,9 @@ class LineCache:
     twice by racing threads; the first stored wins).
     """
 
-    def __init__(self, maxsize: int = 2048) -> None:
+    def __init__(self, maxsize: int = 2048, shared: SharedLines | None = None) -> None:
         self.maxsize = maxsize
+        self.shared = shared  # lines of the search space, memory-mapped (btc_assets.line_store): looked up first
         self._store: OrderedDict[tuple[str, str, int], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
@@ -402,6 +404,10 @@ class LineCache:
         window = int(window)
         if window < 1:
             raise ValueError("window must be >= 1")
+        if self.shared is not None:
+            line = self.shared.line(bars.fingerprint, kind, window)
+            if line is not None:
+                return line
         key = (bars.fingerprint, kind, window)
         with self._lock:
             line = self._store.get(key)
@@ -516,6 +522,7 @@ def _breakout_kernel(close, hmax, lmin, xhmax, xlmin, atr_s, atr_l, expansion, s
 
 class _Expert:
     SEARCH_SPACE: ClassVar[SearchSpace] = {}
+    LINES: ClassVar[dict[str, tuple[str, ...]]] = {}  # window parameter → the line kinds it reads (with their inputs)
     DIRECTIONAL: ClassVar[bool] = True  # takes a view on price (False: market-neutral, as the carry)
 
     @classmethod
@@ -569,6 +576,9 @@ class TrendExpert(_Expert):
         "cloud_filter": (0, 1, "bool"),
         "chikou": (0, 1, "bool"),
     }
+    LINES: ClassVar[dict[str, tuple[str, ...]]] = {
+        p: ("midpoint", "high_max", "low_min") for p in ("tenkan", "kijun", "senkou_b")
+    }
 
     def __post_init__(self) -> None:
         self._check_windows("tenkan", "kijun", "senkou_b", "displacement")
@@ -617,6 +627,7 @@ class MeanReversionExpert(_Expert):
         "oversold": (10.0, 45.0, "float"),
         "overbought": (55.0, 90.0, "float"),
     }
+    LINES: ClassVar[dict[str, tuple[str, ...]]] = {"rsi_period": ("rsi",), "bb_window": ("close_mean", "close_std")}
 
     def __post_init__(self) -> None:
         self._check_windows("rsi_period", "bb_window")
@@ -658,6 +669,12 @@ class BreakoutExpert(_Expert):
         "expansion": (1.0, 2.5, "float"),
         "stop_atr": (1.0, 10.0, "float"),
     }
+    LINES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "window": ("high_max", "low_min"),
+        "exit_window": ("high_max", "low_min"),
+        "atr_short": ("atr",),
+        "atr_long": ("atr",),
+    }
 
     def __post_init__(self) -> None:
         self._check_windows("window", "exit_window", "atr_short", "atr_long")
@@ -694,6 +711,7 @@ class CarryExpert(_Expert):
         "threshold": (0.0, 0.0005, "float"),
         "full_at": (0.0001, 0.003, "float"),
     }
+    LINES: ClassVar[dict[str, tuple[str, ...]]] = {"ema_span": ("funding_ema",)}
 
     def __post_init__(self) -> None:
         self._check_windows("ema_span")
@@ -810,6 +828,20 @@ def search_space(name: str, settings: ExpertSettings | None = None) -> SearchSpa
         if expert == name:
             space[param] = (low, high, space[param][2])
     return space
+
+
+def line_windows(settings: ExpertSettings | None = None) -> dict[str, range]:
+    """Per line kind, the window range the experts' search spaces (``settings``' ranges applied) can ask for: the
+    lines a seed shares with every other seed (:class:`btc_assets.line_store.SharedLines`)."""
+    spans: dict[str, tuple[int, int]] = {}
+    for name, kind in REGISTRY.items():
+        space = search_space(name, settings)
+        for param, kinds in kind.LINES.items():
+            low, high, _ = space[param]
+            for line in kinds:
+                lo, hi = spans.get(line, (int(low), int(high)))
+                spans[line] = (min(lo, int(low)), max(hi, int(high)))
+    return {line: range(lo, hi + 1) for line, (lo, hi) in sorted(spans.items())}
 
 
 def expert_positions(

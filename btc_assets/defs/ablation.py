@@ -92,6 +92,7 @@ def ablation_run(
         study.profile,
         str(project.paths.checkpoints),
         say=context.log.info,
+        lines=str(project.paths.lines),
     )
     context.log.info(f"ablation {variant} {seed}: done ({result.trials_run} trials run now)")
     yield dg.Output(

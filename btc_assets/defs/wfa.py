@@ -67,6 +67,7 @@ def walk_forward(
             checkpoints=str(project.paths.checkpoints),
             say=context.log.info,
             expert_settings=profile.experts,
+            lines=str(project.paths.lines),
         )
     except OSError as err:
         # a full disk: the instance may sit on the same disk and never store this failure, so say it here too

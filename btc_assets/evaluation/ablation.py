@@ -179,6 +179,7 @@ def run_variant(
     profile: Profile,
     checkpoints: str,
     say: Callable[[str], None] = print,
+    lines: str | None = None,
 ):
     """Run (or resume) one (variant, seed): :func:`btc_assets.wfa.run_seed` with the variant's settings
     (:func:`variant_profile`) and its regimes (``gaussian``: the Gaussian-HMM probabilities, for the first two
@@ -200,6 +201,7 @@ def run_variant(
         checkpoints=str(Path(checkpoints) / "ablation" / variant),
         say=say,
         expert_settings=prof.experts,
+        lines=lines,
     )
 
 

@@ -55,12 +55,16 @@ RUINED_SCORE = -10.0
 
 class TrialScores(NamedTuple):
     """What one parameter set scores: the objective on the fit and validation pieces, and the plain per-bar Sharpe
-    ratio of each (mean / std of hourly returns, not annualised; for the deflated Sharpe ratio's trial variance)."""
+    ratio of each (mean / std of hourly returns, not annualised; for the deflated Sharpe ratio's trial variance).
+    With ``test`` (:meth:`FoldObjective.scores`), also the score and per-bar Sharpe ratio on the fold's test window
+    as a fresh book: kept with the trial for the walk-forward PBO, never seen by the sampler nor the selection."""
 
     fit: float
     validation: float
     fit_sharpe: float
     validation_sharpe: float
+    test: float = math.nan
+    test_sharpe: float = math.nan
 
 
 def per_bar_sharpe(s: Score, n_bars: int) -> float:
@@ -119,10 +123,12 @@ class SignalCache:
     causal, so that prefix equals the full run's, bit for bit). A cached array at least ``stop`` long is reused.
     """
 
-    def __init__(self, bars: experts.BarArrays, max_entries: int = 1024) -> None:
+    def __init__(self, bars: experts.BarArrays, max_entries: int = 64, lines: experts.LineCache | None = None) -> None:
         self.bars = bars
-        # every line the search space can ask for (~2,100 windows × kinds, ~0.6 MB each on the real history)
-        self.lines = experts.LineCache(maxsize=4096)
+        # every line the search space can ask for (~2,200 windows × kinds, ~0.6 MB each on the real history): the
+        # shared memory-mapped ones (btc_assets.line_store) when given, else all kept in this process
+        self.lines = experts.LineCache(maxsize=4096) if lines is None else lines
+        # a random search rarely asks for an expert config twice: the current phases' and the carry's are reused
         self.max_entries = max_entries
         self._signals: OrderedDict[object, np.ndarray] = OrderedDict()
 
@@ -224,9 +230,10 @@ class FoldObjective:
         """The engine's scalars on one of :attr:`pieces` (no conversion nor check: the hot path)."""
         return backtest_score(self._piece_books[piece.name], gating, engine, self.columns.shape[1] - 1, check=False)
 
-    def scores(self, params: StrategyParams, k: int | None = None) -> TrialScores:
-        """Scores on the fit and validation pieces. With ``k`` only phase k's column is refreshed (the others
-        are assumed loaded by :meth:`load`)."""
+    def scores(self, params: StrategyParams, k: int | None = None, test: bool = False) -> TrialScores:
+        """Scores on the fit and validation pieces (and, with ``test``, on the test window: what
+        :meth:`test_scores` gives, from the column already in place). With ``k`` only phase k's column is refreshed
+        (the others are assumed loaded by :meth:`load`)."""
         if k is None:
             gating = self.load(params)
         else:
@@ -235,11 +242,19 @@ class FoldObjective:
         fit, val = self.pieces["fit"], self.pieces["validation"]
         engine = self.engine_params(params)
         on_fit, on_val = self._run(fit, gating, engine), self._run(val, gating, engine)
-        return TrialScores(
+        out = TrialScores(
             score_of(on_fit, fit.n, self.settings, self.ruin_floor),
             score_of(on_val, val.n, self.settings, self.ruin_floor),
             per_bar_sharpe(on_fit, fit.n),
             per_bar_sharpe(on_val, val.n),
+        )
+        if not test:
+            return out
+        piece = self.pieces["test"]
+        on_test = self._run(piece, gating, engine)
+        return out._replace(
+            test=score_of(on_test, piece.n, self.settings, self.ruin_floor),
+            test_sharpe=per_bar_sharpe(on_test, piece.n),
         )
 
     def test_scores(self, params: StrategyParams, k: int) -> tuple[float, float]:

@@ -14,6 +14,7 @@ import pandas as pd
 from btc_assets import experts
 from btc_assets.config import ExpertSettings, PortfolioSettings, WfaSettings
 from btc_assets.folds import FoldSchedule
+from btc_assets.line_store import SharedLines
 from btc_assets.overfitting import study_cscv
 from btc_assets.portfolio.engine import new_state
 from btc_assets.portfolio.layout import State
@@ -86,8 +87,12 @@ def run_seed(
     checkpoints: str,
     say: Callable[[str], None] = print,
     expert_settings: ExpertSettings | None = None,
+    lines: str | None = None,
 ) -> WfaResult:
-    """Optimise every fold (phases in turn), run each fold's winner on its test window, stitch the tests."""
+    """Optimise every fold (phases in turn), run each fold's winner on its test window, stitch the tests. With
+    ``lines`` (a folder), the rolling lines of the search space are memory-mapped from files shared by every seed
+    process (:class:`~btc_assets.line_store.SharedLines`, built there once per data version) instead of kept in
+    this process."""
     keys = PrefixKeys({"bars": bars, "volatility": volatility, "regimes": regime_probabilities})
     config, code = config_hash(settings, portfolio, schedule, expert_settings), code_digest()
     fingerprint = Fingerprint(config, code, seed, data_origin(keys, regime_probabilities))
@@ -111,7 +116,7 @@ def run_seed(
         return opened[0]
 
     arrays = experts.BarArrays.from_market_bars(bars)
-    signals = SignalCache(arrays)
+    signals = SignalCache(arrays, lines=None if lines is None else shared_lines(arrays, lines, expert_settings))
     # expert columns are built per phase by the fold objective; the portfolio's own signal table is not used
     inputs = prepare_inputs(bars, volatility, regime_probabilities, _no_signals(len(bars)), portfolio)
     fold_ids = _fold_ids(regime_probabilities, settings)
@@ -179,7 +184,8 @@ def run_seed(
                     objective: FoldObjective = objective,
                 ) -> TrialScores:
                     counters["run"] += 1
-                    return objective.scores(with_trial(base, k, flat, settings, expert_settings), k)
+                    # the test window's score too, from the column in place (kept for the walk-forward PBO only)
+                    return objective.scores(with_trial(base, k, flat, settings, expert_settings), k, test=True)
 
                 def on_trial(n: int, best: float, fold: int = fold, k: int = k) -> None:
                     if clock.due():
@@ -200,7 +206,6 @@ def run_seed(
                 records = run_study(studies(), study, on_trial, say, where, settings)
                 winner = select_winner(records, settings.select_top)
                 trials = [r.as_dict() for r in records]
-                test_scores(objective, base, k, trials)
                 record = {
                     "fold": fold,
                     "phase": k,
@@ -266,6 +271,18 @@ def run_seed(
         trials_from_checkpoint=from_checkpoint,
         studies_retested=counters["retested"],
     )
+
+
+def shared_lines(
+    arrays: experts.BarArrays, folder: str, expert_settings: ExpertSettings | None = None
+) -> experts.LineCache:
+    """A line cache that reads the search space's lines from the memory-mapped files in ``folder`` (built first
+    when missing) and keeps only the few others (windows outside the ranges) in this process."""
+    builder = experts.LineCache(maxsize=8)
+    store = SharedLines(
+        folder, arrays.fingerprint, experts.line_windows(expert_settings), lambda k, w: builder.get(arrays, k, w)
+    )
+    return experts.LineCache(maxsize=256, shared=store)
 
 
 def data_origin(keys: PrefixKeys, probabilities: pd.DataFrame) -> str:

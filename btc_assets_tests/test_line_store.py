@@ -1,0 +1,86 @@
+"""Rolling lines shared by the seed processes through memory-mapped files (:mod:`btc_assets.line_store`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from btc_assets import experts
+from btc_assets.config import get_profile
+from btc_assets.folds import FoldSchedule
+from btc_assets.line_store import SharedLines
+from btc_assets.wfa import run_seed
+from btc_assets.wfa.run import shared_lines
+from btc_assets_tests.conftest import write_wfa_inputs
+
+SCHEDULE = FoldSchedule(warmup="365D", test="91D")
+WINDOWS = {"high_max": range(5, 30), "rsi": range(5, 12), "midpoint": range(5, 9)}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_wfa_inputs(tmp_path_factory.mktemp("line_inputs"), SCHEDULE.warmup, SCHEDULE.test)
+
+
+def _bars(inputs: Path) -> experts.BarArrays:
+    return experts.BarArrays.from_market_bars(pd.read_parquet(inputs / "bars.parquet"))
+
+
+def test_stored_lines_are_the_computed_lines_bit_for_bit_and_read_only(inputs: Path, tmp_path: Path) -> None:
+    bars = _bars(inputs)
+    reference = experts.LineCache()
+    store = SharedLines(tmp_path, bars.fingerprint, WINDOWS, lambda k, w: reference.get(bars, k, w))
+    assert sorted(store.built) == ["high_max_5_29.npy", "midpoint_5_8.npy", "rsi_5_11.npy"]
+    for kind, span in WINDOWS.items():
+        for w in span:
+            line = store.line(bars.fingerprint, kind, w)
+            assert line is not None and not line.flags.writeable
+            assert line.tobytes() == reference.get(bars, kind, w).tobytes()
+    assert store.line(bars.fingerprint, "high_max", 30) is None  # outside the stored range
+    assert store.line("another data version", "high_max", 10) is None
+    # a cache backed by the store returns the stored lines, and computes the others itself
+    cache = experts.LineCache(maxsize=4, shared=store)
+    assert np.shares_memory(cache.get(bars, "rsi", 7), store.line(bars.fingerprint, "rsi", 7))
+    assert cache.get(bars, "rsi", 40).tobytes() == reference.get(bars, "rsi", 40).tobytes() and len(cache) == 1
+
+
+def test_a_second_process_maps_the_files_and_builds_nothing(inputs: Path, tmp_path: Path) -> None:
+    bars = _bars(inputs)
+    SharedLines(tmp_path, bars.fingerprint, WINDOWS, lambda k, w: experts.LineCache().get(bars, k, w))
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / bars.fingerprint).iterdir()}
+    code = (
+        "import sys, pandas as pd; from btc_assets import experts; from btc_assets.line_store import SharedLines;"
+        f"b = experts.BarArrays.from_market_bars(pd.read_parquet({str(inputs / 'bars.parquet')!r}));"
+        f"s = SharedLines({str(tmp_path)!r}, b.fingerprint, {WINDOWS!r}, lambda k, w: 1 / 0);"
+        "print(len(s.built), s.line(b.fingerprint, 'rsi', 9)[-1])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["0", repr(float(experts.LineCache().get(bars, "rsi", 9)[-1]))]
+    assert before == {p.name: p.stat().st_mtime_ns for p in (tmp_path / bars.fingerprint).iterdir()}
+
+
+def test_a_seed_on_shared_lines_equals_one_on_its_own(inputs: Path, tmp_path: Path) -> None:
+    bars, vol, probs = (pd.read_parquet(inputs / f"{n}.parquet") for n in ("bars", "volatility", "probs"))
+    profile = get_profile("quick")
+    settings = replace(profile.wfa, n_trials=6, n_startup_trials=2, max_folds=2, select_top=2, progress_every=0.0)
+
+    def go(name: str, lines: str | None):
+        return run_seed(
+            4, "seed_04", bars, vol, probs, settings=settings, portfolio=profile.portfolio, schedule=SCHEDULE,
+            checkpoints=str(tmp_path / name), say=lambda m: None, lines=lines,
+        )  # fmt: skip
+
+    alone, shared = go("alone", None), go("shared", str(tmp_path / "lines"))
+    pd.testing.assert_frame_equal(shared.trials, alone.trials, check_exact=True)
+    pd.testing.assert_frame_equal(shared.oos, alone.oos, check_exact=True)
+    # the search space's lines are in the files, one matrix per line kind
+    arrays = experts.BarArrays.from_market_bars(bars)
+    names = sorted(p.name for p in (tmp_path / "lines" / arrays.fingerprint).iterdir())
+    assert names == sorted(f"{k}_{r.start}_{r.stop - 1}.npy" for k, r in experts.line_windows().items())
+    assert shared_lines(arrays, str(tmp_path / "lines")).shared.built == []  # the next seed builds nothing
