@@ -24,12 +24,12 @@ import os
 import tempfile
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.trial import create_trial
 
 from btc_assets import experts
 from btc_assets.config import get_profile
@@ -37,7 +37,7 @@ from btc_assets.ingestion import build_market_bars, load_funding, load_ohlcv
 from btc_assets.portfolio.tables import prepare_inputs
 from btc_assets.regimes import compute_regimes
 from btc_assets.volatility import compute_volatility
-from btc_assets.wfa.journal import open_storage
+from btc_assets.wfa.journal import Completed, open_storage
 from btc_assets.wfa.objective import FoldObjective, SignalCache
 from btc_assets.wfa.space import PhaseParams, StrategyParams, phase_distributions, suggest_phase
 from btc_assets.wfa.study import BATCH_TRIALS, LocalStudies, PhaseStudy, write_trials
@@ -56,17 +56,12 @@ def journal_write_ms(n: int = 300) -> float:
         start = time.perf_counter()
         pending = []
         for i in range(n):
+            now = datetime.now(UTC)
             pending.append(
-                create_trial(
-                    state=optuna.trial.TrialState.COMPLETE,
-                    value=0.0,
-                    params=params,
-                    distributions=dists,
-                    user_attrs={"index": i, "scores": {"fit": 0.0, "validation": 0.0}},
-                )
+                Completed(params, 0.0, {"index": i, "scores": {"fit": 0.0, "validation": 0.0}}, {}, now, now)
             )
             if len(pending) == BATCH_TRIALS or i == n - 1:
-                write_trials(storage, study._study_id, pending)
+                write_trials(storage, study._study_id, dists, pending)
         return (time.perf_counter() - start) / n * 1e3
 
 

@@ -10,12 +10,16 @@ import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy
 from optuna.storages.journal import BaseJournalBackend
+from optuna.storages.journal._storage import JournalOperation
+from optuna.trial import TrialState
 
 
 class FrameJournal(BaseJournalBackend):
@@ -156,16 +160,64 @@ def open_storage(url: str | None, journal_path: str) -> optuna.storages.BaseStor
     return optuna.storages.JournalStorage(FrameJournal(journal_path))
 
 
-@contextmanager
-def batched(storage: optuna.storages.BaseStorage) -> Iterator[None]:
-    """Writes to ``storage`` inside the block reach its journal file as one frame when the block ends (RDB storages
-    commit per write: no change)."""
+@dataclass(frozen=True)
+class Completed:
+    """A completed trial to store: parameters (external values), objective value, user attributes, the sampler's
+    system attributes and when it started and ended (UTC)."""
+
+    params: dict[str, Any]
+    value: float
+    user_attrs: dict[str, Any]
+    system_attrs: dict[str, Any]
+    started: datetime
+    completed: datetime
+
+
+def write_completed(
+    storage: optuna.storages.BaseStorage,
+    study_id: int,
+    distributions: dict[str, optuna.distributions.BaseDistribution],
+    trials: list[Completed],
+) -> None:
+    """Store completed trials. On a :class:`FrameJournal`, as one frame of the ``CREATE_TRIAL`` logs Optuna's
+    ``JournalStorage.create_new_trial`` writes for a completed template trial (the same fields; tested by reading
+    them back through Optuna), built here with the distributions serialised once per batch instead of validated
+    and serialised per trial (~0.5 ms a trial). Any other storage: ``create_new_trial`` per trial."""
     backend = getattr(storage, "_backend", None)
-    if isinstance(backend, FrameJournal):
-        with backend.batch():
-            yield
-    else:
-        yield
+    if not isinstance(backend, FrameJournal):
+        for t in trials:
+            template = optuna.trial.create_trial(
+                state=TrialState.COMPLETE,
+                value=t.value,
+                params=t.params,
+                distributions=distributions,
+                user_attrs=t.user_attrs,
+                system_attrs=t.system_attrs,
+            )
+            storage.create_new_trial(study_id, template_trial=template)
+        return
+    worker = storage._replay_result.worker_id  # type: ignore[attr-defined]
+    as_json = {name: optuna.distributions.distribution_to_json(d) for name, d in distributions.items()}
+    backend.append_logs(
+        [
+            {
+                "op_code": int(JournalOperation.CREATE_TRIAL),
+                "worker_id": worker,
+                "study_id": study_id,
+                "datetime_start": t.started.isoformat(timespec="microseconds"),
+                "state": int(TrialState.COMPLETE),
+                "value": t.value,
+                "values": None,
+                "datetime_complete": t.completed.isoformat(timespec="microseconds"),
+                "distributions": {name: as_json[name] for name in t.params},
+                "params": {name: distributions[name].to_internal_repr(v) for name, v in t.params.items()},
+                "user_attrs": t.user_attrs,
+                "system_attrs": t.system_attrs,
+                "intermediate_values": {},
+            }
+            for t in trials
+        ]
+    )
 
 
 def connection_lost(err: BaseException) -> bool:

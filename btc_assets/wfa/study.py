@@ -25,12 +25,13 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import optuna
-from optuna.trial import FixedTrial, TrialState, create_trial
+from optuna.trial import FixedTrial, TrialState
 
-from btc_assets.wfa.journal import batched, sync_storage
+from btc_assets.wfa.journal import Completed, sync_storage, write_completed
 from btc_assets.wfa.samplers import derive_seed, make_sampler, plain_space, random_block
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -144,14 +145,17 @@ class LocalStudies:
         if mirror is not None:
             mirror.add_trials(done)
         best = max((r.fit for r in records), default=-math.inf)
-        pending: list[optuna.trial.FrozenTrial] = []
+        pending: list[Completed] = []
         batch = self.batch or BATCH_TRIALS
         for i in range(len(done), n_trials):
-            trial: optuna.Trial | None = None
-            if mirror is None:
+            started = datetime.now(UTC)
+            if mirror is None:  # trial i's draws, in the space's order: what suggest() would return for them
                 seed = derive_seed(*study.seed_parts, i)
-                fixed = study.incumbent if i == 0 else random_block(study.distributions, seed)
-                params, sampler_state = study.suggest(FixedTrial(fixed)), {}
+                params = (
+                    study.suggest(FixedTrial(study.incumbent)) if i == 0 else random_block(study.distributions, seed)
+                )
+                fit, scores = evaluated(study.evaluate, params)
+                sampler_state: dict[str, Any] = {}
             else:
                 mirror.sampler = make_sampler(
                     study.sampler, derive_seed(*study.seed_parts, i), study.n_startup_trials, study.distributions
@@ -161,24 +165,16 @@ class LocalStudies:
                 trial = mirror.ask()
                 params = study.suggest(trial)
                 sampler_state = dict(mirror.get_trials(deepcopy=False)[-1].system_attrs)  # e.g. CMA-ES's optimiser
-            fit, scores = evaluated(study.evaluate, params)
-            pending.append(
-                create_trial(
-                    state=TrialState.COMPLETE,
-                    value=fit,
-                    params=params,
-                    distributions=study.distributions,
-                    user_attrs={"index": i, "scores": scores},
-                    system_attrs=sampler_state,
-                )
-            )
-            if mirror is not None and trial is not None:
+                fit, scores = evaluated(study.evaluate, params)
                 trial.set_user_attr("index", i)
                 trial.set_user_attr("scores", scores)
                 mirror.tell(trial, fit)
+            pending.append(
+                Completed(params, fit, {"index": i, "scores": scores}, sampler_state, started, datetime.now(UTC))
+            )
             records.append(_record(i, fit, scores, params))
             if len(pending) >= batch or i == n_trials - 1:
-                write_trials(storage, durable._study_id, pending)
+                write_trials(storage, durable._study_id, study.distributions, pending)
             best = max(best, fit)
             if on_trial is not None:
                 on_trial(i + 1, best)
@@ -186,11 +182,17 @@ class LocalStudies:
         return records
 
 
-def write_trials(storage: optuna.storages.BaseStorage, study_id: int, trials: list[optuna.trial.FrozenTrial]) -> None:
-    """Completed trials into the storage, as one journal frame; ``trials`` is emptied."""
-    with batched(storage):
-        for t in trials:
-            storage.create_new_trial(study_id, template_trial=t)
+def write_trials(
+    storage: optuna.storages.BaseStorage,
+    study_id: int,
+    distributions: dict[str, optuna.distributions.BaseDistribution],
+    trials: list[Completed],
+) -> None:
+    """Completed trials into the storage: one journal frame (:func:`write_completed`); ``trials`` is emptied."""
+    write_completed(storage, study_id, distributions, trials)
+    flush = getattr(getattr(storage, "_backend", None), "flush", None)
+    if flush is not None:
+        flush()
     trials.clear()
 
 
