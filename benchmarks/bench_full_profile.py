@@ -9,7 +9,17 @@ run), so the 30-seed study takes about ceil(30 / cores) rounds of one seed per c
     projected = chain + (wall of the K seeds) / ceil(K / cores) × ceil(30 / cores)
 
 K defaults to the number of cores (one round). Everything a user waits for is included: process start-up, data
-loading, Dagster runs and event logging, checkpoints, PBO, the summary. Target (issue 5): under 30 minutes.
+loading, Dagster runs and event logging, checkpoints, PBO, the summary. Target (issue 16): under 10 minutes on 2
+cores, i.e. at most 1.9 core-ms per trial all-in; printed beside the reference workload measured in the same run.
+
+Also printed, for the K seeds run together (issue 16's other targets):
+
+* memory, sampled every 0.2 s from ``/proc/<pid>/smaps_rollup`` of every process of the run: the largest resident
+  set (RSS) of one process, its unique part (USS: private pages, what one more seed adds), and the peak of the
+  proportional sets summed over all processes (PSS: what the machine holds; the memory-mapped rolling lines,
+  ``<home>/lines``, count once however many seeds map them);
+* each seed's checkpoint (bytes on disk, apparent size) and the time to replay a finished seed's whole journal
+  through Optuna (every (fold, phase) study's journal file opened and its trials loaded).
 
 Run: python3 benchmarks/bench_full_profile.py [--seeds K]   (needs ../shared/data; takes a few minutes)
 """
@@ -23,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -78,6 +89,59 @@ def trials_per_seed(home: Path) -> int:
     return len(pd.read_parquet(home / "warehouse" / "wfa_trials" / "partition=seed_00" / "data.parquet"))
 
 
+class MemorySampler(threading.Thread):
+    """Samples the memory of every process whose environment holds ``BTC_ASSETS_HOME=<home>`` until stopped."""
+
+    def __init__(self, home: Path, every: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.tag = f"BTC_ASSETS_HOME={home}".encode()
+        self.every = every
+        self.stop = threading.Event()
+        self.peak_rss: dict[int, int] = {}  # kB
+        self.peak_uss: dict[int, int] = {}
+        self.peak_pss_sum = 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            pss_sum = 0
+            for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+                try:
+                    if self.tag not in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                        continue
+                    fields = {
+                        line.split(":")[0]: int(line.split()[1])
+                        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]
+                    }
+                except OSError:
+                    continue
+                uss = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+                self.peak_rss[pid] = max(self.peak_rss.get(pid, 0), fields.get("Rss", 0))
+                self.peak_uss[pid] = max(self.peak_uss.get(pid, 0), uss)
+                pss_sum += fields.get("Pss", 0)
+            self.peak_pss_sum = max(self.peak_pss_sum, pss_sum)
+            self.stop.wait(self.every)
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def journal_replay_seconds(seed_dir: Path) -> tuple[float, int]:
+    """Open every study journal of a finished seed through Optuna and load its trials: (seconds, trials)."""
+    import optuna
+
+    from btc_assets.wfa.journal import open_storage
+
+    start = time.perf_counter()
+    n = 0
+    for path in sorted((seed_dir / "journal").glob("*.journal")):
+        storage = open_storage(None, str(path))
+        for study in storage.get_all_studies():
+            done = (optuna.trial.TrialState.COMPLETE,)
+            n += len(storage.get_all_trials(study._study_id, deepcopy=False, states=done))
+    return time.perf_counter() - start, n
+
+
 def main() -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     parser = argparse.ArgumentParser()
@@ -90,19 +154,41 @@ def main() -> None:
     try:
         first = run(home, "0")
         chain = chain_seconds(home)
-        wall = run(home, f"1-{args.seeds}")
+        sampler = MemorySampler(home)
+        sampler.start()
+        try:
+            wall = run(home, f"1-{args.seeds}")
+        finally:
+            sampler.stop.set()
+            sampler.join()
         rounds = math.ceil(args.seeds / cores)
         projected = chain + wall / rounds * math.ceil(30 / cores)
         print(f"cores {cores}; chain {chain:.0f} s; seed 0 with the chain {first:.0f} s")
         print(
             f"{args.seeds} seed(s), {cores} at a time: {wall:.0f} s wall ({wall / rounds:.0f} s per round of {cores})"
         )
-        print(f"full profile, 30 seeds, projected: {projected / 60:.1f} min (target < 30 min)")
+        print(f"full profile, 30 seeds, projected: {projected / 60:.1f} min (target < 10 min)")
+        top = max(sampler.peak_rss, key=sampler.peak_rss.get) if sampler.peak_rss else None
+        if top is not None:
+            lines = folder_bytes(home / "lines") if (home / "lines").exists() else 0
+            print(
+                f"memory: largest process RSS {sampler.peak_rss[top] / 2**20:.2f} GB, of which unique (USS) "
+                f"{sampler.peak_uss[top] / 2**20:.2f} GB (target ≤ 1 GB per seed); all {len(sampler.peak_rss)} "
+                f"processes together (sum of PSS) peak {sampler.peak_pss_sum / 2**20:.2f} GB; shared memory-mapped "
+                f"lines {lines / 2**30:.2f} GB, one copy per machine"
+            )
+        sizes = [folder_bytes(home / "checkpoints" / f"seed_{i:02d}") for i in range(1, args.seeds + 1)]
+        replay, replayed = journal_replay_seconds(home / "checkpoints" / "seed_01")
+        print(
+            f"checkpoints: {max(sizes) / 1e6:.1f} MB per seed at most (target ≤ 10 MB); replaying seed_01's whole "
+            f"journal ({replayed:,} trials) through Optuna: {replay:.2f} s (target < 2 s)"
+        )
         trials = trials_per_seed(home)
         per_trial = wall / rounds * cores / trials * 1e3  # core-milliseconds per trial, all-in
+        with_chain = projected * cores / (30 * trials) * 1e3
         print(
             f"{trials} trials per seed: {per_trial:.2f} core-ms per trial all-in (start-up, PBO, out-of-sample "
-            "run and summary included)"
+            f"run and summary included; {with_chain:.2f} with the chain's share; target ≤ 1.9)"
         )
         after = reference_ms()
         print(

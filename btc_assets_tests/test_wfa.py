@@ -731,3 +731,22 @@ def test_a_lost_database_connection_is_retried_then_named(monkeypatch: pytest.Mo
     with pytest.raises(ValueError, match="not a connection problem"):
         wfa_run.run_study(bad, None, None, messages.append, "seed_00: fold 3 phase 1", settings)
     assert bad.calls == 1
+
+
+def test_objective_kernels_equal_their_plain_references() -> None:
+    """The compiled helpers of the fold objective against their plain versions, bit for bit."""
+    from btc_assets.wfa.objective import mix_into, mix_reference, nan_to_zero, nan_to_zero_reference
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=1000)
+    x[rng.random(1000) < 0.2] = np.nan
+    compiled, plain = x.copy(), x.copy()
+    nan_to_zero(compiled)
+    nan_to_zero_reference(plain)
+    assert compiled.tobytes() == plain.tobytes() and not np.isnan(compiled).any()
+    signals = [rng.normal(size=1200) for _ in range(3)]
+    weights = [0.2, 0.5, 0.3]
+    columns = np.zeros((1000, 4))
+    mix_into(columns, 2, 150, weights[0], signals[0], weights[1], signals[1], weights[2], signals[2])
+    assert columns[:, 2].tobytes() == mix_reference(1000, 150, weights, signals).tobytes()
+    assert not columns[:, [0, 1, 3]].any()

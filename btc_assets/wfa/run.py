@@ -15,7 +15,7 @@ from btc_assets import experts
 from btc_assets.config import ExpertSettings, PortfolioSettings, WfaSettings
 from btc_assets.folds import FoldSchedule
 from btc_assets.line_store import SharedLines
-from btc_assets.overfitting import study_cscv
+from btc_assets.overfitting import study_cscv, unselected_trials
 from btc_assets.portfolio.engine import new_state
 from btc_assets.portfolio.layout import State
 from btc_assets.portfolio.metrics import frame_metrics
@@ -187,6 +187,22 @@ def run_seed(
                     # the test window's score too, from the column in place (kept for the walk-forward PBO only)
                     return objective.scores(with_trial(base, k, flat, settings, expert_settings), k, test=True)
 
+                pbo_pick = set(unselected_trials(range(settings.n_trials), settings.pbo_trials, (seed, fold, k)))
+                pbo_returns: dict[int, pd.Series] = {}
+
+                def keep_returns(
+                    i: int,
+                    flat: dict[str, object],
+                    base: StrategyParams = base,
+                    k: int = k,
+                    objective: FoldObjective = objective,
+                    pick: set[int] = pbo_pick,
+                    kept: dict[int, pd.Series] = pbo_returns,
+                ) -> None:
+                    """The training returns of a trial the study's PBO will use, while its signals are at hand."""
+                    if i in pick:
+                        kept[i] = objective.training_returns(with_trial(base, k, flat, settings, expert_settings), k)
+
                 def on_trial(n: int, best: float, fold: int = fold, k: int = k) -> None:
                     if clock.due():
                         progress("running", fold, k, n, best)
@@ -201,6 +217,7 @@ def run_seed(
                     suggest=lambda trial: suggest_phase(trial, settings, expert_settings),
                     evaluate=evaluate,
                     distributions=distributions,
+                    after_trial=keep_returns,
                 )
                 where = f"{seed_key}: fold {fold} phase {k}"
                 records = run_study(studies(), study, on_trial, say, where, settings)
@@ -216,7 +233,16 @@ def run_seed(
                     "fit": winner.fit,
                     "validation": winner.validation,
                     "params": winner.params,
-                    "pbo": study_pbo(objective, base, k, records, settings, seed=seed, expert_settings=expert_settings),
+                    "pbo": study_pbo(
+                        objective,
+                        base,
+                        k,
+                        records,
+                        settings,
+                        seed=seed,
+                        expert_settings=expert_settings,
+                        kept=pbo_returns,
+                    ),
                     "trials": trials,
                 }
                 ckpt.write_phase_record(fold, k, record)
@@ -366,6 +392,7 @@ def study_pbo(
     *,
     seed: int = 0,
     expert_settings: ExpertSettings | None = None,
+    kept: dict[int, pd.Series] | None = None,
 ) -> dict[str, float]:
     """Probability of backtest overfitting of one (fold, phase) study by CSCV over trials the score did not select
     (:func:`btc_assets.overfitting.study_cscv`).
@@ -383,6 +410,8 @@ def study_pbo(
     by_index = {r.index: r for r in records}
 
     def returns_of(index: int) -> pd.Series:
+        if kept and index in kept:  # computed during the study (identical: the same parameters on the same columns)
+            return kept[index]
         return objective.training_returns(with_trial(base, k, by_index[index].params, settings, expert_settings), k)
 
     try:

@@ -77,6 +77,10 @@ class PhaseStudy:
     suggest: Callable[[optuna.Trial], dict[str, Any]]
     evaluate: Callable[[dict[str, Any]], tuple[float, ...]]
     distributions: dict[str, optuna.distributions.BaseDistribution]
+    # called with (trial index, params) right after this process evaluates a trial, while what ``evaluate`` left in
+    # place is still that trial's (e.g. to keep the returns the study's PBO will ask for); optional, never changes
+    # a result
+    after_trial: Callable[[int, dict[str, Any]], None] | None = None
 
 
 class PhaseStudies(Protocol):
@@ -169,6 +173,8 @@ class LocalStudies:
                 trial.set_user_attr("index", i)
                 trial.set_user_attr("scores", scores)
                 mirror.tell(trial, fit)
+            if study.after_trial is not None:
+                study.after_trial(i, params)
             pending.append(
                 Completed(params, fit, {"index": i, "scores": scores}, sampler_state, started, datetime.now(UTC))
             )
