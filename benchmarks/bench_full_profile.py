@@ -15,9 +15,10 @@ cores, i.e. at most 1.9 core-ms per trial all-in; printed beside the reference w
 Also printed, for the K seeds run together (issue 16's other targets):
 
 * memory, sampled every 0.2 s from ``/proc/<pid>/smaps_rollup`` of every process of the run: the largest resident
-  set (RSS) of one process, its unique part (USS: private pages, what one more seed adds), and the peak of the
-  proportional sets summed over all processes (PSS: what the machine holds; the memory-mapped rolling lines,
-  ``<home>/lines``, count once however many seeds map them);
+  set (RSS) of one process, its anonymous part (heap and stacks: what one more seed process adds; the rest of its
+  RSS is file pages, mostly the memory-mapped rolling lines ``<home>/lines``, which every seed maps from the one
+  copy in the page cache), and the peak of the proportional sets summed over all processes (PSS: what the machine
+  holds, shared pages counted once);
 * each seed's checkpoint (bytes on disk, apparent size) and the time to replay a finished seed's whole journal
   through Optuna (every (fold, phase) study's journal file opened and its trials loaded).
 
@@ -98,7 +99,7 @@ class MemorySampler(threading.Thread):
         self.every = every
         self.stop = threading.Event()
         self.peak_rss: dict[int, int] = {}  # kB
-        self.peak_uss: dict[int, int] = {}
+        self.peak_anon: dict[int, int] = {}
         self.peak_pss_sum = 0
 
     def run(self) -> None:
@@ -114,9 +115,8 @@ class MemorySampler(threading.Thread):
                     }
                 except OSError:
                     continue
-                uss = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
                 self.peak_rss[pid] = max(self.peak_rss.get(pid, 0), fields.get("Rss", 0))
-                self.peak_uss[pid] = max(self.peak_uss.get(pid, 0), uss)
+                self.peak_anon[pid] = max(self.peak_anon.get(pid, 0), fields.get("Anonymous", 0))
                 pss_sum += fields.get("Pss", 0)
             self.peak_pss_sum = max(self.peak_pss_sum, pss_sum)
             self.stop.wait(self.every)
@@ -126,20 +126,55 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def journal_replay_seconds(seed_dir: Path) -> tuple[float, int]:
-    """Open every study journal of a finished seed through Optuna and load its trials: (seconds, trials)."""
+def journal_replay_seconds(seed_dir: Path) -> tuple[float, float, int]:
+    """Open every study journal of a finished seed through Optuna and load its trials: (seconds for all, seconds for
+    the slowest single study, trials)."""
     import optuna
 
     from btc_assets.wfa.journal import open_storage
 
-    start = time.perf_counter()
-    n = 0
+    total, slowest, n = 0.0, 0.0, 0
     for path in sorted((seed_dir / "journal").glob("*.journal")):
+        start = time.perf_counter()
         storage = open_storage(None, str(path))
         for study in storage.get_all_studies():
             done = (optuna.trial.TrialState.COMPLETE,)
             n += len(storage.get_all_trials(study._study_id, deepcopy=False, states=done))
-    return time.perf_counter() - start, n
+        spent = time.perf_counter() - start
+        total, slowest = total + spent, max(slowest, spent)
+    return total, slowest, n
+
+
+def resume_seconds(home: Path, seed: int) -> float:
+    """``run_seed`` of a finished seed on its checkpoint, in this process, from the warehouse's inputs (what a
+    re-materialisation of the partition does after Dagster and the data are loaded)."""
+    import pandas as pd
+
+    from btc_assets.config import Paths, get_profile
+    from btc_assets.wfa import run_seed
+
+    paths = Paths.at(home)
+    frames = [pd.read_parquet(paths.warehouse / n / "data.parquet") for n in ("market_bars", "volatility")]
+    probs = pd.read_parquet(paths.warehouse / "regime_probabilities" / "data.parquet")
+    profile = get_profile("full")
+    start = time.perf_counter()
+    result = run_seed(
+        seed,
+        f"seed_{seed:02d}",
+        *frames,
+        probs,
+        settings=profile.wfa,
+        portfolio=profile.portfolio,
+        schedule=profile.schedule,
+        checkpoints=str(paths.checkpoints),
+        say=lambda m: None,
+        expert_settings=profile.experts,
+        lines=str(paths.lines),
+    )
+    spent = time.perf_counter() - start
+    if result.trials_run:
+        raise SystemExit(f"seed {seed} was not finished: {result.trials_run} trials run on resume")
+    return spent
 
 
 def main() -> None:
@@ -172,20 +207,25 @@ def main() -> None:
         if top is not None:
             lines = folder_bytes(home / "lines") if (home / "lines").exists() else 0
             print(
-                f"memory: largest process RSS {sampler.peak_rss[top] / 2**20:.2f} GB, of which unique (USS) "
-                f"{sampler.peak_uss[top] / 2**20:.2f} GB (target ≤ 1 GB per seed); all {len(sampler.peak_rss)} "
+                f"memory: largest process RSS {sampler.peak_rss[top] / 2**20:.2f} GB (target ≤ 1 GB per seed), of "
+                f"which anonymous {sampler.peak_anon[top] / 2**20:.2f} GB (largest of any process "
+                f"{max(sampler.peak_anon.values()) / 2**20:.2f} GB); all {len(sampler.peak_rss)} "
                 f"processes together (sum of PSS) peak {sampler.peak_pss_sum / 2**20:.2f} GB; shared memory-mapped "
                 f"lines {lines / 2**30:.2f} GB, one copy per machine"
             )
         sizes = [folder_bytes(home / "checkpoints" / f"seed_{i:02d}") for i in range(1, args.seeds + 1)]
-        replay, replayed = journal_replay_seconds(home / "checkpoints" / "seed_01")
+        replay, slowest, replayed = journal_replay_seconds(home / "checkpoints" / "seed_01")
+        resume = resume_seconds(home, 1)
         print(
-            f"checkpoints: {max(sizes) / 1e6:.1f} MB per seed at most (target ≤ 10 MB); replaying seed_01's whole "
-            f"journal ({replayed:,} trials) through Optuna: {replay:.2f} s (target < 2 s)"
+            f"checkpoints: {max(sizes) / 1e6:.1f} MB per seed at most (target ≤ 10 MB). Resume (target < 2 s): "
+            f"seed_01 finished resumes in {resume:.2f} s (run_seed on its checkpoint: phase records, no journal "
+            f"opened); a killed seed replays only the study it continues (slowest study journal of seed_01: "
+            f"{slowest:.2f} s); all of seed_01's journals ({replayed:,} trials) through Optuna: {replay:.2f} s"
         )
         trials = trials_per_seed(home)
-        per_trial = wall / rounds * cores / trials * 1e3  # core-milliseconds per trial, all-in
-        with_chain = projected * cores / (30 * trials) * 1e3
+        # core-milliseconds per trial, all-in: a round keeps every core busy with one seed of `trials` trials
+        per_trial = wall / rounds / trials * 1e3
+        with_chain = projected * cores / (30 * trials) * 1e3  # the whole projected study's core-ms per trial
         print(
             f"{trials} trials per seed: {per_trial:.2f} core-ms per trial all-in (start-up, PBO, out-of-sample "
             f"run and summary included; {with_chain:.2f} with the chain's share; target ≤ 1.9)"

@@ -68,7 +68,9 @@ def test_a_second_process_maps_the_files_and_builds_nothing(inputs: Path, tmp_pa
 def test_a_seed_on_shared_lines_equals_one_on_its_own(inputs: Path, tmp_path: Path) -> None:
     bars, vol, probs = (pd.read_parquet(inputs / f"{n}.parquet") for n in ("bars", "volatility", "probs"))
     profile = get_profile("quick")
-    settings = replace(profile.wfa, n_trials=6, n_startup_trials=2, max_folds=2, select_top=2, progress_every=0.0)
+    settings = replace(
+        profile.wfa, n_trials=6, n_startup_trials=2, max_folds=2, select_top=2, progress_every=0.0, shared_lines=True
+    )
 
     def go(name: str, lines: str | None):
         return run_seed(
@@ -77,6 +79,12 @@ def test_a_seed_on_shared_lines_equals_one_on_its_own(inputs: Path, tmp_path: Pa
         )  # fmt: skip
 
     alone, shared = go("alone", None), go("shared", str(tmp_path / "lines"))
+    off = replace(settings, shared_lines=False)
+    assert run_seed(
+        4, "seed_04", bars, vol, probs, settings=off, portfolio=profile.portfolio, schedule=SCHEDULE,
+        checkpoints=str(tmp_path / "off"), say=lambda m: None, lines=str(tmp_path / "off_lines"),
+    ).trials.equals(alone.trials)  # fmt: skip
+    assert not (tmp_path / "off_lines").exists()  # the setting off: nothing written
     pd.testing.assert_frame_equal(shared.trials, alone.trials, check_exact=True)
     pd.testing.assert_frame_equal(shared.oos, alone.oos, check_exact=True)
     # the search space's lines are in the files, one matrix per line kind

@@ -90,9 +90,9 @@ def run_seed(
     lines: str | None = None,
 ) -> WfaResult:
     """Optimise every fold (phases in turn), run each fold's winner on its test window, stitch the tests. With
-    ``lines`` (a folder), the rolling lines of the search space are memory-mapped from files shared by every seed
-    process (:class:`~btc_assets.line_store.SharedLines`, built there once per data version) instead of kept in
-    this process."""
+    ``lines`` (a folder) and ``settings.shared_lines``, the rolling lines of the search space are memory-mapped from
+    files shared by every seed process (:class:`~btc_assets.line_store.SharedLines`, built there once per data
+    version) instead of kept in this process."""
     keys = PrefixKeys({"bars": bars, "volatility": volatility, "regimes": regime_probabilities})
     config, code = config_hash(settings, portfolio, schedule, expert_settings), code_digest()
     fingerprint = Fingerprint(config, code, seed, data_origin(keys, regime_probabilities))
@@ -116,7 +116,8 @@ def run_seed(
         return opened[0]
 
     arrays = experts.BarArrays.from_market_bars(bars)
-    signals = SignalCache(arrays, lines=None if lines is None else shared_lines(arrays, lines, expert_settings))
+    shared = lines is not None and settings.shared_lines
+    signals = SignalCache(arrays, lines=shared_lines(arrays, lines, expert_settings) if shared else None)
     # expert columns are built per phase by the fold objective; the portfolio's own signal table is not used
     inputs = prepare_inputs(bars, volatility, regime_probabilities, _no_signals(len(bars)), portfolio)
     fold_ids = _fold_ids(regime_probabilities, settings)
