@@ -160,7 +160,7 @@ def main() -> None:
         print(f"{sampler:>6} line warm-up (once per seed): {warm_s:.1f} s, {len(signals.lines)} lines")
         print(
             f"{sampler:>6} full profile projection: {trials:,} trials, {per_seed_s / 60:.1f} min per seed, "
-            f"{wall / 60:.1f} min wall on {cores} cores (target < 30 min); "
+            f"{wall / 60:.1f} min wall on {cores} cores (target < 10 min); "
             f"mean {per_seed_s * 1e3 / (trials / 30):.2f} ms/trial"
         )
 
