@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from reference import real_market_bars
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TURNOVER_TARGET = 50.0
 COST_TARGET = 0.03
 
@@ -33,18 +33,13 @@ def verdict(turnover: float, cost: float) -> str:
 def default_portfolio() -> None:
     from btc_assets import experts
     from btc_assets.config import PROFILES
-    from btc_assets.ingestion import build_market_bars, load_funding, load_ohlcv, load_perp_ohlcv
     from btc_assets.portfolio.tables import compute_portfolio, prepare_inputs
     from btc_assets.regimes import compute_regimes
     from btc_assets.volatility import compute_volatility
 
     profile = PROFILES["full"]
     start = time.perf_counter()
-    bars = build_market_bars(
-        load_ohlcv([DATA / "btcusdt_1h.parquet"]).frame,
-        load_funding([DATA / "btcusdt_funding_8h.parquet"]).frame,
-        load_perp_ohlcv([DATA / "btcusdt_perp_1h.parquet"]).frame,
-    ).bars
+    bars = real_market_bars()
     vol = compute_volatility(bars, profile.schedule, profile.volatility)
     probs = compute_regimes(bars, vol, profile.schedule, profile.regimes).probabilities
     arrays = experts.BarArrays.from_market_bars(bars)

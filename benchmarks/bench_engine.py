@@ -20,21 +20,17 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from reference import describe, reference_ms
+from reference import describe, real_market_bars, reference_ms
 
 from btc_assets import experts
 from btc_assets.config import EXPERTS, get_profile
-from btc_assets.ingestion import build_market_bars, load_funding, load_ohlcv, load_perp_ohlcv
 from btc_assets.portfolio import backtest_score, run_portfolio
 from btc_assets.portfolio.tables import engine_params, prepare_inputs
 from btc_assets.regimes import compute_regimes
 from btc_assets.volatility import compute_volatility
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def timed(fn: Callable[[], object], repeat: int = 200) -> tuple[float, float]:
@@ -58,11 +54,7 @@ def main() -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {0})
     profile = get_profile("full")
-    bars = build_market_bars(
-        load_ohlcv([DATA / "btcusdt_1h.parquet"]).frame,
-        load_funding([DATA / "btcusdt_funding_8h.parquet"]).frame,
-        load_perp_ohlcv([DATA / "btcusdt_perp_1h.parquet"]).frame,
-    ).bars
+    bars = real_market_bars()
     vol = compute_volatility(bars, profile.schedule, profile.volatility)
     regimes = compute_regimes(bars, vol, profile.schedule, replace(profile.regimes, n_restarts=1, n_iter=15))
     signals = experts.expert_positions(experts.BarArrays.from_market_bars(bars))

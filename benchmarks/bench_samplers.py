@@ -59,11 +59,10 @@ import optuna
 import pandas as pd
 import scipy.stats.qmc  # noqa: F401  (imported here, not inside the first QMC study's timing)
 from bench_wfa import warm_lines
-from reference import describe, reference_ms
+from reference import describe, real_market_bars, reference_ms
 
 from btc_assets import experts
 from btc_assets.config import get_profile
-from btc_assets.ingestion import build_market_bars, load_funding, load_ohlcv, load_perp_ohlcv
 from btc_assets.portfolio.tables import prepare_inputs
 from btc_assets.regimes import compute_regimes
 from btc_assets.volatility import compute_volatility
@@ -77,7 +76,6 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 warnings.filterwarnings("ignore", message=".*balance properties of Sobol.*")
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PHASE = 1  # 0-based phase index of the studies
 BUDGET_MS = 0.5  # sampler overhead per trial that fits the full profile's ~1.9 ms/trial all-in
 SAMPLERS = ("random", "qmc", "cmaes", "tpe")
@@ -106,11 +104,7 @@ class Outcome:
 def load_inputs() -> tuple[Any, pd.DataFrame, Any, Any]:
     """Bars, regime probabilities, engine inputs, signal cache: the real chain's (reduced regime fit)."""
     profile = get_profile("full")
-    bars = build_market_bars(
-        load_ohlcv([DATA / "btcusdt_1h.parquet"]).frame,
-        load_funding([DATA / "btcusdt_funding_8h.parquet"]).frame,
-        load_perp_ohlcv([DATA / "btcusdt_perp_1h.parquet"]).frame,
-    ).bars
+    bars = real_market_bars()
     vol = compute_volatility(bars, profile.schedule, profile.volatility)
     fast_regimes = replace(profile.regimes, n_restarts=1, n_iter=15)
     probs = compute_regimes(bars, vol, profile.schedule, fast_regimes).probabilities

@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
+from reference import real_market_bars
 
 from btc_assets import experts
 from btc_assets.config import get_profile
-from btc_assets.ingestion import build_market_bars, load_funding, load_ohlcv
 from btc_assets.portfolio.tables import prepare_inputs
 from btc_assets.regimes import compute_regimes
 from btc_assets.volatility import compute_volatility
@@ -41,8 +41,6 @@ from btc_assets.wfa.journal import Completed, open_storage
 from btc_assets.wfa.objective import FoldObjective, SignalCache
 from btc_assets.wfa.space import PhaseParams, StrategyParams, phase_distributions, suggest_phase
 from btc_assets.wfa.study import BATCH_TRIALS, LocalStudies, PhaseStudy, write_trials
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def journal_write_ms(n: int = 300) -> float:
@@ -92,9 +90,7 @@ def main() -> None:
         os.sched_setaffinity(0, {0})
     profile = get_profile("full")
     settings = profile.wfa
-    bars = build_market_bars(
-        load_ohlcv([DATA / "btcusdt_1h.parquet"]).frame, load_funding([DATA / "btcusdt_funding_8h.parquet"]).frame
-    ).bars
+    bars = real_market_bars(perp=False)
     vol = compute_volatility(bars, profile.schedule, profile.volatility)
     fast_regimes = replace(profile.regimes, n_restarts=1, n_iter=15)
     probs = compute_regimes(bars, vol, profile.schedule, fast_regimes).probabilities

@@ -115,6 +115,25 @@ def test_a_crash_loses_at_most_one_batch_and_changes_nothing(tmp_path: Path, sam
     assert sorted(t.user_attrs["index"] for t in _stored(path)) == list(range(16))
 
 
+@pytest.mark.parametrize("sampler", ["tpe", "cmaes", "random"])
+def test_an_interrupted_study_with_a_zombie_resumes_with_the_same_choices(tmp_path: Path, sampler: str) -> None:
+    """A study stopped after 7 trials, with a RUNNING trial left behind (as older versions wrote before evaluating),
+    resumes to the same 16 trials as an uninterrupted study, for every sampler; the zombie is marked failed."""
+    whole = _run(tmp_path / "whole.journal", 16, sampler=sampler)
+    path = tmp_path / "part.journal"
+    _run(path, 7, sampler=sampler)
+    interrupted = open_storage(None, str(path))
+    zombie = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.RUNNING, params=whole[8].params, distributions=DISTS, user_attrs={"index": 7}
+    )
+    interrupted.create_new_trial(optuna.load_study(study_name="s", storage=interrupted)._study_id, zombie)
+    resumed = _run(path, 16, sampler=sampler)
+    assert [r.params for r in resumed] == [r.params for r in whole]
+    assert [r.fit for r in resumed] == [r.fit for r in whole]
+    states = [t.state for t in _stored(path)]
+    assert states.count(optuna.trial.TrialState.FAIL) == 1 and len(states) == 17
+
+
 def test_a_torn_or_damaged_last_frame_is_dropped_and_the_rest_kept(tmp_path: Path) -> None:
     path = tmp_path / "s.journal"
     _run(path, 20, batch=10)

@@ -607,50 +607,6 @@ def test_sampler_from_the_environment_enters_the_profile(tmp_path: Path) -> None
         resolve_settings(tmp_path, "quick", env={"BTC_ASSETS_SAMPLER": "grid"})
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "cmaes", "random"])
-def test_interrupted_study_resumes_with_the_same_choices(tmp_path: Path, sampler: str) -> None:
-    """A study stopped after 7 trials, with a zombie RUNNING trial left behind, resumes to the same 16 trials as an
-    uninterrupted study (for every sampler)."""
-    from btc_assets.wfa.study import LocalStudies, PhaseStudy
-
-    settings = get_profile("quick").wfa
-    dists = phase_distributions(settings)
-    incumbent = StrategyParams.default(PortfolioSettings()).phases[0].flat()
-
-    def evaluate(flat: dict) -> tuple:
-        from btc_assets.wfa.objective import TrialScores
-
-        x = sum(float(v) for k, v in flat.items() if k.startswith(("gate.", "breakout.")))
-        return TrialScores(-abs(x - 100.0), x % 1.0, 0.0, 0.0)
-
-    def study(storage, n: int) -> list:
-        spec = PhaseStudy(
-            name="s",
-            n_trials=n,
-            sampler=sampler,
-            n_startup_trials=4,
-            seed_parts=(7, 1, 2),
-            incumbent=incumbent,
-            suggest=lambda t: suggest_phase(t, settings),
-            evaluate=evaluate,
-            distributions=dists,
-        )
-        return LocalStudies(lambda name: storage).run(spec, say=lambda m: None)
-
-    whole = study(open_storage(None, str(tmp_path / "whole.journal")), 16)
-    interrupted = open_storage(None, str(tmp_path / "part.journal"))
-    study(interrupted, 7)
-    zombie = optuna.trial.create_trial(
-        state=optuna.trial.TrialState.RUNNING, params=whole[8].params, distributions=dists, user_attrs={"index": 7}
-    )
-    interrupted.create_new_trial(optuna.load_study(study_name="s", storage=interrupted)._study_id, zombie)
-    resumed = study(open_storage(None, str(tmp_path / "part.journal")), 16)
-    assert [r.params for r in resumed] == [r.params for r in whole]
-    assert [r.fit for r in resumed] == [r.fit for r in whole]
-    states = [t.state for t in optuna.load_study(study_name="s", storage=interrupted).get_trials()]
-    assert states.count(optuna.trial.TrialState.FAIL) == 1 and len(states) == 17
-
-
 def test_walk_forward_is_causal(inputs: Path, tmp_path: Path) -> None:
     """Perturbing the bars (prices, funding) and forecasts after fold 6's test window leaves every trial of fold 6
     and its out-of-sample bars bit-identical."""
