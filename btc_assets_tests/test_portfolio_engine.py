@@ -13,10 +13,12 @@ from btc_assets.portfolio import (
     BAR_COLUMNS,
     BookInputs,
     PortfolioParams,
+    backtest_returns,
     backtest_score,
     buy_and_hold_perp,
     buy_and_hold_spot,
     gating_weights,
+    new_state,
     portfolio_metrics,
     run_portfolio,
     run_portfolio_reference,
@@ -168,6 +170,30 @@ def test_score_matches_frame() -> None:
     assert math.isclose(score.turnover, frame["turnover"].sum(), abs_tol=1e-9)
     assert math.isclose(score.costs, (frame["fee_cost"] + frame["slippage_cost"]).sum(), abs_tol=1e-12)
     assert frame.attrs["score"] == score._asdict()
+
+
+@pytest.mark.parametrize("name", sorted(PARAM_SETS))
+def test_returns_are_the_frames_bar_returns_bit_for_bit(name: str) -> None:
+    """``backtest_returns`` (the score loop writing each bar's return) gives the full outputs' ``bar_return`` to the
+    last bit and the same scalars as ``backtest_score``, also on a book that starts flat for whole blocks (NaN
+    probabilities: blocks the score loop skips) and when continuing a carried account."""
+    inputs = random_inputs(1500, seed=11)
+    inputs["probs"][:600] = np.nan  # more than two kernel blocks of 256 bars where no position can be taken
+    params = PARAM_SETS[name]
+    frame = run(inputs, params)
+    returns, score = backtest_returns(*engine_args(inputs), params, CARRY)
+    assert returns.tobytes() == frame["bar_return"].to_numpy().tobytes()
+    assert score == backtest_score(*engine_args(inputs), params, CARRY)
+    first, second = (dict(inputs), dict(inputs))
+    for key, value in inputs.items():
+        if key != "gating":
+            first[key], second[key] = value[:900], value[900:]
+    full_state, returns_state = new_state(E), new_state(E)
+    run_portfolio(*engine_args(first), params, CARRY, state=full_state)
+    backtest_returns(*engine_args(first), params, CARRY, state=returns_state)
+    tail = run_portfolio(*engine_args(second), params, CARRY, state=full_state)
+    tail_returns, _ = backtest_returns(*engine_args(second), params, CARRY, state=returns_state)
+    assert tail_returns.tobytes() == tail["bar_return"].to_numpy().tobytes()
 
 
 def test_output_columns_and_contributions() -> None:

@@ -416,11 +416,12 @@ def _block_all_finite(funding, fee_rate, t0, m, buf):  # pragma: no cover - comp
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _simulate_impl(
-    inputs, gating, params, carry_col, state, out_bar, out_contrib, out_weights, full
+    inputs, gating, params, carry_col, state, out_bar, out_contrib, out_weights, full, out_ret, returns
 ):  # pragma: no cover - compiled
     """The per-bar loop (module docstring) over ``inputs`` (a :class:`~.engine.BookInputs`). Fills the outputs
-    when ``full`` (a constant of each caller, so the score-only loop carries none of the output code). Starts from
-    ``state`` and writes the final state into it. Returns the :class:`~.engine.Score` fields as a tuple.
+    when ``full``, and only each bar's return into ``out_ret`` when ``returns`` (constants of each caller, so the
+    score-only loop carries none of the output code). Starts from ``state`` and writes the final state into it.
+    Returns the :class:`~.engine.Score` fields as a tuple.
     """
     open_, close, spot_open, spot_close, tradable, funding, experts, probs, sigma_hat, slip_sigma = inputs
     n = close.shape[0]
@@ -511,6 +512,7 @@ def _simulate_impl(
         # Skipped in the score mode when its terms are all finite (NaN · 0 is not 0).
         if (
             not full
+            and not returns
             and t0 > 0
             and (n_signal == 0 or ruined)
             and d == 0.0
@@ -685,6 +687,8 @@ def _simulate_impl(
                     new_c = c
 
             sum_ret += ret
+            if returns:
+                out_ret[t0 + i] = ret
             sum_sq += ret * ret
             neg = min(ret, 0.0)
             sum_sq_neg += neg * neg
@@ -745,11 +749,22 @@ def _simulate_full(
     inputs, gating, params, carry_col, state, out_bar, out_contrib, out_weights
 ):  # pragma: no cover - compiled
     """:func:`_simulate_impl` filling the per-bar outputs (n rows each)."""
-    return _simulate_impl(inputs, gating, params, carry_col, state, out_bar, out_contrib, out_weights, True)
+    none = np.empty(0)
+    return _simulate_impl(
+        inputs, gating, params, carry_col, state, out_bar, out_contrib, out_weights, True, none, False
+    )
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _simulate_score(inputs, gating, params, carry_col, state):  # pragma: no cover - compiled
     """:func:`_simulate_impl` returning the scalars only."""
     empty = np.empty((0, 0))
-    return _simulate_impl(inputs, gating, params, carry_col, state, empty, empty, empty, False)
+    return _simulate_impl(inputs, gating, params, carry_col, state, empty, empty, empty, False, np.empty(0), False)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _simulate_returns(inputs, gating, params, carry_col, state, out_ret):  # pragma: no cover - compiled
+    """:func:`_simulate_impl` writing each bar's return into ``out_ret`` (n values), the scalars returned: the
+    score loop's arithmetic on every bar (no block skipped), so each return is the full outputs' ``bar_return``."""
+    empty = np.empty((0, 0))
+    return _simulate_impl(inputs, gating, params, carry_col, state, empty, empty, empty, False, out_ret, True)

@@ -78,7 +78,8 @@ operations in the same order, no fast-math), so the results are bit-identical to
 
 The per-bar arrays travel as one :class:`BookInputs` (built and checked by :meth:`BookInputs.from_arrays`);
 ``gating``, ``params``, ``carry_col`` and ``state`` are the run's other arguments. :func:`run_portfolio` is the kernel
-behind a pandas frame; :func:`backtest_score` the same loop returning scalars only (for optimisers);
+behind a pandas frame; :func:`backtest_score` the same loop returning scalars only (for optimisers), and
+:func:`backtest_returns` with each bar's return too;
 :func:`run_portfolio_reference` a slow pandas/python transcription of the rules above that the tests hold the kernel
 to.
 
@@ -96,7 +97,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from btc_assets.portfolio._kernel import _simulate_full, _simulate_score
+from btc_assets.portfolio._kernel import _simulate_full, _simulate_returns, _simulate_score
 from btc_assets.portfolio.layout import BAR_COLUMNS, N_BAR_COLS, N_PARAMS, N_STATE, Param, State
 
 # ------------------------------------------------------------------------------------------------------ parameters
@@ -374,3 +375,25 @@ def backtest_score(
     elif state is None:
         state = new_state(inputs.n_experts)
     return Score(*_simulate_score(inputs, gating, params, carry_col, state))
+
+
+def backtest_returns(
+    inputs: BookInputs,
+    gating,
+    params: PortfolioParams | np.ndarray,
+    carry_col: int = -1,
+    *,
+    check: bool = True,
+    state: np.ndarray | None = None,
+) -> tuple[np.ndarray, Score]:
+    """Each bar's return (the full outputs' ``bar_return``, bit for bit) and the scalars, without the other per-bar
+    outputs: what a statistic over a book's returns needs (the PBO's), at about the score's cost. Arguments as
+    :func:`backtest_score`."""
+    if check:
+        inputs, gating, params, carry_col = _checked(inputs, gating, params, carry_col)
+        state = _check_state(state, inputs.n_experts)
+    elif state is None:
+        state = new_state(inputs.n_experts)
+    out = np.zeros(inputs.close.shape[0])
+    score = _simulate_returns(inputs, gating, params, carry_col, state, out)
+    return out, Score(*score)

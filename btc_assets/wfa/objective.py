@@ -41,11 +41,11 @@ from btc_assets import experts
 from btc_assets.config import EXPERTS, PortfolioSettings, WfaSettings
 from btc_assets.portfolio.engine import (
     Score,
+    backtest_returns,
     backtest_score,
     run_portfolio,
-    run_portfolio_arrays,
 )
-from btc_assets.portfolio.layout import Bar, Param
+from btc_assets.portfolio.layout import Param
 from btc_assets.portfolio.tables import EngineInputs, engine_params
 from btc_assets.wfa.space import DIRECTIONAL, PhaseParams, StrategyParams, column_names
 
@@ -285,10 +285,10 @@ class FoldObjective:
         self._set_phase_column(k, params.phases[k])
         gating = params.gating_matrix()
         s = slice(self.pieces["fit"].start, self.pieces["validation"].stop)
-        bars, _, _, _ = run_portfolio_arrays(
-            self.book.rows(s.start, s.stop), gating, self.engine_params(params), self.columns.shape[1] - 1
+        returns, _ = backtest_returns(
+            self.book.rows(s.start, s.stop), gating, self.engine_params(params), self.columns.shape[1] - 1, check=False
         )
-        return pd.Series(bars[:, Bar.BAR_RETURN], index=self.index[s])
+        return pd.Series(returns, index=self.index[s])
 
     def test_frame(self, params: StrategyParams, state: np.ndarray) -> pd.DataFrame:
         """The out-of-sample run of the test window with ``params``: one row per bar (the engine's frame). It
