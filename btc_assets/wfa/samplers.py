@@ -3,6 +3,7 @@ per-(seed, fold, phase, trial) sampler seed that makes every trial's choice inde
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -47,10 +48,19 @@ def draw_block(space: dict[str, optuna.distributions.BaseDistribution], rng: np.
     return out
 
 
+_STREAMS = threading.local()
+
+
 def random_block(space: dict[str, optuna.distributions.BaseDistribution], seed: int) -> dict[str, Any]:
     """What :class:`BlockRandomSampler` seeded with ``seed`` draws for a trial over ``space`` (all plain), without
-    an Optuna trial: random search's trial i depends on its seed only, never on other trials."""
-    return draw_block(space, np.random.RandomState(seed))
+    an Optuna trial: random search's trial i depends on its seed only, never on other trials. The stream is the
+    thread's one ``RandomState`` re-seeded (the same state as a new ``RandomState(seed)``, ~2 µs instead of
+    ~0.1 ms)."""
+    rng = getattr(_STREAMS, "rng", None)
+    if rng is None:
+        rng = _STREAMS.rng = np.random.RandomState()
+    rng.seed(seed)
+    return draw_block(space, rng)
 
 
 def plain_space(space: dict[str, optuna.distributions.BaseDistribution]) -> bool:
