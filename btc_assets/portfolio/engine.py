@@ -356,6 +356,15 @@ def run_portfolio(
     return out
 
 
+def _scalar_args(inputs, gating, params, carry_col: int, check: bool, state: np.ndarray | None):
+    """The arguments of the score-mode kernels: converted and checked with ``check``, as given without (and a fresh
+    account when ``state`` is None)."""
+    if check:
+        inputs, gating, params, carry_col = _checked(inputs, gating, params, carry_col)
+        return inputs, gating, params, carry_col, _check_state(state, inputs.n_experts)
+    return inputs, gating, params, carry_col, new_state(inputs.n_experts) if state is None else state
+
+
 def backtest_score(
     inputs: BookInputs,
     gating,
@@ -369,11 +378,7 @@ def backtest_score(
     (:class:`BookInputs`), ``gating`` a C-contiguous float64 (K, E) array and ``params`` a (16,) one: no
     conversion, no validation. ``state``: the account to continue, updated in place (fresh when ``None``; its
     contributions part is not kept)."""
-    if check:
-        inputs, gating, params, carry_col = _checked(inputs, gating, params, carry_col)
-        state = _check_state(state, inputs.n_experts)
-    elif state is None:
-        state = new_state(inputs.n_experts)
+    inputs, gating, params, carry_col, state = _scalar_args(inputs, gating, params, carry_col, check, state)
     return Score(*_simulate_score(inputs, gating, params, carry_col, state))
 
 
@@ -389,11 +394,7 @@ def backtest_returns(
     """Each bar's return (the full outputs' ``bar_return``, bit for bit) and the scalars, without the other per-bar
     outputs: what a statistic over a book's returns needs (the PBO's), at about the score's cost. Arguments as
     :func:`backtest_score`."""
-    if check:
-        inputs, gating, params, carry_col = _checked(inputs, gating, params, carry_col)
-        state = _check_state(state, inputs.n_experts)
-    elif state is None:
-        state = new_state(inputs.n_experts)
+    inputs, gating, params, carry_col, state = _scalar_args(inputs, gating, params, carry_col, check, state)
     out = np.zeros(inputs.close.shape[0])
     score = _simulate_returns(inputs, gating, params, carry_col, state, out)
     return out, Score(*score)
