@@ -4,9 +4,11 @@ Every seed of a study searches the same expert windows over the same bars, so it
 rolling lines (~0.6 MB each on the real history). Kept in each process, they cost every seed ~1.3 GB; here they are
 written once per data version (the bars' fingerprint) as one ``.npy`` matrix per line kind and window range::
 
-    <folder>/<fingerprint>/<kind>_<low>_<high>.npy     row w - low = the line of window w
+    <folder>/<fingerprint>-<code>/<kind>_<low>_<high>.npy     row w - low = the line of window w
 
 and every process maps them read-only: the page cache holds one copy per machine, whatever the number of seeds.
+``<code>`` is the source digest of the code that builds the lines (``version``), so an edited line builder never
+reads lines an older one wrote.
 The first process builds what is missing under an exclusive lock (the others wait for it); each file is written
 atomically, so a crash mid-build leaves no partial file. The values are the computed lines, bit for bit.
 """
@@ -24,7 +26,8 @@ from btc_assets.atomic import atomic_path
 
 class SharedLines:
     """The lines of ``windows`` (kind → window range) for the bars with ``fingerprint``, memory-mapped from
-    ``folder`` (built there first with ``compute(kind, window)`` when missing)."""
+    ``folder`` (built there first with ``compute(kind, window)`` when missing), kept apart per ``version`` of the
+    code that computes them."""
 
     def __init__(
         self,
@@ -32,13 +35,15 @@ class SharedLines:
         fingerprint: str,
         windows: Mapping[str, range],
         compute: Callable[[str, int], np.ndarray],
+        version: str = "",
     ) -> None:
         self.fingerprint = fingerprint
-        self.dir = Path(folder) / fingerprint
+        key = f"{fingerprint}-{version}" if version else fingerprint
+        self.dir = Path(folder) / key
         self.built: list[str] = []  # files this process wrote
         self._maps: dict[str, tuple[int, int, np.ndarray]] = {}
         self.dir.mkdir(parents=True, exist_ok=True)
-        with open(Path(folder) / f"{fingerprint}.lock", "a+") as lock:
+        with open(Path(folder) / f"{key}.lock", "a+") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
                 for kind, span in windows.items():

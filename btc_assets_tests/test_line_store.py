@@ -15,6 +15,7 @@ from btc_assets import experts
 from btc_assets.config import get_profile
 from btc_assets.folds import FoldSchedule
 from btc_assets.line_store import SharedLines
+from btc_assets.versions import source_digest
 from btc_assets.wfa import run_seed
 from btc_assets.wfa.run import shared_lines
 from btc_assets_tests.conftest import write_wfa_inputs
@@ -48,6 +49,14 @@ def test_stored_lines_are_the_computed_lines_bit_for_bit_and_read_only(inputs: P
     cache = experts.LineCache(maxsize=4, shared=store)
     assert np.shares_memory(cache.get(bars, "rsi", 7), store.line(bars.fingerprint, "rsi", 7))
     assert cache.get(bars, "rsi", 40).tobytes() == reference.get(bars, "rsi", 40).tobytes() and len(cache) == 1
+
+
+def test_another_version_of_the_line_code_builds_its_own_files(inputs: Path, tmp_path: Path) -> None:
+    bars = _bars(inputs)
+    compute = experts.LineCache()
+    first = SharedLines(tmp_path, bars.fingerprint, WINDOWS, lambda k, w: compute.get(bars, k, w), version="aaa")
+    second = SharedLines(tmp_path, bars.fingerprint, WINDOWS, lambda k, w: compute.get(bars, k, w), version="bbb")
+    assert first.dir != second.dir and len(second.built) == len(WINDOWS)  # never the other version's lines
 
 
 def test_a_second_process_maps_the_files_and_builds_nothing(inputs: Path, tmp_path: Path) -> None:
@@ -89,6 +98,8 @@ def test_a_seed_on_shared_lines_equals_one_on_its_own(inputs: Path, tmp_path: Pa
     pd.testing.assert_frame_equal(shared.oos, alone.oos, check_exact=True)
     # the search space's lines are in the files, one matrix per line kind
     arrays = experts.BarArrays.from_market_bars(bars)
-    names = sorted(p.name for p in (tmp_path / "lines" / arrays.fingerprint).iterdir())
+    (folder,) = (tmp_path / "lines").glob(f"{arrays.fingerprint}-*/")  # one set, keyed by data and line code
+    assert folder.name == f"{arrays.fingerprint}-{source_digest('btc_assets.experts')}"
+    names = sorted(p.name for p in folder.iterdir())
     assert names == sorted(f"{k}_{r.start}_{r.stop - 1}.npy" for k, r in experts.line_windows().items())
     assert shared_lines(arrays, str(tmp_path / "lines")).shared.built == []  # the next seed builds nothing

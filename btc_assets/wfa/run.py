@@ -307,7 +307,11 @@ def shared_lines(
     when missing) and keeps only the few others (windows outside the ranges) in this process."""
     builder = experts.LineCache(maxsize=8)
     store = SharedLines(
-        folder, arrays.fingerprint, experts.line_windows(expert_settings), lambda k, w: builder.get(arrays, k, w)
+        folder,
+        arrays.fingerprint,
+        experts.line_windows(expert_settings),
+        lambda k, w: builder.get(arrays, k, w),
+        version=source_digest("btc_assets.experts"),  # an edited line builder writes its own files
     )
     return experts.LineCache(maxsize=256, shared=store)
 
