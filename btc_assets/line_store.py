@@ -61,7 +61,8 @@ class SharedLines:
                             matrix.flush()
                             del matrix
                         self.built.append(path.name)
-                    self._maps[kind] = (low, high, np.load(path, mmap_mode="r"))
+                    # a plain read-only ndarray over the map (a row of a np.memmap costs ~3 µs more per read)
+                    self._maps[kind] = (low, high, np.asarray(np.load(path, mmap_mode="r")))
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
@@ -72,7 +73,7 @@ class SharedLines:
         entry = self._maps.get(kind)
         if entry is None or not entry[0] <= window <= entry[1]:
             return None
-        return np.asarray(entry[2][window - entry[0]])
+        return entry[2][window - entry[0]]
 
     @property
     def nbytes(self) -> int:

@@ -13,7 +13,8 @@ from btc_assets.defs.resources import ProjectHome, Study
 from btc_assets.evaluation import attribution
 from btc_assets.evaluation.position import latest_positions
 from btc_assets.evaluation.summary import fold_parameters, reference_frames, summarise
-from btc_assets.experts import LineCache
+from btc_assets.experts import BarArrays, LineCache
+from btc_assets.wfa.run import shared_lines
 
 GROUP = "evaluation"
 COMPUTED_BY = {
@@ -171,7 +172,11 @@ def wfa_attribution(
         raise ValueError("no seed has out-of-sample results yet: materialise some wfa_results partitions first")
     portfolio = study.profile.portfolio
     phases = phase_labels(regime_phases)
-    lines = LineCache(maxsize=256)  # the experts' lines, shared by the seeds
+    # the experts' lines, shared by the seeds: the seeds' memory-mapped files when they use them (built already)
+    if study.profile.wfa.shared_lines:
+        lines = shared_lines(BarArrays.from_market_bars(market_bars), str(project.paths.lines), study.profile.experts)
+    else:
+        lines = LineCache(maxsize=256)
     runs = {
         s: attribution.wfa_attribution(wfa_results[s], wfa_folds[s], market_bars, portfolio, phases, lines)
         for s in seeds

@@ -55,7 +55,7 @@ def atomic_write_json(data: Any, path: Path) -> None:
     if path.suffix == ".gz":
         text = json.dumps(data, separators=(",", ":"), sort_keys=True, default=str).encode()
         with atomic_path(path) as tmp:
-            tmp.write_bytes(gzip.compress(text, compresslevel=9, mtime=0))
+            tmp.write_bytes(gzip.compress(text, compresslevel=4, mtime=0))
         return
     with atomic_path(path) as tmp, open(tmp, "w") as handle:
         json.dump(data, handle, indent=1, sort_keys=True, default=str)
