@@ -259,10 +259,16 @@ def ensure_pool(instance, pool: str) -> None:
 def launch_partitions(
     defs, settings: Settings, job: str, asset: str, keys: list[str], jobs: int, log_level: str, what: str = "seed"
 ) -> list[str]:
-    """One run (and one process: fault isolation) per partition of ``job``, ``jobs`` at a time; partitions whose
-    ``asset`` is fresh are skipped. Each child resolves the same settings (:func:`child_environment`). Returns the
-    partitions that failed. The seeds (``wfa_seeds``) and the ablation's runs (``ablation_runs``) both go this way."""
+    """One run per partition of ``job`` in ``jobs`` worker processes, each running its partitions one after the
+    other (:func:`cmd_seed` with no partition: the keys come on its standard input, one result line per key on the
+    file descriptor ``--report-fd``); partitions whose ``asset`` is fresh are skipped. A worker pays its start-up
+    (imports, definitions, the instance) once instead of once per partition. Fault isolation: a run that fails
+    fails that partition only, and a worker that dies (a crash, a kill) takes only the partition it was running;
+    the next ones go to a fresh worker. Each child resolves the same settings (:func:`child_environment`). Returns
+    the partitions that failed. The seeds (``wfa_seeds``) and the ablation's runs (``ablation_runs``) both go this
+    way."""
     import subprocess
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     from btc_assets.defs.automation import stale_partitions
@@ -283,15 +289,50 @@ def launch_partitions(
         return []
     _say(f"optimising {len(todo)} {what}(s), {jobs} at a time: {', '.join(map(str, todo))}")
     env = child_environment(settings)
+    queue = iter(todo)
+    lock = threading.Lock()
+    failed: list[str] = []
 
-    def one(key: str) -> tuple[str, int]:
-        argv = [sys.executable, "-m", "btc_assets", "--home", str(settings.paths.home), "seed", str(key),
-                "--job", job, "--profile", settings.profile.name, "--log-level", log_level]  # fmt: skip
-        return key, subprocess.run(argv, check=False, env=env).returncode
+    def start() -> tuple[subprocess.Popen, object]:
+        read, write = os.pipe()
+        argv = [sys.executable, "-m", "btc_assets", "--home", str(settings.paths.home), "seed", "--job", job,
+                "--profile", settings.profile.name, "--log-level", log_level, "--report-fd", str(write)]  # fmt: skip
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, text=True, pass_fds=(write,))
+        os.close(write)
+        return proc, os.fdopen(read, "r")
+
+    def worker() -> None:
+        proc = report = None
+        try:
+            while True:
+                with lock:
+                    key = next(queue, None)
+                if key is None:
+                    return
+                if proc is None:
+                    proc, report = start()
+                try:
+                    proc.stdin.write(f"{key}\n")
+                    proc.stdin.flush()
+                    line = report.readline()
+                except BrokenPipeError:
+                    line = ""
+                if line.strip() != f"ok {key}":
+                    failed.append(key)
+                if not line:  # the worker died: the next partition gets a fresh one
+                    proc.wait()
+                    report.close()
+                    proc = report = None
+        finally:
+            if proc is not None:
+                proc.stdin.close()
+                proc.wait()
+                report.close()
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        results = list(pool.map(one, todo))
-    return [key for key, code in results if code != 0]
+        for done in [pool.submit(worker) for _ in range(max(1, min(jobs, len(todo))))]:
+            done.result()
+    return [key for key in todo if key in failed]
 
 
 def launch_seeds(defs, settings: Settings, seeds: list[int], jobs: int, log_level: str) -> list[str]:
@@ -303,27 +344,36 @@ def launch_seeds(defs, settings: Settings, seeds: list[int], jobs: int, log_leve
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
-    """Materialise one partition of a partitioned job in this process: a seed of ``wfa_seeds`` (the walk-forward
-    optimisation of that seed) or a ``variant|seed`` of ``ablation_runs``."""
+    """Materialise partitions of a partitioned job in this process: seeds of ``wfa_seeds`` (the walk-forward
+    optimisation of that seed) or ``variant|seed`` keys of ``ablation_runs``. One partition when given; else a
+    worker of :func:`launch_partitions`: a key per line of standard input, one run each, in turn, and ``ok KEY`` or
+    ``failed KEY`` written to ``--report-fd`` after each."""
     _quiet_dagster()
     settings = settings_of(args)
     paths, profile = prepare_home(settings.paths), settings.profile
     from btc_assets.defs import build_definitions
 
     job = build_definitions(settings=settings).resolve_job_def(args.job)
+    keys = [args.partition] if args.partition else (line.strip() for line in sys.stdin if line.strip())
+    report = os.fdopen(args.report_fd, "w", buffering=1) if args.report_fd is not None else None
+    failures = 0
     with open_instance(paths) as instance:
-        result = job.execute_in_process(
-            instance=instance,
-            partition_key=args.partition,
-            tags={"btc_assets/profile": profile.name},
-            run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
-            raise_on_error=False,
-        )
-    if not result.success:
-        _report_failure(result)
-        return 1
-    _say(f"{args.partition}: done{_trial_counts(result)} (run {result.run_id})")
-    return 0
+        for key in keys:
+            result = job.execute_in_process(
+                instance=instance,
+                partition_key=key,
+                tags={"btc_assets/profile": profile.name},
+                run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
+                raise_on_error=False,
+            )
+            if result.success:
+                _say(f"{key}: done{_trial_counts(result)} (run {result.run_id})")
+            else:
+                _report_failure(result)
+                failures += 1
+            if report is not None:
+                report.write(f"{'ok' if result.success else 'failed'} {key}\n")
+    return 1 if failures else 0
 
 
 def _trial_counts(result) -> str:
@@ -494,8 +544,13 @@ def build_parser() -> argparse.ArgumentParser:
     source_options(run)
     run.set_defaults(func=cmd_run)
 
-    seed = sub.add_parser("seed", help="materialise one seed partition (walk-forward optimisation) here")
-    seed.add_argument("partition", help="seed_00 … seed_29 (for --job ablation_runs: seed_00|original …)")
+    seed = sub.add_parser("seed", help="materialise seed partitions (walk-forward optimisation) here")
+    seed.add_argument(
+        "partition",
+        nargs="?",
+        help="seed_00 … seed_29 (for --job ablation_runs: seed_00|original …); none: one key per line of stdin",
+    )
+    seed.add_argument("--report-fd", type=int, default=None, help=argparse.SUPPRESS)
     seed.add_argument("--job", default="wfa_seeds", choices=["wfa_seeds", "ablation_runs"])
     seed.add_argument("--profile", choices=list(PROFILES), default=None)
     seed.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
