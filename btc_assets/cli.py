@@ -359,20 +359,25 @@ def cmd_seed(args: argparse.Namespace) -> int:
     failures = 0
     with open_instance(paths) as instance:
         for key in keys:
-            result = job.execute_in_process(
-                instance=instance,
-                partition_key=key,
-                tags={"btc_assets/profile": profile.name},
-                run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
-                raise_on_error=False,
-            )
-            if result.success:
+            try:
+                result = job.execute_in_process(
+                    instance=instance,
+                    partition_key=key,
+                    tags={"btc_assets/profile": profile.name},
+                    run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
+                    raise_on_error=False,
+                )
+            except Exception as err:  # no run at all (e.g. an unknown partition key): this key fails, the next runs
+                _say(f"FAILED {key}: {err}")
+                result = None
+            if result is not None and result.success:
                 _say(f"{key}: done{_trial_counts(result)} (run {result.run_id})")
-            else:
+            elif result is not None:
                 _report_failure(result)
-                failures += 1
+            ok = result is not None and result.success
+            failures += not ok
             if report is not None:
-                report.write(f"{'ok' if result.success else 'failed'} {key}\n")
+                report.write(f"{'ok' if ok else 'failed'} {key}\n")
     return 1 if failures else 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -136,6 +137,61 @@ def test_run_keeps_history_in_persistent_instance(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     bars = pd.date_range(other.ohlcv["timestamp"].iloc[0], other.ohlcv["timestamp"].iloc[-1], freq="h")
     assert out.stdout.splitlines() == ["n,gaps", f"{len(bars)},{len(bars) - len(other.ohlcv)}"]
+    data = ["--ohlcv", str(tmp_path / "other_ohlcv.parquet"), "--funding", str(tmp_path / "other_funding.parquet")]
+    check_worker_killed(home, tmp_path, data)
+
+
+def check_worker_killed(home: Path, cwd: Path, data: list[str]) -> None:
+    """``run`` with one job slot: one worker process runs the seeds in turn. Killed (SIGKILL) right after it
+    finished seed_02, it takes only the seed it had started with it: seed_04 runs in a fresh worker, the command
+    names seed_03 as failed, and running it again completes seed_03 alone. A worker given an unknown partition
+    key reports it failed and goes on with the next key."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BTC_ASSETS_", "DAGSTER_"))}
+    env["BTC_ASSETS_HOME"] = str(home)
+    argv = [EXE, "run", "--seeds", "2-4", "--jobs", "1", *data]
+    workers: set[int] = set()
+    with subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd) as proc:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if line.startswith(("seed_02: done", "seed_04: done")):
+                workers |= set(_workers(home))
+            if line.startswith("seed_02: done"):
+                (pid,) = _workers(home)
+                os.kill(pid, signal.SIGKILL)
+    text = "".join(seen)
+    assert proc.returncode == 1, text[-3000:]
+    assert "seed_04: done" in text and "seed_03: done" not in text, text[-3000:]
+    assert "FAILED seeds: seed_03; run the same command again to resume them" in text
+    assert len(workers) == 2, workers  # the killed worker and its replacement
+    again = cli("run", "--seeds", "2-4", *data, home=home, cwd=cwd)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "2 seed(s) already done and up to date, skipped: seed_02, seed_04" in again.stderr
+    assert "seed_03: done" in again.stderr
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("BTC_ASSETS_", "DAGSTER_"))}
+    worker = subprocess.run(
+        [sys.executable, "-m", "btc_assets", "--home", str(home), "seed"],
+        input="seed_99\nseed_02\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=clean,
+    )
+    assert worker.returncode == 1 and "FAILED seed_99" in worker.stderr and "seed_02: done" in worker.stderr
+
+
+def _workers(home: Path) -> list[int]:
+    """Pids of the seed worker processes of ``btc-assets run`` on ``home``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"seed" in argv and b"--report-fd" in argv and str(home).encode() in argv:
+            pids.append(int(entry.name))
+    return pids
 
 
 def check_ablation(home: Path, cwd: Path) -> None:
