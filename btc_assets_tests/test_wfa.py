@@ -706,3 +706,21 @@ def test_objective_kernels_equal_their_plain_references() -> None:
     mix_into(columns, 2, 150, weights[0], signals[0], weights[1], signals[1], weights[2], signals[2])
     assert columns[:, 2].tobytes() == mix_reference(1000, 150, weights, signals).tobytes()
     assert not columns[:, [0, 1, 3]].any()
+
+
+def test_a_seed_runs_with_one_blas_thread() -> None:
+    """``run_seed`` caps every BLAS / OpenMP pool loaded when it is called (numpy's and scipy's OpenBLAS, OpenMP)
+    at one thread and gives them back afterwards: seeds run one per core, side by side."""
+    import scipy.linalg  # noqa: F401  (its own OpenBLAS, loaded after btc_assets.wfa.run)
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from btc_assets.wfa.run import one_thread
+
+    @one_thread
+    def inside() -> list[int]:
+        return [pool["num_threads"] for pool in threadpool_info()]
+
+    with threadpool_limits(limits=2):
+        assert inside() and set(inside()) == {1}
+        assert {pool["num_threads"] for pool in threadpool_info()} == {2}
+    assert run_seed.__wrapped__ is not None  # run_seed is the capped one

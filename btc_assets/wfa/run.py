@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -36,6 +38,9 @@ from btc_assets.wfa.space import (
     with_trial,
 )
 from btc_assets.wfa.study import LocalStudies, PhaseStudies, PhaseStudy, Stopwatch, TrialRecord, select_winner
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def code_digest() -> str:
@@ -75,10 +80,21 @@ def _fold_ids(probabilities: pd.DataFrame, settings: WfaSettings) -> list[int]:
     return ids[-settings.max_folds :] if settings.max_folds else ids
 
 
-# A seed is one core's work: seeds run side by side, one process each. numpy's OpenBLAS (and any OpenMP pool) would
-# otherwise start a thread per core in every seed process, and those threads migrate the seeds between cores
-# (measured on 2 cores, two seeds at once: 57.5 s each with the pools, 48.5–49.7 s with one thread each).
-@threadpool_limits.wrap(limits=1)
+def one_thread(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run ``fn`` with every BLAS and OpenMP pool loaded at call time capped at one thread. A seed is one core's
+    work and seeds run side by side, one process each: the pools' threads (numpy's and scipy's OpenBLAS, OpenMP,
+    each a thread per core in every seed process) migrate the seeds between the cores (measured on 2 cores, two
+    seeds at once: 57.5 s each with the pools, 48.5–49.7 s with one thread each)."""
+
+    @functools.wraps(fn)
+    def capped(*args: P.args, **kwargs: P.kwargs) -> R:
+        with threadpool_limits(limits=1):
+            return fn(*args, **kwargs)
+
+    return capped
+
+
+@one_thread
 def run_seed(
     seed: int,
     seed_key: str,
