@@ -370,14 +370,14 @@ def cmd_seed(args: argparse.Namespace) -> int:
             except Exception as err:  # no run at all (e.g. an unknown partition key): this key fails, the next runs
                 _say(f"FAILED {key}: {err}")
                 result = None
-            if result is not None and result.success:
+            ok = result is not None and result.success
+            failures += not ok
+            if report is not None:  # first: a worker killed after its run succeeded must not report it failed
+                report.write(f"{'ok' if ok else 'failed'} {key}\n")
+            if ok:
                 _say(f"{key}: done{_trial_counts(result)} (run {result.run_id})")
             elif result is not None:
                 _report_failure(result)
-            ok = result is not None and result.success
-            failures += not ok
-            if report is not None:
-                report.write(f"{'ok' if ok else 'failed'} {key}\n")
     return 1 if failures else 0
 
 
