@@ -724,3 +724,62 @@ def test_a_seed_runs_with_one_blas_thread() -> None:
         assert inside() and set(inside()) == {1}
         assert {pool["num_threads"] for pool in threadpool_info()} == {2}
     assert run_seed.__wrapped__ is not None  # run_seed is the capped one
+
+
+def test_training_returns_continue_the_fit_run_bit_for_bit(inputs: Path) -> None:
+    """Right after ``scores`` of a trial, ``training_returns`` continues that fit run's account over the validation
+    piece instead of running the whole training window again: the same returns to the last bit as one run over the
+    training window; after anything else (``load``, a test-window refresh, another trial) it runs the window."""
+    from btc_assets.experts import BarArrays
+    from btc_assets.portfolio.engine import backtest_returns
+    from btc_assets.portfolio.tables import prepare_inputs
+    from btc_assets.wfa.objective import FoldObjective, SignalCache
+    from btc_assets.wfa.run import _no_signals
+    from btc_assets.wfa.samplers import random_block
+    from btc_assets.wfa.space import with_trial
+
+    bars, vol, probs = load(inputs)
+    profile = get_profile("quick")
+    settings = replace(profile.wfa, **TINY)
+    engine_inputs = prepare_inputs(bars, vol, probs, _no_signals(len(bars)), profile.portfolio)
+    fold = int(probs["fold"].max())
+    objective = FoldObjective(
+        engine_inputs, probs, fold, SignalCache(BarArrays.from_market_bars(bars)), profile.portfolio, settings
+    )
+    base = StrategyParams.default(profile.portfolio, settings, profile.experts)
+    space = phase_distributions(settings, profile.experts)
+    fit, val = objective.pieces["fit"], objective.pieces["validation"]
+
+    def one_run(params: StrategyParams, k: int) -> np.ndarray:
+        objective.load(params)
+        book = objective.book.rows(fit.start, val.stop)
+        engine = objective.engine_params(params)
+        return backtest_returns(book, params.gating_matrix(), engine, objective.columns.shape[1] - 1, check=False)[0]
+
+    calls = []
+    real = backtest_returns
+
+    def counting(book, *args, **kwargs):
+        calls.append(len(book.close))
+        return real(book, *args, **kwargs)
+
+    import btc_assets.wfa.objective as objective_module
+
+    moved = 0
+    for i in range(6):
+        k = i % 5
+        objective.load(base)
+        params = with_trial(base, k, random_block(space, derive_seed(9, k, i)), settings, profile.experts)
+        objective.scores(params, k, test=True)
+        objective_module.backtest_returns, calls[:] = counting, []
+        try:
+            if i % 2:  # the test-window refresh leaves column k stale elsewhere: no continuation
+                objective.test_scores(params, k)
+            fused = objective.training_returns(params, k).to_numpy()
+        finally:
+            objective_module.backtest_returns = real
+        assert calls == ([fit.n + val.n] if i % 2 else [val.n]), calls
+        whole = one_run(params, k)
+        assert fused.tobytes() == whole.tobytes()
+        moved += bool(np.abs(whole[: fit.n]).sum() > 0)
+    assert moved, "no trial traded on the fit piece: the test proves nothing"

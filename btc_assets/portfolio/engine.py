@@ -390,11 +390,17 @@ def backtest_returns(
     *,
     check: bool = True,
     state: np.ndarray | None = None,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, Score]:
     """Each bar's return (the full outputs' ``bar_return``, bit for bit) and the scalars, without the other per-bar
-    outputs: what a statistic over a book's returns needs (the PBO's), at about the score's cost. Arguments as
-    :func:`backtest_score`."""
+    outputs: what a statistic over a book's returns needs (the PBO's), at about the score's cost; the scalars are
+    :func:`backtest_score`'s. Arguments as :func:`backtest_score`; ``out``: a float64 array of n values to write the
+    returns into (a new one when ``None``)."""
     inputs, gating, params, carry_col, state = _scalar_args(inputs, gating, params, carry_col, check, state)
-    out = np.zeros(inputs.close.shape[0])
+    n = inputs.close.shape[0]
+    if out is None:
+        out = np.zeros(n)
+    elif out.shape != (n,) or out.dtype != np.float64 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a contiguous float64 array of {n} values")
     score = _simulate_returns(inputs, gating, params, carry_col, state, out)
     return out, Score(*score)

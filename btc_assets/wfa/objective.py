@@ -43,6 +43,7 @@ from btc_assets.portfolio.engine import (
     Score,
     backtest_returns,
     backtest_score,
+    new_state,
     run_portfolio,
 )
 from btc_assets.portfolio.layout import Param
@@ -205,6 +206,10 @@ class FoldObjective:
         # the fold's rows (views), with the fold's regime probabilities and its expert columns (swapped in place)
         self.book = inputs.book.rows(a, b)._replace(experts=self.columns, probs=probs)
         self._piece_books = {name: self.book.rows(p.start, p.stop) for name, p in self.pieces.items()}
+        # the last fit run of scores(): its per-bar returns and final account, and the (parameters, phase) it was for;
+        # the training book starts as the fit book, so training_returns continues it over the validation piece
+        self._fit_returns = np.zeros(self.pieces["fit"].n)
+        self._last_fit: tuple[StrategyParams, int | None, np.ndarray] | None = None
 
     def cut(self, piece: str) -> pd.Timestamp:
         """The end of a piece (exclusive, a bar time): whatever the fold computes up to that piece's end reads
@@ -219,10 +224,13 @@ class FoldObjective:
         w = [phase.gating[EXPERTS.index(name)] for name in DIRECTIONAL]
         x = [self.signals.get(getattr(phase, name), self.b) for name in DIRECTIONAL]
         start, stop = (0, len(self.columns)) if piece is None else (piece.start, piece.stop)
+        if piece is not None:
+            self._last_fit = None  # column k is now stale outside the piece
         mix_into(self.columns[start:stop], k, self.a + start, w[0], x[0], w[1], x[1], w[2], x[2])
 
     def load(self, params: StrategyParams) -> np.ndarray:
         """Put every phase's column for ``params`` in place; returns the gating matrix."""
+        self._last_fit = None
         for k, phase in enumerate(params.phases):
             self._set_phase_column(k, phase)
         self.columns[:, -1] = self.signals.get(params.carry, self.b)[self.a : self.b]
@@ -254,7 +262,14 @@ class FoldObjective:
             gating = params.gating_matrix()
         fit, val = self.pieces["fit"], self.pieces["validation"]
         engine = self.engine_params(params)
-        on_fit, on_val = self._run(fit, gating, engine), self._run(val, gating, engine)
+        # the fit piece with each bar's return kept (the same scalars as the score loop's, bit for bit)
+        state = new_state(self.columns.shape[1])
+        _, on_fit = backtest_returns(
+            self._piece_books["fit"], gating, engine, self.columns.shape[1] - 1, check=False, state=state,
+            out=self._fit_returns,
+        )  # fmt: skip
+        self._last_fit = (params, k, state)
+        on_val = self._run(val, gating, engine)
         out = TrialScores(
             score_of(on_fit, fit.n, self.settings, self.ruin_floor),
             score_of(on_val, val.n, self.settings, self.ruin_floor),
@@ -282,12 +297,21 @@ class FoldObjective:
     def training_returns(self, params: StrategyParams, k: int) -> pd.Series:
         """Hourly returns of ``params`` over the whole training window (fit + validation, one run), with phase k's
         column refreshed; indexed by bar time."""
+        last = self._last_fit
         self._set_phase_column(k, params.phases[k])
         gating = params.gating_matrix()
-        s = slice(self.pieces["fit"].start, self.pieces["validation"].stop)
-        returns, _ = backtest_returns(
-            self.book.rows(s.start, s.stop), gating, self.engine_params(params), self.columns.shape[1] - 1, check=False
-        )
+        fit, val = self.pieces["fit"], self.pieces["validation"]
+        s = slice(fit.start, val.stop)
+        engine, carry = self.engine_params(params), self.columns.shape[1] - 1
+        if last is not None and last[1] == k and fit.stop == val.start and last[0] == params:
+            # right after scores() of the same trial: the training book is its fit book continued over the
+            # validation piece (chained runs equal one run, bit for bit), so only the validation bars are run
+            tail, _ = backtest_returns(
+                self._piece_books["validation"], gating, engine, carry, check=False, state=last[2].copy()
+            )
+            returns = np.concatenate([self._fit_returns, tail])
+        else:
+            returns, _ = backtest_returns(self.book.rows(s.start, s.stop), gating, engine, carry, check=False)
         return pd.Series(returns, index=self.index[s])
 
     def test_frame(self, params: StrategyParams, state: np.ndarray) -> pd.DataFrame:
