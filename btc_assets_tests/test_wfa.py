@@ -775,10 +775,12 @@ def test_training_returns_continue_the_fit_run_bit_for_bit(inputs: Path) -> None
         try:
             if i % 2:  # the test-window refresh leaves column k stale elsewhere: no continuation
                 objective.test_scores(params, k)
+            if i == 4:  # another phase's column refreshed (to the same values): no continuation either
+                objective._set_phase_column((k + 1) % 5, params.phases[(k + 1) % 5])
             fused = objective.training_returns(params, k).to_numpy()
         finally:
             objective_module.backtest_returns = real
-        assert calls == ([fit.n + val.n] if i % 2 else [val.n]), calls
+        assert calls == ([fit.n + val.n] if i % 2 or i == 4 else [val.n]), calls
         whole = one_run(params, k)
         assert fused.tobytes() == whole.tobytes()
         moved += bool(np.abs(whole[: fit.n]).sum() > 0)

@@ -224,8 +224,10 @@ class FoldObjective:
         w = [phase.gating[EXPERTS.index(name)] for name in DIRECTIONAL]
         x = [self.signals.get(getattr(phase, name), self.b) for name in DIRECTIONAL]
         start, stop = (0, len(self.columns)) if piece is None else (piece.start, piece.stop)
-        if piece is not None:
-            self._last_fit = None  # column k is now stale outside the piece
+        if piece is not None or (self._last_fit is not None and self._last_fit[1] != k):
+            # column k is now stale outside the piece, or another phase's column than the last fit run's changed:
+            # training_returns runs the window again, exactly as it would without the shortcut
+            self._last_fit = None
         mix_into(self.columns[start:stop], k, self.a + start, w[0], x[0], w[1], x[1], w[2], x[2])
 
     def load(self, params: StrategyParams) -> np.ndarray:
