@@ -38,7 +38,8 @@ mean reversion, no price band, and funding and perp basis that are i.i.d. zero-m
 in expectation (a martingale price: log drift −σ²/2, so a simple return has mean zero; the i.i.d. basis, a few
 bps, is undone the next hour on average, far below any trading cost). The study must say "no skill" on it.
 
-The same :class:`DemoMarketSpec` always gives bit-identical frames; a different seed gives a different
+The same :class:`DemoMarketSpec` always gives bit-identical frames, on every CPU (exp and log come from the C
+library, not from numpy's CPU-specific code paths); a different seed gives a different
 market. Independent random streams are used for each part, so e.g. changing ``n_outages`` does not
 change the price path.
 """
@@ -46,6 +47,7 @@ change the price path.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,8 +80,8 @@ _CHOP_KAPPA = 0.03  # per-hour pull towards the level at which chop began
 _T_DOF = 5.0
 _GARCH_A, _GARCH_B = 0.06, 0.91
 _SHOCK_CAP = 0.15
-_LOG_BAND_SOFT = (np.log(2_500.0), np.log(120_000.0))
-_LOG_BAND_HARD = (np.log(1_200.0), np.log(250_000.0))
+_LOG_BAND_SOFT = (math.log(2_500.0), math.log(120_000.0))
+_LOG_BAND_HARD = (math.log(1_200.0), math.log(250_000.0))
 _BAND_KAPPA = 0.002
 
 _FUNDING_BASE = 0.0001
@@ -141,14 +143,22 @@ def _sample_regimes(n: int, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def _libm(f, x: np.ndarray) -> np.ndarray:
+    """``f`` (a :mod:`math` function) element by element: the C library's result whatever the CPU. numpy's own
+    float64 ``exp`` / ``log`` take other code paths on CPUs with AVX-512, whose last bits differ, so the default
+    market would not be the same series on every machine."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.fromiter(map(f, x.ravel().tolist()), dtype=np.float64, count=x.size).reshape(x.shape)
+
+
 def _vol_seasonality(hours: np.ndarray) -> np.ndarray:
     """Volatility multiplier by hour of day and weekday (mean one over a week)."""
     hod = np.arange(24.0)
     day = (
         1.0
-        + 0.35 * np.exp(-0.5 * ((hod - 14.5) / 2.5) ** 2)  # US session
-        + 0.15 * np.exp(-0.5 * ((hod - 8.0) / 1.5) ** 2)  # EU open
-        - 0.12 * np.exp(-0.5 * ((hod - 3.0) / 2.5) ** 2)  # Asian night
+        + 0.35 * _libm(math.exp, -0.5 * ((hod - 14.5) / 2.5) ** 2)  # US session
+        + 0.15 * _libm(math.exp, -0.5 * ((hod - 8.0) / 1.5) ** 2)  # EU open
+        - 0.12 * _libm(math.exp, -0.5 * ((hod - 3.0) / 2.5) ** 2)  # Asian night
     )
     week = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 0.72, 0.72])  # Monday..Sunday
     profile = (week[:, None] * day[None, :]).ravel()  # 168 hours starting Monday 00:00 UTC
@@ -265,7 +275,7 @@ def generate_demo_market(spec: DemoMarketSpec = DemoMarketSpec()) -> DemoMarket:
     season = _vol_seasonality(hours)
     z = rng_shock.standard_t(_T_DOF, size=n) / np.sqrt(_T_DOF / (_T_DOF - 2.0))
     z = np.clip(z, -12.0, 12.0)
-    x0 = float(np.log(spec.start_price))
+    x0 = math.log(spec.start_price)
     if spec.structureless:  # one volatility level, no drift, no mean reversion, no band
         inf = float("inf")
         drift, vol, chop, band_soft, band_hard, band_kappa = (
@@ -292,19 +302,19 @@ def generate_demo_market(spec: DemoMarketSpec = DemoMarketSpec()) -> DemoMarket:
     x_open = np.concatenate(([x0], xs[:-1]))
     ret = xs - x_open
 
-    open_ = np.exp(x_open)
+    open_ = _libm(math.exp, x_open)
     open_[0] = spec.start_price  # exact, not exp(log(start_price))
-    close = np.exp(xs)
+    close = _libm(math.exp, xs)
     up, down = rng_bar.standard_exponential((2, n))
-    high = np.maximum(open_, close) * np.exp(sig * np.sqrt(0.5 * up))
-    low = np.minimum(open_, close) * np.exp(-sig * np.sqrt(0.5 * down))
+    high = np.maximum(open_, close) * _libm(math.exp, sig * np.sqrt(0.5 * up))
+    low = np.minimum(open_, close) * _libm(math.exp, -sig * np.sqrt(0.5 * down))
     log_volume = (
-        np.log(4_000.0)
-        + 0.6 * np.log(season)
-        + 0.5 * np.log1p(np.abs(ret) / 0.005)
+        math.log(4_000.0)
+        + 0.6 * _libm(math.log, season)
+        + 0.5 * _libm(math.log1p, np.abs(ret) / 0.005)
         + 0.3 * rng_volume.standard_normal(n)
     )
-    volume = np.exp(log_volume)
+    volume = _libm(math.exp, log_volume)
 
     ts = _timestamps(hours)
     keep = np.ones(n, dtype=bool)
@@ -363,7 +373,7 @@ def _perp_bars(
     perp_open = open_ * (1.0 + np.concatenate(([before], basis[:-1])))  # = the previous hour's perp close
     perp_high = np.maximum(np.maximum(perp_open, perp_close), high * (1.0 + basis))
     perp_low = np.minimum(np.minimum(perp_open, perp_close), low * (1.0 + basis))
-    perp_volume = volume * _PERP_VOLUME_RATIO * np.exp(0.25 * noise - 0.5 * 0.25**2)
+    perp_volume = volume * _PERP_VOLUME_RATIO * _libm(math.exp, 0.25 * noise - 0.5 * 0.25**2)
     frame = pd.DataFrame(
         {"timestamp": ts, "open": perp_open[keep], "high": perp_high[keep], "low": perp_low[keep],
          "close": perp_close[keep], "volume": perp_volume[keep]}
