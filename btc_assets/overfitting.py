@@ -38,8 +38,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from arch.bootstrap import SPA, RealityCheck
-from scipy.stats import norm
+from scipy.special import ndtr, ndtri  # the standard normal's cdf and quantile (what scipy.stats.norm computes)
 
 __all__ = [
     "PBOResult",
@@ -119,7 +118,7 @@ def _psr_from_moments(sr: float, skew: float, kurt: float, n_obs: float, sr_benc
     if not (factor > 0.0 and n_obs > 1):  # also catches NaN moments (constant returns)
         return math.nan
     z = (sr - sr_benchmark) * math.sqrt(n_obs - 1.0) / math.sqrt(factor)
-    return float(norm.cdf(z))
+    return float(ndtr(z))
 
 
 # -------------------------------------------------------------------------------------------- Sharpe-ratio family
@@ -164,7 +163,7 @@ def expected_max_sharpe(n_trials: float, sr_variance: float) -> float:
         raise ValueError(f"sr_variance must be a finite number >= 0, got {sr_variance}")
     if n == 1.0 or v == 0.0:
         return 0.0
-    z = (1.0 - EULER_GAMMA) * norm.ppf(1.0 - 1.0 / n) + EULER_GAMMA * norm.ppf(1.0 - 1.0 / (n * math.e))
+    z = (1.0 - EULER_GAMMA) * ndtri(1.0 - 1.0 / n) + EULER_GAMMA * ndtri(1.0 - 1.0 / (n * math.e))
     return max(0.0, math.sqrt(v) * float(z))
 
 
@@ -192,7 +191,7 @@ def minimum_track_record_length(returns: Any, sr_benchmark: float = 0.0, alpha: 
         return math.nan
     if sr <= sr_benchmark:
         return math.inf
-    z = float(norm.ppf(1.0 - alpha))
+    z = float(ndtri(1.0 - alpha))
     return 1.0 + _sr_variance_factor(sr, skew, kurt) * (z / (sr - sr_benchmark)) ** 2
 
 
@@ -673,6 +672,8 @@ def spa_test(
         return {"lower": 1.0, "consistent": 1.0, "upper": 1.0}
     var = _stationary_bootstrap_variance(d, b)
     omega = np.where(var > 0.0, np.sqrt(np.maximum(var, 0.0)), 1.0)
+    from arch.bootstrap import SPA  # with its first use: arch loads ~1.2 s of modules (see btc_assets.volatility)
+
     spa = SPA(np.zeros(t), -(d / omega), block_size=b, reps=int(reps), bootstrap="stationary", seed=_rng(seed))
     spa.compute()
     p = spa.pvalues
@@ -701,6 +702,8 @@ def reality_check(
     b = _block_size(block_size, bench.size)
     if (strat - bench[:, None]).mean(axis=0).max() <= 0.0:
         return {"pvalue": 1.0}
+    from arch.bootstrap import RealityCheck  # with its first use (see spa_test)
+
     rc = RealityCheck(
         -bench, -strat, block_size=b, reps=int(reps), bootstrap="stationary", studentize=False, seed=_rng(seed)
     )

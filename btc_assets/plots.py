@@ -6,13 +6,14 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 PHASE_COLOURS = {
     "calm": "#9ecae1",
@@ -25,7 +26,27 @@ PHASE_COLOURS = {
 }
 
 
-def _png(fig: plt.Figure) -> bytes:
+def _subplots(*args: Any, **kwargs: Any) -> tuple[Figure, Any]:
+    """``pyplot.subplots`` on the headless Agg backend. pyplot is imported with the first chart, so a process that
+    draws none (a seed run, the CLI) does not pay its ~0.3 s of start-up."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kwargs)
+
+
+def _percent() -> Any:
+    """A tick formatter that shows fractions as percentages."""
+    from matplotlib.ticker import PercentFormatter
+
+    return PercentFormatter(1.0)
+
+
+def _png(fig: Figure) -> bytes:
+    import matplotlib.pyplot as plt
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -46,7 +67,7 @@ def regime_shaded_price(
 ) -> bytes:
     """Log price with the background shaded by the most probable phase at each bar (no shading where unknown)."""
     ts = pd.to_datetime(pd.Series(timestamps)).dt.tz_convert(None).to_numpy()
-    fig, ax = plt.subplots(figsize=(12, 4.5))
+    fig, ax = _subplots(figsize=(12, 4.5))
     known = np.isfinite(probs).all(axis=1)
     phase = np.where(known, np.argmax(np.nan_to_num(probs, nan=-1.0), axis=1), -1)
     for k, name in enumerate(names):
@@ -77,7 +98,7 @@ def equity_drawdown(
 ) -> bytes:
     """Equity curves (log scale, first curve emphasised) above their drawdowns."""
     ts = pd.to_datetime(pd.Series(timestamps)).dt.tz_convert(None).to_numpy()
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 6), sharex=True, height_ratios=[2.2, 1])
+    fig, (top, bottom) = _subplots(2, 1, figsize=(12, 6), sharex=True, height_ratios=[2.2, 1])
     for i, (label, equity) in enumerate(curves.items()):
         equity = np.asarray(equity, dtype=float)
         peak = np.fmax.accumulate(equity)
@@ -89,7 +110,7 @@ def equity_drawdown(
     top.legend(loc="upper left", fontsize=8, frameon=False)
     top.set_title(title)
     bottom.set_ylabel("drawdown")
-    bottom.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    bottom.yaxis.set_major_formatter(_percent())
     top.margins(x=0)
     return _png(fig)
 
@@ -100,7 +121,7 @@ def seed_fan(
     title: str = "Out-of-sample equity of every seed (costs per leg) against the references",
 ) -> bytes:
     """The fan of the seeds' stitched equity curves (thin), their median (thick) and the references (dashed)."""
-    fig, ax = plt.subplots(figsize=(12, 5))
+    fig, ax = _subplots(figsize=(12, 5))
     stacked = []
     ts = None
     for frame in curves.values():
@@ -133,7 +154,7 @@ def fold_bars(fold_returns: pd.DataFrame, title: str = "Out-of-sample return per
     ``fold_returns``: one row per (seed, fold) with columns fold, total_return."""
     grouped = fold_returns.groupby("fold")["total_return"]
     med, low, high = grouped.median(), grouped.quantile(0.05), grouped.quantile(0.95)
-    fig, ax = plt.subplots(figsize=(12, 4))
+    fig, ax = _subplots(figsize=(12, 4))
     x = np.arange(len(med))
     colours = ["C2" if v >= 0 else "C3" for v in med.to_numpy()]
     ax.bar(x, med.to_numpy(), color=colours, alpha=0.8)
@@ -148,7 +169,7 @@ def fold_bars(fold_returns: pd.DataFrame, title: str = "Out-of-sample return per
     )
     ax.set_xticks(x, [str(f) for f in med.index])
     ax.set_xlabel("fold")
-    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.yaxis.set_major_formatter(_percent())
     ax.axhline(0.0, color="black", lw=0.6)
     ax.set_title(title)
     return _png(fig)
@@ -165,7 +186,7 @@ def regime_characteristics(
         ("nu", "ν (tail)"),
         ("expected_duration_h", "expected duration (h)"),
     ]
-    fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
+    fig, axes = _subplots(1, 4, figsize=(14, 3.6))
     names = phases.sort_values("fold").groupby("phase")["name"].agg(lambda s: "/".join(dict.fromkeys(s)))
     for ax, (column, label) in zip(axes, panels, strict=True):
         for k, part in phases.sort_values("fold").groupby("phase"):
@@ -187,7 +208,7 @@ def parameter_stability(
     phase) with columns fold, phase, gate.<expert>..., risk_scale."""
     gates = [c for c in params.columns if c.startswith("gate.")]
     phases = sorted(params["phase"].unique())
-    fig, axes = plt.subplots(1, len(phases), figsize=(3.0 * len(phases), 3.4), sharey=True)
+    fig, axes = _subplots(1, len(phases), figsize=(3.0 * len(phases), 3.4), sharey=True)
     for ax, k in zip(np.atleast_1d(axes), phases, strict=True):
         med = params[params["phase"] == k].groupby("fold")[[*gates, "risk_scale"]].median()
         for i, g in enumerate(gates):
@@ -220,7 +241,9 @@ def ablation_chart(
     x = np.arange(len(variants))
     versus = list(table["versus"]) if "versus" in table else [None, *variants[:-1]]
     labels = [f"{v} (vs {r})" if isinstance(r, str) else v for v, r in zip(variants, versus, strict=True)]
-    fig, axes = plt.subplots(1, 3, figsize=(max(15.0, 2.6 * len(variants)), 5.0))
+    fig, axes = _subplots(1, 3, figsize=(max(15.0, 2.6 * len(variants)), 5.0))
+    from matplotlib.transforms import blended_transform_factory  # matplotlib is loaded by now (_subplots)
+
     for ax, (metric, label, percent) in zip(axes, panels, strict=True):
         mean = table[metric].to_numpy(dtype=float)
         low = np.nan_to_num(mean - table[f"{metric}_lo"].to_numpy(dtype=float))
@@ -231,7 +254,7 @@ def ablation_chart(
             dots = per_seed.loc[per_seed["variant"] == variant, metric].to_numpy(dtype=float)
             ax.scatter(np.full(dots.size, i) + np.linspace(-0.15, 0.15, dots.size), dots, s=9, color="black", zorder=3)
         if metric == "sharpe" and "p_sharpe_t" in table:
-            where = matplotlib.transforms.blended_transform_factory(ax.transData, ax.transAxes)
+            where = blended_transform_factory(ax.transData, ax.transAxes)
             for i, reference in enumerate(versus):
                 if not isinstance(reference, str):
                     continue  # no reference (the first of the chain)
@@ -250,7 +273,7 @@ def ablation_chart(
         ax.set_xticks(x, labels, rotation=30, ha="right", rotation_mode="anchor", fontsize=7.5)
         ax.set_title(label, fontsize=10)
         if percent:
-            ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+            ax.yaxis.set_major_formatter(_percent())
     fig.suptitle(title)
     return _png(fig)
 
@@ -284,9 +307,9 @@ def attribution_chart(
         for e, p in keys
         if e == ALL and p != ALL and ("median", NET) in stats and not np.isnan(stats.loc[(e, p), ("median", NET)])
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2), width_ratios=[1.0, 1.2, 1.2])
+    fig, axes = _subplots(1, 3, figsize=(17, 5.2), width_ratios=[1.0, 1.2, 1.2])
 
-    def stacked(ax: plt.Axes, rows: list[tuple[str, str]], labels: list[str], heading: str) -> None:
+    def stacked(ax: Axes, rows: list[tuple[str, str]], labels: list[str], heading: str) -> None:
         x = np.arange(len(rows))
         up, down = np.zeros(len(rows)), np.zeros(len(rows))
         for component, sign in zip(COMPONENTS, SIGNS, strict=True):

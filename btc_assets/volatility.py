@@ -23,8 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from arch.univariate import GARCH, ConstantMean, Normal, SkewStudent, StudentsT
-from arch.utility.exceptions import StartingValueWarning
 from numba import njit
 
 from btc_assets.fits import FitCache, fit_key
@@ -39,7 +37,14 @@ HOURS_PER_WEEK = 168
 REALIZED_COLUMNS: tuple[str, ...] = ("rv_cc", "rv_parkinson", "rv_gk", "rv_yz")
 GARCH_COLUMNS: tuple[str, ...] = ("sigma", "sigma_bar", "sigma_horizon", "refit_id", "refit_time")
 _VOLS = {"garch": 0, "gjr": 1, "gjr-garch": 1}
-_DISTS = {"normal": Normal, "t": StudentsT, "studentst": StudentsT, "skewt": SkewStudent, "skewstudent": SkewStudent}
+# arch's distribution classes by name (arch is imported with the first fit, :func:`_fit_arch`)
+_DISTS = {
+    "normal": "Normal",
+    "t": "StudentsT",
+    "studentst": "StudentsT",
+    "skewt": "SkewStudent",
+    "skewstudent": "SkewStudent",
+}
 _BACKCAST_BARS = 75  # arch's backcast: 0.94-weighted mean of the first 75 squared residuals
 _PERSISTENCE_CAP = 1.0 - 1e-6  # warm starts are pulled this far inside arch's stationarity constraint
 
@@ -264,7 +269,15 @@ def _fit_arch(z: np.ndarray, o: int, dist: str, start: np.ndarray | None):
     constraints, with a ``StartingValueWarning``; those are swallowed here and reported as a cold start). When
     a warm-started fit does not converge, a cold fit is tried too and the one with the higher likelihood kept.
     """
-    model = ConstantMean(z, volatility=GARCH(p=1, o=o, q=1), distribution=_DISTS[dist](), rescale=None)
+    # imported here, not with the module: arch brings scipy.stats, statsmodels and matplotlib (~1.2 s), which a
+    # process that fits nothing (the CLI, a seed run, the UI's code server) need not load
+    from arch import univariate
+    from arch.utility.exceptions import StartingValueWarning
+
+    distribution = getattr(univariate, _DISTS[dist])()
+    model = univariate.ConstantMean(
+        z, volatility=univariate.GARCH(p=1, o=o, q=1), distribution=distribution, rescale=None
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", StartingValueWarning)
         result = model.fit(disp="off", show_warning=False, starting_values=start)

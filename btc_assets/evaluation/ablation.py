@@ -68,7 +68,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from btc_assets.config import ABLATION_VARIANTS, Profile, seed_key
 from btc_assets.evaluation.summary import daily_returns
@@ -216,6 +215,8 @@ def t_interval(values: Sequence[float], confidence: float) -> tuple[float, float
     mean = float(x.mean())
     if x.size < 2:
         return mean, math.nan, math.nan
+    from scipy import stats as sps  # scipy.stats costs ~0.4 s to import: loaded when a table is made
+
     half = float(sps.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
     return mean, mean - half, mean + half
 
@@ -271,6 +272,8 @@ def ablation_table(
     """(table, per_seed): one row per variant, in the configured order, with the means and intervals across seeds
     of :data:`METRICS`, the paired tests against its reference (``versus``, :func:`reference_of`; not the row
     before it) and, given the runs' ``trials`` frames, the variant's walk-forward PBO (see the module docstring)."""
+    from scipy import stats as sps  # as in t_interval
+
     settings = profile.ablation
     per_seed = per_seed_metrics(results, profile.portfolio.ruin_floor)
     daily = {

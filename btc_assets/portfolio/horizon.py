@@ -25,7 +25,6 @@ half-lives of 12 / 36 / 72 bars.
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import lfilter
 
 DAILY_BARS = 24  # hourly bars per day: the default half-life
 
@@ -48,6 +47,8 @@ def horizon_sigma(sigma_hat, halflife: float = DAILY_BARS, warmup: int | None = 
     x = s[valid] ** 2
     a = 1.0 - 2.0 ** (-1.0 / halflife)
     # y_k = a·x_k + (1 − a)·y_{k−1} over the valid bars, y_{−1} = x_0 (a sequential recursion: causal)
+    from scipy.signal import lfilter  # scipy.signal loads scipy.stats (~0.3 s): imported when first used
+
     v, _ = lfilter([a], [1.0, a - 1.0], x, zi=[(1.0 - a) * x[0]])
     count = np.cumsum(valid)
     pos = count - 1  # the last valid bar at or before each bar (−1: none yet)
