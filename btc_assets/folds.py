@@ -91,3 +91,10 @@ class FoldSchedule:
         """Folds over an hourly bar series (end = one hour after the last bar)."""
         ts = pd.Series(timestamps)
         return self.folds(ts.iloc[0], ts.iloc[-1] + pd.Timedelta(hours=1))
+
+
+def out_of_sample(probabilities: pd.DataFrame) -> pd.DataFrame:
+    """The test segments of a per-fold table (a ``segment`` column: train, validation or test) stitched into one
+    causal series: one row per bar, from the fold that tests it."""
+    test = probabilities[probabilities["segment"] == "test"]
+    return test.drop(columns="segment").sort_values("timestamp").reset_index(drop=True)

@@ -18,8 +18,8 @@ import pandas as pd
 
 from btc_assets.config import PortfolioSettings
 from btc_assets.evaluation.summary import spread
+from btc_assets.folds import out_of_sample
 from btc_assets.portfolio.tables import price_arrays
-from btc_assets.regimes.walkforward import out_of_sample
 
 STATS = ("median", "p05", "p95", "std")
 

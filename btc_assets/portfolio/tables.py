@@ -26,10 +26,10 @@ import numpy as np
 import pandas as pd
 
 from btc_assets.config import EXPERTS, VOL_FORECASTS, PortfolioSettings
+from btc_assets.folds import out_of_sample
 from btc_assets.portfolio.engine import BookInputs, PortfolioParams, run_portfolio
 from btc_assets.portfolio.horizon import horizon_sigma
 from btc_assets.portfolio.metrics import frame_metrics, reference_runs
-from btc_assets.regimes.walkforward import out_of_sample
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,30 @@ and filters (never smooths) each refit's train and test stretch.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 import pandas as pd
 
 from btc_assets.config import RegimeSettings
 from btc_assets.fits import FitCache
-from btc_assets.folds import FoldSchedule
+from btc_assets.folds import FoldSchedule, out_of_sample
 from btc_assets.regimes.features import FEATURES, regime_features
-from btc_assets.regimes.hmm import StudentTHMM
 from btc_assets.regimes.phases import canonical_phases
-from btc_assets.regimes.walkforward import RegimeFit, fit_walk_forward, out_of_sample
+
+if TYPE_CHECKING:
+    from btc_assets.regimes.hmm import StudentTHMM
+    from btc_assets.regimes.walkforward import RegimeFit, fit_walk_forward
+
+# The model and the walk-forward fit come with hmmlearn and scikit-learn (~0.7 s of imports): loaded on first use
+# (PEP 562), so a process that fits no regimes (the CLI, a seed run) does not load them.
+_LAZY = {"StudentTHMM": "hmm", "RegimeFit": "walkforward", "fit_walk_forward": "walkforward"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def compute_regimes(
@@ -28,6 +43,8 @@ def compute_regimes(
 ) -> RegimeFit:
     """Features from the hourly grid and the volatility table, then the walk-forward fit over ``schedule``
     (``fits``: the cache of refits, :func:`fit_walk_forward`)."""
+    from btc_assets.regimes.walkforward import fit_walk_forward
+
     features = regime_features(
         bars, volatility["sigma"], volatility["sigma_bar"], settings.lfp_window, settings.lfp_min_period
     )

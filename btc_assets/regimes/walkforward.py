@@ -243,9 +243,3 @@ def fit_walk_forward(
     probabilities = pd.concat(parts, ignore_index=True)
     probabilities["segment"] = probabilities["segment"].astype("category")
     return RegimeFit(probabilities, pd.DataFrame(refit_rows), pd.DataFrame(phase_rows))
-
-
-def out_of_sample(probabilities: pd.DataFrame) -> pd.DataFrame:
-    """The test segments stitched into one causal series: one row per bar, from the refit that tests it."""
-    test = probabilities[probabilities["segment"] == "test"]
-    return test.drop(columns="segment").sort_values("timestamp").reset_index(drop=True)
