@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from btc_assets.config import PortfolioSettings
-from btc_assets.portfolio.horizon import horizon_sigma
+from btc_assets.portfolio.horizon import ewm_recursion, horizon_sigma
 from btc_assets.portfolio.metrics import REFERENCES, frame_metrics, reference_runs, vol_targeted_buy_and_hold
 from btc_assets.portfolio.tables import Prices, engine_params, price_arrays
 
@@ -42,6 +42,20 @@ def test_horizon_sigma_is_the_documented_recursion() -> None:
     assert horizon_sigma(np.array([])).size == 0 and np.isnan(horizon_sigma(np.full(5, np.nan))).all()
     with pytest.raises(ValueError):
         horizon_sigma(s, 0)
+
+
+@pytest.mark.parametrize("halflife", [1.0, 7.3, 24.0, 72.0])
+def test_ewm_recursion_is_lfilter_bit_for_bit(halflife: float) -> None:
+    """The numba recursion behind horizon_sigma against its reference, scipy.signal.lfilter, exactly (squares of a
+    seasonal forecast and of heavy-tailed values spanning many orders of magnitude)."""
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(3)
+    a = 1.0 - 2.0 ** (-1.0 / halflife)
+    for x in (seasonal_sigma(5_000) ** 2, np.exp(rng.standard_normal(20_000) * 4.0)):
+        expected, _ = lfilter([a], [1.0, a - 1.0], x, zi=[(1.0 - a) * x[0]])
+        got = ewm_recursion(x, a, (1.0 - a) * x[0])
+        assert np.array_equal(got, expected)
 
 
 def test_horizon_sigma_damps_the_intraday_swing() -> None:

@@ -1,4 +1,4 @@
-"""Volatility over a daily horizon, for leverage decisions (numpy/scipy only: no engine import, reusable anywhere).
+"""Volatility over a daily horizon, for leverage decisions (numpy and numba only: no engine import, reusable anywhere).
 
 The GARCH forecast ``sigma_hat_t`` (:mod:`btc_assets.volatility`) is the volatility of the *next hour*: it carries
 the hour-of-week seasonal profile and reacts to every hourly shock, so leverage = target / sigma_hat swings within
@@ -25,8 +25,24 @@ half-lives of 12 / 36 / 72 bars.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 DAILY_BARS = 24  # hourly bars per day: the default half-life
+
+
+@njit(cache=True, nogil=True)
+def ewm_recursion(x: np.ndarray, a: float, z0: float) -> np.ndarray:  # pragma: no cover - compiled
+    """y_k = a·x_k + (1 − a)·y_{k−1}, with (1 − a)·y_{−1} = ``z0``: the operations of
+    ``scipy.signal.lfilter([a], [1, a − 1], x, zi=[z0])`` (its transposed direct form, order 1) in their order, so
+    the result is lfilter's bit for bit (the reference the tests hold it to); without loading scipy.signal."""
+    out = np.empty(x.shape[0])
+    z = z0
+    c = a - 1.0
+    for k in range(x.shape[0]):
+        y = z + a * x[k]
+        out[k] = y
+        z = x[k] * 0.0 - y * c
+    return out
 
 
 def horizon_sigma(sigma_hat, halflife: float = DAILY_BARS, warmup: int | None = None) -> np.ndarray:
@@ -47,9 +63,7 @@ def horizon_sigma(sigma_hat, halflife: float = DAILY_BARS, warmup: int | None = 
     x = s[valid] ** 2
     a = 1.0 - 2.0 ** (-1.0 / halflife)
     # y_k = a·x_k + (1 − a)·y_{k−1} over the valid bars, y_{−1} = x_0 (a sequential recursion: causal)
-    from scipy.signal import lfilter  # scipy.signal loads scipy.stats (~0.3 s): imported when first used
-
-    v, _ = lfilter([a], [1.0, a - 1.0], x, zi=[(1.0 - a) * x[0]])
+    v = ewm_recursion(x, a, (1.0 - a) * x[0])
     count = np.cumsum(valid)
     pos = count - 1  # the last valid bar at or before each bar (−1: none yet)
     ok = count >= need
