@@ -148,12 +148,16 @@ def journal_replay_seconds(seed_dir: Path) -> tuple[float, float, int]:
 
 def resume_seconds(home: Path, seed: int) -> float:
     """``run_seed`` of a finished seed on its checkpoint, in this process, from the warehouse's inputs (what a
-    re-materialisation of the partition does after Dagster and the data are loaded)."""
+    re-materialisation of the partition does after Dagster and the data are loaded). The definitions are built
+    first, as a seed worker builds them before its run: they compute the code versions (the source digests the
+    seed's checkpoint fingerprint reuses), so that is start-up, not resume."""
     import pandas as pd
 
     from btc_assets.config import Paths, get_profile
+    from btc_assets.defs import build_definitions
     from btc_assets.wfa import run_seed
 
+    build_definitions(str(home), "full")
     paths = Paths.at(home)
     frames = [pd.read_parquet(paths.warehouse / n / "data.parquet") for n in ("market_bars", "volatility")]
     probs = pd.read_parquet(paths.warehouse / "regime_probabilities" / "data.parquet")
