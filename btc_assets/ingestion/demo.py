@@ -38,10 +38,9 @@ mean reversion, no price band, and funding and perp basis that are i.i.d. zero-m
 in expectation (a martingale price: log drift −σ²/2, so a simple return has mean zero; the i.i.d. basis, a few
 bps, is undone the next hour on average, far below any trading cost). The study must say "no skill" on it.
 
-The same :class:`DemoMarketSpec` always gives bit-identical frames, on every CPU (exp and log come from the C
-library, not from numpy's CPU-specific code paths); a different seed gives a different
-market. Independent random streams are used for each part, so e.g. changing ``n_outages`` does not
-change the price path.
+The same :class:`DemoMarketSpec` always gives bit-identical frames (exp and log come from the C library, not from
+numpy's CPU-specific code paths); a different seed gives a different market. Independent random streams are used
+for each part, so e.g. changing ``n_outages`` does not change the price path.
 """
 
 from __future__ import annotations
