@@ -216,7 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if failed:
         _say(f"FAILED seeds: {', '.join(failed)}; run the same command again to resume them")
         return 1
-    if not run_in_process(defs, paths, "summarise_seeds", options).success:
+    if not summarise(defs, paths, options):
         return 1
     _say(f"summary across seeds: {paths.warehouse / 'wfa_summary'}; charts in {paths.reports}")
     _say(
@@ -224,6 +224,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         "progress: btc-assets status"
     )
     return 0
+
+
+def summarise(defs, paths: Paths, options: dict) -> bool:
+    """Run ``summarise_seeds`` unless each of its assets is FRESH (no seed, setting or code changed since it ran);
+    False if the run failed."""
+    keys = list(defs.resolve_job_def("summarise_seeds").asset_layer.executable_asset_keys)
+    with open_instance(paths) as instance:
+        fresh = all(v == "FRESH" for v in stale_statuses(instance, defs, keys).values())
+    if fresh:
+        _say("the summary is up to date")
+        return True
+    return run_in_process(defs, paths, "summarise_seeds", options).success
 
 
 def _report_failure(result) -> None:
