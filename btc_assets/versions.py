@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import importlib.util
 from collections.abc import Iterable
 from dataclasses import asdict
 from functools import cache
 from pathlib import Path
 
 PACKAGE = "btc_assets"
+ROOT = Path(__file__).resolve().parent  # the package's folder: every module of it is a file there
 NOT_COMPUTATION = ("btc_assets.defs", "btc_assets.cli", "btc_assets.plots", "btc_assets.__main__")
 
 
@@ -32,17 +32,20 @@ def _excluded(name: str) -> bool:
 
 @cache
 def _source_file(name: str) -> Path | None:
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+    """The source file of module ``name`` of this package, found on disk (importing a module to find it would load
+    what it imports: hmmlearn, arch, … in every process that builds the definitions), or None."""
+    parts = name.split(".")
+    if parts[0] != PACKAGE or not all(part.isidentifier() for part in parts):
         return None
-    return Path(spec.origin)
+    base = ROOT.joinpath(*parts[1:])
+    for path in (base / "__init__.py", base.parent / f"{base.name}.py") if parts[1:] else (ROOT / "__init__.py",):
+        if path.is_file():
+            return path
+    return None
 
 
 def _is_module(name: str) -> bool:
-    try:
-        return _source_file(name) is not None
-    except (ImportError, ValueError):
-        return False
+    return _source_file(name) is not None
 
 
 def _strip_docstrings(tree: ast.AST) -> ast.AST:

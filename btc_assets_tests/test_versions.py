@@ -108,3 +108,26 @@ def test_unknown_or_excluded_modules_are_errors() -> None:
         versions.dependencies("btc_assets.plots")
     with pytest.raises(ValueError, match="no such module"):
         versions.dependencies("btc_assets.nowhere")
+
+
+def test_module_files_are_found_on_disk_as_importlib_finds_them(tmp_path: Path) -> None:
+    """Every module of the package is found at the file importlib finds (names that are not modules: None), and
+    building the definitions, which computes every digest, imports none of the fitting or plotting libraries (a
+    fresh process: this one has them loaded)."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    versions.clear_cache()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = ".".join((PACKAGE.name, *path.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(".__init__")
+        assert versions._source_file(name) == Path(importlib.util.find_spec(name).origin), name
+    for name in ("btc_assets.regimes.StudentTHMM", "btc_assets.nowhere", "numpy", "btc_assets.py"):
+        assert versions._source_file(name) is None, name
+    code = (
+        "import sys; from btc_assets.defs import build_definitions; build_definitions(sys.argv[1], 'quick'); "
+        "print(sorted(m for m in ('arch', 'hmmlearn', 'sklearn', 'matplotlib', 'scipy.stats') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
