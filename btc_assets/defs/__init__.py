@@ -38,6 +38,13 @@ def versioned_assets(profile: Profile) -> list[dg.AssetsDefinition]:
     ]
 
 
+# Every step in a process of its own, as Dagster's default executor runs it (a crashed step fails its run, and the UI
+# says so), but forked from a server that has already imported Dagster and the project (forkserver, preloaded)
+# instead of a new interpreter importing them again: the chain's 13 steps in the UI took 47 s and 68 core-s on the
+# quick profile, now 29 s and 40 core-s (same outputs). The CLI runs its jobs in process and does not use it.
+EXECUTOR = dg.multiprocess_executor.configured(
+    {"start_method": {"forkserver": {"preload_modules": ["btc_assets.defs"]}}}, name="multiprocess_preloaded"
+)
 WFA_SELECTION = dg.AssetSelection.assets(*wfa.walk_forward.keys)
 SUMMARY_SELECTION = dg.AssetSelection.assets(
     *evaluation.wfa_summary.keys, *evaluation.wfa_attribution.keys, *evaluation.latest_position.keys
@@ -110,6 +117,7 @@ def build_definitions(
             ingestion.freshness_sensor,
         ],
         resources=default_resources(settings),
+        executor=EXECUTOR,
     )
 
 
