@@ -16,7 +16,16 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 # the longest modules, started first so that the two xdist workers finish together (each module runs on one worker,
 # its tests in order: ``--dist loadscope`` in pyproject's addopts)
-FIRST = ("test_ui_e2e", "test_cli", "test_dagster_defs", "test_postgres")
+FIRST = (
+    "test_ui_e2e",
+    "test_cli",
+    "test_faults",
+    "test_dagster_defs",
+    "test_celery",
+    "test_postgres",
+    "test_wfa",
+    "test_incremental",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -76,6 +76,7 @@ def test_run_keeps_history_in_persistent_instance(tmp_path: Path) -> None:
     again = cli("run", "--profile", "quick", home=home, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "up to date" in again.stderr and "2 seed(s) already done and up to date, skipped" in again.stderr
+    assert "the summary is up to date" in again.stderr and "summarise_seeds" not in again.stderr  # not rerun
     status = cli("status", home=home)
     lines = status.stdout.splitlines()
     assert status.returncode == 0 and len(lines) == 30 and "seed_29  not started" in lines
@@ -112,13 +113,14 @@ def test_run_keeps_history_in_persistent_instance(tmp_path: Path) -> None:
     assert "the instance's pool 'wfa' allows 1 seed(s) at once: --jobs 2 lowered to 1" in second.stderr
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         runs = instance.get_runs()
-        # per command: the raw re-read, the chain when unsynced, the seeds not done, the summary / the ablation
+        # per command: the raw re-read, the chain when unsynced, the seeds not done, the summary when unsynced (not
+        # on the run that found everything done) / the ablation
         # the ablation: one run per (variant, seed) partition, the Gaussian regimes once and its table twice
         assert sorted(r.job_name for r in runs) == (
             ["ablation_runs"] * 2 * len(CLI_VARIANTS)
             + ["ablation_study"] * 3
             + ["btc_study"] * 7
-            + ["summarise_seeds"] * 3
+            + ["summarise_seeds"] * 2
             + ["wfa_seeds"] * 4
         )
         steps = []
@@ -169,6 +171,7 @@ def check_worker_killed(home: Path, cwd: Path, data: list[str]) -> None:
     assert again.returncode == 0, again.stderr[-3000:]
     assert "2 seed(s) already done and up to date, skipped: seed_02, seed_04" in again.stderr
     assert "seed_03: done" in again.stderr
+    assert "the summary is up to date" not in again.stderr and "summarise_seeds" in again.stderr  # a new seed
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("BTC_ASSETS_", "DAGSTER_"))}
     worker = subprocess.run(
         [sys.executable, "-m", "btc_assets", "--home", str(home), "seed"],
