@@ -40,6 +40,9 @@ def test_all_definitions_load(tmp_path: Path) -> None:
         assert spec.kinds, spec.key
         assert spec.code_version, spec.key
     assert defs.resolve_job_def("btc_study") is not None
+    for job in ("btc_study", "wfa_seeds", "summarise_seeds", "ablation_runs", "ablation_study"):
+        executor = defs.resolve_job_def(job).executor_def  # a UI-launched run's steps: forked from a preloaded server
+        assert executor.name == "multiprocess_preloaded", job
     seeds = defs.resolve_job_def("wfa_seeds")
     assert seeds.partitions_def.get_partition_keys() == [f"seed_{i:02d}" for i in range(30)]
     for key in ("wfa_results", "wfa_folds", "wfa_trials"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+
 import dagster as dg
 
 from btc_assets.config import Profile
@@ -42,8 +44,11 @@ def versioned_assets(profile: Profile) -> list[dg.AssetsDefinition]:
 # says so), but forked from a server that has already imported Dagster and the project (forkserver, preloaded)
 # instead of a new interpreter importing them again: the chain's 13 steps in the UI took 47 s and 68 core-s on the
 # quick profile, now 29 s and 40 core-s (same outputs). The CLI runs its jobs in process and does not use it.
+# (where the platform has no forkserver, Windows: a fresh interpreter per step, Dagster's default)
+_FORKSERVER = "forkserver" in multiprocessing.get_all_start_methods()
 EXECUTOR = dg.multiprocess_executor.configured(
-    {"start_method": {"forkserver": {"preload_modules": ["btc_assets.defs"]}}}, name="multiprocess_preloaded"
+    {"start_method": {"forkserver": {"preload_modules": ["btc_assets.defs"]}} if _FORKSERVER else {"spawn": {}}},
+    name="multiprocess_preloaded",
 )
 WFA_SELECTION = dg.AssetSelection.assets(*wfa.walk_forward.keys)
 SUMMARY_SELECTION = dg.AssetSelection.assets(
