@@ -94,11 +94,11 @@ def parse_seeds(text: str | None, default: int) -> list[int]:
     return sorted(set(seeds))
 
 
-def stale_statuses(instance, defs, keys, partition: str | None = None) -> dict[str, str]:
-    """Dagster's own stale status per asset key (and partition), for ``defs`` (``btc_assets.defs.automation``)."""
-    from btc_assets.defs.automation import stale_statuses as statuses
+def all_fresh(instance, defs, keys) -> bool:
+    """Whether Dagster reports every asset of ``keys`` FRESH, for ``defs`` (``btc_assets.defs.automation``)."""
+    from btc_assets.defs.automation import all_fresh as fresh
 
-    return statuses(instance, defs.resolve_asset_graph(), keys, partition)
+    return fresh(instance, defs.resolve_asset_graph(), keys)
 
 
 def run_in_process(defs, paths: Paths, job: str, options: dict):
@@ -167,7 +167,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
 
     gaussian = dg.AssetKey("gaussian_regime_probabilities")
     with open_instance(paths) as instance:
-        fresh = stale_statuses(instance, defs, [gaussian])[gaussian.to_user_string()] == "FRESH"
+        fresh = all_fresh(instance, defs, [gaussian])
     gaussian_run = {**options, "asset_selection": [gaussian]}
     if not fresh and not run_in_process(defs, paths, "ablation_study", gaussian_run).success:
         return 1
@@ -231,7 +231,7 @@ def summarise(defs, paths: Paths, options: dict) -> bool:
     False if the run failed."""
     keys = list(defs.resolve_job_def("summarise_seeds").asset_layer.executable_asset_keys)
     with open_instance(paths) as instance:
-        fresh = all(v == "FRESH" for v in stale_statuses(instance, defs, keys).values())
+        fresh = all_fresh(instance, defs, keys)
     if fresh:
         _say("the summary is up to date")
         return True

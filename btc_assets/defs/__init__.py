@@ -42,8 +42,9 @@ def versioned_assets(profile: Profile) -> list[dg.AssetsDefinition]:
 
 # Every step in a process of its own, as Dagster's default executor runs it (a crashed step fails its run, and the UI
 # says so), but forked from a server that has already imported Dagster and the project (forkserver, preloaded)
-# instead of a new interpreter importing them again: the chain's 13 steps in the UI took 47 s and 68 core-s on the
-# quick profile, now 29 s and 40 core-s (same outputs). The CLI runs its jobs in process and does not use it.
+# instead of a new interpreter importing them again: the chain's 13 steps (quick profile, fits cached, through
+# ``dagster job execute``) took 47 s and 68 core-s, now 29-32 s and 40-44 core-s, same outputs. The CLI runs its
+# jobs in process and does not use it.
 # (where the platform has no forkserver, Windows: a fresh interpreter per step, Dagster's default)
 _FORKSERVER = "forkserver" in multiprocessing.get_all_start_methods()
 EXECUTOR = dg.multiprocess_executor.configured(

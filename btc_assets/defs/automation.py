@@ -62,6 +62,12 @@ def stale_statuses(
     return {key.to_user_string(): resolver.get_status(key, partition).value for key in asset_keys}
 
 
+def all_fresh(instance: dg.DagsterInstance, asset_graph, keys: Iterable[str | dg.AssetKey]) -> bool:
+    """Whether Dagster reports every asset of ``keys`` FRESH: what the sensor and ``btc-assets run`` / ``ablation``
+    ask before they launch the summary or the Gaussian regimes."""
+    return all(v == "FRESH" for v in stale_statuses(instance, asset_graph, keys).values())
+
+
 def stale_partitions(instance: dg.DagsterInstance, asset_graph, asset: str, keys: Iterable[str]) -> list[str]:
     """The partitions of ``asset`` among ``keys`` that Dagster reports STALE or MISSING, in order."""
     resolver = CachingStaleStatusResolver(instance, asset_graph, LoadingContextForTest(instance))  # one cache
@@ -160,7 +166,7 @@ def build_sensor(settings: Settings, jobs: Sequence) -> dg.SensorDefinition:
         summary = list(repository.get_job("summarise_seeds").asset_layer.executable_asset_keys)
         if pending or _in_flight(instance, "wfa_seeds"):
             return
-        if any(v != "FRESH" for v in stale_statuses(instance, asset_graph, summary).values()):
+        if not all_fresh(instance, asset_graph, summary):
             state = _keys_state(instance, asset_graph, summary, ["wfa_results", "market_bars"])
             yield dg.RunRequest(run_key=f"summarise_seeds:{state}", job_name="summarise_seeds", tags=tags)
 
