@@ -19,10 +19,11 @@ cores, i.e. at most 1.9 core-ms per trial all-in; printed beside the reference w
 Also printed, for the K seeds run together (issue 16's other targets):
 
 * memory, sampled every 0.2 s from ``/proc/<pid>/smaps_rollup`` of every process of the run: the largest resident
-  set (RSS) of one process, its anonymous part (heap and stacks: what one more seed process adds; the rest of its
-  RSS is file pages, mostly the memory-mapped rolling lines ``<home>/lines``, which every seed maps from the one
-  copy in the page cache), and the peak of the proportional sets summed over all processes (PSS: what the machine
-  holds, shared pages counted once);
+  set (RSS) of a seed process (a ``btc-assets seed`` worker) and its anonymous part (heap and stacks: what one more
+  seed process adds; the rest of its RSS is file pages: libraries and the part of the memory-mapped rolling lines
+  ``<home>/lines`` it holds mapped, at most ``[wfa] lines_resident_mb``, all of it from the one copy in the page
+  cache), the largest RSS of any process (and which), and the peak of the proportional sets summed over all
+  processes (PSS: shared pages counted once);
 * each seed's checkpoint (bytes on disk, apparent size) and the time to replay a finished seed's whole journal
   through Optuna (every (fold, phase) study's journal file opened and its trials loaded).
 
@@ -102,6 +103,11 @@ class MemorySampler(threading.Thread):
         self.peak_rss: dict[int, int] = {}  # kB
         self.peak_anon: dict[int, int] = {}
         self.peak_pss_sum = 0
+        self.command: dict[int, list[str]] = {}  # pid → its command line
+
+    def is_seed(self, pid: int) -> bool:
+        """A seed worker (``btc-assets … seed``: runs seeds, one after the other)."""
+        return "seed" in self.command.get(pid, [])[3:]
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -110,6 +116,8 @@ class MemorySampler(threading.Thread):
                 try:
                     if self.tag not in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
                         continue
+                    if pid not in self.command:
+                        self.command[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
                     fields = {
                         line.split(":")[0]: int(line.split()[1])
                         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]
@@ -215,15 +223,21 @@ def main() -> None:
             f"full profile, 30 seeds, projected: {projected / 60:.1f} min (target < 10 min): chain {chain:.0f} s + "
             f"once {once:.0f} s + {math.ceil(30 / cores)} rounds × {wall / rounds:.0f} s + summary ≤ {summary_30:.0f} s"
         )
-        top = max(sampler.peak_rss, key=sampler.peak_rss.get) if sampler.peak_rss else None
+        seeds = [pid for pid in sampler.peak_rss if sampler.is_seed(pid)]
+        top = max(seeds, key=sampler.peak_rss.get) if seeds else None
         if top is not None:
             lines = folder_bytes(home / "lines") if (home / "lines").exists() else 0
+            other = max(sampler.peak_rss, key=sampler.peak_rss.get)
+            argv = [a for a in sampler.command[other][1:] if a and str(home) not in a and a != "--home"]
+            what = " ".join(Path(a).name if a.startswith("/") else a for a in argv)[:60]
             print(
-                f"memory: largest process RSS {sampler.peak_rss[top] / 2**20:.2f} GB (target ≤ 1 GB per seed), of "
-                f"which anonymous {sampler.peak_anon[top] / 2**20:.2f} GB (largest of any process "
-                f"{max(sampler.peak_anon.values()) / 2**20:.2f} GB); all {len(sampler.peak_rss)} "
-                f"processes together (sum of PSS) peak {sampler.peak_pss_sum / 2**20:.2f} GB; shared memory-mapped "
-                f"lines {lines / 2**30:.2f} GB, one copy per machine"
+                f"memory: largest seed process RSS {sampler.peak_rss[top] / 2**20:.2f} GB (target ≤ 1 GB per seed), "
+                f"of which anonymous {sampler.peak_anon[top] / 2**20:.2f} GB; largest of any process "
+                f"{sampler.peak_rss[other] / 2**20:.2f} GB ({what}), largest anonymous "
+                f"{max(sampler.peak_anon.values()) / 2**20:.2f} GB; all {len(sampler.peak_rss)} processes together "
+                f"(sum of PSS) peak {sampler.peak_pss_sum / 2**20:.2f} GB; shared memory-mapped lines "
+                f"{lines / 2**30:.2f} GB, one copy per machine (in the page cache, mapped by each process as it reads "
+                "them: [wfa] lines_resident_mb)"
             )
         sizes = [folder_bytes(home / "checkpoints" / f"seed_{i:02d}") for i in range(1, args.seeds + 1)]
         replay, slowest, replayed = journal_replay_seconds(home / "checkpoints" / "seed_01")

@@ -221,6 +221,10 @@ class WfaSettings:
     # the search space's rolling lines memory-mapped from files every seed process shares (<home>/lines, one set per
     # data version: ~1.3 GB on the real history), instead of kept in each process; results are the same either way
     shared_lines: bool = False
+    # with shared_lines: MB of those lines a seed process keeps mapped (btc_assets.line_store): its resident set stays
+    # within its own memory + this, at ~5 % more CPU (a released line is mapped again from the page cache when read
+    # again); 0: no bound (a seed process's resident set then counts every line it touched, ~1.3 GB on the real data)
+    lines_resident_mb: int = 64
 
 
 # the chain original → … → mixture_soft (the full system), then the side variants, each one step off mixture_soft

@@ -7,6 +7,10 @@ written once per data version (the bars' fingerprint) as one ``.npy`` matrix per
     <folder>/<fingerprint>-<code>/<kind>_<low>_<high>.npy     row w - low = the line of window w
 
 and every process maps them read-only: the page cache holds one copy per machine, whatever the number of seeds.
+A process's resident set holds only what it touched lately: once the lines handed out since the last release
+reach ``resident_budget`` bytes, every map is released (``madvise(MADV_DONTNEED)``: the process's page-table
+entries go, the pages stay in the page cache, a later read maps them again from there, no disk read), so a seed
+process holds at most about that much of the files however many lines its search reads.
 ``<code>`` is the source digest of the code that builds the lines (``version``), so an edited line builder never
 reads lines an older one wrote.
 The first process builds what is missing under an exclusive lock (the others wait for it); each file is written
@@ -16,6 +20,8 @@ atomically, so a crash mid-build leaves no partial file. The values are the comp
 from __future__ import annotations
 
 import fcntl
+import mmap
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -23,11 +29,29 @@ import numpy as np
 
 from btc_assets.atomic import atomic_path
 
+UNBOUNDED = 2**62  # a resident budget no process reaches
+
+
+def _map_npy(path: Path) -> tuple[mmap.mmap, np.ndarray]:
+    """The ``.npy`` file at ``path`` mapped read-only: (the map, a plain read-only ndarray over it). A plain array,
+    not a ``np.memmap``: a row of a memmap costs ~3 µs more per read."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in read_header:
+            raise ValueError(f"{path}: .npy format {version} is not one SharedLines writes (1.0 or 2.0)")
+        shape, fortran, dtype = read_header[version](f)
+        offset = f.tell()
+        buffer = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    count = int(np.prod(shape))
+    array = np.frombuffer(buffer, dtype=dtype, count=count, offset=offset)
+    return buffer, array.reshape(shape, order="F" if fortran else "C")
+
 
 class SharedLines:
     """The lines of ``windows`` (kind → window range) for the bars with ``fingerprint``, memory-mapped from
     ``folder`` (built there first with ``compute(kind, window)`` when missing), kept apart per ``version`` of the
-    code that computes them."""
+    code that computes them; at most about ``resident_budget`` bytes of them stay mapped (module docstring)."""
 
     def __init__(
         self,
@@ -36,12 +60,18 @@ class SharedLines:
         windows: Mapping[str, range],
         compute: Callable[[str, int], np.ndarray],
         version: str = "",
+        resident_budget: int = UNBOUNDED,
     ) -> None:
         self.fingerprint = fingerprint
         key = f"{fingerprint}-{version}" if version else fingerprint
         self.dir = Path(folder) / key
         self.built: list[str] = []  # files this process wrote
         self._maps: dict[str, tuple[int, int, np.ndarray]] = {}
+        self._buffers: list[mmap.mmap] = []
+        self.resident_budget = resident_budget
+        self.releases = 0  # times the maps were released
+        self._handed = 0  # bytes of lines handed out since the last release
+        self._lock = threading.Lock()
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(Path(folder) / f"{key}.lock", "a+") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
@@ -61,8 +91,9 @@ class SharedLines:
                             matrix.flush()
                             del matrix
                         self.built.append(path.name)
-                    # a plain read-only ndarray over the map (a row of a np.memmap costs ~3 µs more per read)
-                    self._maps[kind] = (low, high, np.asarray(np.load(path, mmap_mode="r")))
+                    buffer, matrix = _map_npy(path)
+                    self._buffers.append(buffer)
+                    self._maps[kind] = (low, high, matrix)
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
@@ -73,7 +104,20 @@ class SharedLines:
         entry = self._maps.get(kind)
         if entry is None or not entry[0] <= window <= entry[1]:
             return None
-        return entry[2][window - entry[0]]
+        line = entry[2][window - entry[0]]
+        with self._lock:
+            self._handed += line.nbytes
+            if self._handed > self.resident_budget:
+                self.release()
+                self._handed = line.nbytes
+        return line
+
+    def release(self) -> None:
+        """Drop every mapped page from this process's resident set (they stay in the page cache; the values read
+        later are the same: the files are read-only)."""
+        for buffer in self._buffers:
+            buffer.madvise(mmap.MADV_DONTNEED)
+        self.releases += 1
 
     @property
     def nbytes(self) -> int:

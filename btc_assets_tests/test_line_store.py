@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -14,7 +15,7 @@ import pytest
 from btc_assets import experts
 from btc_assets.config import get_profile
 from btc_assets.folds import FoldSchedule
-from btc_assets.line_store import SharedLines
+from btc_assets.line_store import UNBOUNDED, SharedLines
 from btc_assets.versions import source_digest
 from btc_assets.wfa import run_seed
 from btc_assets.wfa.run import shared_lines
@@ -78,8 +79,9 @@ def test_a_seed_on_shared_lines_equals_one_on_its_own(inputs: Path, tmp_path: Pa
     bars, vol, probs = (pd.read_parquet(inputs / f"{n}.parquet") for n in ("bars", "volatility", "probs"))
     profile = get_profile("quick")
     settings = replace(
-        profile.wfa, n_trials=6, n_startup_trials=2, max_folds=2, select_top=2, progress_every=0.0, shared_lines=True
-    )
+        profile.wfa, n_trials=6, n_startup_trials=2, max_folds=2, select_top=2, progress_every=0.0, shared_lines=True,
+        lines_resident_mb=1,  # the maps released every few lines: the same results
+    )  # fmt: skip
 
     def go(name: str, lines: str | None):
         return run_seed(
@@ -103,3 +105,42 @@ def test_a_seed_on_shared_lines_equals_one_on_its_own(inputs: Path, tmp_path: Pa
     names = sorted(p.name for p in folder.iterdir())
     assert names == sorted(f"{k}_{r.start}_{r.stop - 1}.npy" for k, r in experts.line_windows().items())
     assert shared_lines(arrays, str(tmp_path / "lines")).shared.built == []  # the next seed builds nothing
+
+
+def _resident_bytes(path: Path) -> int:
+    """Bytes of ``path``'s mapping(s) resident in this process (``/proc/self/smaps``: each mapping's first line
+    ends with its file's path, its ``Rss:`` line follows)."""
+    text = Path("/proc/self/smaps").read_text()
+    return 1024 * sum(int(kb) for kb in re.findall(re.escape(str(path)) + r"\n(?:.*\n)*?Rss:\s+(\d+) kB", text))
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads /proc/self/smaps (Linux)")
+def test_the_resident_lines_stay_within_the_budget_and_read_the_same(inputs: Path, tmp_path: Path) -> None:
+    bars = _bars(inputs)
+    reference = experts.LineCache()
+    windows = {"high_max": range(5, 45)}
+    line_bytes = len(bars) * 8
+    budget = 5 * line_bytes
+
+    def read_all(store: SharedLines) -> int:
+        """Every line read whole (and checked); the most of the file resident at any time."""
+        most = 0
+        for w in windows["high_max"]:
+            line = store.line(bars.fingerprint, "high_max", w)
+            assert line.tobytes() == reference.get(bars, "high_max", w).tobytes()
+            most = max(most, _resident_bytes(path))
+        return most
+
+    unbounded = SharedLines(
+        tmp_path, bars.fingerprint, windows, lambda k, w: reference.get(bars, k, w), resident_budget=UNBOUNDED
+    )
+    path = unbounded.dir / "high_max_5_44.npy"
+    assert read_all(unbounded) >= 40 * line_bytes and unbounded.releases == 0  # without releases: the whole file
+    unbounded.release()
+    assert _resident_bytes(path) == 0
+
+    bounded = SharedLines(tmp_path, bars.fingerprint, windows, lambda k, w: 1 / 0, resident_budget=budget)
+    most = read_all(bounded)
+    assert bounded.releases >= 7  # 40 lines through a budget of 5
+    assert most <= budget + 2 * line_bytes + 2**17  # the budget, the line being read, page and fault-around slack
+    assert read_all(bounded) <= most + 2**17  # the second pass reads the same values, mapped again

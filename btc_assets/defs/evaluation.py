@@ -174,7 +174,8 @@ def wfa_attribution(
     phases = phase_labels(regime_phases)
     # the experts' lines, shared by the seeds: the seeds' memory-mapped files when they use them (built already)
     if study.profile.wfa.shared_lines:
-        lines = shared_lines(BarArrays.from_market_bars(market_bars), str(project.paths.lines), study.profile.experts)
+        arrays, wfa = BarArrays.from_market_bars(market_bars), study.profile.wfa
+        lines = shared_lines(arrays, str(project.paths.lines), study.profile.experts, wfa.lines_resident_mb)
     else:
         lines = LineCache(maxsize=256)
     runs = {

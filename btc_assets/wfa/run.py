@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 from btc_assets import experts
 from btc_assets.config import ExpertSettings, PortfolioSettings, WfaSettings
 from btc_assets.folds import FoldSchedule
-from btc_assets.line_store import SharedLines
+from btc_assets.line_store import UNBOUNDED, SharedLines
 from btc_assets.overfitting import study_cscv, unselected_trials
 from btc_assets.portfolio.engine import new_state
 from btc_assets.portfolio.layout import State
@@ -138,7 +138,9 @@ def run_seed(
 
     arrays = experts.BarArrays.from_market_bars(bars)
     shared = lines is not None and settings.shared_lines
-    signals = SignalCache(arrays, lines=shared_lines(arrays, lines, expert_settings) if shared else None)
+    signals = SignalCache(
+        arrays, lines=shared_lines(arrays, lines, expert_settings, settings.lines_resident_mb) if shared else None
+    )
     # expert columns are built per phase by the fold objective; the portfolio's own signal table is not used
     inputs = prepare_inputs(bars, volatility, regime_probabilities, _no_signals(len(bars)), portfolio)
     fold_ids = _fold_ids(regime_probabilities, settings)
@@ -322,10 +324,11 @@ def run_seed(
 
 
 def shared_lines(
-    arrays: experts.BarArrays, folder: str, expert_settings: ExpertSettings | None = None
+    arrays: experts.BarArrays, folder: str, expert_settings: ExpertSettings | None = None, resident_mb: int = 0
 ) -> experts.LineCache:
     """A line cache that reads the search space's lines from the memory-mapped files in ``folder`` (built first
-    when missing) and keeps only the few others (windows outside the ranges) in this process."""
+    when missing) and keeps only the few others (windows outside the ranges) in this process; at most
+    ``resident_mb`` MB of the files stay mapped in it (0: no bound; ``[wfa] lines_resident_mb``)."""
     builder = experts.LineCache(maxsize=8)
     store = SharedLines(
         folder,
@@ -333,6 +336,7 @@ def shared_lines(
         experts.line_windows(expert_settings),
         lambda k, w: builder.get(arrays, k, w),
         version=source_digest("btc_assets.experts"),  # an edited line builder writes its own files
+        resident_budget=resident_mb * 2**20 if resident_mb > 0 else UNBOUNDED,
     )
     return experts.LineCache(maxsize=256, shared=store)
 
