@@ -27,7 +27,8 @@ Also printed, for the K seeds run together (issue 16's other targets):
 * each seed's checkpoint (bytes on disk, apparent size) and the time to replay a finished seed's whole journal
   through Optuna (every (fold, phase) study's journal file opened and its trials loaded).
 
-Run: python3 benchmarks/bench_full_profile.py [--seeds K]   (needs ../shared/data; takes a few minutes)
+Run: python3 benchmarks/bench_full_profile.py [--seeds K] [--lines-resident-mb MB]   (needs ../shared/data; takes a
+few minutes)
 """
 
 from __future__ import annotations
@@ -196,8 +197,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=cores, help="seeds to time after seed 0 (default: cores)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary BTC_ASSETS_HOME")
     parser.add_argument("--home", help="the BTC_ASSETS_HOME to use and keep (default: a new temporary folder)")
+    parser.add_argument(
+        "--lines-resident-mb", type=int, help="[wfa] lines_resident_mb for the run (written to <home>/config.toml)"
+    )
     args = parser.parse_args()
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="bench-full-"))
+    if args.lines_resident_mb is not None:
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "config.toml").write_text(f"[wfa]\nlines_resident_mb = {args.lines_resident_mb}\n")
     before = reference_ms()
     try:
         first, _ = run(home, "0")

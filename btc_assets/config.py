@@ -20,6 +20,10 @@ from pathlib import Path
 
 from btc_assets.folds import FoldSchedule
 
+# metadata of a settings field that changes no result (how it is computed, not what it is): left out of the
+# settings hash of the version mechanism (btc_assets.versions.settings_hash)
+NO_RESULT = {"result": False}
+
 DEFAULT_HOME = "./data"
 
 
@@ -221,10 +225,11 @@ class WfaSettings:
     # the search space's rolling lines memory-mapped from files every seed process shares (<home>/lines, one set per
     # data version: ~1.3 GB on the real history), instead of kept in each process; results are the same either way
     shared_lines: bool = False
-    # with shared_lines: MB of those lines a seed process keeps mapped (btc_assets.line_store): its resident set stays
-    # within its own memory + this, at ~5 % more CPU (a released line is mapped again from the page cache when read
-    # again); 0: no bound (a seed process's resident set then counts every line it touched, ~1.3 GB on the real data)
-    lines_resident_mb: int = 64
+    # with shared_lines: MB of those lines a seed process keeps mapped (btc_assets.line_store), so its resident set
+    # stays within its own memory + this (for a scheduler that limits each process's RSS). The machine holds the
+    # lines once either way, in the page cache; a bound costs ~16 % more CPU in the seeds (a released line is mapped
+    # again when read again). 0: no bound (a seed's RSS then counts every line it read, ~1.3 GB on the real data)
+    lines_resident_mb: int = field(default=0, metadata=NO_RESULT)
 
 
 # the chain original → … → mixture_soft (the full system), then the side variants, each one step off mixture_soft

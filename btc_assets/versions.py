@@ -17,7 +17,7 @@ from __future__ import annotations
 import ast
 import hashlib
 from collections.abc import Iterable
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from functools import cache
 from pathlib import Path
 
@@ -126,8 +126,18 @@ def source_digest(*modules: str) -> str:
 
 
 def settings_hash(*sections: object) -> str:
-    """A short stable hash of settings sections (dataclasses)."""
-    text = repr([(type(s).__name__, asdict(s)) for s in sections])  # type: ignore[call-overload]
+    """A short stable hash of settings sections (dataclasses): every field but those whose metadata says
+    ``result: False`` (``btc_assets.config.NO_RESULT``: how a result is computed, never what it is; changing one
+    keeps the assets synced and the checkpoints resumable)."""
+
+    def hashed(section: object) -> dict[str, object]:
+        values = asdict(section)  # type: ignore[call-overload]
+        for f in fields(section):  # type: ignore[arg-type]
+            if not f.metadata.get("result", True):
+                del values[f.name]
+        return values
+
+    text = repr([(type(s).__name__, hashed(s)) for s in sections])
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 

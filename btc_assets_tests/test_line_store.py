@@ -98,6 +98,13 @@ def test_a_seed_on_shared_lines_equals_one_on_its_own(inputs: Path, tmp_path: Pa
     assert not (tmp_path / "off_lines").exists()  # the setting off: nothing written
     pd.testing.assert_frame_equal(shared.trials, alone.trials, check_exact=True)
     pd.testing.assert_frame_equal(shared.oos, alone.oos, check_exact=True)
+    # the bound changes no result, so not the checkpoint's key either: without it, the seed resumes as done
+    unbounded = replace(settings, lines_resident_mb=0)
+    again = run_seed(
+        4, "seed_04", bars, vol, probs, settings=unbounded, portfolio=profile.portfolio, schedule=SCHEDULE,
+        checkpoints=str(tmp_path / "shared"), say=lambda m: None, lines=str(tmp_path / "lines"),
+    )  # fmt: skip
+    assert again.trials_run == 0 and again.trials.equals(shared.trials)
     # the search space's lines are in the files, one matrix per line kind
     arrays = experts.BarArrays.from_market_bars(bars)
     (folder,) = (tmp_path / "lines").glob(f"{arrays.fingerprint}-*/")  # one set, keyed by data and line code

@@ -6,7 +6,7 @@ same digest."""
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
+from dataclasses import fields, make_dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -93,6 +93,18 @@ def test_a_setting_changes_the_stages_that_read_it() -> None:
     changed = replace(profile, volatility=replace(profile.volatility, horizon=12))
     moved = {n for n in COMPUTED_BY if asset_code_version(n, profile) != asset_code_version(n, changed)}
     assert moved == {"volatility"}
+
+
+def test_a_setting_that_changes_no_result_changes_no_version() -> None:
+    """A field marked ``NO_RESULT`` (how a result is computed) is left out of the hash: the same versions as
+    without the field; every other field counts."""
+    profile = get_profile("full")
+    bounded = replace(profile, wfa=replace(profile.wfa, lines_resident_mb=64))
+    assert all(asset_code_version(n, profile) == asset_code_version(n, bounded) for n in COMPUTED_BY)
+    values = {f.name: getattr(profile.wfa, f.name) for f in fields(profile.wfa) if f.name != "lines_resident_mb"}
+    without = make_dataclass("WfaSettings", list(values))(**values)  # the section as it was before the field
+    assert versions.settings_hash(without) == versions.settings_hash(profile.wfa)
+    assert versions.settings_hash(replace(profile.wfa, n_trials=7)) != versions.settings_hash(profile.wfa)
 
 
 def test_the_checkpoint_is_keyed_by_the_seed_assets_code_version() -> None:
