@@ -115,10 +115,11 @@ def test_run_keeps_history_in_persistent_instance(tmp_path: Path) -> None:
         runs = instance.get_runs()
         # per command: the raw re-read, the chain when unsynced, the seeds not done, the summary when unsynced (not
         # on the run that found everything done) / the ablation
-        # the ablation: one run per (variant, seed) partition, the Gaussian regimes once and its table twice
+        # the ablation: one run per (variant, seed) partition, the Gaussian regimes once and its table once (the
+        # second command found it up to date)
         assert sorted(r.job_name for r in runs) == (
             ["ablation_runs"] * 2 * len(CLI_VARIANTS)
-            + ["ablation_study"] * 3
+            + ["ablation_study"] * 2
             + ["btc_study"] * 7
             + ["summarise_seeds"] * 2
             + ["wfa_seeds"] * 4
@@ -243,6 +244,7 @@ def check_ablation(home: Path, cwd: Path) -> None:
     again = cli("ablation", "--profile", "quick", home=home, cwd=cwd)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"{n_runs} run(s) already done and up to date, skipped" in again.stderr
+    assert "the ablation table is up to date" in again.stderr and again.stdout == first.stdout  # read, not rerun
     pd.testing.assert_frame_equal(pd.read_parquet(home / "warehouse" / "ablation" / "data.parquet"), table)
 
 
