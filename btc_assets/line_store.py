@@ -15,12 +15,17 @@ process holds at most about that much of the files however many lines its search
 reads lines an older one wrote.
 The first process builds what is missing under an exclusive lock (the others wait for it); each file is written
 atomically, so a crash mid-build leaves no partial file. The values are the computed lines, bit for bit.
+New data (a daily update) or new line code makes a new set; opening one deletes the sets beyond the
+``KEEP_SETS`` most recently opened (never one another process is building or opening: it holds that set's lock). A
+process that still maps a deleted set's files reads them on: the files go when the last map does.
 """
 
 from __future__ import annotations
 
 import fcntl
 import mmap
+import os
+import shutil
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -30,6 +35,7 @@ import numpy as np
 from btc_assets.atomic import atomic_path
 
 UNBOUNDED = 2**62  # a resident budget no process reaches
+KEEP_SETS = 2  # line sets kept in a folder: the one just opened and the one opened before it (~1.25 GB each)
 
 
 def _map_npy(path: Path) -> tuple[mmap.mmap, np.ndarray]:
@@ -96,6 +102,8 @@ class SharedLines:
                     self._maps[kind] = (low, high, matrix)
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+        os.utime(self.dir)  # the most recently opened set
+        self.pruned = _prune(Path(folder), self.dir, KEEP_SETS)  # sets this process deleted
 
     def line(self, fingerprint: str, kind: str, window: int) -> np.ndarray | None:
         """The stored line (a read-only view of the mapped file), or None when it is not stored."""
@@ -123,3 +131,22 @@ class SharedLines:
     def nbytes(self) -> int:
         """Bytes of the mapped files."""
         return sum(m.nbytes for _, _, m in self._maps.values())
+
+
+def _prune(folder: Path, current: Path, keep: int) -> list[str]:
+    """Delete the line sets in ``folder`` beyond the ``keep`` most recently opened ones (``current`` among them),
+    skipping any whose lock another process holds; returns their names."""
+    sets = sorted((d for d in folder.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime_ns, reverse=True)
+    removed = []
+    for old in [d for d in sets if d != current][max(keep - 1, 0) :]:
+        with open(folder / f"{old.name}.lock", "a+") as lock:
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # being built or opened: in use
+            try:
+                shutil.rmtree(old, ignore_errors=True)
+                removed.append(old.name)
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    return removed

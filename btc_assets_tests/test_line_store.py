@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
 import subprocess
 import sys
@@ -151,3 +153,30 @@ def test_the_resident_lines_stay_within_the_budget_and_read_the_same(inputs: Pat
     assert bounded.releases >= 7  # 40 lines through a budget of 5
     assert most <= budget + 2 * line_bytes + 2**17  # the budget, the line being read, page and fault-around slack
     assert read_all(bounded) <= most + 2**17  # the second pass reads the same values, mapped again
+
+
+def test_only_the_two_most_recently_opened_sets_are_kept(inputs: Path, tmp_path: Path) -> None:
+    """New data or new line code makes a new set (1.25 GB on the real history): opening one deletes the sets beyond
+    the two most recently opened, except one whose lock is held (being built or opened); a process that maps a
+    deleted set reads it on."""
+    bars = _bars(inputs)
+    compute = experts.LineCache()
+    stores = {}
+    for age, version in enumerate(("aaa", "bbb", "ccc")):
+        stores[version] = SharedLines(
+            tmp_path, bars.fingerprint, WINDOWS, lambda k, w: compute.get(bars, k, w), version
+        )
+        os.utime(stores[version].dir, ns=(age * 10**9, age * 10**9))  # opened one second after the previous
+    assert stores["ccc"].pruned == [f"{bars.fingerprint}-aaa"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [
+        f"{bars.fingerprint}-{v}" for v in ("bbb", "ccc")
+    ]
+    kept = stores["aaa"].line(bars.fingerprint, "rsi", 9)  # its files are deleted; the map still reads them
+    assert kept.tobytes() == compute.get(bars, "rsi", 9).tobytes()
+    with open(tmp_path / f"{bars.fingerprint}-bbb.lock", "a+") as lock:  # another process opening "bbb"
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        newest = SharedLines(tmp_path, bars.fingerprint, WINDOWS, lambda k, w: compute.get(bars, k, w), "ddd")
+    assert newest.pruned == []  # "bbb" is in use, "ccc" is the most recent before "ddd"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [
+        f"{bars.fingerprint}-{v}" for v in ("bbb", "ccc", "ddd")
+    ]
