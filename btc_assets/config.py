@@ -211,9 +211,12 @@ class WfaSettings:
     cost_budget_penalty: float = 100.0
     min_risk_scale: float = 0.25  # per-phase vol-target multiplier range
     max_risk_scale: float = 2.0
-    storage: str = ""  # Optuna storage URL (postgresql+psycopg2://…); empty: a journal file per seed under checkpoints/
-    shared: bool = False  # several processes/machines work on one seed through `storage` (btc_assets.wfa.distributed)
-    progress_every: float = 600.0  # seconds between progress records (also written at every phase end)
+    # Where and how a seed runs, never what it finds (NO_RESULT: outside the version hash): the Optuna storage URL
+    # (postgresql+psycopg2://…; empty: a journal file per study under checkpoints/), several processes/machines on
+    # one seed through it (btc_assets.wfa.distributed), seconds between progress records (also at every phase end)
+    storage: str = field(default="", metadata=NO_RESULT)
+    shared: bool = field(default=False, metadata=NO_RESULT)
+    progress_every: float = field(default=600.0, metadata=NO_RESULT)
     pbo_trials: int = 50  # per (fold, phase): the best trials (by fit) whose weekly returns feed the CSCV PBO
     pbo_blocks: int = 16
     experts: tuple[str, ...] = EXPERTS  # the experts a phase may weight (others get weight 0, default parameters)
@@ -224,7 +227,7 @@ class WfaSettings:
     search_experts: bool = True  # search the directional experts' parameters per phase (else the experts' defaults)
     # the search space's rolling lines memory-mapped from files every seed process shares (<home>/lines, one set per
     # data version: ~1.3 GB on the real history), instead of kept in each process; results are the same either way
-    shared_lines: bool = False
+    shared_lines: bool = field(default=False, metadata=NO_RESULT)
     # with shared_lines: MB of those lines a seed process keeps mapped (btc_assets.line_store), so its resident set
     # stays within its own memory + this (for a scheduler that limits each process's RSS). The machine holds the
     # lines once either way, in the page cache; a bound costs ~16 % more CPU in the seeds (a released line is mapped

@@ -13,7 +13,7 @@ import pytest
 
 import btc_assets
 from btc_assets import versions
-from btc_assets.config import get_profile
+from btc_assets.config import NO_RESULT, get_profile
 from btc_assets.defs import COMPUTED_BY, asset_code_version
 from btc_assets_tests.conftest import definitions
 
@@ -96,13 +96,16 @@ def test_a_setting_changes_the_stages_that_read_it() -> None:
 
 
 def test_a_setting_that_changes_no_result_changes_no_version() -> None:
-    """A field marked ``NO_RESULT`` (how a result is computed) is left out of the hash: the same versions as
-    without the field; every other field counts."""
+    """Fields marked ``NO_RESULT`` (where and how a seed runs) are left out of the hash: the versions are those of
+    the section without them; every other field counts."""
     profile = get_profile("full")
-    bounded = replace(profile, wfa=replace(profile.wfa, lines_resident_mb=64))
-    assert all(asset_code_version(n, profile) == asset_code_version(n, bounded) for n in COMPUTED_BY)
-    values = {f.name: getattr(profile.wfa, f.name) for f in fields(profile.wfa) if f.name != "lines_resident_mb"}
-    without = make_dataclass("WfaSettings", list(values))(**values)  # the section as it was before the field
+    changes = {"storage": "sqlite:///x.db", "shared": True, "progress_every": 5.0, "shared_lines": False}
+    elsewhere = replace(profile, wfa=replace(profile.wfa, lines_resident_mb=64, **changes))
+    assert all(asset_code_version(n, profile) == asset_code_version(n, elsewhere) for n in COMPUTED_BY)
+    marked = {f.name for f in fields(profile.wfa) if f.metadata == NO_RESULT}
+    assert marked == {"lines_resident_mb", *changes}
+    values = {f.name: getattr(profile.wfa, f.name) for f in fields(profile.wfa) if f.name not in marked}
+    without = make_dataclass("WfaSettings", list(values))(**values)  # the section without the marked fields
     assert versions.settings_hash(without) == versions.settings_hash(profile.wfa)
     assert versions.settings_hash(replace(profile.wfa, n_trials=7)) != versions.settings_hash(profile.wfa)
 
