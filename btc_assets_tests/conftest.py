@@ -127,6 +127,27 @@ def funding() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="session")
+def shared_fits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One fit cache (``btc_assets.fits``: GARCH and HMM refits keyed by their inputs and the stage's code) for the
+    scenario tests' homes, shared by the session's xdist workers: those tests run the quick chain on the same demo
+    market, and what they test is the command line, the UI and the faults, not the fits (``btc_assets.regimes`` and
+    ``btc_assets.volatility`` have their own tests, and ``test_incremental`` the cache). The first home to need a
+    refit fits it; a fit is a pure function of its key, written atomically, so workers racing on one key write the
+    same bytes. Link a home to it with :func:`use_shared_fits`."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared_fits"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def use_shared_fits(home: Path, fits: Path) -> Path:
+    """Make ``home/fits`` (``Paths.fits``) a link to the session's :func:`shared_fits`; returns ``home``."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "fits").symlink_to(fits, target_is_directory=True)
+    return home
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "btcusdt_1h.parquet").exists():
         pytest.skip(f"real data not found at {SHARED_DATA}")

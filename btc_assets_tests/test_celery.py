@@ -23,6 +23,7 @@ import yaml
 
 from btc_assets.ingestion.demo import DemoMarketSpec, generate_demo_market
 from btc_assets.wfa.study import BATCH_TRIALS
+from btc_assets_tests.conftest import use_shared_fits
 from btc_assets_tests.test_faults import N_TRIALS, TOTAL, _assert_equal_to_uninterrupted, _progress
 from btc_assets_tests.test_postgres import _admin, _drop, _instance_yaml, _url, server  # noqa: F401 (fixture)
 
@@ -80,12 +81,12 @@ def _wait(what: str, condition, timeout: float, procs: list[subprocess.Popen]):
 
 
 def test_seeds_on_two_celery_workers_survive_a_killed_worker(
-    rabbitmq: None, databases: tuple[str, str], tmp_path: Path
+    rabbitmq: None, databases: tuple[str, str], tmp_path: Path, shared_fits: Path
 ) -> None:
     import dagster as dg
 
     dagster_db, optuna_db = databases
-    home = tmp_path / "home"
+    home = use_shared_fits(tmp_path / "home", shared_fits)
     (home / "dagster").mkdir(parents=True)
     (home / "dagster" / "dagster.yaml").write_text(_instance_yaml(dagster_db))
     (home / "config.toml").write_text(

@@ -16,7 +16,7 @@ import pytest
 
 from btc_assets.ingestion.demo import DemoMarketSpec, generate_demo_market
 from btc_assets.wfa.checkpoint import read_json
-from btc_assets_tests.conftest import make_funding, make_ohlcv
+from btc_assets_tests.conftest import make_funding, make_ohlcv, use_shared_fits
 
 EXE = shutil.which("btc-assets") or str(Path(sys.executable).parent / "btc-assets")
 # the ablation through the CLI: the first and a side variant, and one step whose reference is skipped
@@ -49,14 +49,14 @@ def test_ingest_accepts_good_and_rejects_bad(tmp_path: Path) -> None:
     assert f"{bad}: row 10: rule 'ohlc-inconsistent'" in rejected.stderr
 
 
-def test_run_keeps_history_in_persistent_instance(tmp_path: Path) -> None:
+def test_run_keeps_history_in_persistent_instance(tmp_path: Path, shared_fits: Path) -> None:
     """``run`` materialises the chain, then the profile's seeds, two at once in separate processes (one run per
-    seed on the same SQLite instance: no storage lock); running it again skips what is done; the ablation and the
-    report on the same home. Then other data, with the instance's pool limit lowered to 1: the seeds' checkpoints
-    start fresh and say so, and two seed runs never optimise at the same time (``run`` launches no more seeds at
-    once than the pool allows; Dagster's own slot claims can race on SQLite)."""
-    home = tmp_path / "home"
-    home.mkdir()
+    seed on the same SQLite instance: no storage lock); running it again skips what is done. Then other data (three
+    years of the demo market, the other tests' scenario market), with the instance's pool limit lowered to 1: the
+    seeds' checkpoints start fresh and say so, and two seed runs never optimise at the same time (``run`` launches
+    no more seeds at once than the pool allows; Dagster's own slot claims can race on SQLite); the ablation and the
+    report on the same home and data; a killed seed worker."""
+    home = use_shared_fits(tmp_path / "home", shared_fits)
     (home / "config.toml").write_text(f"[ablation]\nvariants = {json.dumps(list(CLI_VARIANTS))}\n")
     first = cli("run", "--profile", "quick", "--jobs", "2", home=home, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -81,17 +81,8 @@ def test_run_keeps_history_in_persistent_instance(tmp_path: Path) -> None:
     lines = status.stdout.splitlines()
     assert status.returncode == 0 and len(lines) == 30 and "seed_29  not started" in lines
     assert lines[0].startswith("seed_00  done     fold 2/2  phase 5/5  trial 6/6  (60/60 trials)")
-    check_ablation(home, tmp_path)
-    report = cli("report", home=home)
-    assert report.returncode == 0, report.stderr
-    page = Path(report.stdout.strip()).read_text()
-    assert page.count("data:image/png;base64,") == 8 and "Not materialised yet" not in page  # every chart
-    assert "Where the out-of-sample P&amp;L comes from" in page  # the attribution (wfa_attribution)
-    assert "src='http" not in page and "<script" not in page  # opens offline
-    assert "original_system" in page and "spa_consistent" in page and "p_month_at_target" in page
-    assert "Original system, as reported" in page and "buy_and_hold_spot" in page
 
-    other = generate_demo_market(DemoMarketSpec(seed=7, years=3.0))  # the quick profile's 2 folds
+    other = generate_demo_market(DemoMarketSpec(years=3.0))  # the quick profile's 2 folds
     other.ohlcv.to_parquet(tmp_path / "other_ohlcv.parquet")
     other.funding.to_parquet(tmp_path / "other_funding.parquet")
     instance_yaml.write_text("telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n")
@@ -114,16 +105,8 @@ def test_run_keeps_history_in_persistent_instance(tmp_path: Path) -> None:
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         runs = instance.get_runs()
         # per command: the raw re-read, the chain when unsynced, the seeds not done, the summary when unsynced (not
-        # on the run that found everything done) / the ablation
-        # the ablation: one run per (variant, seed) partition, the Gaussian regimes once and its table once (the
-        # second command found it up to date)
-        assert sorted(r.job_name for r in runs) == (
-            ["ablation_runs"] * 2 * len(CLI_VARIANTS)
-            + ["ablation_study"] * 2
-            + ["btc_study"] * 7
-            + ["summarise_seeds"] * 2
-            + ["wfa_seeds"] * 4
-        )
+        # on the run that found everything done)
+        assert sorted(r.job_name for r in runs) == ["btc_study"] * 5 + ["summarise_seeds"] * 2 + ["wfa_seeds"] * 4
         steps = []
         for run in runs[: len(runs) - n_runs_before]:  # newest first: the second data's runs
             if run.job_name != "wfa_seeds":
@@ -141,6 +124,15 @@ def test_run_keeps_history_in_persistent_instance(tmp_path: Path) -> None:
     bars = pd.date_range(other.ohlcv["timestamp"].iloc[0], other.ohlcv["timestamp"].iloc[-1], freq="h")
     assert out.stdout.splitlines() == ["n,gaps", f"{len(bars)},{len(bars) - len(other.ohlcv)}"]
     data = ["--ohlcv", str(tmp_path / "other_ohlcv.parquet"), "--funding", str(tmp_path / "other_funding.parquet")]
+    check_ablation(home, tmp_path, data)
+    report = cli("report", home=home)
+    assert report.returncode == 0, report.stderr
+    page = Path(report.stdout.strip()).read_text()
+    assert page.count("data:image/png;base64,") == 8 and "Not materialised yet" not in page  # every chart
+    assert "Where the out-of-sample P&amp;L comes from" in page  # the attribution (wfa_attribution)
+    assert "src='http" not in page and "<script" not in page  # opens offline
+    assert "original_system" in page and "spa_consistent" in page and "p_month_at_target" in page
+    assert "Original system, as reported" in page and "buy_and_hold_spot" in page
     check_worker_killed(home, tmp_path, data)
 
 
@@ -198,11 +190,15 @@ def _workers(home: Path) -> list[int]:
     return pids
 
 
-def check_ablation(home: Path, cwd: Path) -> None:
-    """``btc-assets ablation`` on the quick profile: the configured variants on seeds 0 and 1, one Dagster run per
-    (variant, seed) partition of ``ablation_runs``, intervals and paired tests, the chart; a second run finds every
-    partition up to date, launches none and gives the same table."""
-    first = cli("ablation", "--profile", "quick", home=home, cwd=cwd)
+def check_ablation(home: Path, cwd: Path, data: list[str]) -> None:
+    """``btc-assets ablation`` on the quick profile and ``data``: the configured variants on seeds 0 and 1, one
+    Dagster run per (variant, seed) partition of ``ablation_runs`` (one at a time: the instance's pool allows 1),
+    intervals and paired tests, the chart; a second run finds every partition up to date, launches none and gives the
+    same table. Each command re-reads the raw data (a ``btc_study`` run); the Gaussian regimes and the table are one
+    ``ablation_study`` run each, once."""
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        n_runs_before = len(instance.get_runs())
+    first = cli("ablation", "--profile", "quick", *data, home=home, cwd=cwd)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "up to date" in first.stderr and "p_daily_bootstrap" in first.stdout
     table = pd.read_parquet(home / "warehouse" / "ablation" / "data.parquet")
@@ -241,11 +237,14 @@ def check_ablation(home: Path, cwd: Path) -> None:
         partitions = sorted(r.tags["dagster/partition"] for r in runs)
         assert partitions == sorted(f"seed_0{s}|{v}" for v in CLI_VARIANTS for s in (0, 1))
         assert all(r.is_success for r in runs)
-    again = cli("ablation", "--profile", "quick", home=home, cwd=cwd)
+    again = cli("ablation", "--profile", "quick", *data, home=home, cwd=cwd)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"{n_runs} run(s) already done and up to date, skipped" in again.stderr
     assert "the ablation table is up to date" in again.stderr and again.stdout == first.stdout  # read, not rerun
     pd.testing.assert_frame_equal(pd.read_parquet(home / "warehouse" / "ablation" / "data.parquet"), table)
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        new = sorted(r.job_name for r in instance.get_runs()[: len(instance.get_runs()) - n_runs_before])
+    assert new == ["ablation_runs"] * n_runs + ["ablation_study"] * 2 + ["btc_study"] * 2, new
 
 
 def _perp_files(tmp_path: Path) -> tuple[Path, Path, Path]:

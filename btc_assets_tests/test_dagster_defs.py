@@ -14,7 +14,7 @@ from dagster._core.definitions.data_version import CachingStaleStatusResolver, S
 from dagster._core.loader import LoadingContextForTest
 
 from btc_assets.defs import CHAIN_SELECTION, WFA_SELECTION, build_definitions
-from btc_assets_tests.conftest import definitions, make_funding, make_ohlcv
+from btc_assets_tests.conftest import definitions, make_funding, make_ohlcv, use_shared_fits
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,10 +72,10 @@ def test_dagster_cli_validates_workspace(tmp_path: Path) -> None:
     assert "Validation successful" in done.stdout + done.stderr
 
 
-def test_materialize_demo_then_a_seed_then_staleness(tmp_path: Path) -> None:
+def test_materialize_demo_then_a_seed_then_staleness(tmp_path: Path, shared_fits: Path) -> None:
     """The chain on the demo market, one seed partition, then a code-version bump of volatility: exactly the
     assets and partitions downstream of it are stale (Dagster's own stale-status API)."""
-    defs = definitions(tmp_path, source="demo")
+    defs = definitions(use_shared_fits(tmp_path, shared_fits), source="demo")
     with dg.instance_for_test() as instance:
         result = dg.materialize(defs.assets, resources=defs.resources, instance=instance, selection=CHAIN)
         assert result.success

@@ -27,6 +27,7 @@ import pytest
 
 from btc_assets.ingestion.demo import DemoMarketSpec, generate_demo_market
 from btc_assets.wfa.checkpoint import read_json
+from btc_assets_tests.conftest import use_shared_fits
 
 pytestmark = pytest.mark.slow
 
@@ -161,7 +162,7 @@ def _assert_equal_to_uninterrupted(home: Path, seeds: list[str], checkpoints: Pa
             pd.testing.assert_frame_equal(stored, frame, check_exact=True)
 
 
-def test_postgres_restarted_mid_study(private_server: Server, tmp_path: Path) -> None:
+def test_postgres_restarted_mid_study(private_server: Server, tmp_path: Path, shared_fits: Path) -> None:
     """Two seeds optimising with the Dagster instance and the Optuna storage on PostgreSQL; the server restarts
     (``pg_ctl stop -m fast``: every connection dropped; 3 s later ``pg_ctl start``) while both optimise. The seeds
     resume their studies once the server is back, saying so (or, had it stayed away, fail naming the storage); the
@@ -174,7 +175,7 @@ def test_postgres_restarted_mid_study(private_server: Server, tmp_path: Path) ->
         with c.cursor() as cur:
             cur.execute("CREATE DATABASE dagster")
             cur.execute("CREATE DATABASE optuna")
-    home = tmp_path / "home"
+    home = use_shared_fits(tmp_path / "home", shared_fits)
     (home / "dagster").mkdir(parents=True)
     instance = _instance_yaml("dagster").replace("port: 5432", f"port: {private_server.port}")
     (home / "dagster" / "dagster.yaml").write_text(instance)

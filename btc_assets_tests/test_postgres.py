@@ -27,6 +27,7 @@ import pytest
 from btc_assets.ingestion.demo import DemoMarketSpec, generate_demo_market
 from btc_assets_tests import shared_worker
 from btc_assets_tests.conftest import (
+    use_shared_fits,
     write_wfa_inputs,  # the worker's evaluation and study arguments, shared with the tests
 )
 
@@ -422,13 +423,15 @@ storage:
 
 
 @pytest.mark.slow
-def test_seed_partition_materialised_in_a_dagster_instance_on_postgres(fresh_db: str, tmp_path: Path) -> None:
+def test_seed_partition_materialised_in_a_dagster_instance_on_postgres(
+    fresh_db: str, tmp_path: Path, shared_fits: Path
+) -> None:
     """`btc-assets --home H run --profile quick --seeds 0` (on 3 years of the demo market) with
     H/dagster/dagster.yaml storing the instance in PostgreSQL: the runs succeed and seed_00's materialisation is in
     the database (through the instance and in the tables themselves); nothing is stored in SQLite."""
     import dagster as dg
 
-    home = tmp_path / "home"
+    home = use_shared_fits(tmp_path / "home", shared_fits)
     (home / "dagster").mkdir(parents=True)
     (home / "dagster" / "dagster.yaml").write_text(_instance_yaml(fresh_db))
     market = generate_demo_market(DemoMarketSpec(years=3.0))  # the quick profile's 2 folds, less to compute
