@@ -154,13 +154,15 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def write_wfa_inputs(folder: Path, warmup: str = "365D", test: str = "91D") -> Path:
+def write_wfa_inputs(folder: Path, warmup: str = "365D", test: str = "91D", fits: Path | None = None) -> Path:
     """Three years of the demo market with its volatility and regime refits (8 folds of 91 days), as Parquet files
-    plus ``schedule.json``: the inputs of the walk-forward tests and of ``wfa_worker.py``."""
+    plus ``schedule.json``: the inputs of the walk-forward tests and of ``wfa_worker.py``. ``fits``: a fit cache
+    folder (the session's :func:`shared_fits`), so that the modules asking for the same inputs fit them once."""
     import json
     from dataclasses import asdict, replace
 
     from btc_assets.config import get_profile
+    from btc_assets.fits import FitCache
     from btc_assets.folds import FoldSchedule
     from btc_assets.ingestion import build_market_bars
     from btc_assets.ingestion.demo import DemoMarketSpec, generate_demo_market
@@ -171,8 +173,9 @@ def write_wfa_inputs(folder: Path, warmup: str = "365D", test: str = "91D") -> P
     market = generate_demo_market(DemoMarketSpec(years=3.0))
     bars = build_market_bars(market.ohlcv, market.funding).bars
     profile = get_profile("quick")
-    vol = compute_volatility(bars, schedule, profile.volatility)
-    regimes = compute_regimes(bars, vol, schedule, replace(profile.regimes, n_restarts=1, n_iter=20))
+    vol = compute_volatility(bars, schedule, profile.volatility, FitCache(fits and fits / "volatility"))
+    settings = replace(profile.regimes, n_restarts=1, n_iter=20)
+    regimes = compute_regimes(bars, vol, schedule, settings, FitCache(fits and fits / "regimes"))
     for name, frame in (("bars", bars), ("volatility", vol), ("probs", regimes.probabilities)):
         frame.attrs = {}
         frame.to_parquet(folder / f"{name}.parquet")

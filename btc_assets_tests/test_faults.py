@@ -228,13 +228,12 @@ def _fill(folder: Path) -> Path:
     return filler
 
 
-def test_disk_full_during_a_checkpoint_write(small_disk: Path, tmp_path: Path) -> None:
+def test_disk_full_during_a_checkpoint_write(small_disk: Path, tmp_path: Path, shared_fits: Path) -> None:
     """``BTC_ASSETS_HOME`` on a 64 MiB tmpfs that fills up while a seed optimises: the seed fails with an error that
     names the file it could not write; no checkpoint or Parquet file is torn (every phase record and progress file
     parses, no temp file is left, every Parquet file reads); once space is freed, the same command resumes the seed
     and its result equals an uninterrupted run."""
-    home = small_disk / "home"
-    home.mkdir()
+    home = use_shared_fits(small_disk / "home", shared_fits)
     (home / "config.toml").write_text(f"[wfa]\nn_trials = {N_TRIALS}\nprogress_every = 0.0\n")
     command, proc, out, filler = _run_with_fault(home, tmp_path, ["seed_00"], lambda: _fill(small_disk))
     assert proc.returncode != 0, out[-4000:]

@@ -28,8 +28,8 @@ WINDOWS = {"high_max": range(5, 30), "rsi": range(5, 12), "midpoint": range(5, 9
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_wfa_inputs(tmp_path_factory.mktemp("line_inputs"), SCHEDULE.warmup, SCHEDULE.test)
+def inputs(tmp_path_factory: pytest.TempPathFactory, shared_fits: Path) -> Path:
+    return write_wfa_inputs(tmp_path_factory.mktemp("line_inputs"), SCHEDULE.warmup, SCHEDULE.test, shared_fits)
 
 
 def _bars(inputs: Path) -> experts.BarArrays:

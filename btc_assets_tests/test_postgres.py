@@ -330,9 +330,9 @@ def test_killed_worker_slot_is_completed_by_the_survivor(fresh_db: str, tmp_path
 
 
 @pytest.fixture(scope="module")
-def demo_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def demo_inputs(tmp_path_factory: pytest.TempPathFactory, shared_fits: Path) -> Path:
     """Three years of the demo market with its volatility and regime refits (as test_wfa's module fixture)."""
-    return write_wfa_inputs(tmp_path_factory.mktemp("shared_inputs"))
+    return write_wfa_inputs(tmp_path_factory.mktemp("shared_inputs"), fits=shared_fits)
 
 
 @pytest.mark.slow

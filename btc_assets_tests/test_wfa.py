@@ -34,9 +34,9 @@ TINY = {"n_trials": 4, "n_startup_trials": 2, "max_folds": 2, "select_top": 2, "
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def inputs(tmp_path_factory: pytest.TempPathFactory, shared_fits: Path) -> Path:
     """Three years of the demo market with its volatility and regime refits (8 folds of 91 days)."""
-    return write_wfa_inputs(tmp_path_factory.mktemp("wfa_inputs"), SCHEDULE.warmup, SCHEDULE.test)
+    return write_wfa_inputs(tmp_path_factory.mktemp("wfa_inputs"), SCHEDULE.warmup, SCHEDULE.test, shared_fits)
 
 
 def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
