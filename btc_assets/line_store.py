@@ -78,10 +78,14 @@ class SharedLines:
         self.releases = 0  # times the maps were released
         self._handed = 0  # bytes of lines handed out since the last release
         self._lock = threading.Lock()
-        self.dir.mkdir(parents=True, exist_ok=True)
+        Path(folder).mkdir(parents=True, exist_ok=True)
         with open(Path(folder) / f"{key}.lock", "a+") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
+                # under the lock: another process's pruning (which takes it) cannot delete the set meanwhile, and the
+                # set counts as the most recently opened before the lock is released
+                self.dir.mkdir(exist_ok=True)
+                os.utime(self.dir)
                 for kind, span in windows.items():
                     if not span:
                         continue
@@ -102,7 +106,6 @@ class SharedLines:
                     self._maps[kind] = (low, high, matrix)
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
-        os.utime(self.dir)  # the most recently opened set
         self.pruned = _prune(Path(folder), self.dir, KEEP_SETS)  # sets this process deleted
 
     def line(self, fingerprint: str, kind: str, window: int) -> np.ndarray | None:
