@@ -23,7 +23,13 @@ from btc_assets.wfa import StrategyParams, read_progress, run_seed
 from btc_assets.wfa.checkpoint import read_json
 from btc_assets.wfa.journal import open_storage
 from btc_assets.wfa.objective import score_of
-from btc_assets.wfa.samplers import derive_seed, make_sampler
+from btc_assets.wfa.samplers import (
+    derive_seed,
+    derive_seed_reference,
+    make_sampler,
+    random_block,
+    random_block_reference,
+)
 from btc_assets.wfa.space import PhaseParams, normalise_row, phase_distributions, suggest_phase
 from btc_assets.wfa.study import TrialRecord, select_winner
 from btc_assets_tests.conftest import write_wfa_inputs
@@ -94,6 +100,34 @@ def test_seeds_differ_per_fold_phase_and_trial() -> None:
     seeds = {derive_seed(s, f, k, i) for s in range(3) for f in range(3) for k in range(5) for i in range(5)}
     assert len(seeds) == 3 * 3 * 5 * 5
     assert derive_seed(1, 2, 3, 4) == derive_seed(1, 2, 3, 4)
+
+
+def test_fast_seeds_and_blocks_equal_numpys_bit_for_bit() -> None:
+    """``derive_seed`` (SeedSequence's hash in Python integers) and ``random_block`` (the Mersenne Twister's outputs
+    decoded as ``RandomState`` decodes them) give exactly their references' values, types included: on the search
+    space, and on ranges that exercise the masked rejection (just above a power of two), the full 32-bit range,
+    one-value ranges and choices, wide floats, and a 64-bit range (the reference's own path)."""
+    rnd = random.Random(0)
+    for _ in range(5000):
+        words = [0, 1, 2**32 - 1, rnd.randrange(2**32), rnd.randrange(100)]
+        parts = [rnd.choice(words) for _ in range(rnd.randrange(1, 7))]
+        assert derive_seed(*parts) == derive_seed_reference(*parts), parts
+    assert derive_seed(2**40, 3) == derive_seed_reference(2**40, 3)  # a part of two words: the reference's path
+    D = optuna.distributions
+    odd = {
+        "one": D.IntDistribution(0, 0),
+        "pow2": D.IntDistribution(3, 2**31 + 3),
+        "full": D.IntDistribution(-5, 2**32 - 6),
+        "small": D.IntDistribution(0, 2**20 + 1),
+        "single": D.CategoricalDistribution((1,)),
+        "seven": D.CategoricalDistribution(tuple("abcdefg")),
+        "wide": D.FloatDistribution(-1e9, 3.5),
+    }
+    spaces = [phase_distributions(get_profile("full").wfa), odd, {"big": D.IntDistribution(0, 2**40)}]
+    for space in spaces:
+        for seed in [*range(1500), 2**32 - 1]:
+            fast, plain = random_block(space, seed), random_block_reference(space, seed)
+            assert fast == plain and [type(v) for v in fast.values()] == [type(v) for v in plain.values()], seed
 
 
 def test_block_random_sampler_draws_uniformly_inside_the_space() -> None:
@@ -735,7 +769,6 @@ def test_training_returns_continue_the_fit_run_bit_for_bit(inputs: Path) -> None
     from btc_assets.portfolio.tables import prepare_inputs
     from btc_assets.wfa.objective import FoldObjective, SignalCache
     from btc_assets.wfa.run import _no_signals
-    from btc_assets.wfa.samplers import random_block
     from btc_assets.wfa.space import with_trial
 
     bars, vol, probs = load(inputs)
