@@ -184,7 +184,6 @@ def run_seed(
 
     for position, fold in enumerate(fold_ids):
         objective = FoldObjective(inputs, regime_probabilities, fold, signals, portfolio, settings)
-        objective.load(current)
         train_cut, test_cut = objective.cut("validation"), objective.cut("test")
         train_data, test_data = keys.key(fold, train_cut), keys.key(fold, test_cut)
         for k in range(k_phases):
@@ -244,6 +243,7 @@ def run_seed(
                     after_trial=keep_returns,
                 )
                 where = f"{seed_key}: fold {fold} phase {k}"
+                objective.load(base)  # the other phases' columns (a study refreshes only column k)
                 records = run_study(studies(), study, on_trial, say, where, settings)
                 winner = select_winner(records, settings.select_top)
                 trials = [r.as_dict() for r in records]
@@ -275,12 +275,13 @@ def run_seed(
             else:
                 counters["done_before"] += len(record["trials"])
                 if record.get("test_data") != test_data:  # the test window grew (or changed): re-score it only
+                    objective.load(base)
                     test_scores(objective, base, k, record["trials"])
                     record["test_data"] = test_data
                     ckpt.write_phase_record(fold, k, record)
                     counters["retested"] += 1
+            # the columns are loaded when a study or a re-scoring needs them (a recorded phase needs none)
             current = with_trial(current, k, record["params"], settings, expert_settings)
-            objective.load(current)
             for row in record["trials"]:
                 trial_rows.append(
                     {
