@@ -16,7 +16,7 @@ from btc_assets.config import SAMPLERS
 def derive_seed(*parts: int) -> int:
     """A 32-bit seed from integers (seed, fold, phase, trial …), independent streams for different tuples: the first
     word of ``np.random.SeedSequence(parts).generate_state(1)`` (:func:`derive_seed_reference`), computed by
-    :func:`_seed_sequence_word` when every part is one 32-bit word (about a fifth of the time)."""
+    :func:`_seed_sequence_word` when every part is one 32-bit word (13 µs instead of 21)."""
     words = [int(p) for p in parts]
     if words and all(0 <= w <= _MASK32 for w in words):
         return _seed_sequence_word(words)
@@ -102,7 +102,8 @@ def random_block(space: dict[str, optuna.distributions.BaseDistribution], seed: 
     an Optuna trial: random search's trial i depends on its seed only, never on other trials. The stream is the
     thread's one Mersenne Twister re-seeded as ``RandomState(seed)`` seeds it, and its 32-bit outputs are turned
     into the block as ``draw_block``'s ``RandomState`` methods turn them (:func:`_decode_block`): the same values,
-    bit for bit (:func:`random_block_reference`), in about a tenth of the time."""
+    bit for bit (:func:`random_block_reference`), in about a quarter of the time (23 µs instead of 102 for the
+    full profile's 22 parameters)."""
     if any(isinstance(d, optuna.distributions.IntDistribution) and d.high - d.low > _MASK32 for d in space.values()):
         return random_block_reference(space, seed)  # numpy draws such ranges from 64-bit outputs
     streams = getattr(_STREAMS, "mt", None)
@@ -125,8 +126,8 @@ def _decode_block(
 ) -> dict[str, Any]:
     """:func:`draw_block` from the stream's next 32-bit outputs ``raw`` (``more(n)``: the n after those), as numpy's
     legacy ``RandomState`` computes them: ``uniform(low, high)`` = low + (high − low)·u with u = (a·2²⁶ + b) / 2⁵³
-    from two outputs (a >> 5, b >> 6); ``randint(low, high + 1)`` = low + the first output masked to the smallest
-    2ᵏ − 1 ≥ high − low that is ≤ high − low (masked rejection; no output when high = low)."""
+    from two outputs (a >> 5, b >> 6); ``randint(low, high + 1)`` = low + the first output that, masked to the
+    smallest 2ᵏ − 1 ≥ high − low, is ≤ high − low (masked rejection; no output read when high = low)."""
     out: dict[str, Any] = {}
     pos = 0
 
