@@ -242,6 +242,23 @@ def test_seed_runs_out_of_sample_and_resumes_without_rerunning(inputs: Path, tmp
     pd.testing.assert_frame_equal(again.trials, first.trials, check_exact=True)
 
 
+def test_a_fold_resumed_after_its_first_phases_equals_an_uninterrupted_run(inputs: Path, tmp_path: Path) -> None:
+    """A resume that finds a fold's first phases recorded and runs its later studies afresh (their records and
+    journals gone, as after a crash between phases) gives exactly the uninterrupted results: each later study sees
+    the recorded winners in the other phases' columns, though a recorded phase loads no column."""
+    first = run(inputs, tmp_path)
+    fold = int(first.trials["fold"].max())
+    seed_dir = tmp_path / "seed_03"
+    for k in (2, 3, 4):
+        (seed_dir / "phases" / f"fold{fold:02d}_phase{k}.json.gz").unlink()
+        (journal,) = (seed_dir / "journal").glob(f"*-fold{fold:02d}-phase{k}-*.journal")
+        journal.unlink()
+    again = run(inputs, tmp_path)
+    assert again.trials_run == 3 * 4 and again.resumed
+    pd.testing.assert_frame_equal(again.trials, first.trials, check_exact=True)
+    pd.testing.assert_frame_equal(again.oos, first.oos, check_exact=True)
+
+
 def test_out_of_sample_is_one_account_equal_to_one_reference_run(inputs: Path, tmp_path: Path) -> None:
     """The stitched test windows are one book: they equal one reference run over the concatenated test windows
     with each fold's parameters (per-bar gating and expert columns), and no fold restarts flat at equity 1."""
