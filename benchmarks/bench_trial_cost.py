@@ -7,9 +7,10 @@ figure above the target says exactly what costs the time:
   studies' PBO, the out-of-sample run, checkpoints on a journal in a temporary folder), first without a profiler
   (its CPU time is the total), then under ``cProfile``;
 * the compiled kernels' own time comes from the profiled run (a call into numba costs the profiler one entry, so
-  those times are not inflated): the engine on the fit piece (with each bar's return kept, and the PBO trials'
-  continuation over the validation piece), the engine on the validation and test pieces, the experts' kernels, and
-  the mixing of a phase's column (and the NaN-to-0 pass of each new expert signal);
+  those times are not inflated): the engine (books run side by side, ``FoldObjective.scores_many``) on the PBO
+  trials' fit piece with each bar's return kept and its continuation over the validation piece, the engine on the
+  other trials' fit piece and every trial's validation and test pieces, the experts' kernels, and the mixing of a
+  phase's column (and the NaN-to-0 pass of each new expert signal);
 * everything else (Python: parameter objects, the objective's bookkeeping, sampling, journal writes, PBO,
   out-of-sample run, start-up of the seed) is the unprofiled total minus the kernels; the profiled split of that
   rest is printed too, as shares (the profiler inflates Python).
@@ -44,8 +45,8 @@ from btc_assets.wfa import run_seed
 
 # compiled kernels: (file, function) → part
 KERNELS = {
-    ("_kernel.py", "_simulate_returns"): "engine, fit piece (returns kept) and PBO continuations",
-    ("_kernel.py", "_simulate_score"): "engine, validation and test pieces",
+    ("_kernel.py", "_simulate_returns"): "engine, the PBO trials' fit piece and continuation (returns)",
+    ("_kernel.py", "_simulate_score"): "engine, the other trials' fit piece, all validation and test",
     ("experts.py", "_trend_kernel"): "experts' kernels (trend, mean reversion, breakout)",
     ("experts.py", "_mean_reversion_kernel"): "experts' kernels (trend, mean reversion, breakout)",
     ("experts.py", "_breakout_kernel"): "experts' kernels (trend, mean reversion, breakout)",

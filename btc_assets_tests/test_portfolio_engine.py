@@ -560,3 +560,61 @@ def test_frame_metrics_count_funding_paid_as_a_cost() -> None:
     m = frame_metrics(bh)
     assert m["cost_drag"] == pytest.approx(bar_costs(bh).sum() / (2000 / 8760))
     assert m["cost_total"] > (bh["fee_cost"] + bh["slippage_cost"]).sum()
+
+
+@pytest.mark.parametrize("name", list(PARAM_SETS))
+def test_books_side_by_side_equal_each_book_alone(name: str) -> None:
+    """``backtest_scores`` runs B books over the same bars in one pass, each with its own gating, parameters (all
+    but the shared ones), state and expert column: every book's scalars, returns and final state are those of the
+    book run alone, bit for bit, fresh and carried, and in blocks a book skips (flat, probabilities unknown)."""
+    from btc_assets.portfolio.engine import SHARED_PARAMS, backtest_returns, backtest_scores
+    from btc_assets.portfolio.layout import N_STATE, Param
+
+    inputs = random_inputs(900, seed=3 + len(name), smooth=True, basis=name in WITH_BASIS, nan_probs=0.0)
+    inputs["probs"][300:600] = np.nan  # a stretch with no position: whole blocks a flat book skips
+    book, _ = engine_args(inputs)
+    rng = np.random.default_rng(len(name))
+    n_books, at, n = 5, 1, len(book.close)
+    base = PARAM_SETS[name].to_array()
+    params = np.stack([base] * n_books)
+    for p in (Param.DD_MAX, Param.K_MIN, Param.BAND, Param.BAND_REL, Param.SPOT_FEE_BPS, Param.BORROW_RATE):
+        params[1:, p] = base[p] * rng.uniform(0.5, 1.5, n_books - 1)
+    params[1:, Param.DECISION_HOURS] = rng.integers(1, 12, n_books - 1)
+    params[3, Param.RUIN_FLOOR] = 0.999  # ruined early
+    gatings = np.stack([rng.dirichlet(np.ones(book.experts.shape[1]), book.probs.shape[1]) for _ in range(n_books)])
+    column = rng.normal(0.0, 1.0, (n_books, n + 40))  # each book's own column `at`, read from row 40
+    column[:, rng.random(n + 40) < 0.05] = np.nan
+    start = 40
+
+    def alone(b: int, state: np.ndarray, rows: slice) -> tuple[np.ndarray, tuple[float, ...], np.ndarray]:
+        """Book b run by itself from ``state`` over ``rows``: its returns, scalars and final state."""
+        experts = book.experts.copy()
+        experts[:, at] = column[b, start : start + n]
+        own = book._replace(experts=experts).rows(rows.start, rows.stop)
+        end = state.copy()
+        returns, score = backtest_returns(own, gatings[b], params[b], CARRY, state=end)
+        assert backtest_score(own, gatings[b], params[b], CARRY, state=state.copy()) == score
+        return returns, tuple(score), end
+
+    states = np.stack([new_state(book.experts.shape[1]) for _ in range(n_books)])
+    for rows in (slice(0, 500), slice(500, n)):  # fresh, then carried into the second piece
+        piece = book.rows(rows.start, rows.stop)
+        shared = {"column": column, "column_at": at, "column_start": start + rows.start}
+        scored = states.copy()
+        together = backtest_scores(piece, gatings, params, CARRY, states=scored, **shared)
+        returns = np.zeros((n_books, rows.stop - rows.start))
+        after = states.copy()
+        assert backtest_scores(piece, gatings, params, CARRY, states=after, returns=returns, **shared).tobytes() == (
+            together.tobytes()
+        )
+        for b in range(n_books):
+            own_returns, score, end = alone(b, states[b], rows)
+            assert tuple(together[b].tolist()) == score, (name, b, rows)
+            assert returns[b].tobytes() == own_returns.tobytes()
+            assert after[b, :N_STATE].tobytes() == end[:N_STATE].tobytes() == scored[b, :N_STATE].tobytes()
+        states = after
+    assert len({tuple(r) for r in together.tolist()}) == n_books, "the books do not differ: the test proves nothing"
+    bad = params.copy()
+    bad[2, SHARED_PARAMS[0]] += 0.1
+    with pytest.raises(ValueError, match="must agree"):
+        backtest_scores(book, gatings, bad, CARRY, column=column, column_at=at, column_start=start)

@@ -451,10 +451,15 @@ def _journal_bytes(checkpoints: Path) -> int:
     return sum(p.stat().st_size for p in (checkpoints / "seed_05" / "journal").glob("*.journal"))
 
 
-def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(inputs: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(inputs: Path, tmp_path: Path, sampler: str) -> None:
     """SIGKILL one seed at several random moments (mid-trial, mid-batch, mid-write); each time resume; the final
-    results equal an uninterrupted run of the same seed exactly, and no trial is stored twice."""
-    settings = {"seed": 5, "seed_key": "seed_05", **TINY, "n_trials": 10, "n_startup_trials": 3, "max_folds": 2}
+    results equal an uninterrupted run of the same seed exactly, and no trial is stored twice. ``tpe`` asks a
+    mirror study trial by trial; ``random`` (the full profile's) evaluates a storage batch's trials side by side."""
+    settings = {
+        "seed": 5, "seed_key": "seed_05", **TINY, "n_trials": 10, "n_startup_trials": 3, "max_folds": 2,
+        "sampler": sampler,
+    }  # fmt: skip
     clean = _worker(inputs, tmp_path / "clean", tmp_path / "clean_out", settings)
     out, _ = clean.communicate(timeout=300)
     assert clean.returncode == 0, out
@@ -775,6 +780,53 @@ def test_a_seed_runs_with_one_blas_thread() -> None:
         assert inside() and set(inside()) == {1}
         assert {pool["num_threads"] for pool in threadpool_info()} == {2}
     assert run_seed.__wrapped__ is not None  # run_seed is the capped one
+
+
+def test_books_scored_side_by_side_equal_each_book_alone(inputs: Path) -> None:
+    """``scores_many`` (the random search's path: up to 16 books per pass over the bars, each with its own phase
+    column, gating and policy) gives every trial exactly what ``scores`` with ``test`` gives it alone, and the kept
+    trials exactly ``training_returns``; the loaded columns are left as they were."""
+    from btc_assets.experts import BarArrays
+    from btc_assets.portfolio.tables import prepare_inputs
+    from btc_assets.wfa.objective import BOOKS_PER_PASS, FoldObjective, SignalCache
+    from btc_assets.wfa.run import _no_signals
+    from btc_assets.wfa.space import with_trial
+
+    bars, vol, probs = load(inputs)
+    profile = get_profile("quick")
+    settings = replace(profile.wfa, **TINY, search_policy=True)
+    engine_inputs = prepare_inputs(bars, vol, probs, _no_signals(len(bars)), profile.portfolio)
+    fold = int(probs["fold"].max())
+    objective = FoldObjective(
+        engine_inputs, probs, fold, SignalCache(BarArrays.from_market_bars(bars)), profile.portfolio, settings
+    )
+    base = StrategyParams.default(profile.portfolio, settings, profile.experts)
+    space = phase_distributions(settings, profile.experts)
+    n = BOOKS_PER_PASS + 5  # two passes, the second one short
+    for k in (0, 3):
+        trials = [
+            with_trial(base, k, random_block(space, derive_seed(4, k, i)), settings, profile.experts) for i in range(n)
+        ]
+        keep = [i % 3 == 1 for i in range(n)]
+        objective.load(base)
+        loaded = objective.columns.copy()
+        together, kept = objective.scores_many(trials, k, keep)
+        assert objective.columns.tobytes() == loaded.tobytes()
+        moved = 0
+        for i, params in enumerate(trials):
+            objective.load(base)
+            alone = objective.scores(params, k, test=True)
+            assert together[i] == alone and all(type(v) is float for v in together[i]), (k, i)
+            if keep[i]:
+                returns = objective.training_returns(params, k)
+                assert (
+                    kept[i].index.equals(returns.index) and kept[i].to_numpy().tobytes() == returns.to_numpy().tobytes()
+                )
+                moved += bool(np.abs(returns.to_numpy()).sum() > 0)
+            else:
+                assert kept[i] is None
+        assert moved and len({t.fit for t in together}) > n // 2, "the trials hardly differ: the test proves nothing"
+        assert len({p.policy for p in trials}) == n
 
 
 def test_training_returns_continue_the_fit_run_bit_for_bit(inputs: Path) -> None:

@@ -24,13 +24,18 @@ def slow_trials(seconds: float) -> None:
     almost surely lands in the middle of a trial."""
     from btc_assets.wfa.objective import FoldObjective
 
-    scores = FoldObjective.scores
+    scores, scores_many = FoldObjective.scores, FoldObjective.scores_many
 
     def slowed(self, *args, **kwargs):
         time.sleep(seconds)
         return scores(self, *args, **kwargs)
 
+    def slowed_many(self, trials, *args, **kwargs):
+        time.sleep(seconds * len(trials))
+        return scores_many(self, trials, *args, **kwargs)
+
     FoldObjective.scores = slowed  # type: ignore[method-assign]
+    FoldObjective.scores_many = slowed_many  # type: ignore[method-assign]
 
 
 def main(inputs: str, checkpoints: str, output: str, settings: str) -> None:

@@ -1,9 +1,9 @@
 """Stage 4: the portfolio backtest (volatility-targeted mixture of experts) and its metrics (no Dagster here).
 
-``engine`` holds the per-bar backtest (:func:`run_portfolio`, :func:`backtest_score`: the parameters, the inputs
-object :class:`BookInputs`, the carried state and the wrappers), ``_kernel`` its numba kernels, ``reference`` the
-pandas reference the tests hold them to and ``layout`` the column layouts of their arrays (:class:`Param`,
-:class:`Bar`, :class:`State`);
+``engine`` holds the per-bar backtest (:func:`run_portfolio`, :func:`backtest_score`, :func:`backtest_scores` for
+several books in one pass: the parameters, the inputs object :class:`BookInputs`, the carried state and the
+wrappers), ``_kernel`` its numba kernels, ``reference`` the pandas reference the tests hold them to and ``layout``
+the column layouts of their arrays (:class:`Param`, :class:`Bar`, :class:`State`);
 ``metrics`` the performance summary and the buy-and-hold references on the same bars (spot, perp, vol-targeted);
 ``horizon`` the daily-horizon volatility that sets the vol-targeted reference's leverage.
 """
@@ -17,6 +17,7 @@ from btc_assets.portfolio.engine import (
     Score,
     backtest_returns,
     backtest_score,
+    backtest_scores,
     new_state,
     run_portfolio,
     run_portfolio_arrays,
@@ -45,6 +46,7 @@ __all__ = [
     "State",
     "backtest_returns",
     "backtest_score",
+    "backtest_scores",
     "buy_and_hold_perp",
     "buy_and_hold_spot",
     "gating_weights",

@@ -79,7 +79,9 @@ operations in the same order, no fast-math), so the results are bit-identical to
 The per-bar arrays travel as one :class:`BookInputs` (built and checked by :meth:`BookInputs.from_arrays`);
 ``gating``, ``params``, ``carry_col`` and ``state`` are the run's other arguments. :func:`run_portfolio` is the kernel
 behind a pandas frame; :func:`backtest_score` the same loop returning scalars only (for optimisers), and
-:func:`backtest_returns` with each bar's return too;
+:func:`backtest_returns` with each bar's return too; :func:`backtest_scores` runs several books over the same bars in
+one pass (an optimiser's trials: each its own gating, parameters, state and one expert column of its own), sharing
+the path-independent block passes and reading the inputs once, each book's floats those of its run alone;
 :func:`run_portfolio_reference` a slow pandas/python transcription of the rules above that the tests hold the kernel
 to.
 
@@ -379,7 +381,10 @@ def backtest_score(
     conversion, no validation. ``state``: the account to continue, updated in place (fresh when ``None``; its
     contributions part is not kept)."""
     inputs, gating, params, carry_col, state = _scalar_args(inputs, gating, params, carry_col, check, state)
-    return Score(*_simulate_score(inputs, gating, params, carry_col, state))
+    scores = np.empty((1, len(Score._fields)))
+    g, p, st = _one_book(gating, params, state)
+    _simulate_score(inputs, g, p, carry_col, st, *_NO_COLUMN, scores)
+    return Score(*scores[0].tolist())
 
 
 def backtest_returns(
@@ -402,5 +407,98 @@ def backtest_returns(
         out = np.zeros(n)
     elif out.shape != (n,) or out.dtype != np.float64 or not out.flags.c_contiguous:
         raise ValueError(f"out must be a contiguous float64 array of {n} values")
-    score = _simulate_returns(inputs, gating, params, carry_col, state, out)
-    return out, Score(*score)
+    scores = np.empty((1, len(Score._fields)))
+    g, p, st = _one_book(gating, params, state)
+    _simulate_returns(inputs, g, p, carry_col, st, *_NO_COLUMN, scores, out.reshape(1, n))
+    return out, Score(*scores[0].tolist())
+
+
+_NO_COLUMN = (np.empty((0, 0)), -1, 0)  # the kernels' (column, column_at, column_start) when no book has its own
+
+
+def _one_book(gating: np.ndarray, params: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(gatings, params, states) of the batch kernels for one book: views, so the state is updated in place."""
+    return gating.reshape(1, *gating.shape), params.reshape(1, -1), state.reshape(1, -1)
+
+
+# the parameters every book of a batch shares (the kernels' block passes read book 0's)
+SHARED_PARAMS = (
+    Param.VOL_TARGET,
+    Param.LEV_MAX,
+    Param.VOL_TARGETING,
+    Param.PERP_FEE_BPS,
+    Param.SLIP_BPS,
+    Param.SLIP_VOL_COEF,
+    Param.HARD_SWITCH,
+)
+
+
+def backtest_scores(
+    inputs: BookInputs,
+    gatings: np.ndarray,
+    params: np.ndarray,
+    carry_col: int = -1,
+    *,
+    column: np.ndarray | None = None,
+    column_at: int = -1,
+    column_start: int = 0,
+    states: np.ndarray | None = None,
+    returns: np.ndarray | None = None,
+    check: bool = True,
+) -> np.ndarray:
+    """B books over the same bars in one pass: ``gatings`` (B, K, E), ``params`` (B, 16), ``states`` (B, S) (fresh
+    books when ``None``; updated in place). With ``column_at`` >= 0, book b reads its own expert column
+    ``column_at`` from ``column[b, column_start:column_start + n]`` instead of ``inputs.experts``. Returns the
+    (B, 7) :class:`Score` fields, each row what :func:`backtest_score` gives for that book alone, bit for bit (with
+    ``returns``, a (B, n) array, each bar's return as :func:`backtest_returns`). The books must agree on
+    :data:`SHARED_PARAMS` and, when carried, on their last closes. ``check=False``: arguments as given (kernel
+    types), no validation."""
+    if check:
+        inputs, _, _, carry_col = _checked(inputs, gatings[0], params[0], carry_col)
+        gatings = np.ascontiguousarray(gatings, dtype=np.float64)
+        params = np.ascontiguousarray(params, dtype=np.float64)
+        B = params.shape[0] if params.ndim == 2 else -1
+        n, E = inputs.experts.shape
+        if gatings.shape[0] != B or B < 1:
+            raise ValueError(f"gatings and params need one row per book, got {gatings.shape} and {params.shape}")
+        for b in range(B):
+            _checked(inputs, gatings[b], params[b], carry_col)
+        shared = list(SHARED_PARAMS)
+        if not np.array_equal(params[:, shared], np.broadcast_to(params[0, shared], (B, len(shared))), equal_nan=True):
+            raise ValueError(f"the books must agree on {', '.join(p.name.lower() for p in SHARED_PARAMS)}")
+        if states is None:
+            states = np.stack([new_state(E) for _ in range(B)])
+        elif states.shape[0] != B or not states.flags.c_contiguous or not states.flags.writeable:
+            raise ValueError("states must be a writable C-contiguous array with one row per book")
+        for b in range(B):
+            _check_state(states[b], E)
+        started = states[:, State.STARTED] != 0.0
+        closes = states[:, [State.CLOSE, State.SPOT_CLOSE, State.SIGMA]]
+        if started.any() and not np.array_equal(
+            closes[started], np.broadcast_to(closes[0], closes[started].shape), equal_nan=True
+        ):
+            raise ValueError("carried books must share their last closes (perp, spot) and slippage volatility")
+        if started.any() and not started[0]:
+            raise ValueError("book 0 must be carried when any book is (the block passes read its last closes)")
+        if column_at >= 0:
+            if not column_at < E or column is None or column.ndim != 2 or column.shape[0] != B:
+                raise ValueError(f"column_at must be a column of experts and column a (B, ...) array, B = {B}")
+            if not 0 <= column_start <= column.shape[1] - n:
+                raise ValueError(f"column[:, {column_start}:{column_start + n}] is out of bounds")
+            column = np.ascontiguousarray(column, dtype=np.float64)
+        else:
+            column, column_at, column_start = _NO_COLUMN
+        if returns is not None and (
+            returns.shape != (B, n) or returns.dtype != np.float64 or not returns.flags.c_contiguous
+        ):
+            raise ValueError(f"returns must be a contiguous float64 array of shape ({B}, {n})")
+    elif states is None:
+        states = np.stack([new_state(inputs.n_experts) for _ in range(params.shape[0])])
+    if column is None:
+        column, column_at, column_start = _NO_COLUMN
+    scores = np.empty((params.shape[0], len(Score._fields)))
+    if returns is None:
+        _simulate_score(inputs, gatings, params, carry_col, states, column, column_at, column_start, scores)
+    else:
+        _simulate_returns(inputs, gatings, params, carry_col, states, column, column_at, column_start, scores, returns)
+    return scores

@@ -43,6 +43,7 @@ from btc_assets.portfolio.engine import (
     Score,
     backtest_returns,
     backtest_score,
+    backtest_scores,
     new_state,
     run_portfolio,
 )
@@ -51,6 +52,7 @@ from btc_assets.portfolio.tables import EngineInputs, engine_params
 from btc_assets.wfa.space import DIRECTIONAL, PhaseParams, StrategyParams, column_names
 
 HOURS_PER_YEAR = 8760.0
+BOOKS_PER_PASS = 16  # books scored side by side by FoldObjective.scores_many (a pass's columns: 16 × 8 B a bar)
 RUINED_SCORE = -10.0
 
 
@@ -210,6 +212,7 @@ class FoldObjective:
         # the training book starts as the fit book, so training_returns continues it over the validation piece
         self._fit_returns = np.zeros(self.pieces["fit"].n)
         self._last_fit: tuple[StrategyParams, int | None, np.ndarray] | None = None
+        self._column: np.ndarray | None = None  # scores_many's own columns, one row per book (made when needed)
 
     def cut(self, piece: str) -> pd.Timestamp:
         """The end of a piece (exclusive, a bar time): whatever the fold computes up to that piece's end reads
@@ -286,6 +289,89 @@ class FoldObjective:
             test=score_of(on_test, piece.n, self.settings, self.ruin_floor),
             test_sharpe=per_bar_sharpe(on_test, piece.n),
         )
+
+    def scores_many(
+        self, trials: list[StrategyParams], k: int, keep: list[bool] | None = None
+    ) -> tuple[list[TrialScores], list[pd.Series | None]]:
+        """:meth:`scores` with ``test`` of each of ``trials`` (which differ from the loaded parameters in phase k's
+        block and the policy only), bit for bit, and with ``keep[i]`` also trial i's :meth:`training_returns`
+        (else None): the books run side by side, :data:`BOOKS_PER_PASS` per pass over each piece's bars
+        (:func:`~btc_assets.portfolio.engine.backtest_scores`), each with its own column k. The loaded columns are
+        not changed."""
+        keep = keep or [False] * len(trials)
+        scores: list[TrialScores] = []
+        returns: list[pd.Series | None] = []
+        for start in range(0, len(trials), BOOKS_PER_PASS):
+            part = slice(start, start + BOOKS_PER_PASS)
+            got, kept = self._scores_pass(trials[part], k, keep[part])
+            scores += got
+            returns += kept
+        return scores, returns
+
+    def _scores_pass(
+        self, trials: list[StrategyParams], k: int, keep: list[bool]
+    ) -> tuple[list[TrialScores], list[pd.Series | None]]:
+        """:meth:`scores_many` for one pass of at most :data:`BOOKS_PER_PASS` books."""
+        n_books, carry = len(trials), self.columns.shape[1] - 1
+        if self._column is None or self._column.shape[0] < n_books:
+            self._column = np.empty((BOOKS_PER_PASS, len(self.columns)))
+        column = self._column[:n_books]
+        for b, params in enumerate(trials):
+            phase = params.phases[k]
+            w = [phase.gating[EXPERTS.index(name)] for name in DIRECTIONAL]
+            x = [self.signals.get(getattr(phase, name), self.b) for name in DIRECTIONAL]
+            mix_into(column.T, b, self.a, w[0], x[0], w[1], x[1], w[2], x[2])  # as _set_phase_column's whole fold
+        gatings = np.stack([p.gating_matrix() for p in trials])
+        engines = np.stack([self.engine_params(p) for p in trials])
+
+        def run(start: int, stop: int, books: list[int], states=None, returns=None) -> list[list[float]]:
+            """The books' scalars over rows [start, stop) (fresh books unless ``states``)."""
+            if not books:
+                return []
+            return backtest_scores(
+                self.book.rows(start, stop), gatings[books], engines[books], carry, column=column[books],
+                column_at=k, column_start=start, states=states, returns=returns, check=False,
+            ).tolist()  # fmt: skip
+
+        fit, val, test = (self.pieces[name] for name in ("fit", "validation", "test"))
+        kept = [b for b in range(n_books) if keep[b]]
+        others = [b for b in range(n_books) if not keep[b]]
+        on_fit: list[list[float]] = [[]] * n_books
+        for b, row in zip(others, run(fit.start, fit.stop, others), strict=True):
+            on_fit[b] = row
+        training: list[pd.Series | None] = [None] * n_books
+        if kept:  # the fit run with each bar's return, continued over the validation piece (training_returns)
+            states = np.stack([new_state(carry + 1) for _ in kept])
+            on_train = np.zeros((len(kept), val.stop - fit.start))
+            on_fit_ret = np.zeros((len(kept), fit.n))
+            for b, row in zip(kept, run(fit.start, fit.stop, kept, states, on_fit_ret), strict=True):
+                on_fit[b] = row
+            if fit.stop == val.start:
+                on_val_ret = np.zeros((len(kept), val.n))
+                run(val.start, val.stop, kept, states, on_val_ret)
+                on_train = np.concatenate([on_fit_ret, on_val_ret], axis=1)
+            else:
+                run(fit.start, val.stop, kept, None, on_train)
+            index = self.index[fit.start : val.stop]
+            for j, b in enumerate(kept):
+                training[b] = pd.Series(on_train[j], index=index)
+        everyone = list(range(n_books))
+        on_val = run(val.start, val.stop, everyone)
+        on_test = run(test.start, test.stop, everyone)
+        out = []
+        for b in everyone:
+            f, v, t = Score(*on_fit[b]), Score(*on_val[b]), Score(*on_test[b])
+            out.append(
+                TrialScores(
+                    score_of(f, fit.n, self.settings, self.ruin_floor),
+                    score_of(v, val.n, self.settings, self.ruin_floor),
+                    per_bar_sharpe(f, fit.n),
+                    per_bar_sharpe(v, val.n),
+                    score_of(t, test.n, self.settings, self.ruin_floor),
+                    per_bar_sharpe(t, test.n),
+                )
+            )
+        return out, training
 
     def test_scores(self, params: StrategyParams, k: int) -> tuple[float, float]:
         """(score, per-bar Sharpe) of ``params`` on the test window as a fresh book, with phase k's column

@@ -226,6 +226,22 @@ def run_seed(
                     if i in pick:
                         kept[i] = objective.training_returns(with_trial(base, k, flat, settings, expert_settings), k)
 
+                def evaluate_many(
+                    indices: list[int],
+                    flats: list[dict[str, object]],
+                    base: StrategyParams = base,
+                    k: int = k,
+                    objective: FoldObjective = objective,
+                    pick: set[int] = pbo_pick,
+                    kept: dict[int, pd.Series] = pbo_returns,
+                ) -> list[TrialScores]:
+                    """``evaluate`` and ``keep_returns`` of several trials, their books run side by side."""
+                    counters["run"] += len(flats)
+                    trials = [with_trial(base, k, flat, settings, expert_settings) for flat in flats]
+                    scores, returns = objective.scores_many(trials, k, [i in pick for i in indices])
+                    kept.update((i, r) for i, r in zip(indices, returns, strict=True) if r is not None)
+                    return scores
+
                 def on_trial(n: int, best: float, fold: int = fold, k: int = k) -> None:
                     if clock.due():
                         progress("running", fold, k, n, best)
@@ -241,6 +257,7 @@ def run_seed(
                     evaluate=evaluate,
                     distributions=distributions,
                     after_trial=keep_returns,
+                    evaluate_many=evaluate_many,
                 )
                 where = f"{seed_key}: fold {fold} phase {k}"
                 objective.load(base)  # the other phases' columns (a study refreshes only column k)

@@ -81,6 +81,9 @@ class PhaseStudy:
     # place is still that trial's (e.g. to keep the returns the study's PBO will ask for); optional, never changes
     # a result
     after_trial: Callable[[int, dict[str, Any]], None] | None = None
+    # evaluates several trials at once: (trial indices, their params) → what ``evaluate`` gives each, bit for bit,
+    # having done what ``after_trial`` does for each; optional (random search hands it the trials of a storage batch)
+    evaluate_many: Callable[[list[int], list[dict[str, Any]]], list[tuple[float, ...]]] | None = None
 
 
 class PhaseStudies(Protocol):
@@ -151,39 +154,44 @@ class LocalStudies:
         best = max((r.fit for r in records), default=-math.inf)
         pending: list[Completed] = []
         batch = self.batch or BATCH_TRIALS
-        for i in range(len(done), n_trials):
+        i = len(done)
+        while i < n_trials:
             started = datetime.now(UTC)
-            if mirror is None:  # trial i's draws, in the space's order: what suggest() would return for them
-                seed = derive_seed(*study.seed_parts, i)
-                params = (
-                    study.suggest(FixedTrial(study.incumbent)) if i == 0 else random_block(study.distributions, seed)
-                )
-                fit, scores = evaluated(study.evaluate, params)
-                sampler_state: dict[str, Any] = {}
+            if mirror is None:  # the trials up to the next storage write, drawn in the space's order from their seeds
+                indices = list(range(i, min(n_trials, i + batch - len(pending))))
+                chunk = [
+                    study.suggest(FixedTrial(study.incumbent))
+                    if t == 0
+                    else random_block(study.distributions, derive_seed(*study.seed_parts, t))
+                    for t in indices
+                ]
+                results = evaluated_many(study, indices, chunk)
+                sampler_states: list[dict[str, Any]] = [{} for _ in indices]
             else:
+                indices = [i]
                 mirror.sampler = make_sampler(
                     study.sampler, derive_seed(*study.seed_parts, i), study.n_startup_trials, study.distributions
                 )
                 if i == 0:
                     mirror.enqueue_trial(study.incumbent, skip_if_exists=False)
                 trial = mirror.ask()
-                params = study.suggest(trial)
-                sampler_state = dict(mirror.get_trials(deepcopy=False)[-1].system_attrs)  # e.g. CMA-ES's optimiser
-                fit, scores = evaluated(study.evaluate, params)
+                chunk = [study.suggest(trial)]
+                sampler_states = [dict(mirror.get_trials(deepcopy=False)[-1].system_attrs)]  # e.g. CMA-ES's
+                results = evaluated_many(study, indices, chunk)
+                fit, scores = results[0]
                 trial.set_user_attr("index", i)
                 trial.set_user_attr("scores", scores)
                 mirror.tell(trial, fit)
-            if study.after_trial is not None:
-                study.after_trial(i, params)
-            pending.append(
-                Completed(params, fit, {"index": i, "scores": scores}, sampler_state, started, datetime.now(UTC))
-            )
-            records.append(_record(i, fit, scores, params))
-            if len(pending) >= batch or i == n_trials - 1:
+            finished = datetime.now(UTC)
+            for t, params, (fit, scores), sampler_state in zip(indices, chunk, results, sampler_states, strict=True):
+                pending.append(Completed(params, fit, {"index": t, "scores": scores}, sampler_state, started, finished))
+                records.append(_record(t, fit, scores, params))
+                best = max(best, fit)
+                if on_trial is not None:
+                    on_trial(t + 1, best)
+            i = indices[-1] + 1
+            if len(pending) >= batch or i == n_trials:
                 write_trials(storage, durable._study_id, study.distributions, pending)
-            best = max(best, fit)
-            if on_trial is not None:
-                on_trial(i + 1, best)
         sync_storage(storage)
         return records
 
@@ -206,7 +214,25 @@ def evaluated(
     evaluate: Callable[[dict[str, Any]], tuple[float, ...]], params: dict[str, Any]
 ) -> tuple[float, dict[str, float]]:
     """The fit score (the objective) and every named score of ``evaluate(params)``."""
-    result = evaluate(params)
+    return _named(evaluate(params))
+
+
+def evaluated_many(
+    study: PhaseStudy, indices: list[int], chunk: list[dict[str, Any]]
+) -> list[tuple[float, dict[str, float]]]:
+    """:func:`evaluated` of trials ``indices`` (params ``chunk``): by ``study.evaluate_many`` when it has one and
+    there are several, else one by one with ``study.after_trial`` after each."""
+    if study.evaluate_many is not None and len(chunk) > 1:
+        return [_named(result) for result in study.evaluate_many(indices, chunk)]
+    out = []
+    for t, params in zip(indices, chunk, strict=True):
+        out.append(evaluated(study.evaluate, params))
+        if study.after_trial is not None:
+            study.after_trial(t, params)
+    return out
+
+
+def _named(result: tuple[float, ...]) -> tuple[float, dict[str, float]]:
     return float(result[0]), {k: float(v) for k, v in result._asdict().items()}  # type: ignore[attr-defined]
 
 
