@@ -524,6 +524,7 @@ class _Expert:
     SEARCH_SPACE: ClassVar[SearchSpace] = {}
     LINES: ClassVar[dict[str, tuple[str, ...]]] = {}  # window parameter → the line kinds it reads (with their inputs)
     DIRECTIONAL: ClassVar[bool] = True  # takes a view on price (False: market-neutral, as the carry)
+    NAN_FREE: ClassVar[bool] = False  # its positions never hold NaN (it abstains with 0): no NaN pass needed
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], prefix: str = ""):
@@ -560,6 +561,8 @@ class _Expert:
 @dataclass(frozen=True)
 class TrendExpert(_Expert):
     """Ichimoku trend follower (see the module docstring)."""
+
+    NAN_FREE: ClassVar[bool] = True  # its kernel writes 0 (flat) where it abstains
 
     tenkan: int = 9
     kijun: int = 26
@@ -614,6 +617,8 @@ class TrendExpert(_Expert):
 class MeanReversionExpert(_Expert):
     """RSI + Bollinger mean reversion with an exit at the middle band (see the module docstring)."""
 
+    NAN_FREE: ClassVar[bool] = True  # its kernel writes 0 (flat) where it abstains
+
     rsi_period: int = 14
     bb_window: int = 20
     bb_k: float = 2.0
@@ -653,6 +658,8 @@ class MeanReversionExpert(_Expert):
 @dataclass(frozen=True)
 class BreakoutExpert(_Expert):
     """Donchian breakout confirmed by ATR expansion, with a shorter exit channel and an ATR stop."""
+
+    NAN_FREE: ClassVar[bool] = True  # its kernel writes 0 (flat) where it abstains
 
     window: int = 72
     exit_window: int = 24

@@ -122,6 +122,8 @@ def test_expert_matches_slow_reference(expert, seed: int) -> None:
     got = expert.positions(b, ex.LineCache())
     want = REFERENCES[type(expert)](b, expert)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    # a kind that says it never abstains with NaN (the search's signal cache then skips its NaN pass) does not
+    assert not (type(expert).NAN_FREE and np.isnan(got).any())
     # the rules do fire, in both directions, and also stay flat
     assert (got > 0).mean() > 0.01 and (got < 0).mean() > 0.01 and (got == 0).mean() > 0.01
 

@@ -155,7 +155,8 @@ class SignalCache:
             self._signals.move_to_end(config)
             return hit
         values = config.positions(self.bars, self.lines, stop=need)  # type: ignore[attr-defined]
-        nan_to_zero(values)
+        if not getattr(config, "NAN_FREE", False):
+            nan_to_zero(values)
         values.setflags(write=False)
         self._signals[config] = values
         self._signals.move_to_end(config)
@@ -315,18 +316,22 @@ class FoldObjective:
         n_books, carry = len(trials), self.columns.shape[1] - 1
         if self._column is None or self._column.shape[0] < n_books:
             self._column = np.empty((BOOKS_PER_PASS, len(self.columns)))
+        # the kept trials' books first: every run below takes a slice of the books (views, no copy)
+        order = [b for b in range(n_books) if keep[b]] + [b for b in range(n_books) if not keep[b]]
+        n_kept = sum(keep)
         column = self._column[:n_books]
-        for b, params in enumerate(trials):
-            phase = params.phases[k]
+        for row, b in enumerate(order):
+            phase = trials[b].phases[k]
             w = [phase.gating[EXPERTS.index(name)] for name in DIRECTIONAL]
             x = [self.signals.get(getattr(phase, name), self.b) for name in DIRECTIONAL]
-            mix_into(column.T, b, self.a, w[0], x[0], w[1], x[1], w[2], x[2])  # as _set_phase_column's whole fold
-        gatings = np.stack([p.gating_matrix() for p in trials])
-        engines = np.stack([self.engine_params(p) for p in trials])
+            mix_into(column.T, row, self.a, w[0], x[0], w[1], x[1], w[2], x[2])  # as _set_phase_column's whole fold
+        gatings = np.stack([trials[b].gating_matrix() for b in order])
+        engines = np.stack([self.engine_params(trials[b]) for b in order])
 
-        def run(start: int, stop: int, books: list[int], states=None, returns=None) -> list[list[float]]:
-            """The books' scalars over rows [start, stop) (fresh books unless ``states``)."""
-            if not books:
+        def run(start: int, stop: int, books: slice, states=None, returns=None) -> list[list[float]]:
+            """The scalars of the books in ``books`` (rows of ``order``) over rows [start, stop) (fresh books unless
+            ``states``)."""
+            if books.start == books.stop:
                 return []
             return backtest_scores(
                 self.book.rows(start, stop), gatings[books], engines[books], carry, column=column[books],
@@ -334,42 +339,36 @@ class FoldObjective:
             ).tolist()  # fmt: skip
 
         fit, val, test = (self.pieces[name] for name in ("fit", "validation", "test"))
-        kept = [b for b in range(n_books) if keep[b]]
-        others = [b for b in range(n_books) if not keep[b]]
-        on_fit: list[list[float]] = [[]] * n_books
-        for b, row in zip(others, run(fit.start, fit.stop, others), strict=True):
-            on_fit[b] = row
+        kept, others = slice(0, n_kept), slice(n_kept, n_books)
+        on_fit = run(fit.start, fit.stop, others)
         training: list[pd.Series | None] = [None] * n_books
-        if kept:  # the fit run with each bar's return, continued over the validation piece (training_returns)
-            states = np.stack([new_state(carry + 1) for _ in kept])
-            on_train = np.zeros((len(kept), val.stop - fit.start))
-            on_fit_ret = np.zeros((len(kept), fit.n))
-            for b, row in zip(kept, run(fit.start, fit.stop, kept, states, on_fit_ret), strict=True):
-                on_fit[b] = row
+        if n_kept:  # the fit run with each bar's return, continued over the validation piece (training_returns)
+            states = np.stack([new_state(carry + 1) for _ in range(n_kept)])
+            on_fit_ret = np.zeros((n_kept, fit.n))
+            on_fit = run(fit.start, fit.stop, kept, states, on_fit_ret) + on_fit
             if fit.stop == val.start:
-                on_val_ret = np.zeros((len(kept), val.n))
+                on_val_ret = np.zeros((n_kept, val.n))
                 run(val.start, val.stop, kept, states, on_val_ret)
                 on_train = np.concatenate([on_fit_ret, on_val_ret], axis=1)
             else:
+                on_train = np.zeros((n_kept, val.stop - fit.start))
                 run(fit.start, val.stop, kept, None, on_train)
             index = self.index[fit.start : val.stop]
-            for j, b in enumerate(kept):
-                training[b] = pd.Series(on_train[j], index=index)
-        everyone = list(range(n_books))
+            for row in range(n_kept):
+                training[order[row]] = pd.Series(on_train[row], index=index)
+        everyone = slice(0, n_books)
         on_val = run(val.start, val.stop, everyone)
         on_test = run(test.start, test.stop, everyone)
-        out = []
-        for b in everyone:
-            f, v, t = Score(*on_fit[b]), Score(*on_val[b]), Score(*on_test[b])
-            out.append(
-                TrialScores(
-                    score_of(f, fit.n, self.settings, self.ruin_floor),
-                    score_of(v, val.n, self.settings, self.ruin_floor),
-                    per_bar_sharpe(f, fit.n),
-                    per_bar_sharpe(v, val.n),
-                    score_of(t, test.n, self.settings, self.ruin_floor),
-                    per_bar_sharpe(t, test.n),
-                )
+        out: list[TrialScores] = [None] * n_books  # type: ignore[list-item]
+        for row, b in enumerate(order):
+            f, v, t = Score(*on_fit[row]), Score(*on_val[row]), Score(*on_test[row])
+            out[b] = TrialScores(
+                score_of(f, fit.n, self.settings, self.ruin_floor),
+                score_of(v, val.n, self.settings, self.ruin_floor),
+                per_bar_sharpe(f, fit.n),
+                per_bar_sharpe(v, val.n),
+                score_of(t, test.n, self.settings, self.ruin_floor),
+                per_bar_sharpe(t, test.n),
             )
         return out, training
 
