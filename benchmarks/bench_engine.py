@@ -2,8 +2,9 @@
 of the memory-bandwidth floor of the arrays it reads).
 
 Inputs come from the real chain: the grid, GARCH forecasts, a (reduced-iteration) regime fit and the experts with
-default parameters. Times ``backtest_score`` (scalars, what the optimiser calls) and ``run_portfolio`` (full
-per-bar frame) after a warm-up, best and median of 200 runs, on one core.
+default parameters. Times ``backtest_score`` (scalars of one book), ``run_portfolio`` (full per-bar frame) and
+``backtest_scores`` with 16 books side by side (what the random search calls, per book) after a warm-up, best and
+median of 200 (50, 30) runs, on one core.
 
 Memory-bandwidth floor: the bytes of every per-bar array the kernel reads (the ``BookInputs``: prices, funding,
 tradable flags, the expert and probability matrices, both volatilities) divided by this machine's streaming read
@@ -27,7 +28,7 @@ from reference import describe, real_market_bars, reference_ms
 
 from btc_assets import experts
 from btc_assets.config import EXPERTS, get_profile
-from btc_assets.portfolio import backtest_score, run_portfolio
+from btc_assets.portfolio import backtest_score, backtest_scores, run_portfolio
 from btc_assets.portfolio.tables import engine_params, prepare_inputs
 from btc_assets.regimes import compute_regimes
 from btc_assets.volatility import compute_volatility
@@ -64,6 +65,17 @@ def main() -> None:
     gating = np.asarray(profile.portfolio.gating, dtype=np.float64)
     args = (inputs.book, gating, params, EXPERTS.index("carry"))
     score_best, score_median = timed(lambda: backtest_score(*args, check=False))
+    # the random search's path: 16 books side by side, each with its own gating and expert column, per book
+    rng = np.random.default_rng(0)
+    books = 16
+    gatings = np.stack([gating * rng.uniform(0.5, 1.5, gating.shape) for _ in range(books)])
+    column = np.nan_to_num(inputs.book.experts[:, 0])[None, :] * rng.uniform(-1.0, 1.0, (books, 1))
+    many = np.stack([params] * books)
+
+    def side_by_side() -> None:
+        backtest_scores(inputs.book, gatings, many, args[3], column=column, column_at=0, check=False)
+
+    many_best, many_median = (t / books for t in timed(side_by_side, repeat=30))
     frame_best, frame_median = timed(lambda: run_portfolio(*args), repeat=50)
     ref_best = reference_ms()  # a fixed numpy workload: the machine's speed
     read = sum(a.nbytes for a in inputs.book)
@@ -76,6 +88,10 @@ def main() -> None:
         f"read) = {floor_ms:.2f} ms; backtest_score = {score_best / floor_ms:.2f}× the floor (target ≤ 2×)"
     )
     print(f"run_portfolio (per-bar frame):   best {frame_best:.2f} ms, median {frame_median:.2f} ms")
+    print(
+        f"backtest_scores, {books} books side by side (the random search's path): best {many_best:.2f} ms, median "
+        f"{many_median:.2f} ms per book"
+    )
     print(f"{describe(ref_best)}; backtest_score = {score_best / ref_best:.2f}× the reference")
 
 

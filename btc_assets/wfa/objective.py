@@ -52,7 +52,7 @@ from btc_assets.portfolio.tables import EngineInputs, engine_params
 from btc_assets.wfa.space import DIRECTIONAL, PhaseParams, StrategyParams, column_names
 
 HOURS_PER_YEAR = 8760.0
-BOOKS_PER_PASS = 16  # books scored side by side by FoldObjective.scores_many (a pass's columns: 16 × 8 B a bar)
+BOOKS_PER_PASS = 32  # books scored side by side by FoldObjective.scores_many (a pass's own columns: 32 × 8 B a bar)
 RUINED_SCORE = -10.0
 
 
@@ -213,7 +213,6 @@ class FoldObjective:
         # the training book starts as the fit book, so training_returns continues it over the validation piece
         self._fit_returns = np.zeros(self.pieces["fit"].n)
         self._last_fit: tuple[StrategyParams, int | None, np.ndarray] | None = None
-        self._column: np.ndarray | None = None  # scores_many's own columns, one row per book (made when needed)
 
     def cut(self, piece: str) -> pd.Timestamp:
         """The end of a piece (exclusive, a bar time): whatever the fold computes up to that piece's end reads
@@ -302,24 +301,25 @@ class FoldObjective:
         keep = keep or [False] * len(trials)
         scores: list[TrialScores] = []
         returns: list[pd.Series | None] = []
+        # the passes' own columns: made per call and let go after it (a fold's objective outlives its studies)
+        column = np.empty((min(len(trials), BOOKS_PER_PASS), len(self.columns)))
         for start in range(0, len(trials), BOOKS_PER_PASS):
             part = slice(start, start + BOOKS_PER_PASS)
-            got, kept = self._scores_pass(trials[part], k, keep[part])
+            got, kept = self._scores_pass(trials[part], k, keep[part], column)
             scores += got
             returns += kept
         return scores, returns
 
     def _scores_pass(
-        self, trials: list[StrategyParams], k: int, keep: list[bool]
+        self, trials: list[StrategyParams], k: int, keep: list[bool], column: np.ndarray
     ) -> tuple[list[TrialScores], list[pd.Series | None]]:
-        """:meth:`scores_many` for one pass of at most :data:`BOOKS_PER_PASS` books."""
+        """:meth:`scores_many` for one pass of at most :data:`BOOKS_PER_PASS` books (their columns in the first rows
+        of ``column``)."""
         n_books, carry = len(trials), self.columns.shape[1] - 1
-        if self._column is None or self._column.shape[0] < n_books:
-            self._column = np.empty((BOOKS_PER_PASS, len(self.columns)))
         # the kept trials' books first: every run below takes a slice of the books (views, no copy)
         order = [b for b in range(n_books) if keep[b]] + [b for b in range(n_books) if not keep[b]]
         n_kept = sum(keep)
-        column = self._column[:n_books]
+        column = column[:n_books]
         for row, b in enumerate(order):
             phase = trials[b].phases[k]
             w = [phase.gating[EXPERTS.index(name)] for name in DIRECTIONAL]
