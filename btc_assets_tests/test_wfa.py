@@ -829,6 +829,25 @@ def test_books_scored_side_by_side_equal_each_book_alone(inputs: Path) -> None:
         assert len({p.policy for p in trials}) == n
 
 
+def test_random_search_side_by_side_equals_trial_by_trial(
+    inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A random-search seed whose studies score each storage batch's trials side by side (``evaluate_many``) has
+    exactly the trials, folds and out-of-sample book of the same seed scored one trial at a time (``evaluate``
+    and ``after_trial``), the PBO of every study included."""
+    import btc_assets.wfa.run as run_module
+    from btc_assets.wfa.study import PhaseStudy
+
+    options = {"sampler": "random", "n_trials": 12, "pbo_trials": 5, "search_policy": True}
+    together = run(inputs, tmp_path / "together", **options)
+    monkeypatch.setattr(run_module, "PhaseStudy", lambda **kw: PhaseStudy(**{**kw, "evaluate_many": None}))
+    alone = run(inputs, tmp_path / "alone", **options)
+    assert together.trials_run == alone.trials_run == 2 * 5 * 12
+    for name in ("trials", "folds", "oos"):
+        pd.testing.assert_frame_equal(getattr(together, name), getattr(alone, name), check_exact=True)
+    assert together.trials["study_pbo"].notna().any()
+
+
 def test_training_returns_continue_the_fit_run_bit_for_bit(inputs: Path) -> None:
     """Right after ``scores`` of a trial, ``training_returns`` continues that fit run's account over the validation
     piece instead of running the whole training window again: the same returns to the last bit as one run over the

@@ -416,7 +416,7 @@ def backtest_returns(
 _NO_COLUMN = (np.empty((0, 0)), -1, 0)  # the kernels' (column, column_at, column_start) when no book has its own
 
 
-def _one_book(gating: np.ndarray, params: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _one_book(gating: np.ndarray, params: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(gatings, params, states) of the batch kernels for one book: views, so the state is updated in place."""
     return gating.reshape(1, *gating.shape), params.reshape(1, -1), state.reshape(1, -1)
 

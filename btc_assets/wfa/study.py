@@ -1,11 +1,12 @@
 """One (fold, phase) Optuna study: resumable trial by trial, with choices that do not depend on crashes.
 
 Random search draws trial i's block from its own seed (no Optuna trial at all: the draws are those of
-:class:`~btc_assets.wfa.samplers.BlockRandomSampler`); the model-based samplers sample on an in-memory mirror of the
-study (no storage round trip per suggested parameter). Completed trials (parameters, fit value, every score) are
-written to the durable Optuna storage (a journal file per study, or RDB) in batches of :data:`BATCH_TRIALS`, one
-write and one compressed journal frame per batch; the journal is fsync'd every 2 s and at the end of the study
-(:mod:`btc_assets.wfa.journal`).
+:class:`~btc_assets.wfa.samplers.BlockRandomSampler`), so the trials up to the next storage write are drawn at once
+and evaluated together (:attr:`PhaseStudy.evaluate_many`: their books run side by side); the model-based samplers
+sample on an in-memory mirror of the study (no storage round trip per suggested parameter), one trial at a time.
+Completed trials (parameters, fit value, every score) are written to the durable Optuna storage (a journal file per
+study, or RDB) in batches of :data:`BATCH_TRIALS`, one write and one compressed journal frame per batch; the journal
+is fsync'd every 2 s and at the end of the study (:mod:`btc_assets.wfa.journal`).
 
 Determinism: trial i (i = number of completed trials so far) is sampled by a fresh sampler seeded from
 (seed, fold, phase, i) over the completed trials only. After a crash (at most one batch lost) the mirror is rebuilt
