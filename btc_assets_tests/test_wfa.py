@@ -782,26 +782,39 @@ def test_a_seed_runs_with_one_blas_thread() -> None:
     assert run_seed.__wrapped__ is not None  # run_seed is the capped one
 
 
-def test_books_scored_side_by_side_equal_each_book_alone(inputs: Path) -> None:
-    """``scores_many`` (the random search's path: up to 16 books per pass over the bars, each with its own phase
-    column, gating and policy) gives every trial exactly what ``scores`` with ``test`` gives it alone, and the kept
-    trials exactly ``training_returns``; the loaded columns are left as they were."""
+def last_fold_objective(inputs: Path, **overrides: object):
+    """(settings, the last fold's objective, the default parameters, the phase search space) of the quick profile
+    with the ``TINY`` settings and ``overrides``, on the test inputs."""
     from btc_assets.experts import BarArrays
     from btc_assets.portfolio.tables import prepare_inputs
-    from btc_assets.wfa.objective import BOOKS_PER_PASS, FoldObjective, SignalCache
+    from btc_assets.wfa.objective import FoldObjective, SignalCache
     from btc_assets.wfa.run import _no_signals
-    from btc_assets.wfa.space import with_trial
 
     bars, vol, probs = load(inputs)
     profile = get_profile("quick")
-    settings = replace(profile.wfa, **TINY, search_policy=True)
+    settings = replace(profile.wfa, **{**TINY, **overrides})
     engine_inputs = prepare_inputs(bars, vol, probs, _no_signals(len(bars)), profile.portfolio)
-    fold = int(probs["fold"].max())
     objective = FoldObjective(
-        engine_inputs, probs, fold, SignalCache(BarArrays.from_market_bars(bars)), profile.portfolio, settings
+        engine_inputs,
+        probs,
+        int(probs["fold"].max()),
+        SignalCache(BarArrays.from_market_bars(bars)),
+        profile.portfolio,
+        settings,
     )
     base = StrategyParams.default(profile.portfolio, settings, profile.experts)
-    space = phase_distributions(settings, profile.experts)
+    return settings, objective, base, phase_distributions(settings, profile.experts)
+
+
+def test_books_scored_side_by_side_equal_each_book_alone(inputs: Path) -> None:
+    """``scores_many`` (the random search's path: up to ``BOOKS_PER_PASS`` books per pass over the bars, each with
+    its own phase column, gating and policy) gives every trial exactly what ``scores`` with ``test`` gives it alone,
+    and the kept trials exactly ``training_returns``; the loaded columns are left as they were."""
+    from btc_assets.wfa.objective import BOOKS_PER_PASS
+    from btc_assets.wfa.space import with_trial
+
+    profile = get_profile("quick")
+    settings, objective, base, space = last_fold_objective(inputs, search_policy=True)
     n = BOOKS_PER_PASS + 5  # two passes, the second one short
     for k in (0, 3):
         trials = [
@@ -852,23 +865,11 @@ def test_training_returns_continue_the_fit_run_bit_for_bit(inputs: Path) -> None
     """Right after ``scores`` of a trial, ``training_returns`` continues that fit run's account over the validation
     piece instead of running the whole training window again: the same returns to the last bit as one run over the
     training window; after anything else (``load``, a test-window refresh, another trial) it runs the window."""
-    from btc_assets.experts import BarArrays
     from btc_assets.portfolio.engine import backtest_returns
-    from btc_assets.portfolio.tables import prepare_inputs
-    from btc_assets.wfa.objective import FoldObjective, SignalCache
-    from btc_assets.wfa.run import _no_signals
     from btc_assets.wfa.space import with_trial
 
-    bars, vol, probs = load(inputs)
     profile = get_profile("quick")
-    settings = replace(profile.wfa, **TINY)
-    engine_inputs = prepare_inputs(bars, vol, probs, _no_signals(len(bars)), profile.portfolio)
-    fold = int(probs["fold"].max())
-    objective = FoldObjective(
-        engine_inputs, probs, fold, SignalCache(BarArrays.from_market_bars(bars)), profile.portfolio, settings
-    )
-    base = StrategyParams.default(profile.portfolio, settings, profile.experts)
-    space = phase_distributions(settings, profile.experts)
+    settings, objective, base, space = last_fold_objective(inputs)
     fit, val = objective.pieces["fit"], objective.pieces["validation"]
 
     def one_run(params: StrategyParams, k: int) -> np.ndarray:
